@@ -1,0 +1,5 @@
+import sys
+
+from mai_aug.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""The ``mai-aug`` command line: all argument parsing lives here; the work is done by the library modules.
+
+``mai-aug NAME ...``, ``python workflows/NAME.py ...`` and ``torchrun ... workflows/NAME.py ...`` run the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mai_aug.errors import MaiAugError
+
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+
+
+def command(name: str) -> Callable:
+    """Register a function that adds the sub-parser for ``name``."""
+
+    def register(fn: Callable[[argparse._SubParsersAction], None]) -> Callable:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", type=Path, required=required, help="NIH layout folder (CSV + images/)")
+    p.add_argument("--csv", type=Path, help="metadata CSV (default: DIR/Data_Entry_2017_v2020.csv)")
+    p.add_argument("--images", type=Path, help="image folder (default: DIR/images and DIR/images_*)")
+    p.add_argument("--views", nargs="+", default=["PA", "AP"], choices=["PA", "AP"], help="view positions to keep")
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="patient", choices=["patient", "official"], help="how to split (always by patient)")
+    p.add_argument("--val-frac", type=_fraction, default=0.1, help="fraction of images for validation")
+    p.add_argument("--test-frac", type=_fraction, default=0.2, help="fraction of images for test")
+    p.add_argument("--require-all-images", action="store_true", help="error if any CSV row has no image file")
+
+
+@command("split")
+def _split_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("split", help="split an NIH-layout dataset by patient into a MONAI datalist")
+    _add_data_args(p)
+    _add_split_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="datalist JSON to write")
+    p.set_defaults(run=_run_split)
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    from mai_aug.data.prepare import datalist_from_args
+
+    datalist_from_args(args, out=args.out)
+    return 0
+
+
+@command("phantom")
+def _phantom_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("phantom", help="write the synthetic chest X-ray phantom in NIH's layout")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    p.add_argument("--n", type=_positive_int, default=3000, help="number of images")
+    p.add_argument("--size", type=int, default=256, help="image size in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images-per-patient", type=float, default=3.0, help="mean images per patient")
+    p.add_argument("--difficulty", type=float, default=1.0, help="higher makes findings subtler")
+    p.add_argument("--test-shift", default="none", choices=["none", "site"],
+                   help="site: test patients are imaged with wider positioning and exposure ranges")
+    p.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    p.set_defaults(run=_run_phantom)
+
+
+def _run_phantom(args: argparse.Namespace) -> int:
+    from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
+    from mai_aug.utils import Progress
+
+    spec = PhantomSpec(out=args.out, n=args.n, size=args.size, seed=args.seed,
+                       images_per_patient=args.images_per_patient, difficulty=args.difficulty,
+                       test_shift=args.test_shift)
+    write_phantom(spec, workers=args.workers or default_workers(), progress=Progress("phantom", args.n))
+    print(f"wrote {args.n} phantom images in NIH layout to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mai-aug`` parser with one sub-command per workflow."""
+    parser = argparse.ArgumentParser(prog="mai-aug", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mai-aug`` with ``argv``; user errors print one line and return 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except MaiAugError as e:
+        print(f"mai-aug {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mai-aug {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,560 @@
+"""A synthetic chest X-ray phantom written in NIH ChestX-ray14's exact layout (the embedded default dataset).
+
+Every image is rendered from an attenuation map in canonical thorax coordinates (x, y in [-1, 1], x to the image
+right, which is the patient's left, y down), then placed by a per-image acquisition (rotation, shift, scale,
+exposure, gamma, noise, blur). A patient's anatomy is drawn once from the patient's seed, so follow-ups share it.
+Chronic findings (Cardiomegaly, Emphysema, Fibrosis, Hernia, Pleural_Thickening) belong to the patient; the others
+are drawn per image. Because every finding is planted, the phantom is ground truth for tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from mai_aug.data.nih import FINDINGS, HEADER, NO_FINDING
+from mai_aug.errors import MaiAugError
+
+# Image-level prevalences, ranked as in NIH ChestX-ray14 (Infiltration commonest, Hernia rarest), with floors so
+# that every finding has positives in a 20 % test split of the default 3000 images.
+PREVALENCE: dict[str, float] = {
+    "Infiltration": 0.17,
+    "Effusion": 0.12,
+    "Atelectasis": 0.10,
+    "Nodule": 0.075,
+    "Mass": 0.065,
+    "Pneumothorax": 0.06,
+    "Consolidation": 0.055,
+    "Pleural_Thickening": 0.05,
+    "Cardiomegaly": 0.045,
+    "Emphysema": 0.04,
+    "Edema": 0.037,
+    "Fibrosis": 0.035,
+    "Pneumonia": 0.03,
+    "Hernia": 0.025,
+}
+CHRONIC: tuple[str, ...] = ("Cardiomegaly", "Emphysema", "Fibrosis", "Hernia", "Pleural_Thickening")
+LOCALISED: tuple[str, ...] = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
+)
+BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
+LUT_SIZE, LUT_MAX_ATT = 4096, 4.0
+NOISE_BANK_SEED = 20170901
+# NIH's files are 1024 px at about 0.143 mm a pixel; the phantom keeps the field of view.
+NIH_SIZE, NIH_SPACING = 1024, 0.143
+
+
+@dataclass
+class Acquisition:
+    """How one image was taken: positioning and exposure."""
+
+    angle: float
+    shift: tuple[float, float]
+    scale: float
+    exposure: float
+    gamma: float
+    noise: float
+    blur: float
+
+
+@dataclass
+class Anatomy:
+    """A patient's thorax in canonical coordinates, with the patient-level (chronic) findings."""
+
+    seed: int
+    thorax_w: float
+    lung_r: tuple[float, float, float, float]  # cx, cy, rx, ry of the right lung (image left)
+    lung_l: tuple[float, float, float, float]
+    dome_r: float  # dome apex height (y) of the right hemidiaphragm: higher (smaller y) than the left
+    dome_l: float
+    dome_curv: float
+    heart: tuple[float, float, float, float, float]  # cx, cy, rx, ry, tilt (radians)
+    rib_y0: float
+    rib_gap: float
+    soft: float
+    chronic: dict[str, float] = field(default_factory=dict)  # finding -> severity
+
+
+@dataclass
+class PhantomImage:
+    """One rendered image: pixels (H, W) uint8, its findings and boxes in pixel coordinates."""
+
+    pixels: np.ndarray
+    findings: list[str]
+    boxes: list[tuple[str, float, float, float, float]]
+
+
+def _pil_affine(inv: np.ndarray, offset: np.ndarray) -> tuple[float, ...]:
+    """PIL's AFFINE coefficients (output x, y to input x, y, pixel corners) for a (row, col) map on pixel centres."""
+    (a_rr, a_rc), (a_cr, a_cc) = inv
+    # input_rc = inv @ output_rc + offset with centres at integers; PIL samples at centres + 0.5.
+    off_c = offset[1] + 0.5 - (a_cc + a_cr) * 0.5
+    off_r = offset[0] + 0.5 - (a_rc + a_rr) * 0.5
+    return (float(a_cc), float(a_cr), float(off_c), float(a_rc), float(a_rr), float(off_r))
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
+
+
+def _sigmoid(v: np.ndarray, soft: float) -> np.ndarray:
+    return 0.5 + 0.5 * np.tanh(v / soft)
+
+
+def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float, tilt: float = 0.0) -> np.ndarray:
+    """Implicit ellipse value: < 1 inside."""
+    if tilt:
+        c, s = math.cos(tilt), math.sin(tilt)
+        dx, dy = x - cx, y - cy
+        u, v = c * dx + s * dy, -s * dx + c * dy
+        return (u / rx) ** 2 + (v / ry) ** 2
+    return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
+
+
+def _bandpass(rng: np.random.Generator, size: int, lo: float, hi: float) -> np.ndarray:
+    """Unit-variance band-passed noise (difference of Gaussians), sigmas as fractions of the size.
+
+    Drawn on a grid of at most 128 px and upsampled: the texture is smooth, and this keeps generation fast.
+    """
+    small = min(size, 128)
+    white = rng.standard_normal((small, small)).astype(np.float32)
+    n = ndimage.gaussian_filter(white, max(lo * small, 0.5)) - ndimage.gaussian_filter(white, hi * small)
+    if small != size:
+        n = np.asarray(Image.fromarray(n, mode="F").resize((size, size), Image.BILINEAR))
+    return n / (n.std() + 1e-6)
+
+
+def sample_anatomy(seed: int, patient: int, chronic: dict[str, float]) -> Anatomy:
+    """Draw a patient's thorax; Cardiomegaly and Emphysema change it."""
+    r = _rng(seed, patient, 1)
+    tw = r.uniform(0.74, 0.84)
+    lung_ry = r.uniform(0.56, 0.64)
+    # Cardiothoracic ratio = heart width / thoracic width = rx / tw: normal 0.40 to 0.48, enlarged above 0.52.
+    heart_rx = tw * r.uniform(0.40, 0.48)
+    if "Cardiomegaly" in chronic:
+        heart_rx = tw * (0.53 + 0.12 * chronic["Cardiomegaly"])
+    dome = r.uniform(0.46, 0.54)
+    curv = r.uniform(0.9, 1.3)
+    if "Emphysema" in chronic:
+        dome += 0.10 * chronic["Emphysema"]
+        curv *= 1.0 - 0.7 * chronic["Emphysema"]
+    return Anatomy(
+        seed=int(r.integers(2**31)),
+        thorax_w=tw,
+        lung_r=(-tw * 0.50, -0.02, tw * 0.43, lung_ry),
+        lung_l=(tw * 0.50, 0.0, tw * 0.40, lung_ry * 1.02),
+        dome_r=dome - r.uniform(0.04, 0.08),
+        dome_l=dome,
+        dome_curv=curv,
+        heart=(heart_rx - tw * 0.30, 0.30, heart_rx, r.uniform(0.19, 0.23), r.uniform(0.15, 0.3)),
+        rib_y0=r.uniform(-0.72, -0.66),
+        rib_gap=r.uniform(0.115, 0.13),
+        soft=r.uniform(0.9, 1.1),
+        chronic=dict(chronic),
+    )
+
+
+class PhantomRenderer:
+    """Render phantom images of one size; per-patient layers are computed once and reused for follow-ups."""
+
+    def __init__(self, size: int = 256, difficulty: float = 1.0) -> None:
+        if size < 32:
+            raise MaiAugError(f"--size {size}: phantom images must be at least 32 px")
+        if difficulty <= 0:
+            raise MaiAugError(f"--difficulty {difficulty}: must be positive")
+        self.size = size
+        self.difficulty = difficulty
+        c = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
+        # Broadcastable axes (row = y down, column = x to the image right = the patient's left): terms of x or y
+        # alone then cost one line of pixels, not a whole image.
+        self.x, self.y = c[None, :], c[:, None]
+        self._noise_bank: np.ndarray | None = None
+        self._vessels: tuple[int, np.ndarray] = (-1, np.zeros(0))
+
+    # --- patient layers -------------------------------------------------------------------------------------
+    def lungs(self, a: Anatomy, view: str = "PA") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Soft masks of the right and left lung (image left and right) and the heart."""
+        x, y = self.x, self.y
+        cx, cy, rx, ry, tilt = a.heart
+        mag = 1.12 if view == "AP" else 1.0  # AP films magnify the heart
+        heart = _sigmoid(1 - _ellipse(x, y, cx, cy, rx * mag, ry * mag, tilt), 0.08)
+        medi = _sigmoid(0.085 - np.abs(x - 0.02 - 0.02 * (y + 1)), 0.012) * _sigmoid(0.45 - y, 0.05)
+        out = []
+        for (lcx, lcy, lrx, lry), dome, side in ((a.lung_r, a.dome_r, -1), (a.lung_l, a.dome_l, 1)):
+            inside = _sigmoid(1 - _ellipse(x, y, lcx, lcy, lrx, lry), 0.06)
+            dome_y = dome + a.dome_curv * 0.35 * (x - lcx) ** 2  # dome surface: lung lies above
+            above = _sigmoid(dome_y - y, 0.015)
+            medial = _sigmoid(side * x - 0.07, 0.015)
+            out.append(inside * above * medial * (1 - heart) * (1 - medi))
+        return out[0], out[1], heart
+
+    def patient_layer(self, a: Anatomy, view: str = "PA") -> dict[str, np.ndarray]:
+        """Attenuation of the patient's anatomy and chronic findings, with the masks findings need."""
+        x, y, s = self.x, self.y, self.size
+        r = _rng(a.seed)
+        r_chronic = _rng(a.seed, 1)
+        lung_r, lung_l, heart = self.lungs(a, view)
+        lung = lung_r + lung_l
+        body = _sigmoid(1 - _ellipse(x, y, 0.0, 0.15, a.thorax_w * 1.28, 1.12), 0.04)
+        neck = _sigmoid(0.22 - np.abs(x), 0.03) * _sigmoid(-0.5 - y, 0.05)
+        shoulders = _sigmoid(1 - _ellipse(x, y, 0.0, -0.55, 1.3, 0.45), 0.08)
+        att = a.soft * 0.9 * np.clip(body + neck + shoulders, 0, 1)
+        # Vessels: ridges of band-passed noise, densest at the hila, fading to the periphery.
+        if self._vessels[0] != a.seed:  # shared by the patient's PA and AP layers
+            self._vessels = (a.seed, np.exp(-((_bandpass(r, s, 0.008, 0.035) / 0.3) ** 2)))
+        vessels = self._vessels[1]
+        hilum = np.exp(-(((np.abs(x) - a.thorax_w * 0.25) / 0.35) ** 2 + ((y - 0.02) / 0.4) ** 2))
+        markings = 1.0 - 0.6 * a.chronic.get("Emphysema", 0.0)
+        texture = vessels * (0.015 + 0.30 * hilum) * markings + 0.1 * hilum
+        layer_texture = texture * lung
+        lucency = 0.72 + 0.20 * a.chronic.get("Emphysema", 0.0) / self.difficulty
+        att = att - lung * (lucency - texture)
+        medi = _sigmoid(0.11 - np.abs(x - 0.01), 0.03) * _sigmoid(0.5 - y, 0.05) * _sigmoid(y + 0.85, 0.05)
+        trachea = _sigmoid(0.035 - np.abs(x - 0.005), 0.01) * _sigmoid(-0.22 - y, 0.05)
+        att = att + 0.15 * medi + 0.12 * heart - 0.25 * trachea
+        # Spine with vertebrae, clavicles, ribs (all ten on a side in one pass: a periodic band along the arc).
+        spine = _sigmoid(0.055 - np.abs(x - 0.01), 0.01) * _sigmoid(y + 0.95, 0.02)
+        vert = 0.75 + 0.25 * np.cos(2 * np.pi * y / 0.11) ** 2
+        att = att + 0.3 * spine * vert
+        t = np.clip((np.abs(x) - 0.05) / (a.thorax_w * 0.98), 0, 1.2)
+        clav_y = -0.66 - 0.10 * t
+        clav = np.exp(-(((y - clav_y) / 0.022) ** 2)) * _sigmoid(t - 0.05, 0.03) * _sigmoid(0.6 - t, 0.03)
+        att = att + 0.3 * clav
+        arc = -0.12 * np.sin(np.pi * np.clip(t, 0, 1) * 0.8) + 0.30 * t**2
+        phase = (y - a.rib_y0 - arc) / a.rib_gap
+        k = np.round(phase)
+        dist = (phase - k) * a.rib_gap
+        width = 0.021 + 0.008 * t
+        ribs = np.exp(-((dist / width) ** 4)) * ((k >= 0) & (k < 10)) * _sigmoid(1.02 - t, 0.03) * _sigmoid(t - 0.02, 0.02)
+        edge = np.exp(-(((np.abs(dist) - width) / 0.006) ** 2)) * ((k >= 0) & (k < 10)) * _sigmoid(1.02 - t, 0.03)
+        chest = _sigmoid(max(a.dome_r, a.dome_l) + 0.1 - y, 0.08)
+        att = att + (0.10 * ribs + 0.05 * edge) * chest
+        # Gastric bubble under the left hemidiaphragm (image right).
+        bubble = _sigmoid(1 - _ellipse(x, y, a.lung_l[0] * 0.8, a.dome_l + 0.14, 0.10, 0.06), 0.05)
+        att = att - 0.45 * bubble
+        layer = {"att": att.astype(np.float32), "lung_r": lung_r, "lung_l": lung_l, "heart": heart, "texture": layer_texture}
+        self._chronic(a, layer, r_chronic)
+        return layer
+
+    def _chronic(self, a: Anatomy, layer: dict[str, np.ndarray], r: np.random.Generator) -> None:
+        x, y, d = self.x, self.y, self.difficulty
+        lung = layer["lung_r"] + layer["lung_l"]
+        boxes = layer.setdefault("boxes", [])
+        if "Cardiomegaly" in a.chronic:
+            boxes.append(("Cardiomegaly", layer["heart"] > 0.5))
+        if "Fibrosis" in a.chronic:
+            sev = a.chronic["Fibrosis"]
+            net = np.abs(_bandpass(r, self.size, 0.004, 0.012))
+            reticular = np.exp(-((net / 0.25) ** 2))
+            upper = _sigmoid(0.05 - y, 0.12)
+            layer["att"] += (0.10 + 0.25 * sev) / d * reticular * upper * lung
+        if "Pleural_Thickening" in a.chronic:
+            sev = a.chronic["Pleural_Thickening"]
+            side = r.choice([-1, 1])
+            cx, cy, rx, ry = a.lung_r if side < 0 else a.lung_l
+            e = _ellipse(x, y, cx, cy, rx, ry)
+            rim = _sigmoid(e - (1 - 0.20 * (0.4 + sev)), 0.02) * _sigmoid(side * (x - cx), 0.05)
+            mask = layer["lung_r"] if side < 0 else layer["lung_l"]
+            layer["att"] += (0.25 + 0.3 * sev) / d * rim * mask
+        if "Hernia" in a.chronic:
+            sev = a.chronic["Hernia"]
+            hx, hy = a.heart[0] - 0.05, a.heart[1] + 0.05
+            sac = _sigmoid(1 - _ellipse(x, y, hx, hy, 0.10 + 0.05 * sev, 0.08 + 0.03 * sev), 0.05)
+            gas = _sigmoid(1 - _ellipse(x, y, hx, hy - 0.02, 0.07, 0.04), 0.03) * (r.random() < 0.6)
+            layer["att"] += (0.30 * sac - (0.35 + 0.3 * sev) * gas) / d
+
+    # --- image-level findings -------------------------------------------------------------------------------
+    def acute(self, name: str, sev: float, a: Anatomy, layer: dict[str, np.ndarray], r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Attenuation change and footprint mask of one image-level finding."""
+        x, y, d = self.x, self.y, self.difficulty
+        side = int(r.choice([-1, 1]))
+        lung = layer["lung_r"] if side < 0 else layer["lung_l"]
+        both = layer["lung_r"] + layer["lung_l"]
+        cx, cy, rx, ry = a.lung_r if side < 0 else a.lung_l
+        dome = a.dome_r if side < 0 else a.dome_l
+
+        def spot() -> tuple[float, float]:
+            # A point well inside the chosen lung.
+            for _ in range(50):
+                px, py = cx + r.uniform(-0.7, 0.7) * rx, cy + r.uniform(-0.7, 0.6) * ry
+                i = min(max(int((py + 1) / 2 * self.size), 0), self.size - 1)
+                j = min(max(int((px + 1) / 2 * self.size), 0), self.size - 1)
+                if lung[i, j] > 0.8:
+                    return px, py
+            return cx, cy
+
+        if name == "Nodule":
+            px, py = spot()
+            rad = 0.030 + 0.022 * sev
+            blob = _sigmoid(1 - _ellipse(x, y, px, py, rad, rad), 0.25)
+            return (0.30 + 0.35 * sev) / d * blob, blob > 0.5
+        if name == "Mass":
+            px, py = spot()
+            rad = 0.08 + 0.07 * sev
+            blob = _sigmoid(1 - _ellipse(x, y, px, py, rad, rad * r.uniform(0.8, 1.2), r.uniform(0, 3)), 0.2)
+            for _ in range(2):
+                ox, oy = r.uniform(-0.6, 0.6, 2) * rad
+                blob = np.maximum(blob, _sigmoid(1 - _ellipse(x, y, px + ox, py + oy, rad * 0.6, rad * 0.6), 0.2))
+            return (0.35 + 0.30 * sev) / d * blob, blob > 0.5
+        if name == "Effusion":
+            lat = np.clip(np.abs(x - cx) / rx, 0, 1.2)
+            level = dome + 0.02 - (0.10 + 0.28 * sev) + 0.18 * lat**2 * -1  # meniscus: fluid climbs laterally
+            base = _sigmoid(1 - _ellipse(x, y, cx, cy + 0.05, rx * 1.02, ry * 1.05), 0.04) * _sigmoid(side * x - 0.07, 0.02)
+            fluid = _sigmoid(y - level, 0.03) * base * _sigmoid(dome + 0.12 - y, 0.05)
+            return (0.40 + 0.35 * sev) / d * fluid * (1 - layer["heart"]), fluid > 0.5
+        if name == "Pneumothorax":
+            shrink = 1 - (0.12 + 0.20 * sev)
+            inner = _ellipse(x, y, cx + side * rx * (1 - shrink) * 0.4, cy + ry * (1 - shrink) * 0.5, rx * shrink, ry * shrink)
+            gap = _sigmoid(inner - 1, 0.03) * lung
+            line = np.exp(-(((inner - 1) / 0.03) ** 2)) * lung
+            lucent = gap * (0.12 + 0.15 * sev) + gap * layer["texture"]  # no lung markings beyond the pleural line
+            return (-lucent + 0.15 * line) / d, gap > 0.5
+        if name in ("Infiltration", "Pneumonia", "Consolidation"):
+            px, py = spot()
+            zone = _sigmoid(1 - _ellipse(x, y, px, py, rx * r.uniform(0.4, 0.7), ry * r.uniform(0.3, 0.5)), 0.15)
+            if name == "Consolidation":
+                bronch = np.exp(-((_bandpass(r, self.size, 0.006, 0.02) / 0.3) ** 2))
+                dens, patch = 0.45 + 0.3 * sev, 1 - 0.5 * bronch
+                zone = _sigmoid(zone - 0.3, 0.05)
+            else:
+                patch = np.clip(_bandpass(r, self.size, 0.012, 0.05) * 0.6 + 0.5, 0, 1)
+                dens = (0.30 + 0.25 * sev) if name == "Infiltration" else (0.40 + 0.3 * sev)
+            blob = zone * patch * lung
+            return dens / d * blob, blob > 0.3
+        if name == "Atelectasis":
+            ang = r.uniform(-0.4, 0.2)
+            px, py = cx, dome - r.uniform(0.12, 0.28)
+            dist = (np.cos(ang) * (y - py) - np.sin(ang) * (x - px))
+            plate = np.exp(-((dist / (0.012 + 0.012 * sev)) ** 2)) * lung
+            volume_loss = _sigmoid(y - (dome - 0.05 - 0.07 * sev), 0.02) * lung  # elevated hemidiaphragm
+            change = (0.35 + 0.3 * sev) * plate + (0.5 + 0.2 * sev) * volume_loss
+            return change / d, (plate + volume_loss) > 0.4
+        if name == "Edema":
+            bat = np.exp(-(((np.abs(x) - 0.25) / 0.25) ** 2 + ((y - 0.05) / 0.35) ** 2)) * both
+            kerley = np.zeros((self.size, self.size), np.float32)
+            for _ in range(8):
+                ky, kside = r.uniform(0.15, 0.45), r.choice([-1, 1])
+                kx = kside * a.thorax_w * r.uniform(0.78, 0.9)
+                kerley += np.exp(-(((y - ky) / 0.006) ** 2)) * _sigmoid(0.05 - np.abs(x - kx), 0.01)
+            change = (0.25 + 0.25 * sev) * bat + 0.25 * kerley * both
+            return change / d, bat > 0.4
+        raise ValueError(name)
+
+    # --- one image --------------------------------------------------------------------------------------------
+    def render(self, a: Anatomy, layer: dict[str, np.ndarray], acute: dict[str, float], acq: Acquisition, seed: int) -> PhantomImage:
+        """Render the patient's layer plus ``acute`` findings, placed and exposed by ``acq``."""
+        r = _rng(seed)
+        att = layer["att"].copy()
+        masks: list[tuple[str, np.ndarray]] = list(layer.get("boxes", []))
+        for name in FINDINGS:  # fixed order keeps the draws reproducible
+            if name in acute:
+                change, mask = self.acute(name, acute[name], a, layer, r)
+                att += change.astype(np.float32)
+                masks.append((name, mask))
+        # Place: image coordinate u = scale * R @ canonical + shift, so canonical = R^-1 (u - shift) / scale.
+        s = self.size
+        c, sn = math.cos(acq.angle), math.sin(acq.angle)
+        inv = np.array([[c, sn], [-sn, c]]) / acq.scale  # acting on (row, col) = (y, x)
+        center = np.array([s / 2 - 0.5, s / 2 - 0.5])
+        shift = np.array(acq.shift[::-1]) * s / 2
+        offset = center - inv @ (center + shift)
+        # PIL's affine warp is several times faster than scipy's; coefficients map output (x, y) to input (x, y).
+        coeffs = _pil_affine(inv, offset)
+        placed = np.asarray(Image.fromarray(att, mode="F").transform((s, s), Image.AFFINE, coeffs, Image.BILINEAR))
+        img = self._expose(placed, acq)
+        if acq.blur > 0.05:
+            img = ndimage.gaussian_filter(img, acq.blur * s / 256)
+        img = img + self._noise(r) * acq.noise
+        self._marker(img)
+        pixels = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+        fwd = np.linalg.inv(inv)
+        boxes = []
+        for name, mask in masks:
+            if name not in LOCALISED or not mask.any():
+                continue
+            rows, cols = np.nonzero(mask)
+            corners = np.array([[rows.min(), cols.min()], [rows.min(), cols.max()], [rows.max(), cols.min()], [rows.max(), cols.max()]], dtype=float)
+            placed_c = (fwd @ (corners - center).T).T + center + shift
+            (r0, c0), (r1, c1) = placed_c.min(0).clip(0, s - 1), placed_c.max(0).clip(0, s - 1)
+            boxes.append((name, float(c0), float(r0), float(c1 - c0 + 1), float(r1 - r0 + 1)))
+        found = sorted(set(acute) | set(a.chronic))
+        return PhantomImage(pixels=pixels, findings=found, boxes=boxes)
+
+    def _expose(self, att: np.ndarray, acq: Acquisition) -> np.ndarray:
+        """Detector response 1 - exp(-mu A), then exposure and gamma, through a lookup table (faster than pow)."""
+        grid = np.linspace(0, LUT_MAX_ATT, LUT_SIZE, dtype=np.float32)
+        lut = np.clip((1 - np.exp(-1.3 * grid)) * acq.exposure, 0, 1) ** acq.gamma
+        idx = np.clip(att * ((LUT_SIZE - 1) / LUT_MAX_ATT), 0, LUT_SIZE - 1).astype(np.intp)
+        return lut[idx]
+
+    def _noise(self, r: np.random.Generator) -> np.ndarray:
+        """Unit Gaussian noise: a random window of a fixed noise bank (drawing fresh noise per image is slower)."""
+        if self._noise_bank is None:
+            self._noise_bank = _rng(NOISE_BANK_SEED).standard_normal((2 * self.size, 2 * self.size), dtype=np.float32)
+        i, j = r.integers(0, self.size, 2)
+        flip = r.integers(0, 2, 2) * 2 - 1
+        return self._noise_bank[i : i + self.size, j : j + self.size][:: flip[0], :: flip[1]]
+
+    def _marker(self, img: np.ndarray) -> None:
+        """A radiographer's side marker: an 'L' at the top of the image right (the patient's left)."""
+        s = self.size
+        u = max(1, s // 64)
+        r0, c0 = 3 * u, s - 8 * u
+        img[r0 : r0 + 5 * u, c0 : c0 + u] = 1.0
+        img[r0 + 4 * u : r0 + 5 * u, c0 : c0 + 3 * u] = 1.0
+
+
+def sample_acquisition(r: np.random.Generator, shifted: bool) -> Acquisition:
+    """Positioning and exposure of one image; ``shifted`` widens the ranges (another site's test patients)."""
+    k = 2.2 if shifted else 1.0
+    return Acquisition(
+        angle=math.radians(r.uniform(-3, 3) * k),
+        shift=(float(r.uniform(-0.03, 0.03) * k), float(r.uniform(-0.03, 0.03) * k)),
+        scale=float(r.uniform(0.95, 1.05)),
+        exposure=float(r.uniform(1 - 0.10 * k, 1 + 0.10 * k)),
+        gamma=float(np.exp(r.uniform(-0.2, 0.2) * k)),
+        noise=float(r.uniform(0.008, 0.025)),
+        blur=float(r.uniform(0.3, 1.0)),
+    )
+
+
+def sample_patient_findings(r: np.random.Generator, n_images: int) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Chronic findings of a patient and acute findings of each image, with NIH-like co-occurrence."""
+    chronic = {f: float(r.uniform(0.2, 1.0)) for f in CHRONIC if r.random() < PREVALENCE[f]}
+    images = []
+    for _ in range(n_images):
+        p = dict(PREVALENCE)
+        if "Cardiomegaly" in chronic:
+            p["Effusion"], p["Edema"] = p["Effusion"] * 3, p["Edema"] * 4
+        found = {}
+        for f in ("Infiltration", "Consolidation", "Effusion", "Edema", "Atelectasis", "Pneumonia", "Nodule", "Mass", "Pneumothorax"):
+            q = p[f]
+            if f == "Pneumonia" and ("Infiltration" in found or "Consolidation" in found):
+                q *= 3
+            if f == "Atelectasis" and "Effusion" in found:
+                q *= 2.5
+            if r.random() < q:
+                found[f] = float(r.uniform(0.2, 1.0))
+        images.append(found)
+    return chronic, images
+
+
+@dataclass
+class PhantomSpec:
+    """What ``mai-aug phantom`` writes."""
+
+    out: Path
+    n: int = 3000
+    size: int = 256
+    seed: int = 0
+    images_per_patient: float = 3.0
+    difficulty: float = 1.0
+    test_shift: str = "none"
+    test_frac: float = 0.2
+
+
+def _patient_plan(spec: PhantomSpec) -> list[tuple[int, int, bool]]:
+    """(patient id, number of images, is test patient) until ``spec.n`` images are planned."""
+    r = _rng(spec.seed, 0)
+    plan, total, pid = [], 0, 0
+    while total < spec.n:
+        pid += 1
+        k = int(min(1 + r.poisson(max(spec.images_per_patient - 1, 0)), spec.n - total))
+        plan.append((pid, k, bool(r.random() < spec.test_frac)))
+        total += k
+    return plan
+
+
+def _render_patient(args: tuple[PhantomSpec, int, int, bool]) -> list[tuple[str, list[str], int, int, str, str, list]]:
+    spec, pid, k, is_test = args
+    renderer = _renderer(spec.size, spec.difficulty)
+    r = _rng(spec.seed, pid, 2)
+    chronic, per_image = sample_patient_findings(r, k)
+    anatomy = sample_anatomy(spec.seed, pid, chronic)
+    age, sex = int(np.clip(r.normal(47, 17), 1, 95)), ("M" if r.random() < 0.56 else "F")
+    views = ["AP" if r.random() < 0.4 else "PA" for _ in range(k)]
+    layers: dict[str, dict] = {}
+    rows = []
+    for f, (acute, view) in enumerate(zip(per_image, views)):
+        if view not in layers:
+            layers[view] = renderer.patient_layer(anatomy, view)
+        ri = _rng(spec.seed, pid, 3, f)
+        acq = sample_acquisition(ri, shifted=is_test and spec.test_shift == "site")
+        image = renderer.render(anatomy, layers[view], acute, acq, seed=int(ri.integers(2**31)))
+        name = f"{pid:08d}_{f:03d}.png"
+        Image.fromarray(image.pixels, mode="L").save(spec.out / "images" / name, optimize=False, compress_level=1)
+        rows.append((name, image.findings, f, age + f // 4, sex, view, image.boxes))
+    return rows
+
+
+_RENDERERS: dict[tuple[int, float], PhantomRenderer] = {}
+
+
+def _renderer(size: int, difficulty: float) -> PhantomRenderer:
+    key = (size, difficulty)
+    if key not in _RENDERERS:
+        _RENDERERS[key] = PhantomRenderer(size, difficulty)
+    return _RENDERERS[key]
+
+
+def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write the phantom dataset in NIH's layout under ``spec.out``; same arguments, byte-identical files."""
+    if spec.n < 1:
+        raise MaiAugError(f"--n {spec.n}: must be at least 1")
+    if spec.images_per_patient < 1:
+        raise MaiAugError(f"--images-per-patient {spec.images_per_patient}: must be at least 1")
+    if spec.test_shift not in ("none", "site"):
+        raise MaiAugError(f"--test-shift {spec.test_shift!r}: expected none or site")
+    _renderer(spec.size, spec.difficulty)  # validates size and difficulty before any file is written
+    try:
+        (spec.out / "images").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MaiAugError(f"--out {spec.out}: cannot create ({e.strerror})") from None
+    plan = _patient_plan(spec)
+    jobs = [(spec, pid, k, t) for pid, k, t in plan]
+    results: Iterator
+    if workers > 1:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_render_patient, jobs, chunksize=8)
+    else:
+        pool, results = None, map(_render_patient, jobs)
+    entries, boxes, test_names, train_names, done = [], [], [], [], 0
+    try:
+        for (pid, _, is_test), rows in zip(plan, results):
+            for name, findings, follow, age, sex, view, bxs in rows:
+                entries.append([name, "|".join(findings) or NO_FINDING, follow, pid, age, sex, view,
+                                spec.size, spec.size, *([round(NIH_SPACING * NIH_SIZE / spec.size, 6)] * 2)])
+                boxes.extend([name, b[0], *(round(v, 3) for v in b[1:])] for b in bxs)
+                (test_names if is_test else train_names).append(name)
+            done += len(rows)
+            if progress is not None:
+                progress(done, spec.n)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    with open(spec.out / "Data_Entry_2017_v2020.csv", "w", newline="") as f:
+        f.write(",".join(HEADER) + "\n")
+        csv.writer(f, lineterminator="\n").writerows(entries)
+    with open(spec.out / "BBox_List_2017.csv", "w", newline="") as f:
+        f.write(BBOX_HEADER + "\n")
+        csv.writer(f, lineterminator="\n").writerows(boxes)
+    (spec.out / "train_val_list.txt").write_text("".join(n + "\n" for n in train_names))
+    (spec.out / "test_list.txt").write_text("".join(n + "\n" for n in test_names))
+    return spec.out
+
+
+def default_workers() -> int:
+    """Worker processes for generation: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -1,0 +1,205 @@
+"""Patient-wise splits of an :class:`NIHTable` into a MONAI datalist.
+
+The patient split is an iterative stratification over patients (after Sechidis et al., 2011): findings are
+visited from rarest to commonest, and each finding's still unassigned patients are dealt out to the split whose
+share of that finding lags its target most, with the first positive patient of every finding going to validation
+and test when they have none yet. Patients without findings then fill each split up to its target image count.
+All draws come from one seeded generator, so the same seed gives the same split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mai_aug.data.nih import FINDINGS, NIHTable, read_name_list
+from mai_aug.errors import MaiAugError
+
+SPLITS: tuple[str, ...] = ("training", "validation", "test")
+# A finding needs this many positive patients before validation and test are each promised one.
+MIN_POSITIVE_PATIENTS = 3
+
+
+def stratified_patient_split(
+    patients: np.ndarray, labels: np.ndarray, fractions: Sequence[float], seed: int = 0
+) -> np.ndarray:
+    """Assign every image to a split so that no patient is in two splits.
+
+    Args:
+        patients: (n,) patient id per image.
+        labels: (n, k) 0/1 findings per image.
+        fractions: target fraction of images per split (sums to 1).
+        seed: seed of the generator that orders patients.
+
+    Returns:
+        (n,) split index per image.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    rng = np.random.default_rng(seed)
+    uniq, inverse = np.unique(patients, return_inverse=True)
+    n_pat = len(uniq)
+    counts = np.bincount(inverse, minlength=n_pat).astype(float)
+    pat_pos = np.zeros((n_pat, labels.shape[1]), dtype=np.int64)
+    np.add.at(pat_pos, inverse, labels.astype(np.int64))
+    pat_has = pat_pos > 0
+    order = rng.permutation(n_pat)
+    assigned = np.full(n_pat, -1, dtype=np.int64)
+    split_pos = np.zeros((len(fractions), labels.shape[1]))
+    split_images = np.zeros(len(fractions))
+
+    def assign(p: int, s: int) -> None:
+        assigned[p] = s
+        split_pos[s] += pat_has[p]
+        split_images[s] += counts[p]
+
+    for j in np.argsort(pat_has.sum(0), kind="stable"):
+        members = [p for p in order[pat_has[order, j]] if assigned[p] < 0]
+        total = pat_has[:, j].sum()
+        if total >= MIN_POSITIVE_PATIENTS:
+            for s in range(1, len(fractions)):
+                if fractions[s] > 0 and split_pos[s, j] == 0 and members:
+                    assign(members.pop(0), s)
+        for p in members:
+            deficit = fractions * total - split_pos[:, j]
+            deficit[fractions == 0] = -np.inf
+            assign(p, int(np.argmax(deficit)))
+    target = fractions * counts.sum()
+    for p in order:
+        if assigned[p] < 0:
+            deficit = target - split_images
+            deficit[fractions == 0] = -np.inf
+            assign(p, int(np.argmax(deficit)))
+    return assigned[inverse]
+
+
+def check_no_overlap(patients: np.ndarray, split: np.ndarray) -> None:
+    """Raise if any patient has images in two splits."""
+    frame = pd.DataFrame({"p": patients, "s": split})
+    n_splits = frame.groupby("p")["s"].nunique()
+    leaked = n_splits[n_splits > 1]
+    if len(leaked):
+        raise MaiAugError(f"patient leakage: {len(leaked)} patient(s) in more than one split, e.g. {leaked.index[0]}")
+
+
+def official_split(table: NIHTable, data_dir: Path, val_frac: float, seed: int) -> np.ndarray:
+    """NIH's split: test = ``test_list.txt``; validation carved by patient from ``train_val_list.txt``."""
+    test_names = read_name_list(data_dir / "test_list.txt")
+    train_val_names = read_name_list(data_dir / "train_val_list.txt")
+    names = table.frame["Image Index"]
+    is_test = names.isin(test_names).to_numpy()
+    is_train_val = names.isin(train_val_names).to_numpy()
+    unlisted = names[~(is_test | is_train_val)]
+    if len(unlisted):
+        raise MaiAugError(
+            f"{len(unlisted)} images are in neither train_val_list.txt nor test_list.txt, e.g. {unlisted.iloc[0]}"
+        )
+    split = np.where(is_test, 2, 0)
+    idx = np.flatnonzero(~is_test)
+    patients = table.frame["Patient ID"].to_numpy()
+    sub = stratified_patient_split(patients[idx], table.labels[idx], [1 - val_frac, val_frac], seed)
+    split[idx[sub == 1]] = 1
+    return split
+
+
+def make_datalist(
+    table: NIHTable,
+    split: str = "patient",
+    val_frac: float = 0.1,
+    test_frac: float = 0.2,
+    seed: int = 0,
+    data_dir: Path | None = None,
+) -> dict:
+    """Split ``table`` by patient and return a MONAI datalist.
+
+    Returns:
+        ``{"labels": FINDINGS, "training": [...], "validation": [...], "test": [...]}``; each item holds
+        ``image`` (absolute path), ``label`` (14 × 0/1), ``patient``, ``view`` and ``name``.
+    """
+    if not 0 <= val_frac < 1 or not 0 <= test_frac < 1 or val_frac + test_frac >= 1:
+        raise MaiAugError(f"--val-frac {val_frac} and --test-frac {test_frac} must be in [0, 1) and sum below 1")
+    if len(table.frame) == 0:
+        raise MaiAugError(f"{table.csv_path}: no images left to split (check the image folder and --views)")
+    patients = table.frame["Patient ID"].to_numpy(dtype=np.int64, copy=True)
+    if split == "patient":
+        assignment = stratified_patient_split(patients, table.labels, [1 - val_frac - test_frac, val_frac, test_frac], seed)
+    elif split == "official":
+        if data_dir is None:
+            raise MaiAugError("--split official needs the data folder with train_val_list.txt and test_list.txt")
+        assignment = official_split(table, Path(data_dir), val_frac, seed)
+    else:
+        raise MaiAugError(f"--split: unknown split {split!r} (expected patient or official)")
+    check_no_overlap(patients, assignment)
+    frame = table.frame
+    items = [
+        {
+            "image": img,
+            "label": lab.tolist(),
+            "patient": int(pid),
+            "view": view,
+            "name": name,
+        }
+        for img, lab, pid, view, name in zip(
+            frame["image"], table.labels, patients, frame["View Position"], frame["Image Index"]
+        )
+    ]
+    datalist: dict = {"labels": list(FINDINGS)}
+    for s, key in enumerate(SPLITS):
+        datalist[key] = [items[i] for i in np.flatnonzero(assignment == s)]
+    return datalist
+
+
+def write_datalist(datalist: dict, out: str | Path) -> Path:
+    """Write ``datalist`` as JSON, creating the parent folder."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(datalist, indent=1))
+        tmp.replace(out)
+    except OSError as e:
+        raise MaiAugError(f"--out {out}: cannot write ({e.strerror})") from None
+    return out
+
+
+def load_datalist(path: str | Path) -> dict:
+    """Read a datalist written by :func:`write_datalist`, checking its keys."""
+    path = Path(path)
+    try:
+        datalist = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MaiAugError(f"--datalist {path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise MaiAugError(f"--datalist {path}: not valid JSON ({e})") from None
+    for key in ("labels", *SPLITS):
+        if key not in datalist:
+            raise MaiAugError(f"--datalist {path}: missing key {key!r}")
+    return datalist
+
+
+def label_frequencies(items: Sequence[dict], n_labels: int = len(FINDINGS)) -> tuple[np.ndarray, np.ndarray]:
+    """Per-finding positive and negative frequencies of a split (fractions of its images).
+
+    The weighted loss uses them: positives weigh ``freq_neg`` and negatives ``freq_pos``, so each finding's
+    positive and negative halves contribute equally.
+    """
+    if not items:
+        return np.zeros(n_labels), np.zeros(n_labels)
+    labels = np.asarray([it["label"] for it in items], dtype=np.float64)
+    pos = labels.mean(axis=0)
+    return pos, 1.0 - pos
+
+
+def split_table(datalist: dict) -> pd.DataFrame:
+    """Images, patients and positives per finding for each split, as a table (rows: quantities, columns: splits)."""
+    rows: dict[str, dict[str, int]] = {}
+    for key in SPLITS:
+        items = datalist[key]
+        labels = np.asarray([it["label"] for it in items], dtype=np.int64).reshape(-1, len(datalist["labels"]))
+        col = {"images": len(items), "patients": len({it["patient"] for it in items})}
+        col.update({name: int(v) for name, v in zip(datalist["labels"], labels.sum(0))})
+        rows[key] = col
+    return pd.DataFrame(rows)
