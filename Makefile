@@ -1,0 +1,34 @@
+# Set-up and everyday commands. `make demo` runs the main job on the embedded phantom; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= runs/demo
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# CPU-only machines take the CPU build of torch first, so pip does not pull a multi-GB CUDA build.
+	$(BIN)/python -c "import torch" 2>/dev/null || command -v nvidia-smi >/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mai-aug compare --out $(OUT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check mai_aug workflows tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/split_speed.py
+	$(BIN)/python benchmarks/phantom_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

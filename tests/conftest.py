@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny NIH-layout folders written on the fly, and one small phantom per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mai_aug.data.nih import HEADER
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def write_nih(
+    root: Path,
+    rows: list[tuple[str, str, int, str]],
+    variant: str = "2020",
+    images: bool | list[str] = True,
+    size: int = 16,
+) -> Path:
+    """Write ``root`` in NIH's layout: rows are (image name, finding labels, patient id, view)."""
+    root.mkdir(parents=True, exist_ok=True)
+    name = "Data_Entry_2017_v2020.csv" if variant == "2020" else "Data_Entry_2017.csv"
+    tail = "," if variant == "2017" else ""
+    lines = [",".join(HEADER) + tail]
+    for i, (img, labels, pid, view) in enumerate(rows):
+        age = "58" if variant == "2020" else "058Y"
+        lines.append(f"{img},{labels},{i},{pid},{age},M,{view},{size},{size},0.143,0.143{tail}")
+    (root / name).write_text("\n".join(lines) + "\n")
+    (root / "images").mkdir(exist_ok=True)
+    wanted = [r[0] for r in rows] if images is True else (images or [])
+    for img in wanted:
+        Image.fromarray(np.full((size, size), 128, np.uint8)).save(root / "images" / img)
+    return root
+
+
+@pytest.fixture
+def nih_rows() -> list[tuple[str, str, int, str]]:
+    return [
+        ("00000001_000.png", "No Finding", 1, "PA"),
+        ("00000001_001.png", "Cardiomegaly|Effusion", 1, "AP"),
+        ("00000002_000.png", "Hernia", 2, "PA"),
+        ("00000003_000.png", "Pneumothorax", 3, "PA"),
+        ("00000004_000.png", "Infiltration|Nodule|Mass", 4, "AP"),
+        ("00000005_000.png", "No Finding", 5, "PA"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small phantom (900 images, 64 px) shared by the tests that read or train on it."""
+    from mai_aug.data.phantom import PhantomSpec, write_phantom
+
+    out = tmp_path_factory.mktemp("phantom")
+    write_phantom(PhantomSpec(out=out, n=900, size=64, seed=3), workers=2)
+    return out

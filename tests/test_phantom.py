@@ -1,0 +1,109 @@
+"""The synthetic chest phantom: NIH layout, determinism, boxes, findings, shared anatomy."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mai_aug.cli import main
+from mai_aug.data.nih import FINDINGS, read_nih
+from mai_aug.data.phantom import PhantomRenderer, PhantomSpec, sample_acquisition, sample_anatomy, write_phantom
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_arguments_give_byte_identical_files(tmp_path):
+    a = write_phantom(PhantomSpec(out=tmp_path / "a", n=40, size=48, seed=7), workers=1)
+    b = write_phantom(PhantomSpec(out=tmp_path / "b", n=40, size=48, seed=7), workers=2)
+    c = write_phantom(PhantomSpec(out=tmp_path / "c", n=40, size=48, seed=8), workers=1)
+    assert digest(a) == digest(b)
+    assert digest(a) != digest(c)
+    assert len(list((a / "images").glob("*.png"))) == 40
+
+
+def test_split_reads_phantom_unchanged(phantom_dir, tmp_path, capsys):
+    assert main(["split", "--data", str(phantom_dir), "--out", str(tmp_path / "dl.json"), "--require-all-images"]) == 0
+    assert main(["split", "--data", str(phantom_dir), "--split", "official", "--out", str(tmp_path / "off.json")]) == 0
+    table = read_nih(phantom_dir, require_all_images=True)
+    assert len(table.frame) == 900 and not table.missing
+    name = table.frame["Image Index"].iloc[0]
+    assert len(name) == len("00000001_000.png") and name.endswith(".png")
+    image = Image.open(table.frame["image"].iloc[0])
+    assert image.mode == "L" and image.size == (64, 64)
+
+
+def test_every_finding_present_with_ranked_prevalence(phantom_dir):
+    table = read_nih(phantom_dir)
+    counts = dict(zip(FINDINGS, table.labels.sum(0)))
+    assert all(v > 0 for v in counts.values()), counts
+    assert counts["Infiltration"] == max(counts.values())
+    assert counts["Hernia"] < counts["Effusion"]
+    test_names = set((phantom_dir / "test_list.txt").read_text().split())
+    in_test = table.frame["Image Index"].isin(test_names).to_numpy()
+    assert in_test.mean() == pytest.approx(0.2, abs=0.07)
+    assert (table.labels[in_test].sum(0) > 0).sum() >= 12
+
+
+def test_boxes_match_findings(phantom_dir):
+    boxes = pd.read_csv(phantom_dir / "BBox_List_2017.csv", header=None, skiprows=1, names=["name", "label", "x", "y", "w", "h"])
+    assert (phantom_dir / "BBox_List_2017.csv").read_text().startswith("Image Index,Finding Label,Bbox [x,y,w,h]")
+    table = read_nih(phantom_dir)
+    findings = dict(zip(table.frame["Image Index"], table.labels))
+    assert len(boxes) > 50
+    for row in boxes.itertuples():
+        assert findings[row.name][FINDINGS.index(row.label)] == 1, row
+        assert 0 <= row.x < 64 and 0 <= row.y < 64 and row.w > 0 and row.h > 0
+
+
+def test_patient_official_split_is_patient_wise(phantom_dir):
+    train = {n.split("_")[0] for n in (phantom_dir / "train_val_list.txt").read_text().split()}
+    test = {n.split("_")[0] for n in (phantom_dir / "test_list.txt").read_text().split()}
+    assert train and test and not train & test
+
+
+def test_follow_ups_share_anatomy(phantom_dir):
+    frame = pd.read_csv(phantom_dir / "Data_Entry_2017_v2020.csv", index_col=False).iloc[:, :7]
+    normal = frame[(frame["Finding Labels"] == "No Finding") & (frame["View Position"] == "PA")]
+    groups = normal.groupby("Patient ID")["Image Index"].apply(list)
+    groups = groups[groups.map(len) >= 2].head(40)
+    assert len(groups) >= 10
+
+    def load(name: str) -> np.ndarray:
+        return np.asarray(Image.open(phantom_dir / "images" / name), dtype=float).ravel()
+
+    same = [np.corrcoef(load(v[0]), load(v[1]))[0, 1] for v in groups]
+    firsts = [v[0] for v in groups]
+    other = [np.corrcoef(load(a), load(b))[0, 1] for a, b in zip(firsts, firsts[1:])]
+    assert np.mean(same) > np.mean(other)
+    # With the acquisition held fixed, two follow-ups without findings are the same picture.
+    renderer = PhantomRenderer(64)
+    anatomy = sample_anatomy(3, 1, {})
+    layer = renderer.patient_layer(anatomy)
+    acq = sample_acquisition(np.random.default_rng(0), shifted=False)
+    a = renderer.render(sample_anatomy(3, 1, {}), layer, {}, acq, seed=1).pixels
+    b = renderer.render(anatomy, renderer.patient_layer(sample_anatomy(3, 1, {})), {}, acq, seed=1).pixels
+    c = renderer.render(sample_anatomy(3, 2, {}), renderer.patient_layer(sample_anatomy(3, 2, {})), {}, acq, seed=1).pixels
+    assert (a == b).all() and not (a == c).all()
+
+
+def test_heart_is_on_the_image_right_and_cardiomegaly_enlarges_it():
+    renderer = PhantomRenderer(128)
+    normal = renderer.lungs(sample_anatomy(0, 5, {}))[2]
+    big = renderer.lungs(sample_anatomy(0, 5, {"Cardiomegaly": 1.0}))[2]
+    cols = np.arange(128)
+    centre = (normal.sum(0) * cols).sum() / normal.sum()
+    assert centre > 64  # the heart sits to the patient's left: the image right
+    assert big.sum() > 1.2 * normal.sum()
+
+
+def test_bad_arguments(tmp_path, capsys):
+    assert main(["phantom", "--out", str(tmp_path / "x"), "--size", "8"]) == 2
+    assert "--size 8" in capsys.readouterr().err
+    assert main(["phantom", "--out", str(tmp_path / "x"), "--difficulty", "0"]) == 2
