@@ -97,6 +97,56 @@ def _run_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_regime_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--regime", default=default, required=default is None, help="augmentation regime (see `mai-aug regimes`)")
+    p.add_argument("--regimes-file", action="append", default=[], type=Path,
+                   help="YAML adding or overriding regimes (repeatable)")
+
+
+@command("regimes")
+def _regimes_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("regimes", help="list the augmentation regimes and their transforms")
+    p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
+    p.add_argument("--image-size", type=int, default=320)
+    p.set_defaults(run=_run_regimes)
+
+
+def _run_regimes(args: argparse.Namespace) -> int:
+    from mai_aug.transforms.regimes import available_regimes, load_regime
+
+    for name, description in available_regimes(args.regimes_file).items():
+        regime = load_regime(name, args.image_size, args.regimes_file)
+        flip = " (allows left-right flips)" if regime.allow_lateral_flip else ""
+        print(f"{name}{flip}: {description}")
+        for line in regime.describe():
+            print(f"    {line}")
+    return 0
+
+
+@command("preview")
+def _preview_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("preview", help="write augmented samples of a few images and a captioned grid")
+    _add_data_args(p)
+    _add_regime_args(p)
+    p.add_argument("--n", type=_positive_int, default=8, help="images to preview")
+    p.add_argument("--samples", type=_positive_int, default=4, help="augmented samples per image")
+    p.add_argument("--size", type=int, default=256, help="training image size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="folder for <stem>_<k>.png and grid.png")
+    p.set_defaults(run=_run_preview)
+
+
+def _run_preview(args: argparse.Namespace) -> int:
+    from mai_aug.reports.preview import write_preview
+    from mai_aug.transforms.regimes import load_regime
+
+    regime = load_regime(args.regime, args.size, args.regimes_file)
+    written = write_preview(args.data, regime, args.out, n=args.n, samples=args.samples, seed=args.seed,
+                            csv=args.csv, images=args.images)
+    print(f"wrote {len(written)} samples and {args.out / 'grid.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mai-aug`` parser with one sub-command per workflow."""
     parser = argparse.ArgumentParser(prog="mai-aug", description=__doc__.splitlines()[0])
@@ -114,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MaiAugError as e:
         print(f"mai-aug {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"mai-aug {args.command}: interrupted", file=sys.stderr)
         return 130

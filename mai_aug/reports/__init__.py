@@ -1,0 +1,1 @@
+"""Reports out: previews, ROC figures, AUC tables and comparison summaries."""

@@ -1,0 +1,71 @@
+"""``mai-aug preview``: what a regime does to real inputs, as PNGs and a captioned grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from mai_aug.data.nih import FINDINGS, read_nih  # noqa: E402
+from mai_aug.errors import MaiAugError  # noqa: E402
+from mai_aug.reports.images import to_uint8  # noqa: E402
+from mai_aug.transforms.regimes import Regime  # noqa: E402
+
+
+def caption(label: np.ndarray | list[int]) -> str:
+    names = [FINDINGS[j] for j in np.flatnonzero(np.asarray(label))]
+    return ", ".join(names) if names else "No Finding"
+
+
+def write_preview(
+    data_dir: Path, regime: Regime, out: Path, n: int = 8, samples: int = 4, seed: int = 0,
+    csv: Path | None = None, images: Path | None = None,
+) -> list[Path]:
+    """Write ``samples`` augmented versions of ``n`` images and ``grid.png``; return the sample paths."""
+    table = read_nih(data_dir, csv=csv, images=images)
+    if len(table.frame) == 0:
+        raise MaiAugError(f"--data {data_dir}: no images to preview")
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(table.frame), size=min(n, len(table.frame)), replace=False))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
+    deterministic, augment = regime.full_transform(train=False), regime.full_transform(train=True)
+    augment.set_random_state(seed)
+    written, rows = [], []
+    for i in picks:
+        item = {"image": table.frame["image"].iat[i], "label": table.labels[i].tolist()}
+        stem = Path(item["image"]).stem
+        original = to_uint8(deterministic(dict(item))["image"])
+        row = [original]
+        for k in range(samples):
+            pixels = to_uint8(augment(dict(item))["image"])
+            path = out / f"{stem}_{k}.png"
+            Image.fromarray(pixels, mode="L").save(path)
+            written.append(path)
+            row.append(pixels)
+        rows.append((stem, caption(table.labels[i]), row))
+    _grid(rows, regime.name, out / "grid.png")
+    return written
+
+
+def _grid(rows: list[tuple[str, str, list[np.ndarray]]], regime: str, path: Path) -> None:
+    cols = len(rows[0][2])
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.4 * len(rows)), squeeze=False)
+    for r, (stem, text, images) in enumerate(rows):
+        for c, pixels in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")  # origin upper: as stored
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{stem}\n{text}" if c == 0 else f"{regime} #{c - 1}", fontsize=7)
+    fig.suptitle(f"regime {regime!r}: original (deterministic part) and augmented samples", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
