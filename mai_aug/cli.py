@@ -9,8 +9,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mai_aug.errors import MaiAugError
+
+if TYPE_CHECKING:
+    from mai_aug.engine.config import TrainConfig
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
@@ -60,7 +64,7 @@ def _split_parser(sub: argparse._SubParsersAction) -> None:
     _add_split_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="datalist JSON to write")
-    p.set_defaults(run=_run_split)
+    p.set_defaults(handler=_run_split)
 
 
 def _run_split(args: argparse.Namespace) -> int:
@@ -82,7 +86,7 @@ def _phantom_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-shift", default="none", choices=["none", "site"],
                    help="site: test patients are imaged with wider positioning and exposure ranges")
     p.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
-    p.set_defaults(run=_run_phantom)
+    p.set_defaults(handler=_run_phantom)
 
 
 def _run_phantom(args: argparse.Namespace) -> int:
@@ -108,7 +112,7 @@ def _regimes_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("regimes", help="list the augmentation regimes and their transforms")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
     p.add_argument("--image-size", type=int, default=320)
-    p.set_defaults(run=_run_regimes)
+    p.set_defaults(handler=_run_regimes)
 
 
 def _run_regimes(args: argparse.Namespace) -> int:
@@ -133,7 +137,7 @@ def _preview_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=256, help="training image size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="folder for <stem>_<k>.png and grid.png")
-    p.set_defaults(run=_run_preview)
+    p.set_defaults(handler=_run_preview)
 
 
 def _run_preview(args: argparse.Namespace) -> int:
@@ -144,6 +148,102 @@ def _run_preview(args: argparse.Namespace) -> int:
     written = write_preview(args.data, regime, args.out, n=args.n, samples=args.samples, seed=args.seed,
                             csv=args.csv, images=args.images)
     print(f"wrote {len(written)} samples and {args.out / 'grid.png'}")
+    return 0
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-size", type=int, default=320, help="training image size (px)")
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--steps-per-epoch", type=_positive_int, help="iterations per epoch (default: one pass)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (cosine schedule over the epochs)")
+    p.add_argument("--pretrained", default="none", help="none, imagenet (downloads), or a torchvision densenet121 .pth")
+    p.add_argument("--in-channels", type=int, default=1, choices=[1, 3])
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on with CUDA)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="data-loader workers (default: up to 4)")
+    p.add_argument("--cache", default="memory", choices=["memory", "disk", "none"],
+                   help="where decoded 8-bit images are kept")
+    p.add_argument("--no-weighted-loss", dest="weighted_loss", action="store_false",
+                   help="plain BCE instead of class-balanced BCE")
+    p.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE", help="stop after PATIENCE epochs without gain")
+    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress output on the terminal")
+
+
+@command("train")
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train DenseNet121 under one regime into a run folder")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--datalist", type=Path, help="datalist JSON from `mai-aug split`")
+    _add_data_args(p, required=False)
+    _add_split_args(p)
+    _add_regime_args(p, default="basic")
+    _add_train_args(p)
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(handler=_run_train)
+
+
+def train_config(args: argparse.Namespace, **overrides) -> TrainConfig:
+    """A TrainConfig from parsed arguments (paths as strings)."""
+    from mai_aug.engine.config import TrainConfig
+
+    values = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    values["regimes_file"] = [str(p) for p in args.regimes_file]
+    if values.get("workers") is None:
+        values.pop("workers", None)
+    values.update(overrides)
+    return TrainConfig.from_dict(values)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from mai_aug.engine.train import train
+
+    if args.data is None and args.datalist is None and not args.resume:
+        raise MaiAugError("give --data DIR or --datalist JSON")
+    train(train_config(args))
+    return 0
+
+
+@command("evaluate")
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="AUC with patient-bootstrap CIs, ROC figure and predictions of a run")
+    p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
+    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples of patients")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from mai_aug.engine.evaluate import evaluate_run
+
+    table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {args.run / 'eval'}/{args.split}_auc.csv, _roc.png, _predictions.csv")
+    return 0
+
+
+@command("predict")
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="per-finding probabilities for image files")
+    p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from mai_aug.engine.evaluate import predict_files
+
+    frame = predict_files(args.run, args.images, args.out, args.checkpoint, args.device)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -160,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mai-aug`` with ``argv``; user errors print one line and return 2."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        return int(args.handler(args) or 0)
     except MaiAugError as e:
         print(f"mai-aug {args.command}: error: {e}", file=sys.stderr)
         return 2

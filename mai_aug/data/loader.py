@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def build_dataset(
         return Dataset(list(items), transform=regime.full_transform(train))
     if cache == "memory":
         base: Dataset = CacheDataset(list(items), transform=regime.cache_transform(), num_workers=max(workers, 1),
-                                     progress=progress, copy_cache=False)
+                                     progress=progress and sys.stderr.isatty(), copy_cache=False)
     elif cache == "disk":
         if cache_dir is None:
             raise MaiAugError("--cache disk needs a cache folder")

@@ -1,0 +1,122 @@
+"""``mai-aug evaluate`` and ``mai-aug predict``: a trained run's checkpoint applied to a split or to files."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import DataLoader
+from monai.inferers import SimpleInferer
+
+from mai_aug.data.loader import build_dataset
+from mai_aug.data.split import load_datalist
+from mai_aug.engine.config import TrainConfig, read_config
+from mai_aug.engine.network import build_network
+from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, load_model_state, resolve_device
+from mai_aug.errors import MaiAugError
+from mai_aug.reports.auc import auc_table
+from mai_aug.reports.roc import roc_figure
+from mai_aug.transforms.regimes import Regime, load_regime
+
+logger = logging.getLogger("mai_aug")
+SPLIT_KEYS = {"test": "test", "validation": "validation", "training": "training"}
+
+
+class TrainedRun:
+    """A run folder opened for inference: its config, split, regime and network with a checkpoint loaded."""
+
+    def __init__(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> None:
+        self.run_dir = Path(run_dir)
+        raw = read_config(self.run_dir)
+        self.config = TrainConfig.from_dict(raw)
+        self.names: list[str] = list(raw.get("resolved", {}).get("findings", []))
+        self.datalist = load_datalist(self.run_dir / "datalist.json")
+        self.names = self.names or list(self.datalist["labels"])
+        self.device = resolve_device(device)
+        self.regime: Regime = load_regime(self.config.regime, self.config.image_size, self.config.regimes_file)
+        self.checkpoint = self.resolve_checkpoint(checkpoint)
+        self.network, _ = build_network(len(self.names), self.config.in_channels, "none")
+        load_model_state(self.network, load_checkpoint(self.checkpoint), self.checkpoint)
+        self.network.to(self.device).eval()
+
+    def resolve_checkpoint(self, which: str) -> Path:
+        ckpt_dir = self.run_dir / "checkpoints"
+        if which == "best":
+            path = ckpt_dir / "best.pt"
+        elif which == "last":
+            path = last_checkpoint(ckpt_dir) or ckpt_dir / "last_checkpoint_epoch=N.pt"
+        else:
+            path = Path(which)
+        if not path.is_file():
+            raise MaiAugError(f"--checkpoint {which}: {path} not found (has the run finished an epoch?)")
+        return path
+
+    @torch.no_grad()
+    def predict(self, items: Sequence[dict], batch_size: int | None = None, workers: int = 0) -> np.ndarray:
+        """Sigmoid probabilities (n, findings) for datalist-style items, with the regime's deterministic part."""
+        items = [{"image": it["image"], "label": it.get("label", [0] * len(self.names))} for it in items]
+        dataset = build_dataset(items, self.regime, train=False, cache="none")
+        loader = DataLoader(dataset, batch_size=batch_size or self.config.batch_size * 2, num_workers=workers)
+        inferer, out = SimpleInferer(), []
+        amp = self.device.type == "cuda"
+        for batch in loader:
+            image = batch["image"].to(self.device, non_blocking=amp)
+            if self.config.in_channels == 3:
+                image = image.expand(-1, 3, -1, -1)
+            with torch.autocast(device_type=self.device.type, enabled=amp):
+                logits = inferer(image, self.network)
+            out.append(torch.sigmoid(logits.float()).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.names)))
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
+                 n_boot: int = 1000, workers: int = 0) -> pd.DataFrame:
+    """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png`` and ``_predictions.csv``; return the AUC table."""
+    run = TrainedRun(run_dir, checkpoint, device)
+    if split not in SPLIT_KEYS:
+        raise MaiAugError(f"--split {split!r}: expected test or validation")
+    items = run.datalist[SPLIT_KEYS[split]]
+    if not items:
+        raise MaiAugError(f"{run.run_dir}: the {split} split is empty")
+    out_dir = run.run_dir / "eval"
+    out_dir.mkdir(exist_ok=True)
+    with RunLog(out_dir / "evaluate.log", echo=False):
+        logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
+        probs = run.predict(items, workers=workers)
+    labels = np.asarray([it["label"] for it in items], dtype=np.int64)
+    patients = np.asarray([it["patient"] for it in items])
+    table = auc_table(labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
+    table.to_csv(out_dir / f"{split}_auc.csv", index=False, float_format="%.6f")
+    fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
+    fig.savefig(out_dir / f"{split}_roc.png", dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    predictions = pd.DataFrame({"image": [it["image"] for it in items], "patient": patients})
+    for j, name in enumerate(run.names):
+        predictions[name] = probs[:, j]
+        predictions[f"true_{name}"] = labels[:, j]
+    predictions.to_csv(out_dir / f"{split}_predictions.csv", index=False, float_format="%.6f")
+    return table
+
+
+def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | Path | None = None,
+                  checkpoint: str = "best", device: str = "auto") -> pd.DataFrame:
+    """Per-finding probabilities for image files; written to ``out`` as CSV when given."""
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:
+        raise MaiAugError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    run = TrainedRun(run_dir, checkpoint, device)
+    try:
+        probs = run.predict([{"image": str(Path(p).resolve())} for p in images], batch_size=16)
+    except RuntimeError as e:
+        raise MaiAugError(f"cannot read one of the images: {str(e).splitlines()[0][:300]}") from None
+    frame = pd.DataFrame(probs, columns=run.names)
+    frame.insert(0, "image", [str(p) for p in images])
+    if out is not None:
+        frame.to_csv(out, index=False, float_format="%.6f")
+    return frame

@@ -1,0 +1,81 @@
+"""Per-finding ROC AUC as an ignite metric.
+
+MONAI's ``ROCAUC(average="none")`` handler records only the first class, and ``TensorBoardStatsHandler`` skips
+non-scalar metrics, so this metric writes one scalar per finding (``val/auc/<Finding>``) plus the macro mean.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from ignite.engine import Engine
+from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced
+
+from mai_aug.reports.auc import macro_auc, per_finding_auc
+
+MACRO_KEY = "val/auc_macro"
+
+
+def finding_key(name: str, prefix: str = "val/auc") -> str:
+    return f"{prefix}/{name}"
+
+
+class PerFindingAUC(Metric):
+    """Collect logits and labels over an epoch; compute each finding's AUC over the whole (gathered) set.
+
+    Args:
+        names: finding names, in the network's output order.
+        output_transform: maps the engine output to ``(logits, labels)``.
+        prefix: scalar names are ``<prefix>/<finding>``.
+    """
+
+    def __init__(self, names: Sequence[str], output_transform: Callable = lambda o: (o["pred"], o["label"]),
+                 prefix: str = "val/auc") -> None:
+        self.names = list(names)
+        self.prefix = prefix
+        self.last: dict[str, float] = {}
+        super().__init__(output_transform=output_transform)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._scores: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+
+    @reinit__is_reduced
+    def update(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        scores, labels = output
+        self._scores.append(scores.detach().float().cpu())
+        self._labels.append(labels.detach().float().cpu())
+
+    def gathered(self) -> tuple[np.ndarray, np.ndarray]:
+        """All ranks' scores and labels (each rank holds a disjoint shard of the evaluation set)."""
+        scores = torch.cat(self._scores) if self._scores else torch.zeros(0, len(self.names))
+        labels = torch.cat(self._labels) if self._labels else torch.zeros(0, len(self.names))
+        if idist.get_world_size() > 1:
+            scores, labels = idist.all_gather(scores), idist.all_gather(labels)
+        return scores.numpy(), labels.numpy()
+
+    def compute(self) -> dict[str, float]:
+        scores, labels = self.gathered()
+        aucs = per_finding_auc(labels, scores)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            macro = macro_auc(aucs, self.names)
+        for w in caught:
+            warnings.warn(str(w.message), stacklevel=2)
+        result = {finding_key(n, self.prefix): float(a) for n, a in zip(self.names, aucs)}
+        result[MACRO_KEY if self.prefix == "val/auc" else f"{self.prefix}_macro"] = macro
+        self.last = result
+        return result
+
+    def completed(self, engine: Engine, name: str) -> None:
+        """Put each finding's AUC and the macro mean into ``engine.state.metrics`` as scalars; ``name`` gets the macro."""
+        result = self.compute()
+        for key, value in result.items():
+            engine.state.metrics[key] = value
+        engine.state.metrics[name] = result[MACRO_KEY if self.prefix == "val/auc" else f"{self.prefix}_macro"]

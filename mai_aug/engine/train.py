@@ -1,0 +1,266 @@
+"""``mai-aug train``: one regime, one run folder, on MONAI's SupervisedTrainer and SupervisedEvaluator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import DataLoader
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.handlers import (
+    CheckpointLoader,
+    CheckpointSaver,
+    EarlyStopHandler,
+    LrScheduleHandler,
+    StatsHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+)
+from monai.utils import set_determinism
+from torch.utils.tensorboard import SummaryWriter
+
+from mai_aug.data.loader import build_dataset
+from mai_aug.data.nih import read_nih
+from mai_aug.data.split import label_frequencies, load_datalist, make_datalist, split_table, write_datalist
+from mai_aug.engine.config import TrainConfig, config_differences, read_config, write_config
+from mai_aug.engine.handlers import FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
+from mai_aug.engine.loss import WeightedBCEWithLogits
+from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
+from mai_aug.engine.network import build_network
+from mai_aug.engine.runtime import RunLog, checkpoint_epoch, last_checkpoint, load_checkpoint, resolve_device
+from mai_aug.errors import MaiAugError
+from mai_aug.reports.roc import roc_figure
+from mai_aug.transforms.regimes import MIN_IMAGE_SIZE, load_regime
+
+logger = logging.getLogger("mai_aug")
+
+
+class PrepareBatch:
+    """Move a batch to the device; repeat the grayscale channel for a 3-channel (ImageNet) network."""
+
+    def __init__(self, in_channels: int = 1) -> None:
+        self.in_channels = in_channels
+
+    def __call__(self, batch: dict, device: torch.device | None = None, non_blocking: bool = False, **kwargs):
+        image = batch["image"].to(device=device, non_blocking=non_blocking)
+        label = batch["label"].to(device=device, non_blocking=non_blocking)
+        if self.in_channels == 3 and image.shape[1] == 1:
+            image = image.expand(-1, 3, -1, -1)
+        return image, label
+
+
+def resolve_datalist(config: TrainConfig, run_dir: Path) -> dict:
+    """The run's split: reused from the run folder on resume, else from ``--datalist`` or ``--data``."""
+    saved = run_dir / "datalist.json"
+    if config.resume and saved.is_file():
+        return load_datalist(saved)
+    if config.datalist:
+        datalist = load_datalist(config.datalist)
+    elif config.data:
+        table = read_nih(config.data, csv=config.csv, images=config.images, views=tuple(config.views),
+                         require_all_images=config.require_all_images)
+        if table.missing:
+            logger.info(f"dropped {len(table.missing)} CSV rows whose image file is missing")
+        datalist = make_datalist(table, split=config.split, val_frac=config.val_frac, test_frac=config.test_frac,
+                                 seed=config.seed, data_dir=Path(config.data))
+    else:
+        raise MaiAugError("give --data DIR or --datalist JSON")
+    write_datalist(datalist, saved)
+    return datalist
+
+
+def check_config(config: TrainConfig, datalist: dict) -> None:
+    if config.image_size < MIN_IMAGE_SIZE:
+        raise MaiAugError(f"--image-size {config.image_size}: must be at least {MIN_IMAGE_SIZE}")
+    if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise MaiAugError("--epochs, --batch-size and --lr must be positive")
+    if not datalist["validation"]:
+        raise MaiAugError("the validation split is empty: raise --val-frac or add data")
+    if config.batch_size > len(datalist["training"]):
+        raise MaiAugError(f"--batch-size {config.batch_size} is larger than the training split "
+                          f"({len(datalist['training'])} images)")
+
+
+def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
+    """Create the run folder; on ``--resume`` check the config and return the checkpoint to continue from."""
+    run_dir = config.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    if config.resume:
+        old = read_config(run_dir)
+        diffs = config_differences(old, config)
+        if diffs:
+            raise MaiAugError(f"--resume {run_dir}: the config differs from the run's: {'; '.join(diffs)}")
+        last = last_checkpoint(ckpt_dir)
+        if last is None:
+            logger.info("--resume: no checkpoint yet; starting from epoch 1")
+        return run_dir, last
+    if last_checkpoint(ckpt_dir) is not None:
+        raise MaiAugError(f"--out {run_dir}: already holds a run; pass --resume to continue it or pick another folder")
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MaiAugError(f"--out {run_dir}: cannot create ({e.strerror})") from None
+    return run_dir, None
+
+
+def train(config: TrainConfig) -> dict[str, float]:
+    """Train one regime into ``config.out``; return the last validation metrics."""
+    run_dir = Path(config.out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MaiAugError(f"--out {run_dir}: cannot create ({e.strerror})") from None
+    with RunLog(run_dir / "train.log", echo=config.progress):
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> dict[str, float]:
+    run_dir, resume_from = prepare_run_dir(config)
+    device = resolve_device(config.device)
+    amp = bool(config.amp) if config.amp is not None else device.type == "cuda"
+    if amp and device.type != "cuda":
+        raise MaiAugError("--amp needs a CUDA device")
+    set_determinism(seed=config.seed)
+    datalist = resolve_datalist(config, run_dir)
+    check_config(config, datalist)
+    names = list(datalist["labels"])
+    regime = load_regime(config.regime, config.image_size, config.regimes_file)
+    freq_pos, _ = label_frequencies(datalist["training"], len(names))
+    logger.info(f"run {run_dir}: regime {regime.name!r} on {device}{' with AMP' if amp else ''}; "
+                f"{len(datalist['training'])} training, {len(datalist['validation'])} validation images")
+    logger.info("split:\n" + split_table(datalist).to_string())
+    write_config(config, {
+        "device": str(device), "amp": amp, "regime": regime.spec, "regime_transforms": regime.describe(),
+        "findings": names, "train_positive_frequency": [round(float(f), 6) for f in freq_pos],
+        "split_sizes": {k: len(datalist[k]) for k in ("training", "validation", "test")},
+        "versions": _versions(),
+    }, run_dir / "config.yaml")
+
+    cache_workers = max(config.workers, 1)
+    train_ds = build_dataset(datalist["training"], regime, train=True, cache=config.cache,
+                             cache_dir=run_dir / "cache", workers=cache_workers, progress=config.progress)
+    val_ds = build_dataset(datalist["validation"], regime, train=False, cache=config.cache,
+                           cache_dir=run_dir / "cache", workers=cache_workers, progress=config.progress)
+    pin = device.type == "cuda"
+    train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, drop_last=True,
+                              num_workers=config.workers, pin_memory=pin, persistent_workers=config.workers > 0)
+    val_loader = DataLoader(val_ds, batch_size=config.batch_size * 2, shuffle=False, num_workers=config.workers,
+                            pin_memory=pin)
+
+    net, report = build_network(len(names), config.in_channels, config.pretrained)
+    net = net.to(device)
+    loss_fn = WeightedBCEWithLogits(freq_pos if config.weighted_loss else None).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    tb_dir = Path(config.tensorboard_dir) if config.tensorboard_dir else run_dir / "tensorboard"
+    writer = SummaryWriter(log_dir=str(tb_dir))
+    prepare = PrepareBatch(config.in_channels)
+    ckpt_dir = run_dir / "checkpoints"
+
+    auc_metric = PerFindingAUC(names)
+    best_saver = CheckpointSaver(save_dir=str(ckpt_dir), save_dict={"model": net}, save_key_metric=True,
+                                 key_metric_name=MACRO_KEY, key_metric_filename="best.pt", key_metric_save_state=True)
+    val_handlers = [
+        StatsHandler(name="mai_aug", iteration_log=False, output_transform=lambda x: None),
+        TensorBoardStatsHandler(summary_writer=writer, iteration_log=False, output_transform=lambda x: None,
+                                global_epoch_transform=lambda epoch: trainer.state.epoch),
+        best_saver,
+    ]
+    evaluator = SupervisedEvaluator(
+        device=device, val_data_loader=val_loader, network=net, non_blocking=pin, prepare_batch=prepare,
+        key_val_metric={MACRO_KEY: auc_metric}, val_handlers=val_handlers, amp=amp, decollate=False,
+    )
+    losses = LossTracker()
+    epoch_length = config.steps_per_epoch or len(train_loader)
+    log_every = max(1, epoch_length // 5)
+    trainer = SupervisedTrainer(
+        device=device, max_epochs=config.epochs, train_data_loader=train_loader, network=net, optimizer=optimizer,
+        loss_function=loss_fn, epoch_length=epoch_length, non_blocking=pin, prepare_batch=prepare,
+        train_handlers=None, amp=amp, decollate=False,
+    )
+    train_handlers = [
+        LrScheduleHandler(lr_scheduler=scheduler, print_lr=False),
+        ValidationHandler(validator=evaluator, interval=1, epoch_level=True),
+        StatsHandler(name="mai_aug", tag_name="train_loss", output_transform=lambda out: out["loss"].item(),
+                     iteration_log=lambda engine, event: engine.state.iteration % log_every == 0),
+        TensorBoardStatsHandler(summary_writer=writer, tag_name="train/loss", epoch_log=False,
+                                output_transform=lambda out: out["loss"].item()),
+        # Written after validation, so the last checkpoint and metrics.csv always agree.
+        CheckpointSaver(save_dir=str(ckpt_dir), save_dict={"model": net, "optimizer": optimizer,
+                        "scheduler": scheduler, "trainer": trainer}, file_prefix="last", save_interval=1, n_saved=1),
+    ]
+    losses.attach(trainer)  # before the other handlers, so a NaN stops the epoch before anything is saved
+    table = MetricsTable(run_dir / "metrics.csv", names, trainer, losses, optimizer)
+    table.attach(evaluator)
+    for handler in train_handlers:
+        handler.attach(trainer)
+    LearningRateWriter(writer, optimizer).attach(trainer)
+    FirstBatchImages(writer).attach(trainer)
+    if config.early_stop > 0:
+        EarlyStopHandler(patience=config.early_stop, score_function=lambda e: e.state.metrics[MACRO_KEY],
+                         trainer=trainer).attach(evaluator)
+    if config.progress and sys.stderr.isatty():
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"].item()})
+
+    start_epoch = 0
+    if resume_from is not None:
+        start_epoch = checkpoint_epoch(resume_from)
+        load_checkpoint(resume_from)  # one clear error for a truncated file before ignite reads it
+        CheckpointLoader(load_path=str(resume_from), load_dict={"model": net, "optimizer": optimizer,
+                         "scheduler": scheduler, "trainer": trainer}, map_location=str(device)).attach(trainer)
+        best = ckpt_dir / "best.pt"
+        if best.is_file():
+            state = load_checkpoint(best)
+            if "checkpointer" in state:
+                best_saver.load_state_dict(state["checkpointer"])
+        table.truncate(start_epoch)
+        logger.info(f"resuming {run_dir} after epoch {start_epoch} from {resume_from.name}")
+    elif (run_dir / "metrics.csv").exists():
+        (run_dir / "metrics.csv").unlink()
+
+    if start_epoch >= config.epochs:
+        logger.info(f"{run_dir}: already trained for {start_epoch} epochs")
+        writer.close()
+        return {}
+    try:
+        trainer.run()
+    except MaiAugError:
+        raise
+    except RuntimeError as e:
+        if "checkpoint" in str(e).lower() or "state_dict" in str(e).lower():
+            raise MaiAugError(f"cannot resume from {resume_from}: {str(e).splitlines()[0][:300]}") from None
+        raise
+    finally:
+        writer.flush()
+    if losses.nan_at is not None:
+        writer.close()
+        last = last_checkpoint(ckpt_dir)
+        kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
+        raise MaiAugError(f"training stopped: non-finite loss at epoch {losses.nan_at[0]}, iteration "
+                          f"{losses.nan_at[1]} (try a lower --lr); {kept}")
+    if auc_metric.last:
+        scores, labels = auc_metric.gathered()
+        writer.add_figure("val/roc", roc_figure(labels, scores, names, title=f"{regime.name}: validation ROC"),
+                          trainer.state.epoch)
+    if config.hparams:
+        writer.add_hparams({"regime": regime.name, "seed": config.seed, "image_size": config.image_size},
+                           {"hparam/val_auc_macro": float(evaluator.state.metrics.get(MACRO_KEY, np.nan))},
+                           run_name=".")
+    writer.close()
+    (run_dir / "DONE").write_text(json.dumps({"epochs": trainer.state.epoch}) + "\n")
+    logger.info(f"finished {run_dir}: best validation macro AUC {evaluator.state.best_metric:.4f} "
+                f"at epoch {evaluator.state.best_metric_epoch}")
+    return dict(auc_metric.last)
+
+
+def _versions() -> dict[str, str]:
+    import monai
+
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "monai": str(monai.__version__)}
