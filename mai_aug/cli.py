@@ -247,6 +247,43 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("compare")
+def _compare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="the study: train and evaluate every regime, report paired differences")
+    p.add_argument("--data", type=Path, help="NIH layout folder (default: the embedded synthetic phantom)")
+    p.add_argument("--regimes", nargs="+", help="regimes to compare (default: the preset's)")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="training seeds per regime")
+    p.add_argument("--preset", default="demo", help="demo, article, full, or a preset YAML file")
+    p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--cache-dir", type=Path, help="where the phantom is generated once (default: ~/.cache/mai_aug)")
+    p.add_argument("--bootstrap", type=_positive_int, help="bootstrap resamples (default: the preset's)")
+    for name, kind in (("image-size", int), ("batch-size", _positive_int), ("epochs", _positive_int),
+                       ("steps-per-epoch", _positive_int), ("lr", float), ("workers", int)):
+        p.add_argument(f"--{name}", type=kind, help="overrides the preset")
+    p.add_argument("--pretrained", help="overrides the preset: none, imagenet or a .pth")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+    p.add_argument("--out", type=Path, required=True, help="comparison folder")
+    p.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from mai_aug.engine.compare import CompareOptions, run_compare
+    from mai_aug.reports.compare import headline_table
+
+    overrides = {k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "steps_per_epoch", "lr",
+                                               "workers", "pretrained")}
+    opts = CompareOptions(out=args.out, data=args.data, preset=args.preset, regimes=args.regimes, seeds=args.seeds,
+                          regimes_file=[str(p) for p in args.regimes_file], device=args.device,
+                          cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,
+                          quiet=args.quiet)
+    summary = run_compare(opts)
+    print()
+    print(headline_table(summary, "none" if "none" in set(summary["regime"]) else summary["regime"].iloc[0]).to_string(index=False))
+    print(f"\nreport: {args.out / 'report.md'}; TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mai-aug`` parser with one sub-command per workflow."""
     parser = argparse.ArgumentParser(prog="mai-aug", description=__doc__.splitlines()[0])

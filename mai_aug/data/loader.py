@@ -18,7 +18,7 @@ CACHE_MODES = ("memory", "disk", "none")
 
 def cache_key(regime: Regime, image_size: int) -> str:
     """A folder name that changes whenever what is cached (the ``load`` part, the size) changes."""
-    spec = json.dumps([repr(t.__class__.__name__) for t in regime.load] + [regime.spec.get("load", "default")], default=str)
+    spec = json.dumps(regime.load_spec, sort_keys=True, default=str)
     return f"{image_size}px-{hashlib.sha1(spec.encode()).hexdigest()[:10]}"
 
 
@@ -52,7 +52,8 @@ def build_dataset(
         if cache_dir is None:
             raise MaiAugError("--cache disk needs a cache folder")
         # The deterministic part ends with EnsureTyped, so hits and misses both return tensors.
-        base = PersistentDataset(list(items), transform=regime.cache_transform(), cache_dir=Path(cache_dir))
+        folder = Path(cache_dir) / cache_key(regime, int(regime.load_size))
+        base = PersistentDataset(list(items), transform=regime.cache_transform(), cache_dir=folder)
     else:
         raise MaiAugError(f"--cache {cache!r}: expected one of {', '.join(CACHE_MODES)}")
     return Dataset(base, transform=regime.online_transform(train))

@@ -13,7 +13,7 @@ import yaml
 from mai_aug.errors import MaiAugError
 
 # Settings that may change when a run resumes: they do not change what is computed, or extend it.
-RESUMABLE = {"resume", "epochs", "workers", "device", "out", "progress"}
+RESUMABLE = {"resume", "epochs", "workers", "device", "out", "progress", "cache", "cache_dir"}
 
 
 @dataclass
@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     cache: str = "memory"
+    cache_dir: str | None = None
     early_stop: int = 0
     resume: bool = False
     progress: bool = True

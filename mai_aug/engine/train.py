@@ -142,16 +142,18 @@ def _train(config: TrainConfig) -> dict[str, float]:
     }, run_dir / "config.yaml")
 
     cache_workers = max(config.workers, 1)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
     train_ds = build_dataset(datalist["training"], regime, train=True, cache=config.cache,
-                             cache_dir=run_dir / "cache", workers=cache_workers, progress=config.progress)
+                             cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
     val_ds = build_dataset(datalist["validation"], regime, train=False, cache=config.cache,
-                           cache_dir=run_dir / "cache", workers=cache_workers, progress=config.progress)
+                           cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, drop_last=True,
                               num_workers=config.workers, pin_memory=pin, persistent_workers=config.workers > 0)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size * 2, shuffle=False, num_workers=config.workers,
                             pin_memory=pin)
 
+    torch.manual_seed(config.seed)  # the same initial weights for every regime trained with this seed
     net, report = build_network(len(names), config.in_channels, config.pretrained)
     net = net.to(device)
     loss_fn = WeightedBCEWithLogits(freq_pos if config.weighted_loss else None).to(device)

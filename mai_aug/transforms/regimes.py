@@ -76,6 +76,8 @@ class Regime:
     random: list
     allow_lateral_flip: bool = False
     spec: dict = field(default_factory=dict)
+    load_size: int = 0
+    load_spec: Any = None
 
     def cache_transform(self) -> Compose:
         """File -> uint8 tensor at the training size: the part worth caching."""
@@ -138,6 +140,8 @@ def load_regime(name: str, image_size: int = 320, regimes_files: Sequence[str | 
         random=parts["random"],
         allow_lateral_flip=bool(spec.get("allow_lateral_flip", False)),
         spec=copy.deepcopy(spec),
+        load_size=int(image_size),
+        load_spec=copy.deepcopy(spec.get("load", config["load"])),
     )
     if not regime.allow_lateral_flip:
         axis = lateral_axis(regime.load)

@@ -1,0 +1,213 @@
+"""``mai-aug compare``: train and evaluate every regime on one patient split, then report which differences are real."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mai_aug.data.nih import read_nih
+from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
+from mai_aug.data.split import make_datalist, split_table, write_datalist
+from mai_aug.engine.config import TrainConfig
+from mai_aug.engine.evaluate import evaluate_run
+from mai_aug.engine.train import train
+from mai_aug.errors import MaiAugError
+from mai_aug.reports import compare as report
+from mai_aug.reports.roc import roc_figure
+from mai_aug.transforms.regimes import available_regimes
+from mai_aug.utils import Progress
+
+PRESETS = ("demo", "article", "full")
+
+
+def preset_path(name: str) -> Path:
+    """A shipped preset by name, or a YAML file."""
+    if name in PRESETS:
+        return Path(str(resources.files("mai_aug") / "configs" / "presets" / f"{name}.yaml"))
+    path = Path(name)
+    if not path.is_file():
+        raise MaiAugError(f"--preset {name!r}: not one of {', '.join(PRESETS)} nor a YAML file")
+    return path
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    try:
+        preset = yaml.safe_load(preset_path(name).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise MaiAugError(f"--preset {name}: not valid YAML ({e})") from None
+    unknown = set(preset) - {"description", "phantom", "data", "regimes", "train", "bootstrap"}
+    if unknown:
+        raise MaiAugError(f"--preset {name}: unknown key(s) {', '.join(sorted(unknown))}")
+    return preset
+
+
+@dataclass
+class CompareOptions:
+    """What the command line asked for; ``None`` leaves the preset's value."""
+
+    out: Path
+    data: Path | None = None
+    preset: str = "demo"
+    regimes: list[str] | None = None
+    seeds: int = 1
+    regimes_file: list[str] = field(default_factory=list)
+    device: str = "auto"
+    cache_dir: Path | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    bootstrap: int | None = None
+    quiet: bool = False
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MAI_AUG_CACHE", Path.home() / ".cache" / "mai_aug"))
+
+
+def ensure_phantom(spec: dict[str, Any], cache_dir: Path, quiet: bool = False) -> Path:
+    """Generate the phantom once per spec into the cache folder, or reuse it."""
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    folder = cache_dir / "phantom" / f"n{spec.get('n', 3000)}-{spec.get('size', 256)}px-{key}"
+    if (folder / "COMPLETE").is_file():
+        return folder
+    print(f"generating the phantom dataset into {folder} (once)", file=sys.stderr)
+    phantom = PhantomSpec(out=folder, **spec)
+    write_phantom(phantom, workers=default_workers(), progress=None if quiet else Progress("phantom", phantom.n))
+    (folder / "COMPLETE").write_text(json.dumps(spec) + "\n")
+    return folder
+
+
+def run_compare(opts: CompareOptions) -> pd.DataFrame:
+    """Train and evaluate each regime x seed into ``OUT/<regime>/seed-<k>`` and write the comparison report."""
+    preset = load_preset(opts.preset)
+    regimes = opts.regimes or preset.get("regimes", ["none", "basic", "complex"])
+    known = available_regimes(opts.regimes_file)
+    for r in regimes:
+        if r not in known:
+            raise MaiAugError(f"--regimes: unknown regime {r!r} (available: {', '.join(known)})")
+    if opts.seeds < 1:
+        raise MaiAugError("--seeds must be at least 1")
+    out = Path(opts.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
+    data_opts = dict(preset.get("data", {}))
+    if opts.data is None:
+        data_dir = ensure_phantom(preset.get("phantom", {}), opts.cache_dir or default_cache_dir(), opts.quiet)
+        source = f"synthetic phantom ({data_dir})"
+    else:
+        data_dir, source = Path(opts.data), str(opts.data)
+    images = data_opts.pop("images", None)
+    table = read_nih(data_dir, images=(data_dir / images) if images else None)
+    if table.missing:
+        print(f"dropped {len(table.missing)} CSV rows whose image file is missing", file=sys.stderr)
+    datalist = make_datalist(table, split=data_opts.get("split", "patient"), val_frac=data_opts.get("val_frac", 0.1),
+                             test_frac=data_opts.get("test_frac", 0.2), seed=data_opts.get("seed", 0), data_dir=data_dir)
+    datalist_path = write_datalist(datalist, out / "datalist.json")
+    sizes = split_table(datalist)
+    if not opts.quiet:
+        print(sizes.to_string(), file=sys.stderr)
+    no_test_positives = [n for n in datalist["labels"] if sizes.loc[n, "test"] == 0]
+    if no_test_positives:
+        print(f"warning: no test positives for {', '.join(no_test_positives)}: their AUC is undefined", file=sys.stderr)
+
+    train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
+    runs = [(r, k) for r in regimes for k in range(opts.seeds)]
+    n_boot = opts.bootstrap or int(preset.get("bootstrap", 1000))
+    started, durations = time.monotonic(), []
+    for i, (regime, seed) in enumerate(runs, 1):
+        run_dir = out / regime / f"seed-{seed}"
+        t0 = time.monotonic()
+        state = _train_and_evaluate(run_dir, regime, seed, datalist_path, train_opts, opts, out, n_boot)
+        if state != "skipped":
+            durations.append(time.monotonic() - t0)
+        macro = pd.read_csv(run_dir / "eval" / "test_auc.csv").set_index("finding").loc["macro", "auc"]
+        eta = np.mean(durations) * (len(runs) - i) if durations else 0.0
+        print(f"[{i}/{len(runs)}] {regime} seed {seed}: {state}, test macro AUC {macro:.3f}; "
+              f"elapsed {time.monotonic() - started:.0f}s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
+
+    summary = write_report(out, regimes, opts.seeds, datalist, n_boot, {
+        "preset": opts.preset, "preset_values": preset, "data": source, "regimes": regimes, "seeds": opts.seeds,
+        "train": train_opts, "regimes_file": [str(p) for p in opts.regimes_file], "device": opts.device,
+    })
+    return summary
+
+
+def _train_and_evaluate(run_dir: Path, regime: str, seed: int, datalist: Path, train_opts: dict, opts: CompareOptions,
+                        out: Path, n_boot: int) -> str:
+    if (run_dir / "DONE").is_file() and (run_dir / "eval" / "test_predictions.csv").is_file():
+        return "skipped"
+    resume = (run_dir / "config.yaml").is_file()
+    config = TrainConfig.from_dict({
+        **copy.deepcopy(train_opts), "out": str(run_dir), "regime": regime, "seed": seed, "datalist": str(datalist),
+        "regimes_file": [str(p) for p in opts.regimes_file], "device": opts.device, "resume": resume,
+        "tensorboard_dir": str(out / "tensorboard" / f"{regime}-seed{seed}"), "hparams": True,
+        "cache_dir": str(out / "cache"), "progress": not opts.quiet,
+    })
+    if not (run_dir / "DONE").is_file():
+        train(config)
+    evaluate_run(run_dir, "test", "best", opts.device, n_boot=n_boot)
+    return "resumed" if resume else "trained"
+
+
+def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict) -> pd.DataFrame:
+    """auc_by_regime.csv/.png, roc_<regime>.png, summary.csv/.md and report.md from the runs' test predictions."""
+    names = list(datalist["labels"])
+    predictions: dict[str, list[np.ndarray]] = {}
+    labels = patients = None
+    for regime in regimes:
+        for seed in range(seeds):
+            frame = pd.read_csv(out / regime / f"seed-{seed}" / "eval" / "test_predictions.csv")
+            predictions.setdefault(regime, []).append(frame[names].to_numpy(dtype=np.float64, copy=True))
+            labels = frame[[f"true_{n}" for n in names]].to_numpy(dtype=np.int64, copy=True)
+            patients = frame["patient"].to_numpy(copy=True)
+    scores = report.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0)
+    baseline = "none" if "none" in regimes else regimes[0]
+    summary = report.summary_table(scores, names, baseline=baseline)
+    summary.to_csv(out / "summary.csv", index=False, float_format="%.6f")
+    report.auc_by_regime_wide(summary).to_csv(out / "auc_by_regime.csv", index=False, float_format="%.6f")
+    report.auc_plot(summary, out / "auc_by_regime.png")
+    import matplotlib.pyplot as plt
+
+    for regime in regimes:
+        mean_pred = np.mean(predictions[regime], axis=0)
+        fig = roc_figure(labels, mean_pred, names, title=f"{regime}: test ROC" + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
+        fig.savefig(out / f"roc_{regime}.png", dpi=110)
+        plt.close(fig)
+    headline = report.headline_table(summary, baseline)
+    paired = report.paired_table(summary, baseline)
+    md = [
+        "# Regime comparison: summary", "",
+        f"Test split: {len(labels)} images of {len(np.unique(patients))} patients; 95% CIs from {n_boot} bootstrap "
+        f"resamples of test patients, the same resamples for every regime (paired). `*`: the CI excludes 0.", "",
+        report.markdown_table(headline), "",
+        f"## Paired difference against `{baseline}`, per finding", "",
+        report.markdown_table(paired) if len(paired) else "(no other regime)", "",
+    ]
+    (out / "summary.md").write_text("\n".join(md))
+    sizes = split_table(datalist)
+    full = [
+        "# mai_aug regime comparison", "",
+        f"Data: {config['data']}. Preset: `{config['preset']}`. Regimes: {', '.join(regimes)}. Seeds: {seeds}.", "",
+        *md[2:],
+        "## Figures", "", "![AUC by regime](auc_by_regime.png)", "",
+        *[f"![ROC {r}](roc_{r}.png)" for r in regimes], "",
+        "## Split (images, patients, positives per finding)", "", report.markdown_table(sizes.reset_index().rename(columns={"index": ""}), "{}"), "",
+        "## Runs", "", *[f"- `{r}/seed-{k}/`: run folder (config.yaml, metrics.csv, checkpoints, eval/)" for r in regimes for k in range(seeds)],
+        "", f"TensorBoard: `tensorboard --logdir {out / 'tensorboard'}` overlays the runs (HParams tab: regime, seed, image size).", "",
+        "## Exact configuration", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", "",
+    ]
+    (out / "report.md").write_text("\n".join(full))
+    (out / "compare_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return summary
