@@ -34,10 +34,6 @@ class RegimeScores:
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(self.per_seed, axis=0) if len(self.per_seed) else np.array([])
 
-    @property
-    def sd(self) -> np.ndarray:
-        return np.nanstd(self.per_seed, axis=0, ddof=1) if len(self.per_seed) > 1 else np.full(self.per_seed.shape[1], np.nan)
-
 
 def _nanmean_rows(a: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
@@ -66,7 +62,7 @@ def summary_table(scores: dict[str, RegimeScores], names: Sequence[str], baselin
     base = scores.get(baseline) if baseline else None
     rows = []
     for regime, s in scores.items():
-        auc, sd = s.auc, s.sd
+        auc = s.auc
         defined = np.isfinite(auc)
         columns = [("macro", _nanmean_rows(auc[defined]) if defined.any() else np.nan, _nanmean_rows(s.boot[:, defined]),
                     _nanmean_rows(s.per_seed[:, defined]))]

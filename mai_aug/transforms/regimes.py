@@ -50,9 +50,20 @@ def merged_config(regimes_files: Sequence[str | Path] = ()) -> dict:
     return config
 
 
+def expanded_regimes(config: dict) -> dict[str, dict]:
+    """The regimes with ``%`` macros (e.g. ``"%regimes#basic"``) replaced by what they point at."""
+    parser = ConfigParser(copy.deepcopy(config))
+    parser.resolve_macro_and_relative_ids()
+    regimes = parser.get("regimes")
+    bad = [name for name, spec in regimes.items() if spec is not None and not isinstance(spec, dict)]
+    if bad:
+        raise MaiAugError(f"regime {bad[0]!r}: expected a mapping (description, deterministic, random, ...)")
+    return {name: spec or {} for name, spec in regimes.items()}
+
+
 def available_regimes(regimes_files: Sequence[str | Path] = ()) -> dict[str, str]:
     """Regime name -> description."""
-    return {name: str(spec.get("description", "")) for name, spec in merged_config(regimes_files)["regimes"].items()}
+    return {name: str(spec.get("description", "")) for name, spec in expanded_regimes(merged_config(regimes_files)).items()}
 
 
 @dataclass
@@ -120,7 +131,7 @@ def load_regime(name: str, image_size: int = 320, regimes_files: Sequence[str | 
     config = copy.deepcopy(config)
     config["image_size"] = int(image_size)
     parser = ConfigParser(config)
-    spec = regimes[name] or {}
+    spec = expanded_regimes(config)[name]
     unknown = set(spec) - {"description", "load", "deterministic", "random", "allow_lateral_flip"}
     if unknown:
         raise MaiAugError(f"regime {name!r}: unknown key(s) {', '.join(sorted(unknown))}")

@@ -1,0 +1,130 @@
+"""`mai-aug compare` end to end on a tiny phantom, paired statistics, and TensorBoard over HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mai_aug.cli import main
+from mai_aug.data.nih import FINDINGS
+from mai_aug.reports.compare import score_regimes, summary_table
+
+REGIMES = ["none", "basic", "basic-copy"]
+
+
+@pytest.fixture(scope="module")
+def comparison(phantom_dir, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("compare")
+    copy = tmp / "copy.yaml"
+    copy.write_text('regimes:\n  basic-copy: "%regimes#basic"\n')
+    out = tmp / "out"
+    argv = ["compare", "--data", str(phantom_dir), "--regimes", *REGIMES, "--regimes-file", str(copy),
+            "--image-size", "32", "--epochs", "1", "--steps-per-epoch", "3", "--workers", "0", "--bootstrap", "200",
+            "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+def test_every_file_is_written(comparison, capsys):
+    for name in ("auc_by_regime.csv", "auc_by_regime.png", "summary.md", "summary.csv", "report.md", "datalist.json",
+                 *[f"roc_{r}.png" for r in REGIMES]):
+        assert (comparison / name).is_file() and (comparison / name).stat().st_size > 100, name
+    for r in REGIMES:
+        run = comparison / r / "seed-0"
+        for name in ("config.yaml", "metrics.csv", "checkpoints/best.pt", "eval/test_auc.csv", "eval/test_predictions.csv"):
+            assert (run / name).is_file(), (r, name)
+        assert list((comparison / "tensorboard" / f"{r}-seed0").glob("events.out.tfevents.*"))
+    wide = pd.read_csv(comparison / "auc_by_regime.csv")
+    assert wide["finding"].tolist() == ["macro", *FINDINGS]
+    assert {f"{r}_{v}" for r in REGIMES for v in ("auc", "ci_low", "ci_high")} <= set(wide.columns)
+    summary = pd.read_csv(comparison / "summary.csv")
+    macro = summary[summary["finding"] == "macro"].set_index("regime")
+    assert (macro["ci_low"] <= macro["auc"]).all() and (macro["auc"] <= macro["ci_high"]).all()
+    assert macro.loc["none", "findings_above_0.5"] <= 14
+    md = (comparison / "summary.md").read_text()
+    assert "| regime | macro AUC |" in md and "Paired difference against `none`" in md
+    report = (comparison / "report.md").read_text()
+    assert "auc_by_regime.png" in report and "Exact configuration" in report and "patients" in report
+
+
+def test_identical_copy_gives_paired_cis_covering_zero(comparison):
+    frames = {r: pd.read_csv(comparison / r / "seed-0" / "eval" / "test_predictions.csv") for r in ("basic", "basic-copy")}
+    labels = frames["basic"][[f"true_{n}" for n in FINDINGS]].to_numpy()
+    patients = frames["basic"]["patient"].to_numpy()
+    preds = {r: [f[list(FINDINGS)].to_numpy()] for r, f in frames.items()}
+    summary = summary_table(score_regimes(labels, patients, preds, n_boot=300), FINDINGS, baseline="basic")
+    copy = summary[summary["regime"] == "basic-copy"].dropna(subset=["diff_vs_basic"])
+    assert len(copy) >= 10
+    assert ((copy["diff_ci_low"] <= 0) & (copy["diff_ci_high"] >= 0)).all()
+    assert not copy["ci_excludes_0"].any()
+
+
+def test_paired_ci_detects_a_real_difference():
+    rng = np.random.default_rng(0)
+    patients = np.repeat(np.arange(150), 2)
+    labels = (rng.random((300, 2)) < 0.3).astype(int)
+    good = labels + rng.normal(0, 0.4, labels.shape)
+    bad = labels + rng.normal(0, 1.5, labels.shape)
+    summary = summary_table(score_regimes(labels, patients, {"bad": [bad], "good": [good]}, n_boot=300), ["A", "B"],
+                            baseline="bad")
+    rows = summary[(summary["regime"] == "good") & (summary["finding"] != "macro")]
+    assert (rows["diff_ci_low"] > 0).all() and rows["ci_excludes_0"].all()
+
+
+def test_rerun_skips_finished_runs(comparison, phantom_dir, capsys):
+    argv = ["compare", "--data", str(phantom_dir), "--regimes", "none", "--image-size", "32", "--epochs", "1",
+            "--steps-per-epoch", "3", "--workers", "0", "--bootstrap", "50", "--quiet", "--out", str(comparison)]
+    start = time.monotonic()
+    assert main(argv) == 0
+    assert "none seed 0: skipped" in capsys.readouterr().err
+    assert time.monotonic() - start < 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read().decode())
+
+
+def test_tensorboard_server_serves_per_finding_auc(comparison):
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(comparison / "tensorboard"),
+                               "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        tags: dict = {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                tags = _get(f"{base}/data/plugin/scalars/tags")
+                if "basic-seed0" in tags and "val/auc/Effusion" in tags["basic-seed0"]:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert "basic-seed0" in tags, tags
+        assert {f"val/auc/{f}" for f in FINDINGS} <= set(tags["basic-seed0"])
+        query = urllib.parse.urlencode({"run": "basic-seed0", "tag": "val/auc/Effusion"})
+        points = _get(f"{base}/data/plugin/scalars/scalars?{query}")
+        expected = pd.read_csv(comparison / "basic" / "seed-0" / "metrics.csv")["Effusion"].tolist()
+        assert [p[1] for p in points] == [1]
+        assert points[0][2] == pytest.approx(expected[0], abs=1e-5)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
