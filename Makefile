@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/mai-aug compare --out $(OUT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mai_aug workflows tests benchmarks
+	$(BIN)/ruff check mai_aug workflows tests benchmarks docs
 
 test: lint
 	$(BIN)/python -m pytest -q
