@@ -219,8 +219,11 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from mai_aug.engine import distributed
     from mai_aug.engine.evaluate import evaluate_run
 
+    if not distributed.current().is_main:  # under torchrun, rank 0 evaluates the whole split
+        return 0
     table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {args.run / 'eval'}/{args.split}_auc.csv, _roc.png, _predictions.csv")
@@ -239,8 +242,11 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from mai_aug.engine import distributed
     from mai_aug.engine.evaluate import predict_files
 
+    if not distributed.current().is_main:
+        return 0
     frame = predict_files(args.run, args.images, args.out, args.checkpoint, args.device)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {args.out}")
@@ -278,6 +284,8 @@ def _run_compare(args: argparse.Namespace) -> int:
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,
                           quiet=args.quiet)
     summary = run_compare(opts)
+    if summary is None:  # a non-zero torchrun rank
+        return 0
     print()
     print(headline_table(summary, "none" if "none" in set(summary["regime"]) else summary["regime"].iloc[0]).to_string(index=False))
     print(f"\nreport: {args.out / 'report.md'}; TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}")
@@ -307,6 +315,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mai-aug {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Tear down torchrun's process group, if a command joined one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

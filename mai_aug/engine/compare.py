@@ -20,8 +20,10 @@ import yaml
 from mai_aug.data.nih import read_nih
 from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
 from mai_aug.data.split import make_datalist, split_table, write_datalist
+from mai_aug.engine import distributed
 from mai_aug.engine.config import TrainConfig
 from mai_aug.engine.evaluate import evaluate_run
+from mai_aug.engine.runtime import resolve_device
 from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
 from mai_aug.reports import compare as report
@@ -87,8 +89,13 @@ def ensure_phantom(spec: dict[str, Any], cache_dir: Path, quiet: bool = False) -
     return folder
 
 
-def run_compare(opts: CompareOptions) -> pd.DataFrame:
-    """Train and evaluate each regime x seed into ``OUT/<regime>/seed-<k>`` and write the comparison report."""
+def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
+    """Train and evaluate each regime x seed into ``OUT/<regime>/seed-<k>`` and write the comparison report.
+
+    Under torchrun every rank trains (DDP); rank 0 alone generates data, evaluates and reports (others get None).
+    """
+    ctx = distributed.init(resolve_device(opts.device).type)
+    main = ctx.is_main
     preset = load_preset(opts.preset)
     regimes = opts.regimes or preset.get("regimes", ["none", "basic", "complex"])
     known = available_regimes(opts.regimes_file)
@@ -104,7 +111,10 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
     data_opts = dict(preset.get("data", {}))
     if opts.data is None:
-        data_dir = ensure_phantom(preset.get("phantom", {}), opts.cache_dir or default_cache_dir(), opts.quiet)
+        if main:
+            ensure_phantom(preset.get("phantom", {}), opts.cache_dir or default_cache_dir(), opts.quiet)
+        ctx.barrier()
+        data_dir = ensure_phantom(preset.get("phantom", {}), opts.cache_dir or default_cache_dir(), quiet=True)
         source = f"synthetic phantom ({data_dir})"
     else:
         data_dir, source = Path(opts.data), str(opts.data)
@@ -114,12 +124,15 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame:
         print(f"dropped {len(table.missing)} CSV rows whose image file is missing", file=sys.stderr)
     datalist = make_datalist(table, split=data_opts.get("split", "patient"), val_frac=data_opts.get("val_frac", 0.1),
                              test_frac=data_opts.get("test_frac", 0.2), seed=data_opts.get("seed", 0), data_dir=data_dir)
-    datalist_path = write_datalist(datalist, out / "datalist.json")
+    datalist_path = out / "datalist.json"
+    if main:
+        write_datalist(datalist, datalist_path)
+    ctx.barrier()
     sizes = split_table(datalist)
-    if not opts.quiet:
+    if main and not opts.quiet:
         print(sizes.to_string(), file=sys.stderr)
     no_test_positives = [n for n in datalist["labels"] if sizes.loc[n, "test"] == 0]
-    if no_test_positives:
+    if main and no_test_positives:
         print(f"warning: no test positives for {', '.join(no_test_positives)}: their AUC is undefined", file=sys.stderr)
 
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
@@ -129,7 +142,10 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame:
     for i, (regime, seed) in enumerate(runs, 1):
         run_dir = out / regime / f"seed-{seed}"
         t0 = time.monotonic()
-        state = _train_and_evaluate(run_dir, regime, seed, datalist_path, train_opts, opts, out, n_boot)
+        state = _train_and_evaluate(run_dir, regime, seed, datalist_path, train_opts, opts, out, n_boot, main)
+        ctx.barrier()
+        if not main:
+            continue
         if state != "skipped":
             durations.append(time.monotonic() - t0)
         macro = pd.read_csv(run_dir / "eval" / "test_auc.csv").set_index("finding").loc["macro", "auc"]
@@ -137,6 +153,8 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame:
         print(f"[{i}/{len(runs)}] {regime} seed {seed}: {state}, test macro AUC {macro:.3f}; "
               f"elapsed {time.monotonic() - started:.0f}s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
 
+    if not main:
+        return None
     summary = write_report(out, regimes, opts.seeds, datalist, n_boot, {
         "preset": opts.preset, "preset_values": preset, "data": source, "regimes": regimes, "seeds": opts.seeds,
         "train": train_opts, "regimes_file": [str(p) for p in opts.regimes_file], "device": opts.device,
@@ -145,7 +163,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame:
 
 
 def _train_and_evaluate(run_dir: Path, regime: str, seed: int, datalist: Path, train_opts: dict, opts: CompareOptions,
-                        out: Path, n_boot: int) -> str:
+                        out: Path, n_boot: int, main: bool = True) -> str:
     if (run_dir / "DONE").is_file() and (run_dir / "eval" / "test_predictions.csv").is_file():
         return "skipped"
     resume = (run_dir / "config.yaml").is_file()
@@ -157,7 +175,8 @@ def _train_and_evaluate(run_dir: Path, regime: str, seed: int, datalist: Path, t
     })
     if not (run_dir / "DONE").is_file():
         train(config)
-    evaluate_run(run_dir, "test", "best", opts.device, n_boot=n_boot)
+    if main:
+        evaluate_run(run_dir, "test", "best", opts.device, n_boot=n_boot)
     return "resumed" if resume else "trained"
 
 

@@ -69,7 +69,7 @@ class TrainedRun:
                 image = image.expand(-1, 3, -1, -1)
             with torch.autocast(device_type=self.device.type, enabled=amp):
                 logits = inferer(image, self.network)
-            out.append(torch.sigmoid(logits.float()).cpu())
+            out.append(torch.sigmoid(logits.double()).cpu())  # float64: float32 sigmoid ties distinct logits
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.names)))
 
 
@@ -90,7 +90,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     labels = np.asarray([it["label"] for it in items], dtype=np.int64)
     patients = np.asarray([it["patient"] for it in items])
     table = auc_table(labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
-    table.to_csv(out_dir / f"{split}_auc.csv", index=False, float_format="%.6f")
+    table.to_csv(out_dir / f"{split}_auc.csv", index=False, float_format="%.10g")
     fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
     fig.savefig(out_dir / f"{split}_roc.png", dpi=120)
     import matplotlib.pyplot as plt
@@ -100,7 +100,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     for j, name in enumerate(run.names):
         predictions[name] = probs[:, j]
         predictions[f"true_{name}"] = labels[:, j]
-    predictions.to_csv(out_dir / f"{split}_predictions.csv", index=False, float_format="%.6f")
+    predictions.to_csv(out_dir / f"{split}_predictions.csv", index=False, float_format="%.12g")
     return table
 
 

@@ -27,8 +27,10 @@ class LossTracker:
     def __init__(self) -> None:
         self.total, self.count = 0.0, 0
         self.nan_at: tuple[int, int] | None = None
+        self.distributed = False
 
-    def attach(self, engine: Engine) -> None:
+    def attach(self, engine: Engine, distributed: bool = False) -> None:
+        self.distributed = distributed
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
 
@@ -36,7 +38,12 @@ class LossTracker:
         self.total, self.count = 0.0, 0
 
     def update(self, engine: Engine) -> None:
-        loss = engine.state.output["loss"].detach().item()
+        loss_t = engine.state.output["loss"].detach().float()
+        if self.distributed:  # every rank sees the mean loss, so all stop on the same iteration
+            loss_t = loss_t.clone()
+            torch.distributed.all_reduce(loss_t)
+            loss_t /= torch.distributed.get_world_size()
+        loss = loss_t.item()
         if not math.isfinite(loss):
             self.nan_at = (engine.state.epoch, engine.state.iteration)
             logger.error(f"loss is {loss} at epoch {engine.state.epoch}, iteration {engine.state.iteration}: stopping")
@@ -75,8 +82,8 @@ class MetricsTable:
     def write(self, evaluator: Engine) -> None:
         m = evaluator.state.metrics
         row = {"epoch": self.trainer.state.epoch, "train_loss": f"{self.losses.mean:.6f}",
-               "lr": f"{self.optimizer.param_groups[0]['lr']:.6g}", "auc_macro": f"{m[MACRO_KEY]:.6f}"}
-        row.update({n: f"{m[finding_key(n)]:.6f}" for n in self.names})
+               "lr": f"{self.optimizer.param_groups[0]['lr']:.6g}", "auc_macro": f"{m[MACRO_KEY]:.10g}"}
+        row.update({n: f"{m[finding_key(n)]:.10g}" for n in self.names})
         new = not self.path.is_file()
         with open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, self.columns)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 
-import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
+from mai_aug.engine.distributed import gather_rows
 from mai_aug.reports.auc import macro_auc, per_finding_auc
 
 MACRO_KEY = "val/auc_macro"
@@ -56,12 +56,12 @@ class PerFindingAUC(Metric):
         """All ranks' scores and labels (each rank holds a disjoint shard of the evaluation set)."""
         scores = torch.cat(self._scores) if self._scores else torch.zeros(0, len(self.names))
         labels = torch.cat(self._labels) if self._labels else torch.zeros(0, len(self.names))
-        if idist.get_world_size() > 1:
-            scores, labels = idist.all_gather(scores), idist.all_gather(labels)
+        scores, labels = gather_rows(scores), gather_rows(labels)
         return scores.numpy(), labels.numpy()
 
     def compute(self) -> dict[str, float]:
         scores, labels = self.gathered()
+        self.last_scores = (scores, labels)
         aucs = per_finding_auc(labels, scores)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

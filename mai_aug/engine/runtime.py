@@ -27,8 +27,8 @@ def resolve_device(name: str) -> torch.device:
 class RunLog:
     """Send the ``mai_aug`` logger to ``RUN/train.log`` and stderr while a command runs."""
 
-    def __init__(self, path: Path, echo: bool = True) -> None:
-        self.path, self.echo = Path(path), echo
+    def __init__(self, path: Path, echo: bool = True, enabled: bool = True) -> None:
+        self.path, self.echo, self.enabled = Path(path), echo, enabled
         self.handlers: list[logging.Handler] = []
 
     def __enter__(self) -> logging.Logger:
@@ -36,6 +36,12 @@ class RunLog:
         logger.setLevel(logging.INFO)
         logger.propagate = False
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        if not self.enabled:  # a non-zero torchrun rank: errors only, on stderr
+            logger.setLevel(logging.ERROR)
+            self.handlers.append(logging.StreamHandler(sys.stderr))
+            self.handlers[-1].setFormatter(fmt)
+            logger.addHandler(self.handlers[-1])
+            return logger
         self.handlers.append(logging.FileHandler(self.path))
         if self.echo:
             self.handlers.append(logging.StreamHandler(sys.stderr))

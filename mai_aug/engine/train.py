@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from mai_aug.data.loader import build_dataset
 from mai_aug.data.nih import read_nih
 from mai_aug.data.split import label_frequencies, load_datalist, make_datalist, split_table, write_datalist
+from mai_aug.engine import distributed
 from mai_aug.engine.config import TrainConfig, config_differences, read_config, write_config
 from mai_aug.engine.handlers import FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
 from mai_aug.engine.loss import WeightedBCEWithLogits
@@ -54,7 +55,7 @@ class PrepareBatch:
         return image, label
 
 
-def resolve_datalist(config: TrainConfig, run_dir: Path) -> dict:
+def resolve_datalist(config: TrainConfig, run_dir: Path, write: bool = True) -> dict:
     """The run's split: reused from the run folder on resume, else from ``--datalist`` or ``--data``."""
     saved = run_dir / "datalist.json"
     if config.resume and saved.is_file():
@@ -70,7 +71,8 @@ def resolve_datalist(config: TrainConfig, run_dir: Path) -> dict:
                                  seed=config.seed, data_dir=Path(config.data))
     else:
         raise MaiAugError("give --data DIR or --datalist JSON")
-    write_datalist(datalist, saved)
+    if write:
+        write_datalist(datalist, saved)
     return datalist
 
 
@@ -109,43 +111,53 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
 
 
 def train(config: TrainConfig) -> dict[str, float]:
-    """Train one regime into ``config.out``; return the last validation metrics."""
+    """Train one regime into ``config.out``; return the last validation metrics.
+
+    Under torchrun each rank trains on its shard with DistributedDataParallel; rank 0 alone writes the run folder.
+    """
     run_dir = Path(config.out)
+    device = resolve_device(config.device)
+    ctx = distributed.init(device.type)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {run_dir}: cannot create ({e.strerror})") from None
-    with RunLog(run_dir / "train.log", echo=config.progress):
-        return _train(config)
+    with RunLog(run_dir / "train.log", echo=config.progress, enabled=ctx.is_main):
+        result = _train(config, distributed.rank_device(device, ctx), ctx)
+    ctx.barrier()
+    return result
 
 
-def _train(config: TrainConfig) -> dict[str, float]:
+def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistContext) -> dict[str, float]:
     run_dir, resume_from = prepare_run_dir(config)
-    device = resolve_device(config.device)
+    main = ctx.is_main
     amp = bool(config.amp) if config.amp is not None else device.type == "cuda"
     if amp and device.type != "cuda":
         raise MaiAugError("--amp needs a CUDA device")
     set_determinism(seed=config.seed)
-    datalist = resolve_datalist(config, run_dir)
+    datalist = resolve_datalist(config, run_dir, write=main)
+    ctx.barrier()
     check_config(config, datalist)
     names = list(datalist["labels"])
     regime = load_regime(config.regime, config.image_size, config.regimes_file)
     freq_pos, _ = label_frequencies(datalist["training"], len(names))
-    logger.info(f"run {run_dir}: regime {regime.name!r} on {device}{' with AMP' if amp else ''}; "
+    logger.info(f"run {run_dir}: regime {regime.name!r} on {device}{' with AMP' if amp else ''}"
+                f"{f' x {ctx.world_size} processes (DDP)' if ctx.enabled else ''}; "
                 f"{len(datalist['training'])} training, {len(datalist['validation'])} validation images")
     logger.info("split:\n" + split_table(datalist).to_string())
-    write_config(config, {
+    if main:
+        write_config(config, {
         "device": str(device), "amp": amp, "regime": regime.spec, "regime_transforms": regime.describe(),
         "findings": names, "train_positive_frequency": [round(float(f), 6) for f in freq_pos],
         "split_sizes": {k: len(datalist[k]) for k in ("training", "validation", "test")},
-        "versions": _versions(),
-    }, run_dir / "config.yaml")
+        "versions": _versions(), "world_size": ctx.world_size,
+        }, run_dir / "config.yaml")
 
     cache_workers = max(config.workers, 1)
     cache_dir = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
-    train_ds = build_dataset(datalist["training"], regime, train=True, cache=config.cache,
+    train_ds = build_dataset(ctx.shard(datalist["training"]), regime, train=True, cache=config.cache,
                              cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
-    val_ds = build_dataset(datalist["validation"], regime, train=False, cache=config.cache,
+    val_ds = build_dataset(ctx.shard(datalist["validation"]), regime, train=False, cache=config.cache,
                            cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, drop_last=True,
@@ -156,11 +168,14 @@ def _train(config: TrainConfig) -> dict[str, float]:
     torch.manual_seed(config.seed)  # the same initial weights for every regime trained with this seed
     net, report = build_network(len(names), config.in_channels, config.pretrained)
     net = net.to(device)
+    model = net  # what the engines run; checkpoints always hold the unwrapped ``net``
+    if ctx.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = WeightedBCEWithLogits(freq_pos if config.weighted_loss else None).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     tb_dir = Path(config.tensorboard_dir) if config.tensorboard_dir else run_dir / "tensorboard"
-    writer = SummaryWriter(log_dir=str(tb_dir))
+    writer = SummaryWriter(log_dir=str(tb_dir)) if main else None
     prepare = PrepareBatch(config.in_channels)
     ckpt_dir = run_dir / "checkpoints"
 
@@ -172,22 +187,25 @@ def _train(config: TrainConfig) -> dict[str, float]:
         TensorBoardStatsHandler(summary_writer=writer, iteration_log=False, output_transform=lambda x: None,
                                 global_epoch_transform=lambda epoch: trainer.state.epoch),
         best_saver,
-    ]
+    ] if main else []
     evaluator = SupervisedEvaluator(
-        device=device, val_data_loader=val_loader, network=net, non_blocking=pin, prepare_batch=prepare,
+        device=device, val_data_loader=val_loader, network=model, non_blocking=pin, prepare_batch=prepare,
         key_val_metric={MACRO_KEY: auc_metric}, val_handlers=val_handlers, amp=amp, decollate=False,
     )
     losses = LossTracker()
-    epoch_length = config.steps_per_epoch or len(train_loader)
+    # Every rank runs the same number of steps (DDP synchronises each one), whatever its shard's size.
+    epoch_length = config.steps_per_epoch or max(1, len(datalist["training"]) // ctx.world_size // config.batch_size)
     log_every = max(1, epoch_length // 5)
     trainer = SupervisedTrainer(
-        device=device, max_epochs=config.epochs, train_data_loader=train_loader, network=net, optimizer=optimizer,
+        device=device, max_epochs=config.epochs, train_data_loader=train_loader, network=model, optimizer=optimizer,
         loss_function=loss_fn, epoch_length=epoch_length, non_blocking=pin, prepare_batch=prepare,
         train_handlers=None, amp=amp, decollate=False,
     )
     train_handlers = [
         LrScheduleHandler(lr_scheduler=scheduler, print_lr=False),
         ValidationHandler(validator=evaluator, interval=1, epoch_level=True),
+    ]
+    train_handlers += [] if not main else [
         StatsHandler(name="mai_aug", tag_name="train_loss", output_transform=lambda out: out["loss"].item(),
                      iteration_log=lambda engine, event: engine.state.iteration % log_every == 0),
         TensorBoardStatsHandler(summary_writer=writer, tag_name="train/loss", epoch_log=False,
@@ -196,17 +214,18 @@ def _train(config: TrainConfig) -> dict[str, float]:
         CheckpointSaver(save_dir=str(ckpt_dir), save_dict={"model": net, "optimizer": optimizer,
                         "scheduler": scheduler, "trainer": trainer}, file_prefix="last", save_interval=1, n_saved=1),
     ]
-    losses.attach(trainer)  # before the other handlers, so a NaN stops the epoch before anything is saved
+    losses.attach(trainer, distributed=ctx.enabled)  # before the other handlers, so a NaN stops the epoch before anything is saved
     table = MetricsTable(run_dir / "metrics.csv", names, trainer, losses, optimizer)
-    table.attach(evaluator)
     for handler in train_handlers:
         handler.attach(trainer)
-    LearningRateWriter(writer, optimizer).attach(trainer)
-    FirstBatchImages(writer).attach(trainer)
+    if main:
+        table.attach(evaluator)
+        LearningRateWriter(writer, optimizer).attach(trainer)
+        FirstBatchImages(writer).attach(trainer)
     if config.early_stop > 0:
         EarlyStopHandler(patience=config.early_stop, score_function=lambda e: e.state.metrics[MACRO_KEY],
                          trainer=trainer).attach(evaluator)
-    if config.progress and sys.stderr.isatty():
+    if main and config.progress and sys.stderr.isatty():
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"].item()})
@@ -222,14 +241,16 @@ def _train(config: TrainConfig) -> dict[str, float]:
             state = load_checkpoint(best)
             if "checkpointer" in state:
                 best_saver.load_state_dict(state["checkpointer"])
-        table.truncate(start_epoch)
+        if main:
+            table.truncate(start_epoch)
         logger.info(f"resuming {run_dir} after epoch {start_epoch} from {resume_from.name}")
-    elif (run_dir / "metrics.csv").exists():
+    elif main and (run_dir / "metrics.csv").exists():
         (run_dir / "metrics.csv").unlink()
 
     if start_epoch >= config.epochs:
         logger.info(f"{run_dir}: already trained for {start_epoch} epochs")
-        writer.close()
+        if writer:
+            writer.close()
         return {}
     try:
         trainer.run()
@@ -240,15 +261,19 @@ def _train(config: TrainConfig) -> dict[str, float]:
             raise MaiAugError(f"cannot resume from {resume_from}: {str(e).splitlines()[0][:300]}") from None
         raise
     finally:
-        writer.flush()
+        if writer:
+            writer.flush()
     if losses.nan_at is not None:
-        writer.close()
+        if writer:
+            writer.close()
         last = last_checkpoint(ckpt_dir)
         kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
         raise MaiAugError(f"training stopped: non-finite loss at epoch {losses.nan_at[0]}, iteration "
                           f"{losses.nan_at[1]} (try a lower --lr); {kept}")
+    if not main:
+        return dict(auc_metric.last)
     if auc_metric.last:
-        scores, labels = auc_metric.gathered()
+        scores, labels = auc_metric.last_scores
         writer.add_figure("val/roc", roc_figure(labels, scores, names, title=f"{regime.name}: validation ROC"),
                           trainer.state.epoch)
     if config.hparams:
