@@ -207,13 +207,17 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
 @command("evaluate")
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="AUC with patient-bootstrap CIs, ROC figure and predictions of a run")
-    p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
+    _add_run_args(p)
     p.add_argument("--split", default="test", choices=["test", "validation"])
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file")
-    p.add_argument("--device", default="auto")
     p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples of patients")
     p.set_defaults(handler=_run_evaluate)
 
@@ -233,11 +237,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 @command("predict")
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-finding probabilities for image files")
-    p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
+    _add_run_args(p)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"))
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file")
-    p.add_argument("--device", default="auto")
     p.set_defaults(handler=_run_predict)
 
 

@@ -128,3 +128,22 @@ def test_tensorboard_server_serves_per_finding_auc(comparison):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_seeds_give_mean_and_sd():
+    rng = np.random.default_rng(1)
+    patients = np.arange(200)
+    labels = (rng.random((200, 2)) < 0.3).astype(int)
+    seeds = [labels + rng.normal(0, s, labels.shape) for s in (0.5, 1.0)]
+    summary = summary_table(score_regimes(labels, patients, {"none": seeds}, n_boot=100), ["A", "B"], baseline=None)
+    macro = summary[summary["finding"] == "macro"].iloc[0]
+    per_seed = [np.mean([_auc(labels[:, j], p[:, j]) for j in range(2)]) for p in seeds]
+    assert macro["seeds"] == 2
+    assert macro["auc"] == pytest.approx(np.mean(per_seed))
+    assert macro["auc_sd_over_seeds"] == pytest.approx(np.std(per_seed, ddof=1))
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s))

@@ -123,3 +123,14 @@ def test_densenet_learns_planted_findings(tmp_path):
     for finding in ("Cardiomegaly", "Effusion", "Pneumothorax"):
         assert table.loc[finding, "positives"] >= 5
         assert table.loc[finding, "auc"] > 0.8, (finding, table.loc[finding, "auc"])
+
+
+def test_site_shift_changes_only_test_patients(tmp_path):
+    plain = write_phantom(PhantomSpec(out=tmp_path / "a", n=60, size=48, seed=2), workers=1)
+    shifted = write_phantom(PhantomSpec(out=tmp_path / "b", n=60, size=48, seed=2, test_shift="site"), workers=1)
+    test_names = set((plain / "test_list.txt").read_text().split())
+    assert test_names and test_names == set((shifted / "test_list.txt").read_text().split())
+    a, b = digest(plain / "images"), digest(shifted / "images")
+    assert all(a[n] == b[n] for n in a if n not in test_names)
+    assert sum(a[n] != b[n] for n in test_names) == len(test_names)
+    assert (plain / "Data_Entry_2017_v2020.csv").read_text() == (shifted / "Data_Entry_2017_v2020.csv").read_text()

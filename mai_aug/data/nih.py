@@ -44,13 +44,7 @@ HEADER: tuple[str, ...] = (
 )
 # The bracketed names hold commas, so each data row has 11 fields for the 9 header names.
 COLUMNS: tuple[str, ...] = (
-    "Image Index",
-    "Finding Labels",
-    "Follow-up #",
-    "Patient ID",
-    "Patient Age",
-    "Patient Gender",
-    "View Position",
+    *HEADER[:7],
     "OriginalImage Width",
     "OriginalImage Height",
     "OriginalImagePixelSpacing x",

@@ -95,14 +95,19 @@ class Regime:
         return Compose([*self.load, ToUint8d(IMAGE), EnsureTyped(LABEL, dtype=torch.float32, track_meta=False)])
 
     def online_transform(self, train: bool) -> Compose:
-        """Cached uint8 -> the network's float input: the deterministic part, and the random part in training."""
-        head = [ScaleIntensityRanged(IMAGE, a_min=0, a_max=255, b_min=0, b_max=1, dtype=torch.float32)]
+        """Cached uint8 -> the network's float input: the deterministic part, and the random part in training.
+
+        Runs with MONAI's lazy resampling, so consecutive spatial transforms (rotate, zoom, shear, crop) are fused
+        into one interpolation: faster, and the image is resampled once instead of blurred three times.
+        """
+        head = [EnsureTyped(IMAGE, track_meta=True),
+                ScaleIntensityRanged(IMAGE, a_min=0, a_max=255, b_min=0, b_max=1, dtype=torch.float32)]
         tail = [EnsureTyped(IMAGE, dtype=torch.float32, track_meta=False)]
-        return Compose([*head, *self.deterministic, *(self.random if train else []), *tail])
+        return Compose([*head, *self.deterministic, *(self.random if train else []), *tail], lazy=True)
 
     def full_transform(self, train: bool) -> Compose:
         """The uncached path: file -> network input in one Compose."""
-        return Compose([*self.cache_transform().transforms, *self.online_transform(train).transforms])
+        return Compose([self.cache_transform(), self.online_transform(train)])
 
     def describe(self) -> list[str]:
         """One line per transform, in order, with the part it belongs to."""
