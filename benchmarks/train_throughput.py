@@ -9,6 +9,7 @@ import argparse
 import time
 
 import torch
+from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from monai.networks.nets import DenseNet121
 
@@ -32,7 +33,7 @@ def main() -> None:
                                     optimizer=torch.optim.Adam(net.parameters(), 1e-4), loss_function=WeightedBCEWithLogits(),
                                     amp=amp, decollate=False)
         times: list[float] = []
-        trainer.add_event_handler("iteration_completed", lambda e, t=times: t.append(time.perf_counter()))
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e, t=times: t.append(time.perf_counter()))
         trainer.run()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -48,6 +48,10 @@ LOCALISED: tuple[str, ...] = (
 )
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
 LUT_SIZE, LUT_MAX_ATT = 4096, 4.0
+# Band-pass sigmas (fractions of the image size) of the texture banks.
+TEXTURES: dict[str, tuple[float, float]] = {
+    "vessels": (0.008, 0.035), "reticular": (0.004, 0.012), "bronchi": (0.006, 0.02), "patchy": (0.012, 0.05),
+}
 NOISE_BANK_SEED = 20170901
 # NIH's files are 1024 px at about 0.143 mm a pixel; the phantom keeps the field of view.
 NIH_SIZE, NIH_SPACING = 1024, 0.143
@@ -178,7 +182,7 @@ class PhantomRenderer:
         # alone then cost one line of pixels, not a whole image.
         self.x, self.y = c[None, :], c[:, None]
         self._noise_bank: np.ndarray | None = None
-        self._vessels: tuple[int, np.ndarray] = (-1, np.zeros(0))
+        self._banks: dict[str, np.ndarray] = {}
 
     # --- patient layers -------------------------------------------------------------------------------------
     def lungs(self, a: Anatomy, view: str = "PA") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -199,8 +203,7 @@ class PhantomRenderer:
 
     def patient_layer(self, a: Anatomy, view: str = "PA") -> dict[str, np.ndarray]:
         """Attenuation of the patient's anatomy and chronic findings, with the masks findings need."""
-        x, y, s = self.x, self.y, self.size
-        r = _rng(a.seed)
+        x, y = self.x, self.y
         r_chronic = _rng(a.seed, 1)
         lung_r, lung_l, heart = self.lungs(a, view)
         lung = lung_r + lung_l
@@ -209,9 +212,7 @@ class PhantomRenderer:
         shoulders = _sigmoid(1 - _ellipse(x, y, 0.0, -0.55, 1.3, 0.45), 0.08)
         att = a.soft * 0.9 * np.clip(body + neck + shoulders, 0, 1)
         # Vessels: ridges of band-passed noise, densest at the hila, fading to the periphery.
-        if self._vessels[0] != a.seed:  # shared by the patient's PA and AP layers
-            self._vessels = (a.seed, np.exp(-((_bandpass(r, s, 0.008, 0.035) / 0.3) ** 2)))
-        vessels = self._vessels[1]
+        vessels = np.exp(-((self._texture("vessels", _rng(a.seed, 2)) / 0.3) ** 2))  # same for PA and AP
         hilum = np.exp(-(((np.abs(x) - a.thorax_w * 0.25) / 0.35) ** 2 + ((y - 0.02) / 0.4) ** 2))
         markings = 1.0 - 0.6 * a.chronic.get("Emphysema", 0.0)
         texture = vessels * (0.015 + 0.30 * hilum) * markings + 0.1 * hilum
@@ -253,7 +254,7 @@ class PhantomRenderer:
             boxes.append(("Cardiomegaly", layer["heart"] > 0.5))
         if "Fibrosis" in a.chronic:
             sev = a.chronic["Fibrosis"]
-            net = np.abs(_bandpass(r, self.size, 0.004, 0.012))
+            net = np.abs(self._texture("reticular", r))
             reticular = np.exp(-((net / 0.25) ** 2))
             upper = _sigmoid(0.05 - y, 0.12)
             layer["att"] += (0.10 + 0.25 * sev) / d * reticular * upper * lung
@@ -322,11 +323,11 @@ class PhantomRenderer:
             px, py = spot()
             zone = _sigmoid(1 - _ellipse(x, y, px, py, rx * r.uniform(0.4, 0.7), ry * r.uniform(0.3, 0.5)), 0.15)
             if name == "Consolidation":
-                bronch = np.exp(-((_bandpass(r, self.size, 0.006, 0.02) / 0.3) ** 2))
+                bronch = np.exp(-((self._texture("bronchi", r) / 0.3) ** 2))
                 dens, patch = 0.45 + 0.3 * sev, 1 - 0.5 * bronch
                 zone = _sigmoid(zone - 0.3, 0.05)
             else:
-                patch = np.clip(_bandpass(r, self.size, 0.012, 0.05) * 0.6 + 0.5, 0, 1)
+                patch = np.clip(self._texture("patchy", r) * 0.6 + 0.5, 0, 1)
                 dens = (0.30 + 0.25 * sev) if name == "Infiltration" else (0.40 + 0.3 * sev)
             blob = zone * patch * lung
             return dens / d * blob, blob > 0.3
@@ -372,7 +373,7 @@ class PhantomRenderer:
         placed = np.asarray(Image.fromarray(att, mode="F").transform((s, s), Image.AFFINE, coeffs, Image.BILINEAR))
         img = self._expose(placed, acq)
         if acq.blur > 0.05:
-            img = ndimage.gaussian_filter(img, acq.blur * s / 256)
+            img = ndimage.gaussian_filter(img, acq.blur * s / 256, truncate=2.5)
         img = img + self._noise(r) * acq.noise
         self._marker(img)
         pixels = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -395,6 +396,19 @@ class PhantomRenderer:
         lut = np.clip((1 - np.exp(-1.3 * grid)) * acq.exposure, 0, 1) ** acq.gamma
         idx = np.clip(att * ((LUT_SIZE - 1) / LUT_MAX_ATT), 0, LUT_SIZE - 1).astype(np.intp)
         return lut[idx]
+
+    def _texture(self, kind: str, r: np.random.Generator) -> np.ndarray:
+        """A random window, randomly mirrored, of a fixed band-passed texture bank twice the image size.
+
+        Filtering fresh noise for every patient and finding cost more than the rest of the rendering; windows of
+        one bank per texture are as varied and still fully determined by the seed.
+        """
+        if kind not in self._banks:
+            lo, hi = TEXTURES[kind]
+            self._banks[kind] = _bandpass(_rng(NOISE_BANK_SEED, len(kind)), 2 * self.size, lo / 2, hi / 2)
+        i, j = r.integers(0, self.size, 2)
+        flip = r.integers(0, 2, 2) * 2 - 1
+        return self._banks[kind][i : i + self.size, j : j + self.size][:: flip[0], :: flip[1]]
 
     def _noise(self, r: np.random.Generator) -> np.ndarray:
         """Unit Gaussian noise: a random window of a fixed noise bank (drawing fresh noise per image is slower)."""

@@ -154,6 +154,8 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
         }, run_dir / "config.yaml")
 
     cache_workers = max(config.workers, 1)
+    logger.info(f"caching {len(ctx.shard(datalist['training'])) + len(ctx.shard(datalist['validation']))} images "
+                f"as uint8 at {config.image_size} px ({config.cache}); the first pass decodes each image once")
     cache_dir = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
     train_ds = build_dataset(ctx.shard(datalist["training"]), regime, train=True, cache=config.cache,
                              cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
