@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import struct
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ LOCALISED: tuple[str, ...] = (
 )
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
 LUT_SIZE, LUT_MAX_ATT = 4096, 4.0
+HALF_RES_LAYER_FROM = 128
 # Band-pass sigmas (fractions of the image size) of the texture banks.
 TEXTURES: dict[str, tuple[float, float]] = {
     "vessels": (0.008, 0.035), "reticular": (0.004, 0.012), "bronchi": (0.006, 0.02), "patchy": (0.012, 0.05),
@@ -111,7 +114,9 @@ def _rng(*keys: int) -> np.random.Generator:
 
 
 def _sigmoid(v: np.ndarray, soft: float) -> np.ndarray:
-    return 0.5 + 0.5 * np.tanh(v / soft)
+    """A soft 0-to-1 edge over about +-2 ``soft``: a clipped smoothstep (several times cheaper than tanh)."""
+    t = np.clip(v * (0.25 / soft) + 0.5, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float, tilt: float = 0.0) -> np.ndarray:
@@ -201,8 +206,23 @@ class PhantomRenderer:
             out.append(inside * above * medial * (1 - heart) * (1 - medi))
         return out[0], out[1], heart
 
-    def patient_layer(self, a: Anatomy, view: str = "PA") -> dict[str, np.ndarray]:
-        """Attenuation of the patient's anatomy and chronic findings, with the masks findings need."""
+    def patient_layer(self, a: Anatomy, view: str = "PA") -> dict:
+        """Attenuation of the patient's anatomy and chronic findings, with the masks findings need.
+
+        From 128 px up it is drawn at half size and upsampled: the anatomy is smooth at that scale, and this
+        halves its cost. Image-level findings, noise and blur stay at full resolution.
+        """
+        if self.size < HALF_RES_LAYER_FROM:
+            return self._draw_layer(a, view)
+        half = _renderer(self.size // 2, self.difficulty)._draw_layer(a, view)
+        layer = {k: self._upsample(v) for k, v in half.items() if isinstance(v, np.ndarray)}
+        layer["boxes"] = [(name, self._upsample(mask.astype(np.float32)) > 0.5) for name, mask in half.get("boxes", [])]
+        return layer
+
+    def _upsample(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((self.size, self.size), Image.BILINEAR))
+
+    def _draw_layer(self, a: Anatomy, view: str = "PA") -> dict:
         x, y = self.x, self.y
         r_chronic = _rng(a.seed, 1)
         lung_r, lung_l, heart = self.lungs(a, view)
@@ -505,9 +525,27 @@ def _render_patient(args: tuple[PhantomSpec, int, int, bool]) -> list[tuple[str,
         acq = sample_acquisition(ri, shifted=is_test and spec.test_shift == "site")
         image = renderer.render(anatomy, layers[view], acute, acq, seed=int(ri.integers(2**31)))
         name = f"{pid:08d}_{f:03d}.png"
-        Image.fromarray(image.pixels, mode="L").save(spec.out / "images" / name, optimize=False, compress_level=1)
+        (spec.out / "images" / name).write_bytes(encode_png(image.pixels))
         rows.append((name, image.findings, f, age + f // 4, sex, view, image.boxes))
     return rows
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """An 8-bit grayscale PNG with zlib level 1 and no row filter.
+
+    Written here because Pillow's encoder spends half its time choosing row filters that buy little on noisy
+    radiographs: this is twice as fast for files about 15 % larger. Any PNG reader (Pillow, MONAI) reads it.
+    """
+    h, w = pixels.shape
+    raw = np.empty((h, w + 1), np.uint8)
+    raw[:, 0] = 0  # filter type 0 (None) for every row
+    raw[:, 1:] = pixels
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8 bit, grayscale, deflate, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)) + chunk(b"IEND", b"")
 
 
 _RENDERERS: dict[tuple[int, float], PhantomRenderer] = {}
