@@ -147,3 +147,32 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y, s))
+
+
+def test_default_data_is_the_cached_phantom_with_a_preset_file(tmp_path, capsys):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(
+        "description: tiny\n"
+        "phantom: {n: 240, size: 48, seed: 4}\n"
+        "data: {split: patient, val_frac: 0.15, test_frac: 0.25, seed: 0}\n"
+        "regimes: [none]\n"
+        "train: {image_size: 32, batch_size: 8, epochs: 1, steps_per_epoch: 2, lr: 1.0e-3, workers: 0, cache: disk}\n"
+        "bootstrap: 50\n"
+    )
+    cache = tmp_path / "cache"
+    for out in ("a", "b"):
+        assert main(["compare", "--preset", str(preset), "--cache-dir", str(cache), "--quiet", "--out", str(tmp_path / out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("generating the phantom dataset") == 1  # generated once, reused by the second comparison
+    folders = list((cache / "phantom").iterdir())
+    assert len(folders) == 1 and (folders[0] / "Data_Entry_2017_v2020.csv").is_file()
+    assert len(list((folders[0] / "images").glob("*.png"))) == 240
+    assert (tmp_path / "b" / "summary.md").is_file()
+    assert "tiny" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_unknown_preset_and_regime_are_clear_errors(tmp_path, capsys):
+    assert main(["compare", "--preset", "huge", "--out", str(tmp_path / "o")]) == 2
+    assert "--preset 'huge'" in capsys.readouterr().err
+    assert main(["compare", "--regimes", "none", "fancy", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown regime 'fancy'" in capsys.readouterr().err

@@ -76,10 +76,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MAI_AUG_CACHE", Path.home() / ".cache" / "mai_aug"))
 
 
+def phantom_folder(spec: dict[str, Any], cache_dir: Path) -> Path:
+    """Where the phantom of ``spec`` lives in the cache: one folder per distinct spec."""
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    return cache_dir / "phantom" / f"n{spec.get('n', 3000)}-{spec.get('size', 256)}px-{key}"
+
+
 def ensure_phantom(spec: dict[str, Any], cache_dir: Path, quiet: bool = False) -> Path:
     """Generate the phantom once per spec into the cache folder, or reuse it."""
-    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    folder = cache_dir / "phantom" / f"n{spec.get('n', 3000)}-{spec.get('size', 256)}px-{key}"
+    folder = phantom_folder(spec, cache_dir)
     if (folder / "COMPLETE").is_file():
         return folder
     print(f"generating the phantom dataset into {folder} (once)", file=sys.stderr)
@@ -111,10 +116,11 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
     data_opts = dict(preset.get("data", {}))
     if opts.data is None:
+        spec, cache_dir = preset.get("phantom", {}), opts.cache_dir or default_cache_dir()
         if main:
-            ensure_phantom(preset.get("phantom", {}), opts.cache_dir or default_cache_dir(), opts.quiet)
-        ctx.barrier()
-        data_dir = ensure_phantom(preset.get("phantom", {}), opts.cache_dir or default_cache_dir(), quiet=True)
+            ensure_phantom(spec, cache_dir, opts.quiet)
+        ctx.barrier()  # other ranks wait for rank 0 to write it
+        data_dir = phantom_folder(spec, cache_dir)
         source = f"synthetic phantom ({data_dir})"
     else:
         data_dir, source = Path(opts.data), str(opts.data)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -93,8 +94,6 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     table.to_csv(out_dir / f"{split}_auc.csv", index=False, float_format="%.10g")
     fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
     fig.savefig(out_dir / f"{split}_roc.png", dpi=120)
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
     predictions = pd.DataFrame({"image": [it["image"] for it in items], "patient": patients})
     for j, name in enumerate(run.names):

@@ -38,6 +38,7 @@ class PerFindingAUC(Metric):
                  prefix: str = "val/auc") -> None:
         self.names = list(names)
         self.prefix = prefix
+        self.macro_key = MACRO_KEY if prefix == "val/auc" else f"{prefix}_macro"
         self.last: dict[str, float] = {}
         super().__init__(output_transform=output_transform)
 
@@ -69,7 +70,7 @@ class PerFindingAUC(Metric):
         for w in caught:
             warnings.warn(str(w.message), stacklevel=2)
         result = {finding_key(n, self.prefix): float(a) for n, a in zip(self.names, aucs)}
-        result[MACRO_KEY if self.prefix == "val/auc" else f"{self.prefix}_macro"] = macro
+        result[self.macro_key] = macro
         self.last = result
         return result
 
@@ -78,4 +79,4 @@ class PerFindingAUC(Metric):
         result = self.compute()
         for key, value in result.items():
             engine.state.metrics[key] = value
-        engine.state.metrics[name] = result[MACRO_KEY if self.prefix == "val/auc" else f"{self.prefix}_macro"]
+        engine.state.metrics[name] = result[self.macro_key]
