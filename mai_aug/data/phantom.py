@@ -119,6 +119,11 @@ def _sigmoid(v: np.ndarray, soft: float) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
+def _aortic_knob(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The aortic arch seen end-on: a bulge of the mediastinum into the left (image right) upper lung."""
+    return _sigmoid(1 - _ellipse(x, y, 0.085, -0.23, 0.095, 0.075), 0.2)
+
+
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float, tilt: float = 0.0) -> np.ndarray:
     """Implicit ellipse value: < 1 inside."""
     if tilt:
@@ -164,7 +169,7 @@ def sample_anatomy(seed: int, patient: int, chronic: dict[str, float]) -> Anatom
         dome_r=dome - r.uniform(0.04, 0.08),
         dome_l=dome,
         dome_curv=curv,
-        heart=(heart_rx - tw * 0.30, 0.30, heart_rx, r.uniform(0.19, 0.23), r.uniform(0.15, 0.3)),
+        heart=(heart_rx - tw * 0.30, 0.34, heart_rx, r.uniform(0.21, 0.25), r.uniform(0.15, 0.3)),
         rib_y0=r.uniform(-0.72, -0.66),
         rib_gap=r.uniform(0.115, 0.13),
         soft=r.uniform(0.9, 1.1),
@@ -197,6 +202,7 @@ class PhantomRenderer:
         mag = 1.12 if view == "AP" else 1.0  # AP films magnify the heart
         heart = _sigmoid(1 - _ellipse(x, y, cx, cy, rx * mag, ry * mag, tilt), 0.08)
         medi = _sigmoid(0.085 - np.abs(x - 0.02 - 0.02 * (y + 1)), 0.012) * _sigmoid(0.45 - y, 0.05)
+        medi = np.maximum(medi, _aortic_knob(x, y))
         out = []
         for (lcx, lcy, lrx, lry), dome, side in ((a.lung_r, a.dome_r, -1), (a.lung_l, a.dome_l, 1)):
             inside = _sigmoid(1 - _ellipse(x, y, lcx, lcy, lrx, lry), 0.06)
@@ -241,7 +247,9 @@ class PhantomRenderer:
         att = att - lung * (lucency - texture)
         medi = _sigmoid(0.11 - np.abs(x - 0.01), 0.03) * _sigmoid(0.5 - y, 0.05) * _sigmoid(y + 0.85, 0.05)
         trachea = _sigmoid(0.035 - np.abs(x - 0.005), 0.01) * _sigmoid(-0.22 - y, 0.05)
-        att = att + 0.15 * medi + 0.12 * heart - 0.25 * trachea
+        # The heart sits on the diaphragm: below the dome it merges with the abdomen instead of showing an edge.
+        below = _sigmoid(y - (a.dome_l + 0.02), 0.03)
+        att = att + 0.15 * np.maximum(medi, _aortic_knob(x, y)) + 0.12 * heart * (1 - below) - 0.25 * trachea
         # Spine with vertebrae, clavicles, ribs (all ten on a side in one pass: a periodic band along the arc).
         spine = _sigmoid(0.055 - np.abs(x - 0.01), 0.01) * _sigmoid(y + 0.95, 0.02)
         vert = 0.75 + 0.25 * np.cos(2 * np.pi * y / 0.11) ** 2
