@@ -191,7 +191,6 @@ class PhantomRenderer:
         # Broadcastable axes (row = y down, column = x to the image right = the patient's left): terms of x or y
         # alone then cost one line of pixels, not a whole image.
         self.x, self.y = c[None, :], c[:, None]
-        self._noise_bank: np.ndarray | None = None
         self._banks: dict[str, np.ndarray] = {}
 
     # --- patient layers -------------------------------------------------------------------------------------
@@ -434,17 +433,19 @@ class PhantomRenderer:
         if kind not in self._banks:
             lo, hi = TEXTURES[kind]
             self._banks[kind] = _bandpass(_rng(NOISE_BANK_SEED, len(kind)), 2 * self.size, lo / 2, hi / 2)
-        i, j = r.integers(0, self.size, 2)
-        flip = r.integers(0, 2, 2) * 2 - 1
-        return self._banks[kind][i : i + self.size, j : j + self.size][:: flip[0], :: flip[1]]
+        return self._window(self._banks[kind], r)
 
     def _noise(self, r: np.random.Generator) -> np.ndarray:
         """Unit Gaussian noise: a random window of a fixed noise bank (drawing fresh noise per image is slower)."""
-        if self._noise_bank is None:
-            self._noise_bank = _rng(NOISE_BANK_SEED).standard_normal((2 * self.size, 2 * self.size), dtype=np.float32)
+        if "noise" not in self._banks:
+            self._banks["noise"] = _rng(NOISE_BANK_SEED).standard_normal((2 * self.size, 2 * self.size), dtype=np.float32)
+        return self._window(self._banks["noise"], r)
+
+    def _window(self, bank: np.ndarray, r: np.random.Generator) -> np.ndarray:
+        """An image-sized window of ``bank`` at a random offset, randomly mirrored on each axis."""
         i, j = r.integers(0, self.size, 2)
         flip = r.integers(0, 2, 2) * 2 - 1
-        return self._noise_bank[i : i + self.size, j : j + self.size][:: flip[0], :: flip[1]]
+        return bank[i : i + self.size, j : j + self.size][:: flip[0], :: flip[1]]
 
     def _marker(self, img: np.ndarray) -> None:
         """A radiographer's side marker: an 'L' at the top of the image right (the patient's left)."""

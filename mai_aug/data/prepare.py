@@ -1,30 +1,49 @@
-"""Turn command-line data options (``--data`` or ``--datalist``) into a checked, reported datalist."""
+"""Turn data options (``--data`` or ``--datalist``) into a checked, reported datalist."""
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from mai_aug.data.nih import read_nih
+from mai_aug.data.nih import VIEWS, read_nih
 from mai_aug.data.split import load_datalist, make_datalist, split_table, write_datalist
 
 
-def datalist_from_args(args: argparse.Namespace, out: Path | None = None, verbose: bool = True) -> dict:
-    """Read and split the data named by ``args`` (or load ``args.datalist``); print a per-split table."""
-    if getattr(args, "datalist", None) is not None:
-        datalist = load_datalist(args.datalist)
-    else:
-        table = read_nih(args.data, csv=args.csv, images=args.images, views=tuple(args.views),
-                         require_all_images=args.require_all_images)
-        if table.missing and verbose:
-            print(f"dropped {len(table.missing)} of {len(table.missing) + len(table.frame)} CSV rows whose image "
-                  f"file is missing (e.g. {table.missing[0]}); --require-all-images makes this an error")
-        datalist = make_datalist(table, split=args.split, val_frac=args.val_frac, test_frac=args.test_frac,
-                                 seed=args.seed, data_dir=args.data)
-    if verbose:
-        print(split_table(datalist).to_string())
+def split_data(
+    data: str | Path,
+    csv: str | Path | None = None,
+    images: str | Path | None = None,
+    views: Sequence[str] = VIEWS,
+    require_all_images: bool = False,
+    split: str = "patient",
+    val_frac: float = 0.1,
+    test_frac: float = 0.2,
+    seed: int = 0,
+    report: Callable[[str], Any] | None = print,
+) -> dict:
+    """Read the NIH layout under ``data`` and split it by patient; ``report`` hears about dropped rows."""
+    table = read_nih(data, csv=csv, images=images, views=tuple(views), require_all_images=require_all_images)
+    if table.missing and report is not None:
+        report(f"dropped {len(table.missing)} of {len(table.missing) + len(table.frame)} CSV rows whose image "
+               f"file is missing (e.g. {table.missing[0]}); --require-all-images makes this an error")
+    return make_datalist(table, split=split, val_frac=val_frac, test_frac=test_frac, seed=seed, data_dir=Path(data))
+
+
+def datalist_from_options(options: Any, report: Callable[[str], Any] | None = print) -> dict:
+    """``options.datalist`` if set, else :func:`split_data` of ``options.data`` (parsed arguments or a TrainConfig)."""
+    if getattr(options, "datalist", None) is not None:
+        return load_datalist(options.datalist)
+    return split_data(options.data, csv=options.csv, images=options.images, views=options.views,
+                      require_all_images=options.require_all_images, split=options.split, val_frac=options.val_frac,
+                      test_frac=options.test_frac, seed=options.seed, report=report)
+
+
+def datalist_from_args(options: Any, out: Path | None = None) -> dict:
+    """``mai-aug split``: the datalist, its per-split table printed, written to ``out``."""
+    datalist = datalist_from_options(options)
+    print(split_table(datalist).to_string())
     if out is not None:
         write_datalist(datalist, out)
-        if verbose:
-            print(f"wrote {out}")
+        print(f"wrote {out}")
     return datalist

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mai_aug.data.nih import read_nih
 from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
-from mai_aug.data.split import make_datalist, split_table, write_datalist
+from mai_aug.data.prepare import split_data
+from mai_aug.data.split import split_table, write_datalist
 from mai_aug.engine import distributed
 from mai_aug.engine.config import TrainConfig
 from mai_aug.engine.evaluate import evaluate_run
@@ -125,11 +125,11 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     else:
         data_dir, source = Path(opts.data), str(opts.data)
     images = data_opts.pop("images", None)
-    table = read_nih(data_dir, images=(data_dir / images) if images else None)
-    if table.missing:
-        print(f"dropped {len(table.missing)} CSV rows whose image file is missing", file=sys.stderr)
-    datalist = make_datalist(table, split=data_opts.get("split", "patient"), val_frac=data_opts.get("val_frac", 0.1),
-                             test_frac=data_opts.get("test_frac", 0.2), seed=data_opts.get("seed", 0), data_dir=data_dir)
+    unknown = set(data_opts) - {"split", "val_frac", "test_frac", "seed"}
+    if unknown:
+        raise MaiAugError(f"--preset {opts.preset}: unknown data key(s) {', '.join(sorted(unknown))}")
+    datalist = split_data(data_dir, images=(data_dir / images) if images else None,
+                          report=lambda line: print(line, file=sys.stderr), **data_opts)
     datalist_path = out / "datalist.json"
     if main:
         write_datalist(datalist, datalist_path)

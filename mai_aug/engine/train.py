@@ -25,8 +25,8 @@ from monai.utils import set_determinism
 from torch.utils.tensorboard import SummaryWriter
 
 from mai_aug.data.loader import build_dataset
-from mai_aug.data.nih import read_nih
-from mai_aug.data.split import label_frequencies, load_datalist, make_datalist, split_table, write_datalist
+from mai_aug.data.prepare import datalist_from_options
+from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
 from mai_aug.engine.config import TrainConfig, config_differences, read_config, write_config
 from mai_aug.engine.handlers import FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
@@ -36,7 +36,7 @@ from mai_aug.engine.network import build_network
 from mai_aug.engine.runtime import RunLog, checkpoint_epoch, last_checkpoint, load_checkpoint, resolve_device
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.roc import roc_figure
-from mai_aug.transforms.regimes import MIN_IMAGE_SIZE, load_regime
+from mai_aug.transforms.regimes import load_regime
 
 logger = logging.getLogger("mai_aug")
 
@@ -60,25 +60,15 @@ def resolve_datalist(config: TrainConfig, run_dir: Path, write: bool = True) -> 
     saved = run_dir / "datalist.json"
     if config.resume and saved.is_file():
         return load_datalist(saved)
-    if config.datalist:
-        datalist = load_datalist(config.datalist)
-    elif config.data:
-        table = read_nih(config.data, csv=config.csv, images=config.images, views=tuple(config.views),
-                         require_all_images=config.require_all_images)
-        if table.missing:
-            logger.info(f"dropped {len(table.missing)} CSV rows whose image file is missing")
-        datalist = make_datalist(table, split=config.split, val_frac=config.val_frac, test_frac=config.test_frac,
-                                 seed=config.seed, data_dir=Path(config.data))
-    else:
+    if not config.datalist and not config.data:
         raise MaiAugError("give --data DIR or --datalist JSON")
+    datalist = datalist_from_options(config, report=logger.info)
     if write:
         write_datalist(datalist, saved)
     return datalist
 
 
 def check_config(config: TrainConfig, datalist: dict) -> None:
-    if config.image_size < MIN_IMAGE_SIZE:
-        raise MaiAugError(f"--image-size {config.image_size}: must be at least {MIN_IMAGE_SIZE}")
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
         raise MaiAugError("--epochs, --batch-size and --lr must be positive")
     if not datalist["validation"]:
@@ -154,12 +144,13 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
         }, run_dir / "config.yaml")
 
     cache_workers = max(config.workers, 1)
-    logger.info(f"caching {len(ctx.shard(datalist['training'])) + len(ctx.shard(datalist['validation']))} images "
-                f"as uint8 at {config.image_size} px ({config.cache}); the first pass decodes each image once")
+    train_items, val_items = ctx.shard(datalist["training"]), ctx.shard(datalist["validation"])
+    logger.info(f"caching {len(train_items) + len(val_items)} images as uint8 at {config.image_size} px "
+                f"({config.cache}); the first pass decodes each image once")
     cache_dir = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
-    train_ds = build_dataset(ctx.shard(datalist["training"]), regime, train=True, cache=config.cache,
+    train_ds = build_dataset(train_items, regime, train=True, cache=config.cache,
                              cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
-    val_ds = build_dataset(ctx.shard(datalist["validation"]), regime, train=False, cache=config.cache,
+    val_ds = build_dataset(val_items, regime, train=False, cache=config.cache,
                            cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, drop_last=True,

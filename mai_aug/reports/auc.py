@@ -58,6 +58,11 @@ def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) ->
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
+def bootstrap_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(b, findings) AUC of every finding under every resample row of ``weights``."""
+    return np.stack([weighted_auc(scores[:, j], labels[:, j], weights) for j in range(labels.shape[1])], axis=1)
+
+
 def patient_bootstrap_weights(patients: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
     """(n_boot, n_images) weights: how often each image's patient was drawn when resampling patients."""
     uniq, inverse = np.unique(np.asarray(patients), return_inverse=True)
@@ -75,7 +80,7 @@ def auc_table(
     """Per finding: AUC, bootstrap CI over patients, positives, negatives; plus a ``macro`` row."""
     weights = patient_bootstrap_weights(patients, n_boot, seed)
     aucs = per_finding_auc(labels, scores)
-    boot = np.stack([weighted_auc(scores[:, j], labels[:, j], weights) for j in range(labels.shape[1])], axis=1)
+    boot = bootstrap_aucs(labels, scores, weights)
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     rows = []
     for j, name in enumerate(names):

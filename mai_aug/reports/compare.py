@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mai_aug.reports.auc import patient_bootstrap_weights, per_finding_auc, weighted_auc  # noqa: E402
+from mai_aug.reports.auc import bootstrap_aucs, patient_bootstrap_weights, per_finding_auc  # noqa: E402
 
 
 @dataclass
@@ -48,10 +48,8 @@ def score_regimes(labels: np.ndarray, patients: np.ndarray, predictions: dict[st
     scores = {}
     for regime, seeds in predictions.items():
         per_seed = np.stack([per_finding_auc(labels, p) for p in seeds])
-        boot = np.zeros((n_boot, labels.shape[1]))
-        for p in seeds:
-            boot += np.stack([weighted_auc(p[:, j], labels[:, j], weights) for j in range(labels.shape[1])], axis=1)
-        scores[regime] = RegimeScores(per_seed=per_seed, boot=boot / len(seeds))
+        boot = np.mean([bootstrap_aucs(labels, p, weights) for p in seeds], axis=0)
+        scores[regime] = RegimeScores(per_seed=per_seed, boot=boot)
     return scores
 
 
