@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,10 +38,56 @@ def _fraction(text: str) -> float:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _non_negative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"{text} is not below 2**32 (numpy's seed range)")
+    return value
+
+
+def _image_size(text: str) -> int:
+    value = _int(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 32 px (DenseNet121 downsamples 32x)")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """A finite number above 0 (learning rates, difficulties): ``nan``, ``inf`` and ``0`` are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite positive number")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``mai-aug CMD: error: ...``), exit status 2, no usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -62,7 +109,7 @@ def _split_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("split", help="split an NIH-layout dataset by patient into a MONAI datalist")
     _add_data_args(p)
     _add_split_args(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", type=Path, required=True, help="datalist JSON to write")
     p.set_defaults(handler=_run_split)
 
@@ -79,13 +126,13 @@ def _phantom_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("phantom", help="write the synthetic chest X-ray phantom in NIH's layout")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     p.add_argument("--n", type=_positive_int, default=3000, help="number of images")
-    p.add_argument("--size", type=int, default=256, help="image size in pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--images-per-patient", type=float, default=3.0, help="mean images per patient")
-    p.add_argument("--difficulty", type=float, default=1.0, help="higher makes findings subtler")
+    p.add_argument("--size", type=_int, default=256, help="image size in pixels")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--images-per-patient", type=_positive_float, default=3.0, help="mean images per patient")
+    p.add_argument("--difficulty", type=_positive_float, default=1.0, help="higher makes findings subtler")
     p.add_argument("--test-shift", default="none", choices=["none", "site"],
                    help="site: test patients are imaged with wider positioning and exposure ranges")
-    p.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    p.add_argument("--workers", type=_non_negative_int, default=0, help="processes (0: one per core)")
     p.set_defaults(handler=_run_phantom)
 
 
@@ -111,7 +158,7 @@ def _add_regime_args(p: argparse.ArgumentParser, default: str | None = None) -> 
 def _regimes_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("regimes", help="list the augmentation regimes and their transforms")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
-    p.add_argument("--image-size", type=int, default=320)
+    p.add_argument("--image-size", type=_image_size, default=320)
     p.set_defaults(handler=_run_regimes)
 
 
@@ -134,8 +181,8 @@ def _preview_parser(sub: argparse._SubParsersAction) -> None:
     _add_regime_args(p)
     p.add_argument("--n", type=_positive_int, default=8, help="images to preview")
     p.add_argument("--samples", type=_positive_int, default=4, help="augmented samples per image")
-    p.add_argument("--size", type=int, default=256, help="training image size")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_image_size, default=256, help="training image size")
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", type=Path, required=True, help="folder for <stem>_<k>.png and grid.png")
     p.set_defaults(handler=_run_preview)
 
@@ -152,23 +199,23 @@ def _run_preview(args: argparse.Namespace) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-size", type=int, default=320, help="training image size (px)")
+    p.add_argument("--image-size", type=_image_size, default=320, help="training image size (px)")
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--steps-per-epoch", type=_positive_int, help="iterations per epoch (default: one pass)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (cosine schedule over the epochs)")
+    p.add_argument("--lr", type=_positive_float, default=1e-4, help="Adam learning rate (cosine schedule over the epochs)")
     p.add_argument("--pretrained", default="none", help="none, imagenet (downloads), or a torchvision densenet121 .pth")
     p.add_argument("--in-channels", type=int, default=1, choices=[1, 3])
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on with CUDA)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="data-loader workers (default: up to 4)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--workers", type=_non_negative_int, default=None, help="data-loader workers (default: up to 4)")
     p.add_argument("--cache", default="memory", choices=["memory", "disk", "none"],
                    help="where decoded 8-bit images are kept")
     p.add_argument("--no-weighted-loss", dest="weighted_loss", action="store_false",
                    help="plain BCE instead of class-balanced BCE")
-    p.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE", help="stop after PATIENCE epochs without gain")
+    p.add_argument("--early-stop", type=_non_negative_int, default=0, metavar="PATIENCE", help="stop after PATIENCE epochs without gain")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress output on the terminal")
 
 
@@ -266,8 +313,8 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--cache-dir", type=Path, help="where the phantom is generated once (default: ~/.cache/mai_aug)")
     p.add_argument("--bootstrap", type=_positive_int, help="bootstrap resamples (default: the preset's)")
-    for name, kind in (("image-size", int), ("batch-size", _positive_int), ("epochs", _positive_int),
-                       ("steps-per-epoch", _positive_int), ("lr", float), ("workers", int)):
+    for name, kind in (("image-size", _image_size), ("batch-size", _positive_int), ("epochs", _positive_int),
+                       ("steps-per-epoch", _positive_int), ("lr", _positive_float), ("workers", _non_negative_int)):
         p.add_argument(f"--{name}", type=kind, help="overrides the preset")
     p.add_argument("--pretrained", help="overrides the preset: none, imagenet or a .pth")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
@@ -296,7 +343,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mai-aug`` parser with one sub-command per workflow."""
-    parser = argparse.ArgumentParser(prog="mai-aug", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="mai-aug", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS.values():
         add(sub)
@@ -305,7 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mai-aug`` with ``argv``; user errors print one line and return 2."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a bad argument (one line, status 2) or --help (status 0)
+        return int(e.code or 0)
     try:
         return int(args.handler(args) or 0)
     except MaiAugError as e:

@@ -15,6 +15,7 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
 from mai_aug.engine.distributed import gather_rows
+from mai_aug.errors import MaiAugError
 from mai_aug.reports.auc import macro_auc, per_finding_auc
 
 MACRO_KEY = "val/auc_macro"
@@ -61,6 +62,10 @@ class PerFindingAUC(Metric):
 
     def compute(self) -> dict[str, float]:
         scores, labels = self.gathered()
+        if not np.isfinite(scores).all():  # a diverged network: stop like a non-finite loss, before any checkpoint
+            bad = int((~np.isfinite(scores)).any(axis=1).sum())
+            raise MaiAugError(f"training diverged: {bad} of {len(scores)} validation predictions are not finite "
+                              "(try a lower --lr); the last good checkpoint is intact")
         self.last_scores = (scores, labels)
         aucs = per_finding_auc(labels, scores)
         macro = macro_auc(aucs, self.names)  # warns naming the findings without a defined AUC
