@@ -1,0 +1,62 @@
+"""A normal (non-editable) install ships the presets and regimes: build the wheel, install it elsewhere, import it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ("mai_aug/configs/regimes.yaml", "mai_aug/configs/presets/demo.yaml",
+           "mai_aug/configs/presets/article.yaml", "mai_aug/configs/presets/full.yaml")
+
+
+def _pip(*args: str, cwd: Path) -> None:
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # offline-safe
+    subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, env=env, check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from a copy of the sources (so no build/ or egg-info lands in the checkout)."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in"):
+        if (ROOT / name).is_file():
+            shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "mai_aug", src / "mai_aug", ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path_factory.mktemp("wheel")
+    _pip("wheel", ".", "--no-deps", "--no-build-isolation", "-w", str(out), cwd=src)
+    (found,) = out.glob("mai_aug-*.whl")
+    return found
+
+
+def test_wheel_ships_presets_and_regimes(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {str(p.relative_to(ROOT).as_posix()) for p in (ROOT / "mai_aug" / "configs").rglob("*.yaml")}
+    assert set(SHIPPED) <= shipped
+    assert shipped <= names, sorted(shipped - names)
+
+
+def test_every_preset_resolves_from_an_installed_copy(wheel, tmp_path):
+    target = tmp_path / "site"
+    _pip("install", "--no-deps", "--target", str(target), str(wheel), cwd=tmp_path)
+    probe = (
+        "import mai_aug, pathlib, sys\n"
+        "from mai_aug.engine.compare import PRESETS, load_preset\n"
+        "from mai_aug.transforms.regimes import available_regimes\n"
+        "assert pathlib.Path(mai_aug.__file__).is_relative_to(pathlib.Path(sys.argv[1]))\n"
+        "print(sorted(available_regimes([])))\n"
+        "for name in PRESETS:\n"
+        "    print(name, sorted(load_preset(name)['train']))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    done = subprocess.run([sys.executable, "-c", probe, str(target)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "none" in lines[0] and "complex" in lines[0]
+    assert [line.split()[0] for line in lines[1:]] == ["demo", "article", "full"]
