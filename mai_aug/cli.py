@@ -133,6 +133,7 @@ def _phantom_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-shift", default="none", choices=["none", "site"],
                    help="site: test patients are imaged with wider positioning and exposure ranges")
     p.add_argument("--workers", type=_non_negative_int, default=0, help="processes (0: one per core)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out (replaces its dataset)")
     p.set_defaults(handler=_run_phantom)
 
 
@@ -143,7 +144,8 @@ def _run_phantom(args: argparse.Namespace) -> int:
     spec = PhantomSpec(out=args.out, n=args.n, size=args.size, seed=args.seed,
                        images_per_patient=args.images_per_patient, difficulty=args.difficulty,
                        test_shift=args.test_shift)
-    write_phantom(spec, workers=args.workers or default_workers(), progress=Progress("phantom", args.n))
+    write_phantom(spec, workers=args.workers or default_workers(), progress=Progress("phantom", args.n),
+                  overwrite=args.overwrite)
     print(f"wrote {args.n} phantom images in NIH layout to {args.out}")
     return 0
 
@@ -230,6 +232,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the --data split (--seed seeds training only)")
     p.set_defaults(handler=_run_train)
 
 
@@ -319,6 +322,8 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", help="overrides the preset: none, imagenet or a .pth")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
     p.add_argument("--out", type=Path, required=True, help="comparison folder")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain runs in --out whose settings, regime or data differ (the old ones are moved aside)")
     p.set_defaults(handler=_run_compare)
 
 
@@ -331,7 +336,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     opts = CompareOptions(out=args.out, data=args.data, preset=args.preset, regimes=args.regimes, seeds=args.seeds,
                           regimes_file=[str(p) for p in args.regimes_file], device=args.device,
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,
-                          quiet=args.quiet)
+                          quiet=args.quiet, retrain=args.retrain)
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mai_aug.data.nih import VIEWS, read_nih
-from mai_aug.data.split import load_datalist, make_datalist, split_table, write_datalist
+from mai_aug.data.split import load_datalist, make_datalist, resolve_split, split_table, write_datalist
 
 
 def split_data(
@@ -27,16 +27,22 @@ def split_data(
     if table.missing and report is not None:
         report(f"dropped {len(table.missing)} of {len(table.missing) + len(table.frame)} CSV rows whose image "
                f"file is missing (e.g. {table.missing[0]}); --require-all-images makes this an error")
+    split = resolve_split(split, Path(data), report)
     return make_datalist(table, split=split, val_frac=val_frac, test_frac=test_frac, seed=seed, data_dir=Path(data))
 
 
 def datalist_from_options(options: Any, report: Callable[[str], Any] | None = print) -> dict:
-    """``options.datalist`` if set, else :func:`split_data` of ``options.data`` (parsed arguments or a TrainConfig)."""
+    """``options.datalist`` if set, else :func:`split_data` of ``options.data`` (parsed arguments or a TrainConfig).
+
+    The split is seeded by ``options.split_seed`` where it exists (``train``: ``--seed`` seeds training only),
+    else by ``options.seed`` (``split``, where the seed is the split's).
+    """
     if getattr(options, "datalist", None) is not None:
         return load_datalist(options.datalist)
+    seed = getattr(options, "split_seed", options.seed)
     return split_data(options.data, csv=options.csv, images=options.images, views=options.views,
                       require_all_images=options.require_all_images, split=options.split, val_frac=options.val_frac,
-                      test_frac=options.test_frac, seed=options.seed, report=report)
+                      test_frac=options.test_frac, seed=seed, report=report)
 
 
 def datalist_from_args(options: Any, out: Path | None = None) -> dict:

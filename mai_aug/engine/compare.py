@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,15 +20,17 @@ import yaml
 
 from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
 from mai_aug.data.prepare import split_data
-from mai_aug.data.split import split_table, write_datalist
+from mai_aug.data.split import load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
-from mai_aug.engine.config import TrainConfig
+from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.evaluate import evaluate_run
+from mai_aug.engine.fingerprint import NOT_RESULTS, canonical_sha256, components, read_fingerprint, run_status
+from mai_aug.engine.presets import check_preset
 from mai_aug.engine.runtime import resolve_device
 from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.study import write_report
-from mai_aug.transforms.regimes import available_regimes
+from mai_aug.transforms.regimes import available_regimes, load_regime
 from mai_aug.utils import Progress
 
 PRESETS = ("demo", "article", "full")
@@ -48,10 +51,7 @@ def load_preset(name: str) -> dict[str, Any]:
         preset = yaml.safe_load(preset_path(name).read_text()) or {}
     except yaml.YAMLError as e:
         raise MaiAugError(f"--preset {name}: not valid YAML ({e})") from None
-    unknown = set(preset) - {"description", "phantom", "data", "regimes", "train", "bootstrap"}
-    if unknown:
-        raise MaiAugError(f"--preset {name}: unknown key(s) {', '.join(sorted(unknown))}")
-    return preset
+    return check_preset(preset, name)
 
 
 @dataclass
@@ -69,6 +69,7 @@ class CompareOptions:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     bootstrap: int | None = None
     quiet: bool = False
+    retrain: bool = False
 
 
 def default_cache_dir() -> Path:
@@ -88,7 +89,8 @@ def ensure_phantom(spec: dict[str, Any], cache_dir: Path, quiet: bool = False) -
         return folder
     print(f"generating the phantom dataset into {folder} (once)", file=sys.stderr)
     phantom = PhantomSpec(out=folder, **spec)
-    write_phantom(phantom, workers=default_workers(), progress=None if quiet else Progress("phantom", phantom.n))
+    write_phantom(phantom, workers=default_workers(), progress=None if quiet else Progress("phantom", phantom.n),
+                  overwrite=True)  # the cache's own folder: an interrupted generation is redone
     (folder / "COMPLETE").write_text(json.dumps(spec) + "\n")
     return folder
 
@@ -96,6 +98,7 @@ def ensure_phantom(spec: dict[str, Any], cache_dir: Path, quiet: bool = False) -
 def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     """Train and evaluate each regime x seed into ``OUT/<regime>/seed-<k>`` and write the comparison report.
 
+    Existing run folders are reused only where their fingerprint matches this command's (see :func:`plan_runs`).
     Under torchrun every rank trains (DDP); rank 0 alone generates data, evaluates and reports (others get None).
     """
     ctx = distributed.init(resolve_device(opts.device).type)
@@ -113,41 +116,23 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
-    data_opts = dict(preset.get("data", {}))
-    if opts.data is None:
-        spec, cache_dir = preset.get("phantom", {}), opts.cache_dir or default_cache_dir()
-        if main:
-            ensure_phantom(spec, cache_dir, opts.quiet)
-        ctx.barrier()  # other ranks wait for rank 0 to write it
-        data_dir = phantom_folder(spec, cache_dir)
-        source = f"synthetic phantom ({data_dir})"
-    else:
-        data_dir, source = Path(opts.data), str(opts.data)
-    images = data_opts.pop("images", None)
-    unknown = set(data_opts) - {"split", "val_frac", "test_frac", "seed"}
-    if unknown:
-        raise MaiAugError(f"--preset {opts.preset}: unknown data key(s) {', '.join(sorted(unknown))}")
-    datalist = split_data(data_dir, images=(data_dir / images) if images else None,
-                          report=lambda line: print(line, file=sys.stderr), **data_opts)
-    datalist_path = out / "datalist.json"
-    if main:
-        write_datalist(datalist, datalist_path)
-    ctx.barrier()
-    sizes = split_table(datalist)
-    if main and not opts.quiet:
-        print(sizes.to_string(), file=sys.stderr)
-    no_test_positives = [n for n in datalist["labels"] if sizes.loc[n, "test"] == 0]
-    if main and no_test_positives:
-        print(f"warning: no test positives for {', '.join(no_test_positives)}: their AUC is undefined", file=sys.stderr)
-
+    datalist, source = _study_datalist(opts, preset, ctx)
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]
+    plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
+    ctx.barrier()
+    if main:
+        _settle_out(out, plan, datalist)
+    ctx.barrier()
+    _report_split(datalist, main and not opts.quiet, main)
+
     n_boot = opts.bootstrap or int(preset.get("bootstrap", 1000))
     started, durations = time.monotonic(), []
     for i, (regime, seed) in enumerate(runs, 1):
         run_dir = out / regime / f"seed-{seed}"
         t0 = time.monotonic()
-        state = _train_and_evaluate(run_dir, regime, seed, datalist_path, train_opts, opts, out, n_boot, main)
+        state = _train_and_evaluate(run_dir, _run_config(run_dir, regime, seed, train_opts, opts),
+                                    plan["runs"][(regime, seed)], opts.device, n_boot, main)
         ctx.barrier()
         if not main:
             continue
@@ -160,26 +145,173 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
 
     if not main:
         return None
-    summary = write_report(out, regimes, opts.seeds, datalist, n_boot, {
-        "preset": opts.preset, "preset_values": preset, "data": source, "regimes": regimes, "seeds": opts.seeds,
-        "train": train_opts, "regimes_file": [str(p) for p in opts.regimes_file], "device": opts.device,
-    })
-    return summary
+    config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
+              "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot,
+              **runs_configuration(out, runs)}
+    return write_report(out, regimes, opts.seeds, datalist, n_boot, config)
 
 
-def _train_and_evaluate(run_dir: Path, regime: str, seed: int, datalist: Path, train_opts: dict, opts: CompareOptions,
-                        out: Path, n_boot: int, main: bool = True) -> str:
-    if (run_dir / "DONE").is_file() and (run_dir / "eval" / "test_predictions.csv").is_file():
-        return "skipped"
-    resume = (run_dir / "config.yaml").is_file()
-    config = TrainConfig.from_dict({
-        **copy.deepcopy(train_opts), "out": str(run_dir), "regime": regime, "seed": seed, "datalist": str(datalist),
-        "regimes_file": [str(p) for p in opts.regimes_file], "device": opts.device, "resume": resume,
+def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:
+    """The comparison's patient split of ``--data`` (or of the cached phantom) and a line naming its source."""
+    data_opts = dict(preset.get("data", {}))
+    if opts.data is None:
+        spec, cache_dir = preset.get("phantom", {}), opts.cache_dir or default_cache_dir()
+        if ctx.is_main:
+            ensure_phantom(spec, cache_dir, opts.quiet)
+        ctx.barrier()  # other ranks wait for rank 0 to write it
+        data_dir = phantom_folder(spec, cache_dir)
+        source = f"synthetic phantom ({data_dir})"
+    else:
+        data_dir, source = Path(opts.data), str(opts.data)
+    images = data_opts.pop("images", None)
+    unknown = set(data_opts) - {"split", "val_frac", "test_frac", "seed"}
+    if unknown:
+        raise MaiAugError(f"--preset {opts.preset}: unknown data key(s) {', '.join(sorted(unknown))}")
+    datalist = split_data(data_dir, images=(data_dir / images) if images else None,
+                          report=lambda line: print(line, file=sys.stderr), **data_opts)
+    return datalist, source
+
+
+def _report_split(datalist: dict, table: bool, warn: bool) -> None:
+    sizes = split_table(datalist)
+    if table:
+        print(sizes.to_string(), file=sys.stderr)
+    no_test_positives = [n for n in datalist["labels"] if sizes.loc[n, "test"] == 0]
+    if warn and no_test_positives:
+        print(f"warning: no test positives for {', '.join(no_test_positives)}: their AUC is undefined", file=sys.stderr)
+
+
+def _run_config(run_dir: Path, regime: str, seed: int, train_opts: dict, opts: CompareOptions) -> TrainConfig:
+    """The TrainConfig of one run of the comparison (``resume`` where the folder holds a started run)."""
+    out = Path(opts.out)
+    return TrainConfig.from_dict({
+        **copy.deepcopy(train_opts), "out": str(run_dir), "regime": regime, "seed": seed,
+        "datalist": str(out / "datalist.json"), "regimes_file": [str(p) for p in opts.regimes_file],
+        "device": opts.device, "resume": (run_dir / "config.yaml").is_file(),
         "tensorboard_dir": str(out / "tensorboard" / f"{regime}-seed{seed}"), "hparams": True,
         "cache_dir": str(out / "cache"), "progress": not opts.quiet,
     })
-    if not (run_dir / "DONE").is_file():
+
+
+def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: CompareOptions, datalist: dict) -> dict:
+    """What becomes of each planned run folder, and which folders in ``out`` are stale; refuses stale ones.
+
+    A run folder is reused (skipped when finished, resumed when interrupted) only where its ``fingerprint.json``
+    matches this command's settings, regime spec, datalist content and mai_aug version (``--epochs`` may grow
+    for an interrupted run). ``OUT/datalist.json`` is never replaced under runs made from another datalist.
+
+    Returns:
+        ``{"runs": {(regime, seed): status}, "stale": [run folders to move aside], "write_datalist": bool}``.
+
+    Raises:
+        MaiAugError: some run folders differ and ``opts.retrain`` is not set; the line says what differs.
+    """
+    specs: dict[str, dict] = {}
+    statuses, problems = {}, {}
+    for regime, seed in runs:
+        run_dir = out / regime / f"seed-{seed}"
+        config = _run_config(run_dir, regime, seed, train_opts, opts)
+        if regime not in specs:
+            specs[regime] = load_regime(regime, config.image_size, config.regimes_file).spec
+        status, diffs = run_status(run_dir, components(config, specs[regime], datalist))
+        statuses[(regime, seed)] = status
+        if diffs:
+            problems[f"{regime}/seed-{seed}"] = diffs
+    old_list = out / "datalist.json"
+    new_hash = canonical_sha256(datalist)
+    replaced = old_list.is_file() and canonical_sha256(load_datalist(old_list)) != new_hash
+    if replaced:
+        problems.update({label: ["made from the old datalist.json"] for label in _orphans(out, statuses, new_hash)})
+    if problems and not opts.retrain:
+        raise MaiAugError(_refusal(out, problems, replaced))
+    return {"runs": statuses, "stale": [out / label for label in problems],
+            "write_datalist": replaced or not old_list.is_file()}
+
+
+def _orphans(out: Path, planned: dict[tuple[str, int], str], datalist_hash: str) -> list[str]:
+    """``<regime>/seed-<k>`` of the run folders in ``out`` outside the plan not made from ``datalist_hash``."""
+    labels = []
+    for run_dir in sorted(out.glob("*/seed-*")):
+        seed = run_dir.name.removeprefix("seed-")
+        if not seed.isdigit() or (run_dir.parent.name, int(seed)) in planned:
+            continue
+        stored = read_fingerprint(run_dir)
+        if stored is None and not (run_dir / "config.yaml").is_file():
+            continue  # nothing was trained there
+        if stored is None or stored.get("datalist_sha256") != datalist_hash:
+            labels.append(f"{run_dir.parent.name}/{run_dir.name}")
+    return labels
+
+
+def _refusal(out: Path, problems: dict[str, list[str]], replaced: bool) -> str:
+    """One line: the runs grouped by what differs, and how to proceed."""
+    groups: dict[str, list[str]] = {}
+    for label, diffs in problems.items():
+        groups.setdefault("; ".join(diffs), []).append(label)
+    listed = " | ".join(f"{', '.join(labels)}: {diffs}" for diffs, labels in groups.items())
+    lead = f"--out {out}: {out / 'datalist.json'} holds another split (other --data or split settings); " if replaced else f"--out {out}: "
+    return (f"{lead}existing runs differ from this command's: {listed}; use a new --out, or pass --retrain to "
+            f"retrain the mismatching runs")
+
+
+def _settle_out(out: Path, plan: dict, datalist: dict) -> None:
+    """Move stale run folders (with their TensorBoard logs and the datalist they came from) aside; write the datalist."""
+    if plan["stale"]:
+        # Moved, not deleted: a mistaken --retrain must not destroy hours of training.
+        aside = _unique(out / "replaced" / time.strftime("%Y%m%d-%H%M%S"))
+        for run_dir in plan["stale"]:
+            regime, seed = run_dir.parent.name, run_dir.name.removeprefix("seed-")
+            _move(run_dir, aside / regime / run_dir.name)
+            _move(out / "tensorboard" / f"{regime}-seed{seed}", aside / "tensorboard" / f"{regime}-seed{seed}")
+        if plan["write_datalist"]:
+            _move(out / "datalist.json", aside / "datalist.json")
+        print(f"--retrain: moved {len(plan['stale'])} replaced run(s) to {aside}", file=sys.stderr)
+    if plan["write_datalist"]:
+        write_datalist(datalist, out / "datalist.json")
+
+
+def _unique(path: Path) -> Path:
+    candidate, k = path, 1
+    while candidate.exists():
+        candidate, k = path.with_name(f"{path.name}-{k}"), k + 1
+    return candidate
+
+
+def _move(source: Path, target: Path) -> None:
+    if source.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source), str(target))
+
+
+def runs_configuration(out: Path, runs: list[tuple[str, int]]) -> dict[str, Any]:
+    """The report's configuration, read from the runs' own ``config.yaml``; refuses runs that disagree.
+
+    All runs must share every result-changing setting but ``regime`` and ``seed``.
+    """
+    configs = {f"{r}/seed-{k}": read_config(out / r / f"seed-{k}") for r, k in runs}
+    settings = {label: {k: v for k, v in c.items() if k not in NOT_RESULTS | {"regime", "seed", "resolved"}}
+                for label, c in configs.items()}
+    (first_label, first), *others = settings.items()
+    for label, other in others:
+        diffs = [f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in sorted(set(first) | set(other))
+                 if first.get(k) != other.get(k)]
+        if diffs:
+            raise MaiAugError(f"{out}: runs {first_label} and {label} were trained with different settings "
+                              f"({'; '.join(diffs)}); pass --retrain to retrain them alike")
+    resolved = configs[first_label].get("resolved", {})
+    return {"train": first, "regime_specs": {c["regime"]: c.get("resolved", {}).get("regime") for c in configs.values()},
+            "device": resolved.get("device"), "split_sizes": resolved.get("split_sizes"),
+            "versions": resolved.get("versions")}
+
+
+def _train_and_evaluate(run_dir: Path, config: TrainConfig, status: str, device: str, n_boot: int,
+                        main: bool = True) -> str:
+    """Train (or resume) one run unless finished, then evaluate it on the test split; returns what happened."""
+    finished = status == "finished"
+    if finished and (run_dir / "eval" / "test_predictions.csv").is_file():
+        return "skipped"
+    if not finished:
         train(config)
     if main:
-        evaluate_run(run_dir, "test", "best", opts.device, n_boot=n_boot)
-    return "resumed" if resume else "trained"
+        evaluate_run(run_dir, "test", "best", device, n_boot=n_boot)
+    return "evaluated" if finished else "resumed" if config.resume else "trained"

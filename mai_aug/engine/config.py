@@ -31,6 +31,7 @@ class TrainConfig:
     val_frac: float = 0.1
     test_frac: float = 0.2
     require_all_images: bool = False
+    split_seed: int = 0
     regimes_file: list[str] = field(default_factory=list)
     image_size: int = 320
     batch_size: int = 8

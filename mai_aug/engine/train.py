@@ -29,6 +29,8 @@ from mai_aug.data.prepare import datalist_from_options
 from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
 from mai_aug.engine.config import TrainConfig, config_differences, read_config, write_config
+from mai_aug.engine.fingerprint import components as fingerprint_components
+from mai_aug.engine.fingerprint import write_fingerprint
 from mai_aug.engine.handlers import FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
 from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
@@ -136,6 +138,7 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
                 f"{len(datalist['training'])} training, {len(datalist['validation'])} validation images")
     logger.info("split:\n" + split_table(datalist).to_string())
     if main:
+        write_fingerprint(fingerprint_components(config, regime.spec, datalist), run_dir)  # the run's identity
         write_config(config, {
         "device": str(device), "amp": amp, "regime": regime.spec, "regime_transforms": regime.describe(),
         "findings": names, "train_positive_frequency": [round(float(f), 6) for f in freq_pos],
@@ -283,4 +286,7 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
 def _versions() -> dict[str, str]:
     import monai
 
-    return {"python": platform.python_version(), "torch": str(torch.__version__), "monai": str(monai.__version__)}
+    import mai_aug
+
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "monai": str(monai.__version__),
+            "mai_aug": mai_aug.__version__}
