@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from PIL import Image
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS, read_nih
 from mai_aug.data.phantom import PhantomRenderer, PhantomSpec, sample_acquisition, sample_anatomy, write_phantom
+from mai_aug.data.prepare import split_data
+from mai_aug.errors import MaiAugError
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -134,3 +137,51 @@ def test_site_shift_changes_only_test_patients(tmp_path):
     assert all(a[n] == b[n] for n in a if n not in test_names)
     assert sum(a[n] != b[n] for n in test_names) == len(test_names)
     assert (plain / "Data_Entry_2017_v2020.csv").read_text() == (shifted / "Data_Entry_2017_v2020.csv").read_text()
+
+
+def test_site_shift_phantom_is_split_so_the_shifted_patients_are_the_test_set(tmp_path, capsys):
+    """``split`` (and the ``split_data`` behind ``train --data`` and ``compare``) uses the official lists."""
+    plain = write_phantom(PhantomSpec(out=tmp_path / "a", n=150, size=32, seed=4), workers=1)
+    shifted = write_phantom(PhantomSpec(out=tmp_path / "b", n=150, size=32, seed=4, test_shift="site"), workers=1)
+    a, b = digest(plain / "images"), digest(shifted / "images")
+    changed = {n for n in b if a[n] != b[n]}  # the images the site shift touched, from their pixels
+    assert len(changed) > 10
+    assert main(["split", "--data", str(shifted), "--split", "patient", "--out", str(tmp_path / "dl.json")]) == 0
+    assert "--test-shift site: using its official lists" in capsys.readouterr().out
+    from_cli = json.loads((tmp_path / "dl.json").read_text())
+    from_compare = split_data(shifted, split="patient", seed=1, report=None)
+    for datalist in (from_cli, from_compare):
+        names = {key: {Path(it["image"]).name for it in datalist[key]} for key in ("training", "validation", "test")}
+        assert names["test"] == changed
+        assert not changed & (names["training"] | names["validation"])
+    plain_split = split_data(plain, split="patient", seed=1, report=None)  # an unshifted phantom keeps --split patient
+    assert {Path(it["image"]).name for it in plain_split["test"]} != changed
+
+
+def test_out_into_a_non_empty_folder_needs_overwrite(tmp_path, capsys):
+    out = write_phantom(PhantomSpec(out=tmp_path / "ph", n=20, size=32, seed=1), workers=1)
+    before = digest(out)
+    assert main(["phantom", "--out", str(out), "--n", "10", "--size", "32", "--seed", "2", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err and str(out) in err and "Traceback" not in err
+    assert digest(out) == before
+    assert main(["phantom", "--out", str(out), "--n", "10", "--size", "32", "--seed", "2", "--workers", "1",
+                 "--overwrite"]) == 0
+    assert len(list((out / "images").glob("*.png"))) == 10  # no stale images from the larger phantom
+    assert json.loads((out / "phantom.json").read_text())["n"] == 10
+
+
+@pytest.mark.parametrize("field,value", [("difficulty", float("nan")), ("difficulty", float("inf")),
+                                         ("images_per_patient", float("nan")), ("images_per_patient", float("inf"))])
+def test_non_finite_arguments_are_refused_before_writing(tmp_path, field, value):
+    spec = PhantomSpec(out=tmp_path / "ph", n=10, size=32, **{field: value})
+    with pytest.raises(MaiAugError, match=field.replace("_", "-")):
+        write_phantom(spec)
+    assert not (tmp_path / "ph").exists()
+
+
+def test_non_finite_cli_arguments_exit_2(tmp_path, capsys):
+    for flag in ("--difficulty", "--images-per-patient"):
+        assert main(["phantom", "--out", str(tmp_path / "ph"), flag, "nan"]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and "nan" in err and "Traceback" not in err

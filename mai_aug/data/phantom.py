@@ -10,6 +10,7 @@ are drawn per image. Because every finding is planted, the phantom is ground tru
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import struct
@@ -567,19 +568,64 @@ def _renderer(size: int, difficulty: float) -> PhantomRenderer:
     return _RENDERERS[key]
 
 
-def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write the phantom dataset in NIH's layout under ``spec.out``; same arguments, byte-identical files."""
+RECORD_NAME = "phantom.json"
+
+
+def check_spec(spec: PhantomSpec) -> None:
+    """Refuse arguments the phantom cannot honour (``nan``/``inf`` included) before anything is written."""
     if spec.n < 1:
         raise MaiAugError(f"--n {spec.n}: must be at least 1")
-    if spec.images_per_patient < 1:
-        raise MaiAugError(f"--images-per-patient {spec.images_per_patient}: must be at least 1")
+    if not math.isfinite(spec.images_per_patient) or spec.images_per_patient < 1:
+        raise MaiAugError(f"--images-per-patient {spec.images_per_patient}: must be a finite number of at least 1")
+    if not math.isfinite(spec.difficulty) or spec.difficulty <= 0:
+        raise MaiAugError(f"--difficulty {spec.difficulty}: must be a finite positive number")
+    if not math.isfinite(spec.test_frac) or not 0 <= spec.test_frac < 1:
+        raise MaiAugError(f"test fraction {spec.test_frac}: must be in [0, 1)")
     if spec.test_shift not in ("none", "site"):
         raise MaiAugError(f"--test-shift {spec.test_shift!r}: expected none or site")
-    _renderer(spec.size, spec.difficulty)  # validates size and difficulty before any file is written
+    _renderer(spec.size, spec.difficulty)  # validates the size
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """Create ``out``; refuse a non-empty folder unless ``overwrite``, which clears the previous images first."""
+    if out.exists() and not out.is_dir():
+        raise MaiAugError(f"--out {out}: exists and is not a folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries and not overwrite:
+        raise MaiAugError(f"--out {out}: folder is not empty ({len(entries)} entries, e.g. {entries[0]}); "
+                          "pass --overwrite to replace the dataset there")
     try:
-        (spec.out / "images").mkdir(parents=True, exist_ok=True)
+        if overwrite and (out / "images").is_dir():
+            for old in (out / "images").glob("*.png"):  # a smaller phantom must not leave stale images behind
+                old.unlink()
+        (out / "images").mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MaiAugError(f"--out {spec.out}: cannot create ({e.strerror})") from None
+        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
+
+
+def write_record(spec: PhantomSpec, plan: list[tuple[int, int, bool]]) -> Path:
+    """``phantom.json``: the arguments, and which patients were imaged at the shifted site (read by the split)."""
+    shifted = [pid for pid, _, is_test in plan if is_test and spec.test_shift == "site"]
+    record = {"generator": "mai_aug phantom", "n": spec.n, "size": spec.size, "seed": spec.seed,
+              "images_per_patient": spec.images_per_patient, "difficulty": spec.difficulty,
+              "test_shift": spec.test_shift, "test_frac": spec.test_frac, "shifted_patients": shifted}
+    path = spec.out / RECORD_NAME
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, int], None] | None = None,
+                  overwrite: bool = False) -> Path:
+    """Write the phantom dataset in NIH's layout under ``spec.out``; same arguments, byte-identical files.
+
+    Args:
+        spec: what to write.
+        workers: rendering processes.
+        progress: called with (images done, total).
+        overwrite: write into a non-empty ``spec.out`` (else refused).
+    """
+    check_spec(spec)
+    prepare_out(Path(spec.out), overwrite)
     plan = _patient_plan(spec)
     jobs = [(spec, pid, k, t) for pid, k, t in plan]
     results: Iterator
@@ -610,6 +656,7 @@ def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, 
         csv.writer(f, lineterminator="\n").writerows(boxes)
     (spec.out / "train_val_list.txt").write_text("".join(n + "\n" for n in train_names))
     (spec.out / "test_list.txt").write_text("".join(n + "\n" for n in test_names))
+    write_record(spec, plan)
     return spec.out
 
 

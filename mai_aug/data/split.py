@@ -10,8 +10,9 @@ All draws come from one seeded generator, so the same seed gives the same split.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -105,6 +106,37 @@ def official_split(table: NIHTable, data_dir: Path, val_frac: float, seed: int) 
     return split
 
 
+def site_shifted_patients(data_dir: Path) -> set[int] | None:
+    """The patients a phantom imaged at a shifted site (``phantom.json``), or None for any other dataset."""
+    path = Path(data_dir) / "phantom.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        shifted = {int(p) for p in record.get("shifted_patients", [])} if record.get("test_shift") == "site" else None
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        raise MaiAugError(f"{path}: not a phantom record ({e})") from None
+    return shifted
+
+
+def resolve_split(split: str, data_dir: Path | None, report: Callable[[str], Any] | None = None) -> str:
+    """``official`` for a phantom made with ``--test-shift site`` (its test list is the shifted site), else ``split``."""
+    if split != "patient" or data_dir is None or site_shifted_patients(data_dir) is None:
+        return split
+    if report is not None:
+        report(f"{data_dir} is a phantom made with --test-shift site: using its official lists instead of "
+               "--split patient, so that the shifted patients are exactly the test set")
+    return "official"
+
+
+def check_shift_in_test(datalist: dict, shifted: set[int], data_dir: Path) -> None:
+    """Raise unless the site-shifted patients are exactly the test set's."""
+    for key in ("training", "validation"):
+        wrong = sorted({it["patient"] for it in datalist[key]} & shifted)
+        if wrong:
+            raise MaiAugError(f"{data_dir}: {len(wrong)} site-shifted patient(s) in {key}, e.g. {wrong[0]}")
+
+
 def make_datalist(
     table: NIHTable,
     split: str = "patient",
@@ -149,6 +181,9 @@ def make_datalist(
     datalist: dict = {"labels": list(FINDINGS)}
     for s, key in enumerate(SPLITS):
         datalist[key] = [items[i] for i in np.flatnonzero(assignment == s)]
+    shifted = site_shifted_patients(data_dir) if data_dir is not None else None
+    if shifted is not None:
+        check_shift_in_test(datalist, shifted, Path(data_dir))
     return datalist
 
 
