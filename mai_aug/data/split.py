@@ -200,19 +200,89 @@ def write_datalist(datalist: dict, out: str | Path) -> Path:
     return out
 
 
-def load_datalist(path: str | Path) -> dict:
-    """Read a datalist written by :func:`write_datalist`, checking its keys."""
+def load_datalist(path: str | Path, check_files: bool = True) -> dict:
+    """Read and validate a datalist (from :func:`write_datalist` or hand-made in the same shape).
+
+    Checked: UTF-8 JSON, the ``labels`` and split keys, every item's ``image``, ``label`` (one 0/1 per label)
+    and ``patient``, that the image files exist (``check_files``) and that no patient is in two splits.
+    Relative image paths are taken from the datalist's folder, as MONAI's ``load_decathlon_datalist`` does.
+
+    Raises:
+        MaiAugError: naming the file, the split and item, and the offending value.
+    """
     path = Path(path)
     try:
-        datalist = json.loads(path.read_text())
+        datalist = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MaiAugError(f"--datalist {path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise MaiAugError(f"--datalist {path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+    except OSError as e:
+        raise MaiAugError(f"--datalist {path}: cannot read ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise MaiAugError(f"--datalist {path}: not valid JSON ({e})") from None
+    if not isinstance(datalist, dict):
+        raise MaiAugError(f"--datalist {path}: expected a JSON object with keys labels, {', '.join(SPLITS)}")
     for key in ("labels", *SPLITS):
         if key not in datalist:
             raise MaiAugError(f"--datalist {path}: missing key {key!r}")
+    labels = datalist["labels"]
+    if not isinstance(labels, list) or not labels or not all(isinstance(n, str) for n in labels):
+        raise MaiAugError(f"--datalist {path}: 'labels' must be a non-empty list of finding names, got {labels!r}")
+    for key in SPLITS:
+        if not isinstance(datalist[key], list):
+            raise MaiAugError(f"--datalist {path}: {key!r} must be a list of items")
+        for i, item in enumerate(datalist[key]):
+            _check_item(item, len(labels), f"--datalist {path}: {key} item {i}")
+            _absolute_image(item, path.parent)
+    if check_files:
+        _check_files(datalist, path)
+    _check_patient_overlap(datalist, path)
     return datalist
+
+
+def _check_item(item: Any, n_labels: int, where: str) -> None:
+    """One datalist item: a dict with ``image`` (path), ``label`` (``n_labels`` × 0/1) and ``patient`` (integer)."""
+    if not isinstance(item, dict):
+        raise MaiAugError(f"{where}: expected an object with image, label and patient, got {item!r:.80}")
+    for key in ("image", "label", "patient"):
+        if key not in item:
+            raise MaiAugError(f"{where}: no {key!r} (items need image, label and patient)")
+    if not isinstance(item["image"], str) or not item["image"]:
+        raise MaiAugError(f"{where}: 'image' must be a file path, got {item['image']!r}")
+    label = item["label"]
+    if not isinstance(label, list) or len(label) != n_labels:
+        size = len(label) if isinstance(label, list) else type(label).__name__
+        raise MaiAugError(f"{where} ({item['image']}): 'label' has {size} values; expected {n_labels} (one per label)")
+    if any(v not in (0, 1) for v in label):
+        raise MaiAugError(f"{where} ({item['image']}): 'label' must hold 0/1 values, got {label!r}")
+    if isinstance(item["patient"], bool) or not isinstance(item["patient"], int | str):
+        raise MaiAugError(f"{where} ({item['image']}): 'patient' must be an id, got {item['patient']!r}")
+
+
+def _absolute_image(item: dict, base: Path) -> None:
+    image = Path(item["image"])
+    if not image.is_absolute():
+        item["image"] = str((base / image).resolve())
+
+
+def _check_files(datalist: dict, path: Path) -> None:
+    missing = [(key, it["image"]) for key in SPLITS for it in datalist[key] if not Path(it["image"]).is_file()]
+    if missing:
+        total = sum(len(datalist[key]) for key in SPLITS)
+        raise MaiAugError(f"--datalist {path}: {len(missing)} of {total} image files are missing, e.g. "
+                          f"{missing[0][1]} ({missing[0][0]})")
+
+
+def _check_patient_overlap(datalist: dict, path: Path) -> None:
+    """Refuse a datalist whose splits share a patient: its test AUC would be inflated by leakage."""
+    seen: dict[str, set] = {key: {str(it["patient"]) for it in datalist[key]} for key in SPLITS}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            shared = sorted(seen[a] & seen[b])
+            if shared:
+                raise MaiAugError(f"--datalist {path}: {len(shared)} patient(s) in both {a} and {b} "
+                                  f"(patient leakage): {', '.join(shared[:5])}{' ...' if len(shared) > 5 else ''}")
 
 
 def label_frequencies(items: Sequence[dict], n_labels: int = len(FINDINGS)) -> tuple[np.ndarray, np.ndarray]:
