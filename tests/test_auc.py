@@ -1,4 +1,4 @@
-"""AUC helpers: defined without positives, weighted AUC equals sklearn's, patient bootstrap."""
+"""AUC helpers: defined without positives, fast weighted AUC equals the dense reference and sklearn, patient bootstrap."""
 
 from __future__ import annotations
 
@@ -8,7 +8,32 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mai_aug.reports.auc import auc_table, macro_auc, patient_bootstrap_weights, per_finding_auc, weighted_auc
+from mai_aug.reports.auc import (
+    MIN_POSITIVE_PATIENTS,
+    auc_table,
+    macro_auc,
+    patient_bootstrap_weights,
+    patient_counts,
+    per_finding_auc,
+    positive_patients,
+    scored_findings,
+    weighted_auc,
+)
+
+
+def dense_weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The previous implementation (images x distinct-scores one-hot matrix): the reference for the fast one."""
+    uniq, idx = np.unique(scores, return_inverse=True)
+    onehot = np.zeros((len(scores), len(uniq)))
+    onehot[np.arange(len(scores)), idx] = 1.0
+    y = labels.astype(float)
+    w_pos = (weights * y) @ onehot
+    w_neg = (weights * (1 - y)) @ onehot
+    below = np.cumsum(w_neg, axis=1) - w_neg
+    num = (w_pos * (below + 0.5 * w_neg)).sum(1)
+    den = w_pos.sum(1) * w_neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def test_finding_without_positives_is_nan_and_left_out_with_warning():
@@ -30,22 +55,74 @@ def test_weighted_auc_matches_sklearn_with_ties():
         assert value == pytest.approx(roc_auc_score(labels, scores, sample_weight=w))
 
 
-def test_bootstrap_resamples_whole_patients():
+@pytest.mark.parametrize("decimals,prevalence", [(1, 0.3), (2, 0.05), (3, 0.9), (12, 0.5)])
+def test_fast_weighted_auc_equals_dense_reference(decimals, prevalence):
+    rng = np.random.default_rng(decimals)
+    n, b = 400, 700  # b > the chunk size, so chunking is exercised
+    scores = np.round(rng.random(n), decimals)
+    labels = (rng.random(n) < prevalence).astype(int)
+    weights = rng.integers(0, 3, (b, n)).astype(float)
+    weights[0] = 0  # no weight at all
+    weights[1] = labels  # positives only
+    ours, ref = weighted_auc(scores, labels, weights), dense_weighted_auc(scores, labels, weights)
+    assert np.array_equal(np.isnan(ours), np.isnan(ref)) and np.isnan(ours[:2]).all()
+    assert np.nanmax(np.abs(ours - ref)) < 1e-12
+
+
+def test_bootstrap_resamples_whole_patients_with_the_same_draws():
     patients = np.array([7, 7, 7, 9, 9, 4])
     w = patient_bootstrap_weights(patients, 50, seed=0)
     assert (w[:, 0] == w[:, 1]).all() and (w[:, 1] == w[:, 2]).all() and (w[:, 3] == w[:, 4]).all()
     assert np.allclose(w[:, [0, 3, 5]].sum(1), 3)  # three patients drawn each time
+    draws = np.random.default_rng(0).integers(0, 3, size=(50, 3))  # the draws of the np.add.at version
+    counts = np.zeros((50, 3))
+    np.add.at(counts, (np.arange(50)[:, None], draws), 1.0)
+    assert np.array_equal(w, counts[:, np.unique(patients, return_inverse=True)[1]])
 
 
-def test_auc_table_ci_brackets_point_estimate():
+def test_resamples_missing_a_kept_group_are_drawn_again():
+    patients = np.arange(20)
+    keep = [np.arange(20) == 3]  # one patient that every resample must contain
+    counts, _ = patient_counts(patients, 200, seed=0, keep=keep)
+    plain, _ = patient_counts(patients, 200, seed=0)
+    assert (counts[:, 3] > 0).all() and (plain[:, 3] == 0).any()
+    assert np.array_equal(counts[plain[:, 3] > 0], plain[plain[:, 3] > 0])  # rows that were fine are unchanged
+
+
+def test_scored_findings_need_enough_distinct_positive_patients():
+    patients = np.repeat(np.arange(30), 2)
+    labels = np.zeros((60, 2), int)
+    labels[: 2 * MIN_POSITIVE_PATIENTS, 0] = 1  # MIN patients, two positive images each
+    labels[: 2 * MIN_POSITIVE_PATIENTS, 1] = 1
+    labels[:2, 1] = 0  # one patient fewer...
+    labels[40:42, 1] = 1  # ...and one more positive image of an already positive patient
+    labels[43, 1] = 1
+    assert labels.sum(0).tolist() == [2 * MIN_POSITIVE_PATIENTS, 2 * MIN_POSITIVE_PATIENTS + 1]
+    assert positive_patients(labels, patients).tolist() == [MIN_POSITIVE_PATIENTS, MIN_POSITIVE_PATIENTS + 1]
+    labels[43, 1] = 0
+    assert positive_patients(labels, patients).tolist() == [MIN_POSITIVE_PATIENTS, MIN_POSITIVE_PATIENTS]
+    assert scored_findings(labels, patients).tolist() == [True, True]
+    labels[40:42, 1] = 0
+    assert scored_findings(labels, patients).tolist() == [True, False]
+    few_negatives = np.ones((60, 1), int)
+    few_negatives[: 2 * MIN_POSITIVE_PATIENTS - 2] = 0
+    assert not scored_findings(few_negatives, patients)[0]
+
+
+def test_auc_table_ci_brackets_point_estimate_and_macro_is_over_scored_findings():
     rng = np.random.default_rng(3)
-    labels = (rng.random((300, 3)) < 0.2).astype(int)
+    patients = np.arange(300) // 2
+    labels = (rng.random((300, 4)) < 0.2).astype(int)
     labels[:, 2] = 0
+    labels[:, 3] = 0
+    labels[[10, 11, 50], 3] = 1  # two positive patients: AUC, but no interval and not in the macro mean
     scores = labels + rng.normal(0, 0.8, labels.shape)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = auc_table(labels, scores, np.arange(300) // 2, ["A", "B", "C"], n_boot=200).set_index("finding")
+        warnings.simplefilter("error")  # no NaN warnings either
+        table = auc_table(labels, scores, patients, ["A", "B", "C", "D"], n_boot=200).set_index("finding")
     for f in ("A", "B", "macro"):
         assert table.loc[f, "ci_low"] < table.loc[f, "auc"] < table.loc[f, "ci_high"]
     assert np.isnan(table.loc["C", "auc"]) and table.loc["C", "positives"] == 0
+    assert np.isfinite(table.loc["D", "auc"]) and np.isnan(table.loc["D", "ci_low"])
+    assert table.loc["D", "positive_patients"] == 2 and not table.loc["D", "scored"]
     assert table.loc["macro", "auc"] == pytest.approx(table.loc[["A", "B"], "auc"].mean())
