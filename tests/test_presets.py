@@ -1,0 +1,39 @@
+"""Preset YAML is checked strictly: unknown keys with a suggestion, wrong types and out-of-range values are one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from mai_aug.cli import main
+from mai_aug.engine.compare import PRESETS, load_preset
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_shipped_presets_pass(name):
+    assert "train" in load_preset(name)
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("train: {epoch: 1}", "train.epoch: unknown key (did you mean 'epochs'?)"),
+    ("trian: {epochs: 1}", "unknown key 'trian' (did you mean 'train'?)"),
+    ("train: {epochs: ten}", "train.epochs: expected an integer, got 'ten'"),
+    ("train: {image_size: '32'}", "train.image_size: expected an integer, got '32'"),
+    ("train: [1, 2]", "train: expected a mapping"),
+    ("train: {lr: .nan}", "train.lr: expected a number (finite)"),
+    ("train: {lr: 0}", "train.lr: 0 must be above 0"),
+    ("train: {image_size: 16}", "train.image_size: 16 must be at least 32"),
+    ("train: {cache: ram}", "train.cache: 'ram' is not one of memory, disk, none"),
+    ("data: {split: random}", "data.split: 'random' is not one of patient, official"),
+    ("data: {test_frac: 1.5}", "data.test_frac: 1.5 must be in [0, 1)"),
+    ("phantom: {n: 0}", "phantom.n: 0 must be at least 1"),
+    ("regimes: none", "regimes: expected a list of strings"),
+    ("bootstrap: 0", "bootstrap: 0 must be at least 1"),
+    ("- just\n- a list", "expected a mapping"),
+])
+def test_bad_preset_is_one_line(tmp_path, capsys, body, fragment):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(body + "\n")
+    assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out" / "datalist.json").exists()
