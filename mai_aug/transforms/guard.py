@@ -1,64 +1,149 @@
-"""The flip guard: chest X-rays are not left-right symmetric, so a lateral flip is refused by default."""
+"""Regime guards: no transform may mirror a chest, and the deterministic part must be deterministic.
+
+The mirror guard measures handedness instead of reading transform names: an asymmetric probe goes through every
+part of a regime (``load`` on a PNG file, then each transform of ``deterministic`` and ``random`` on its own, with
+several seeded draws of the random ones) and a transform is refused when the applied spatial map has a negative
+determinant or the output matches a mirror image of the probe better than any rotation of it. Flips on either
+axis, transposes, negative-scale affines and custom transforms are caught alike; 180-degree rotations pass.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-from monai.data import PILReader
-from monai.transforms import Flipd, LoadImaged, RandAxisFlipd, RandFlipd
+import numpy as np
+import torch
+from monai.transforms import Compose, Randomizable
+from monai.transforms.spatial.array import RandAffineGrid
+from PIL import Image
 
 from mai_aug.errors import MaiAugError
+from mai_aug.transforms.probe import (
+    DRAWS,
+    PROBE_SIZE,
+    always_fire,
+    apply_once,
+    looks_mirrored,
+    probe_item,
+    probe_pattern,
+    spatial_det,
+)
 
 SITUS_INVERSUS = (
-    "a left-right flip of a chest X-ray puts the heart, aortic arch and gastric bubble on the wrong side "
-    "(situs inversus / dextrocardia): an anatomy almost no patient has, so it teaches the network a different "
-    "chest rather than the same chest seen differently. Remove the transform, flip another axis, or set "
-    "'allow_lateral_flip: true' in the regime if you really mean it"
+    "a mirrored chest X-ray has the heart, aortic arch and gastric bubble on the wrong side (situs inversus / "
+    "dextrocardia): an anatomy almost no patient has, so it teaches the network a different chest rather than the "
+    "same chest seen differently (a vertical flip or a transpose is a left-right flip plus a rotation; a 180-degree "
+    "rotation keeps the anatomy). Remove the transform, or set 'allow_lateral_flip: true' in the regime for "
+    "data that may be mirrored"
 )
 
 
-def lateral_axis(load: Sequence[Any]) -> int:
-    """The spatial axis that is left-right after ``load``.
+def check_no_mirror(regime: str, load: Sequence[Any], deterministic: Sequence[Any], random: Sequence[Any]) -> None:
+    """Raise if any part of the regime can mirror an image.
 
-    MONAI's PILReader reverses indexing by default, giving (C, W, H): axis 0 is left-right. mai_aug's regimes
-    load with ``reverse_indexing: false``, giving (C, H, W) as stored: axis 1 is left-right.
+    Raises:
+        MaiAugError: naming the regime, the part and the transform, with the anatomical reason.
     """
-    for t in _flatten(load):
-        if isinstance(t, LoadImaged):
-            for reader in getattr(t._loader, "readers", []):
-                if isinstance(reader, PILReader) and not reader.reverse_indexing:
-                    return 1
-    return 0
+    culprit = _mirroring_load_step(load)
+    if culprit is not None:
+        _refuse(regime, "load", culprit, "the loaded image is a mirror image of the file")
+    item = probe_item()
+    for part, transforms in (("deterministic", deterministic), ("random", random)):
+        for t in transforms:
+            how = _how_it_mirrors(t, item)
+            if how:
+                _refuse(regime, part, t, how)
+
+
+def _refuse(regime: str, part: str, transform: Any, how: str) -> None:
+    raise MaiAugError(f"regime {regime!r}, {part}: {type(transform).__name__} mirrors the image ({how}): "
+                      f"{SITUS_INVERSUS}")
+
+
+def _mirroring_load_step(load: Sequence[Any]) -> Any | None:
+    """The load step after which a probe PNG ends up mirrored for good, or None."""
+    pattern = probe_pattern(PROBE_SIZE)
+    with tempfile.TemporaryDirectory(prefix="mai_aug_probe_") as tmp:
+        path = Path(tmp) / "probe.png"
+        Image.fromarray((pattern.numpy() * 255).round().astype(np.uint8), mode="L").save(path)
+        data: Any = {"image": str(path), "label": [0] * 14}
+        culprit = None
+        for t in load:
+            data = t(data)
+            image = data.get("image") if isinstance(data, dict) else None
+            mirrored = image is not None and not isinstance(image, str) and looks_mirrored(image, pattern)
+            culprit = (culprit or t) if mirrored else None
+    return culprit
+
+
+def _how_it_mirrors(transform: Any, item: dict[str, Any]) -> str | None:
+    """Why ``transform`` can mirror the probe, or None: a scale range reaching below zero, or a measured mirror."""
+    if _scale_range_can_mirror(transform):
+        return "its scale range reaches negative factors on one axis"
+    random = isinstance(transform, Randomizable)
+    fired = always_fire(transform) if random else transform
+    for seed in range(DRAWS if random else 1):
+        out = apply_once(fired, item, seed)["image"]
+        if spatial_det(out) * spatial_det(item["image"]) < 0:
+            return "its spatial map has a negative determinant"
+        if looks_mirrored(out, item["image"]):
+            return "an asymmetric test image comes out as its own mirror image"
+    return None
+
+
+def _scale_range_can_mirror(transform: Any) -> bool:
+    """Whether a random affine's scale factors (1 + a draw from its range) can be negative on just one axis."""
+    for grid in _find(transform, RandAffineGrid):
+        ranges = [_factor_range(r) for r in (tuple(grid.scale_range or ()) + (None, None))[:2]]
+        for i, (low, _) in enumerate(ranges):
+            if low < 0 and any(high > 0 for j, (_, high) in enumerate(ranges) if j != i):
+                return True
+    return False
+
+
+def _factor_range(r: Any) -> tuple[float, float]:
+    """RandAffineGrid's scale factor range for one axis: ``(lo, hi)`` or ``f`` meaning ``(-f, f)``, plus 1."""
+    if r is None:
+        return 1.0, 1.0
+    low, high = (float(r[0]), float(r[1])) if isinstance(r, (tuple, list)) else (-float(r), float(r))
+    return 1.0 + low, 1.0 + high
+
+
+def _find(obj: Any, kind: type, depth: int = 4) -> Iterable[Any]:
+    """Objects of ``kind`` inside a transform's attributes (MONAI nests array transforms in dictionary ones)."""
+    if isinstance(obj, kind):
+        yield obj
+    if depth == 0 or not hasattr(obj, "__dict__"):
+        return
+    for value in vars(obj).values():
+        if type(value).__module__.startswith(("monai.", "mai_aug.")):
+            yield from _find(value, kind, depth - 1)
+
+
+def check_deterministic(regime: str, transforms: Sequence[Any]) -> None:
+    """Raise if a transform of the ``deterministic`` part is random: evaluation must give one answer per image."""
+    item = probe_item()
+    for t in _flatten(transforms):
+        random = isinstance(t, Randomizable) and not isinstance(t, Compose)
+        if not random:
+            a, b = (_plain(apply_once(t, item, seed)["image"]) for seed in (0, 1))
+            random = not torch.equal(a, b)
+        if random:
+            raise MaiAugError(f"regime {regime!r}, deterministic: {type(t).__name__} is random, so evaluation would "
+                              f"differ from run to run; move it to 'random'")
+
+
+def _plain(image: Any) -> torch.Tensor:
+    return image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
 
 
 def _flatten(transforms: Iterable[Any]) -> Iterable[Any]:
+    """Transforms, with plain Compose blocks opened (OneOf, RandomOrder... are random themselves)."""
     for t in transforms:
-        yield t
-        inner = getattr(t, "transforms", None)
-        if isinstance(inner, (list, tuple)):
-            yield from _flatten(inner)
-
-
-def _flip_axes(t: Any) -> tuple[int, ...] | None:
-    """The axes a flip transform may flip (None: every axis), or () for anything else."""
-    if isinstance(t, RandAxisFlipd):
-        return None
-    if isinstance(t, (Flipd, RandFlipd)):
-        axes = t.flipper.spatial_axis
-        if axes is None:
-            return None
-        return (axes,) if isinstance(axes, int) else tuple(axes)
-    return ()
-
-
-def check_lateral_flip(regime: str, transforms: Sequence[Any], axis: int) -> None:
-    """Raise if any transform in ``transforms`` may flip spatial axis ``axis`` (left-right)."""
-    for t in _flatten(transforms):
-        axes = _flip_axes(t)
-        if axes is None or axis in axes or (axis - 2) in axes:  # negative indices count from the end of 2 axes
-            what = "every axis" if axes is None else f"spatial_axis={axes[0] if len(axes) == 1 else list(axes)}"
-            raise MaiAugError(
-                f"regime {regime!r}: {type(t).__name__} ({what}) flips left-right (spatial axis {axis} as loaded): "
-                f"{SITUS_INVERSUS}"
-            )
+        if type(t) is Compose:
+            yield from _flatten(t.transforms)
+        else:
+            yield t

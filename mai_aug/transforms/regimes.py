@@ -12,14 +12,20 @@ from typing import Any
 import torch
 import yaml
 from monai.bundle import ConfigParser
+from monai.bundle.utils import ID_REF_KEY
 from monai.transforms import Compose, EnsureTyped, ScaleIntensityRanged
 
 from mai_aug.errors import MaiAugError
-from mai_aug.transforms.guard import check_lateral_flip, lateral_axis
+from mai_aug.transforms.guard import check_deterministic, check_no_mirror
 from mai_aug.transforms.intensity import ToUint8d
+from mai_aug.transforms.lazy import fused
+from mai_aug.transforms.trust import check_data_only, resolve_trust
 
 IMAGE, LABEL = "image", "label"
 MIN_IMAGE_SIZE = 32
+PARTS = ("load", "deterministic", "random")
+SPEC_KEYS = frozenset({"description", *PARTS, "allow_lateral_flip"})
+MAX_REFERENCE_DEPTH = 20
 
 
 def default_regimes_file() -> Path:
@@ -39,31 +45,79 @@ def _read_yaml(path: Path) -> dict:
     return content
 
 
-def merged_config(regimes_files: Sequence[str | Path] = ()) -> dict:
-    """The shipped regimes with each user file's regimes (and ``load``) added or overriding, in order."""
+def merged_config(regimes_files: Sequence[str | Path] = (), trust: bool | None = None) -> dict:
+    """The shipped regimes with each user file's regimes (and ``load``) added or overriding, in order.
+
+    Each file is checked to be data only (see :mod:`mai_aug.transforms.trust`) before anything parses it.
+    """
     config = _read_yaml(default_regimes_file())
     for path in regimes_files:
         user = _read_yaml(Path(path))
+        check_data_only(user, f"--regimes-file {path}", trust)
         config["regimes"].update(user.get("regimes", {}))
         if "load" in user:
             config["load"] = user["load"]
     return config
 
 
+def _parser(config: dict) -> ConfigParser:
+    """A ConfigParser over a copy of ``config`` with ``%`` macros and relative ids resolved (nothing evaluated)."""
+    parser = ConfigParser(copy.deepcopy(config))
+    try:
+        parser.resolve_macro_and_relative_ids()
+    except (KeyError, ValueError) as e:
+        raise MaiAugError(f"regimes: cannot resolve a macro ({e})") from None
+    return parser
+
+
 def expanded_regimes(config: dict) -> dict[str, dict]:
     """The regimes with ``%`` macros (e.g. ``"%regimes#basic"``) replaced by what they point at."""
-    parser = ConfigParser(copy.deepcopy(config))
-    parser.resolve_macro_and_relative_ids()
-    regimes = parser.get("regimes")
+    regimes = _parser(config).get("regimes")
     bad = [name for name, spec in regimes.items() if spec is not None and not isinstance(spec, dict)]
     if bad:
         raise MaiAugError(f"regime {bad[0]!r}: expected a mapping (description, deterministic, random, ...)")
     return {name: spec or {} for name, spec in regimes.items()}
 
 
-def available_regimes(regimes_files: Sequence[str | Path] = ()) -> dict[str, str]:
+def available_regimes(regimes_files: Sequence[str | Path] = (), trust: bool | None = None) -> dict[str, str]:
     """Regime name -> description."""
-    return {name: str(spec.get("description", "")) for name, spec in expanded_regimes(merged_config(regimes_files)).items()}
+    regimes = expanded_regimes(merged_config(regimes_files, trust))
+    return {name: str(spec.get("description", "")) for name, spec in regimes.items()}
+
+
+def resolved_spec(name: str, config: dict) -> dict:
+    """Regime ``name`` of ``config`` as plain data: macros expanded, ``@`` references (``@image_size``...)
+    replaced by their values, its ``load`` (own or shared) included. This is what a run folder stores."""
+    parser = _parser(config)
+    spec = dict(parser.get(f"regimes#{name}") or {})
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise MaiAugError(f"regime {name!r}: unknown key(s) {', '.join(sorted(unknown))}")
+    spec = {
+        "description": str(spec.get("description", "")),
+        "load": spec.get("load", parser.get("load")),
+        "deterministic": spec.get("deterministic") or [],
+        "random": spec.get("random") or [],
+        "allow_lateral_flip": bool(spec.get("allow_lateral_flip", False)),
+    }
+    return _substitute(spec, parser, name, 0)
+
+
+def _substitute(node: Any, parser: ConfigParser, name: str, depth: int) -> Any:
+    """``node`` with every ``"@id"`` string replaced by (a copy of) the config value it references."""
+    if depth > MAX_REFERENCE_DEPTH:
+        raise MaiAugError(f"regime {name!r}: references nest deeper than {MAX_REFERENCE_DEPTH} (a cycle?)")
+    if isinstance(node, dict):
+        return {k: _substitute(v, parser, name, depth) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, parser, name, depth) for v in node]
+    if isinstance(node, str) and node.startswith(ID_REF_KEY):
+        try:
+            target = parser.get(node[len(ID_REF_KEY):])
+        except (KeyError, ValueError, IndexError, TypeError):
+            raise MaiAugError(f"regime {name!r}: reference {node!r} points at nothing") from None
+        return _substitute(copy.deepcopy(target), parser, name, depth + 1)
+    return node
 
 
 @dataclass
@@ -76,8 +130,10 @@ class Regime:
         load: decode, channel, resize and scale transforms: computed once per image and cached as uint8.
         deterministic: transforms applied to the cached image on every pass (training and evaluation).
         random: transforms applied in training only.
-        allow_lateral_flip: the regime explicitly accepts a left-right flip.
-        spec: the regime's YAML entry, for the run's config file.
+        allow_lateral_flip: the regime explicitly accepts transforms that mirror the image.
+        spec: the fully resolved plain-data spec (see :func:`resolved_spec`); rebuild with :func:`regime_from_spec`.
+        load_size: the training image size.
+        load_spec: the resolved ``load`` part (keys the disk cache).
     """
 
     name: str
@@ -89,6 +145,7 @@ class Regime:
     spec: dict = field(default_factory=dict)
     load_size: int = 0
     load_spec: Any = None
+    online_parts: tuple[list, list] = field(default_factory=lambda: ([], []), repr=False)
 
     def cache_transform(self) -> Compose:
         """File -> uint8 tensor at the training size: the part worth caching."""
@@ -97,13 +154,16 @@ class Regime:
     def online_transform(self, train: bool) -> Compose:
         """Cached uint8 -> the network's float input: the deterministic part, and the random part in training.
 
-        Runs with MONAI's lazy resampling, so consecutive spatial transforms (rotate, zoom, shear, crop) are fused
-        into one interpolation: faster, and the image is resampled once instead of blurred three times.
+        Consecutive spatial transforms that lazy resampling reproduces exactly run as one lazy block (one
+        interpolation instead of several); any other transform runs on its own with its own options
+        (:mod:`mai_aug.transforms.lazy`). Evaluation runs exactly the deterministic part training runs.
         """
         head = [EnsureTyped(IMAGE, track_meta=True),
                 ScaleIntensityRanged(IMAGE, a_min=0, a_max=255, b_min=0, b_max=1, dtype=torch.float32)]
         tail = [EnsureTyped(IMAGE, dtype=torch.float32, track_meta=False)]
-        return Compose([*head, *self.deterministic, *(self.random if train else []), *tail], lazy=True)
+        deterministic, random = self.online_parts
+        # lazy=None: each block keeps its own setting (a Compose-level False would switch the blocks off)
+        return Compose([*head, *deterministic, *(random if train else []), *tail], lazy=None)
 
     def full_transform(self, train: bool) -> Compose:
         """The uncached path: file -> network input in one Compose."""
@@ -121,33 +181,24 @@ def _name(transform: Any) -> str:
     return type(transform).__name__
 
 
-def load_regime(name: str, image_size: int = 320, regimes_files: Sequence[str | Path] = ()) -> Regime:
-    """Parse and instantiate regime ``name`` for ``image_size`` px images, refusing left-right flips.
+def regime_from_spec(name: str, spec: dict, image_size: int, trust: bool = False) -> Regime:
+    """Build regime ``name`` from a resolved spec (:func:`resolved_spec`, or a run folder's stored one).
+
+    The spec is checked to be data only unless ``trust``; the built regime passes the mirror guard (unless
+    ``allow_lateral_flip``) and the deterministic check.
 
     Raises:
-        MaiAugError: unknown regime, bad YAML entry, image size too small, or a forbidden flip.
+        MaiAugError: code in an untrusted spec, unknown keys, a transform that cannot be built, a mirror, or
+            a random transform in ``deterministic``.
     """
-    if image_size < MIN_IMAGE_SIZE:
-        raise MaiAugError(f"--image-size {image_size}: must be at least {MIN_IMAGE_SIZE} (DenseNet121 downsamples 32x)")
-    config = merged_config(regimes_files)
-    regimes = config["regimes"]
-    if name not in regimes:
-        raise MaiAugError(f"--regime: unknown regime {name!r} (available: {', '.join(regimes)})")
-    config = copy.deepcopy(config)
-    config["image_size"] = int(image_size)
-    parser = ConfigParser(config)
-    spec = expanded_regimes(config)[name]
-    unknown = set(spec) - {"description", "load", "deterministic", "random", "allow_lateral_flip"}
+    if not isinstance(spec, dict) or not isinstance(spec.get("load"), list):
+        raise MaiAugError(f"regime {name!r}: not a resolved regime spec (it has no 'load' list)")
+    check_data_only(spec, f"regime {name!r}", trust)
+    unknown = set(spec) - SPEC_KEYS
     if unknown:
         raise MaiAugError(f"regime {name!r}: unknown key(s) {', '.join(sorted(unknown))}")
-    parts = {}
-    for part in ("load", "deterministic", "random"):
-        ref = f"regimes#{name}#{part}" if part in spec else ("load" if part == "load" else None)
-        try:
-            value = parser.get_parsed_content(ref, instantiate=True) if ref else []
-        except Exception as e:  # ConfigParser wraps any instantiation error; keep its message, drop the traceback
-            raise MaiAugError(f"regime {name!r}, part {part!r}: cannot build transforms: {e}") from None
-        parts[part] = list(value or [])
+    parser = ConfigParser({"image_size": int(image_size), "spec": copy.deepcopy(spec)})
+    parts = {part: _instantiate(parser, name, part) for part in PARTS}
     regime = Regime(
         name=name,
         description=str(spec.get("description", "")),
@@ -157,10 +208,44 @@ def load_regime(name: str, image_size: int = 320, regimes_files: Sequence[str | 
         allow_lateral_flip=bool(spec.get("allow_lateral_flip", False)),
         spec=copy.deepcopy(spec),
         load_size=int(image_size),
-        load_spec=copy.deepcopy(spec.get("load", config["load"])),
+        load_spec=copy.deepcopy(spec["load"]),
+        online_parts=(fused(parts["deterministic"]), fused(parts["random"])),
     )
     if not regime.allow_lateral_flip:
-        axis = lateral_axis(regime.load)
-        for part in (regime.deterministic, regime.random):
-            check_lateral_flip(name, part, axis)
+        check_no_mirror(name, regime.load, regime.deterministic, regime.random)
+    check_deterministic(name, regime.deterministic)
     return regime
+
+
+def _instantiate(parser: ConfigParser, name: str, part: str) -> list:
+    """The transforms of one part of the spec."""
+    try:
+        value = parser.get_parsed_content(f"spec#{part}", instantiate=True) if f"spec#{part}" in parser else []
+    except Exception as e:  # ConfigParser wraps any instantiation error; keep its message, drop the traceback
+        raise MaiAugError(f"regime {name!r}, part {part!r}: cannot build transforms: {e}") from None
+    if value is not None and not isinstance(value, (list, tuple)):
+        raise MaiAugError(f"regime {name!r}, part {part!r}: expected a list of transforms")
+    return list(value or [])
+
+
+def load_regime(name: str, image_size: int = 320, regimes_files: Sequence[str | Path] = (),
+                trust: bool | None = None) -> Regime:
+    """Parse and instantiate regime ``name`` for ``image_size`` px images.
+
+    Args:
+        name: the regime.
+        image_size: the training image size.
+        regimes_files: user YAML files adding or overriding regimes.
+        trust: allow code in the files (``--trust-config``); None: the command line's setting.
+
+    Raises:
+        MaiAugError: unknown regime, code in an untrusted file, bad YAML entry, image size too small, a
+            transform that mirrors the image, or a random transform in ``deterministic``.
+    """
+    if image_size < MIN_IMAGE_SIZE:
+        raise MaiAugError(f"--image-size {image_size}: must be at least {MIN_IMAGE_SIZE} (DenseNet121 downsamples 32x)")
+    config = merged_config(regimes_files, trust)
+    if name not in config["regimes"]:
+        raise MaiAugError(f"--regime: unknown regime {name!r} (available: {', '.join(config['regimes'])})")
+    config["image_size"] = int(image_size)
+    return regime_from_spec(name, resolved_spec(name, config), image_size, resolve_trust(trust))
