@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mai_aug.errors import MaiAugError
+from mai_aug.errors import MaiAugError, wrapped_message
 
 if TYPE_CHECKING:
     from mai_aug.engine.config import TrainConfig
@@ -95,6 +95,13 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--csv", type=Path, help="metadata CSV (default: DIR/Data_Entry_2017_v2020.csv)")
     p.add_argument("--images", type=Path, help="image folder (default: DIR/images and DIR/images_*)")
     p.add_argument("--views", nargs="+", default=["PA", "AP"], choices=["PA", "AP"], help="view positions to keep")
+
+
+def _add_image_check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verify-images", action="store_true",
+                   help="decode every listed image first (threads); stop at the first unreadable one")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="decode every listed image first and drop unreadable ones (counted, listed in bad_images.csv)")
 
 
 def _add_split_args(p: argparse.ArgumentParser) -> None:
@@ -324,6 +331,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="comparison folder")
     p.add_argument("--retrain", action="store_true",
                    help="retrain runs in --out whose settings, regime or data differ (the old ones are moved aside)")
+    _add_image_check_args(p)
     p.set_defaults(handler=_run_compare)
 
 
@@ -336,7 +344,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     opts = CompareOptions(out=args.out, data=args.data, preset=args.preset, regimes=args.regimes, seeds=args.seeds,
                           regimes_file=[str(p) for p in args.regimes_file], device=args.device,
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,
-                          quiet=args.quiet, retrain=args.retrain)
+                          quiet=args.quiet, retrain=args.retrain, verify_images=args.verify_images,
+                          skip_bad_images=args.skip_bad_images)
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0
@@ -372,6 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mai-aug {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a MaiAugError raised inside MONAI (a transform, a DataLoader worker) arrives wrapped
+        message = wrapped_message(e)
+        if message is None:
+            raise
+        print(f"mai-aug {args.command}: error: {message}", file=sys.stderr)
+        return 2
     finally:
         _leave_process_group()
 

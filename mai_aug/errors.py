@@ -1,8 +1,43 @@
 """The one error type the command line turns into a clear message and exit status 2."""
 
+import logging
+import re
+
 
 class MaiAugError(Exception):
     """A problem with the user's input or environment, phrased for the user.
 
     The command line prints the message on one line and exits with status 2, without a traceback.
     """
+
+
+def wrapped_message(error: BaseException) -> str | None:
+    """The message of a MaiAugError that arrived wrapped, or None.
+
+    MONAI wraps an error raised inside a transform in ``RuntimeError("applying transform ...")`` (the
+    MaiAugError is in the cause chain); a DataLoader worker re-raises only the formatted traceback as text,
+    where the error is the ``mai_aug.errors.MaiAugError: ...`` line.
+    """
+    seen: BaseException | None = error
+    for _ in range(20):  # a cause chain is short; the bound guards against a cycle
+        if seen is None:
+            break
+        if isinstance(seen, MaiAugError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    found = re.search(r"^mai_aug\.errors\.MaiAugError: (.+)$", str(error), re.MULTILINE)
+    return found.group(1) if found else None
+
+
+class ShortUserErrors(logging.Filter):
+    """Log a user error (a MaiAugError, wrapped or not) as one line without its traceback.
+
+    The command line prints the same message as its last line; other exceptions keep their traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        message = wrapped_message(error) if error is not None else None
+        if message is not None:
+            record.msg, record.args, record.exc_info, record.exc_text = f"stopped: {message}", (), None, None
+        return True

@@ -21,11 +21,12 @@ def datalist(tmp_path, nih_rows) -> Path:
 
 
 def run_bad(args: list[str], capsys) -> str:
-    """Run ``mai-aug`` expecting exit status 2 and one line on stderr; return that line."""
+    """Run ``mai-aug`` expecting exit status 2, no traceback and one error line, the last; return that line."""
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert "Traceback" not in err and len(errors) == 1 and err.endswith(errors[0]), err
+    return errors[0]
 
 
 def train_on(path: Path, tmp_path: Path) -> list[str]:
@@ -86,3 +87,82 @@ def test_relative_image_paths_are_taken_from_the_datalist_folder(datalist, tmp_p
 
     loaded = load_datalist(edit(datalist, relative))
     assert loaded["training"] and all(Path(it["image"]).is_file() for it in loaded["training"])
+
+
+CORRUPTIONS = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "zero-byte": lambda data: b"",
+    "not an image": lambda data: b"this is a text file, not a PNG\n",
+}
+CAUSES = {"truncated": "cannot decode image", "zero-byte": "empty file (0 bytes)", "not an image": "cannot decode image"}
+
+
+@pytest.fixture
+def nih(tmp_path, nih_rows) -> Path:
+    """Twelve 32 px images of eleven patients in NIH's layout."""
+    rows = nih_rows + [(f"0000001{k}_000.png", "No Finding", 10 + k, "PA") for k in range(6)]
+    return write_nih(tmp_path / "nih", rows, size=32)
+
+
+def corrupt(path: str | Path, how: str) -> Path:
+    path = Path(path)
+    path.write_bytes(CORRUPTIONS[how](path.read_bytes()))
+    return path
+
+
+def training_images(data: Path, tmp_path: Path) -> list[str]:
+    """The images the default split puts in training."""
+    assert main(["split", "--data", str(data), "--out", str(tmp_path / "probe.json")]) == 0
+    return [it["image"] for it in json.loads((tmp_path / "probe.json").read_text())["training"]]
+
+
+@pytest.mark.parametrize("how", list(CORRUPTIONS))
+def test_split_verify_images_names_the_file_and_cause(nih, tmp_path, capsys, how):
+    bad = corrupt(nih / "images" / "00000003_000.png", how)
+    err = run_bad(["split", "--data", str(nih), "--out", str(tmp_path / "dl.json"), "--verify-images"], capsys)
+    assert f"{bad}: {CAUSES[how]}" in err and "1 of 12 listed images cannot be read" in err
+    assert not (tmp_path / "dl.json").exists()
+
+
+def test_split_skip_bad_images_drops_counts_and_lists_them(nih, tmp_path, capsys):
+    bad = [corrupt(nih / "images" / "00000003_000.png", "truncated"), corrupt(nih / "images" / "00000012_000.png", "zero-byte")]
+    out = tmp_path / "dl.json"
+    assert main(["split", "--data", str(nih), "--out", str(out), "--skip-bad-images"]) == 0
+    assert "dropped 2 of 12 images that cannot be read" in capsys.readouterr().out
+    datalist = json.loads(out.read_text())
+    kept = {it["image"] for key in ("training", "validation", "test") for it in datalist[key]}
+    assert len(kept) == 10 and not kept & {str(b) for b in bad}
+    listed = (tmp_path / "dl_bad_images.csv").read_text().splitlines()
+    assert listed[0] == "image,split,cause" and len(listed) == 3
+    assert {line.split(",")[0] for line in listed[1:]} == {str(b) for b in bad}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache,workers", [("memory", "0"), ("disk", "1"), ("none", "0")])
+def test_train_names_an_undecodable_image(nih, tmp_path, capsys, cache, workers):
+    """From CacheDataset's threads, a DataLoader worker (disk cache) or the plain dataset: one line, status 2."""
+    bad = [corrupt(path, "truncated") for path in training_images(nih, tmp_path)]  # the first batch fails
+    capsys.readouterr()
+    args = ["train", "--data", str(nih), "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1",
+            "--steps-per-epoch", "2", "--batch-size", "2", "--workers", workers, "--cache", cache]
+    err = run_bad(args, capsys)
+    assert any(f"{path}: cannot decode image" in err for path in bad), err
+
+
+def test_train_skip_bad_images_writes_the_list_into_the_run_folder(nih, tmp_path, capsys):
+    bad = corrupt(training_images(nih, tmp_path)[0], "not an image")
+    run = tmp_path / "run"
+    # --epochs 0 is refused after the datalist is built, so this checks the drop without training.
+    code = main(["train", "--data", str(nih), "--out", str(run), "--skip-bad-images", "--batch-size", "99",
+                 "--image-size", "32", "--workers", "0", "--quiet"])
+    assert code == 2 and "larger than the training split" in capsys.readouterr().err
+    assert str(bad) in (run / "bad_images.csv").read_text()
+    saved = json.loads((run / "datalist.json").read_text())
+    assert str(bad) not in {it["image"] for key in ("training", "validation", "test") for it in saved[key]}
+
+
+def test_predict_and_preview_name_the_file_and_cause(nih, tmp_path, capsys):
+    bad = corrupt(nih / "images" / "00000003_000.png", "zero-byte")
+    err = run_bad(["preview", "--data", str(nih), "--regime", "none", "--n", "12", "--size", "32",
+                   "--out", str(tmp_path / "pv")], capsys)
+    assert f"{bad}: empty file (0 bytes)" in err

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+import tempfile
+import warnings
 from collections.abc import Sequence
+from copy import deepcopy
 from pathlib import Path
+from pickle import UnpicklingError
 
+import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data.utils import SUPPORTED_PICKLE_MOD
+from monai.transforms import Compose
+from monai.utils import convert_to_tensor, look_up_option
 
+from mai_aug.data.images import NameBadImage
 from mai_aug.errors import MaiAugError
 from mai_aug.transforms.regimes import Regime
 
@@ -20,6 +30,40 @@ def cache_key(regime: Regime, image_size: int) -> str:
     """A folder name that changes whenever what is cached (the ``load`` part, the size) changes."""
     spec = json.dumps(regime.load_spec, sort_keys=True, default=str)
     return f"{image_size}px-{hashlib.sha1(spec.encode()).hexdigest()[:10]}"
+
+
+class CheckedPersistentDataset(PersistentDataset):
+    """MONAI's PersistentDataset with a cache that repairs itself.
+
+    MONAI 1.6 recomputes a cache file only on two errors ("Invalid magic number", UnpicklingError): a zero-byte
+    or truncated file (``PytorchStreamReader failed ...``, ``EOFError``) still raises. And it writes each file in
+    the system's temporary folder, then ``shutil.move``s it: a copy, not an atomic rename, when the cache is on
+    another filesystem. Here any unreadable entry is recomputed with a warning, and each entry is written to a
+    temporary file in the cache folder itself and renamed into place (atomic on POSIX and Windows).
+    """
+
+    def _cachecheck(self, item_transformed):
+        hashfile = self.cache_dir / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+        if hashfile.is_file():
+            try:
+                return torch.load(hashfile, weights_only=self.weights_only)
+            except (EOFError, RuntimeError, UnpicklingError, ValueError, OSError) as e:
+                warnings.warn(f"corrupt disk-cache entry {hashfile} ({str(e).splitlines()[0][:120]}): recomputing",
+                              stacklevel=2)
+        item = self._pre_transform(deepcopy(item_transformed))  # keep the original hashed
+        self._write_atomically(item, hashfile)
+        return item
+
+    def _write_atomically(self, item, hashfile: Path) -> None:
+        fd, tmp = tempfile.mkstemp(dir=hashfile.parent, prefix=f".{hashfile.stem}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta), f,
+                           pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
+                           pickle_protocol=self.pickle_protocol)
+            os.replace(tmp, hashfile)
+        except OSError:  # a read-only cache still trains, uncached
+            Path(tmp).unlink(missing_ok=True)
 
 
 def build_dataset(
@@ -43,17 +87,18 @@ def build_dataset(
         workers: threads decoding the images on the first pass (memory cache).
         progress: show the caching progress bar.
     """
+    load = Compose([NameBadImage(regime.cache_transform())])  # a file that does not decode: one named error
     if cache == "none":
-        return Dataset(list(items), transform=regime.full_transform(train))
+        return Dataset(list(items), transform=Compose([load, regime.online_transform(train)]))
     if cache == "memory":
-        base: Dataset = CacheDataset(list(items), transform=regime.cache_transform(), num_workers=max(workers, 1),
+        base: Dataset = CacheDataset(list(items), transform=load, num_workers=max(workers, 1),
                                      progress=progress and sys.stderr.isatty(), copy_cache=False)
     elif cache == "disk":
         if cache_dir is None:
             raise MaiAugError("--cache disk needs a cache folder")
         # The deterministic part ends with EnsureTyped, so hits and misses both return tensors.
         folder = Path(cache_dir) / cache_key(regime, int(regime.load_size))
-        base = PersistentDataset(list(items), transform=regime.cache_transform(), cache_dir=folder)
+        base = CheckedPersistentDataset(list(items), transform=load, cache_dir=folder)
     else:
         raise MaiAugError(f"--cache {cache!r}: expected one of {', '.join(CACHE_MODES)}")
     return Dataset(base, transform=regime.online_transform(train))

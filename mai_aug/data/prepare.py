@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.nih import VIEWS, read_nih
 from mai_aug.data.split import load_datalist, make_datalist, resolve_split, split_table, write_datalist
 
@@ -48,6 +49,8 @@ def datalist_from_options(options: Any, report: Callable[[str], Any] | None = pr
 def datalist_from_args(options: Any, out: Path | None = None) -> dict:
     """``mai-aug split``: the datalist, its per-split table printed, written to ``out``."""
     datalist = datalist_from_options(options)
+    if out is not None:
+        datalist = check_images_if_asked(datalist, options, print, Path(out).with_name(f"{Path(out).stem}_bad_images.csv"))
     print(split_table(datalist).to_string())
     if out is not None:
         write_datalist(datalist, out)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
 from mai_aug.data.prepare import split_data
 from mai_aug.data.split import load_datalist, split_table, write_datalist
@@ -70,6 +71,8 @@ class CompareOptions:
     bootstrap: int | None = None
     quiet: bool = False
     retrain: bool = False
+    verify_images: bool = False
+    skip_bad_images: bool = False
 
 
 def default_cache_dir() -> Path:
@@ -169,6 +172,8 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
         raise MaiAugError(f"--preset {opts.preset}: unknown data key(s) {', '.join(sorted(unknown))}")
     datalist = split_data(data_dir, images=(data_dir / images) if images else None,
                           report=lambda line: print(line, file=sys.stderr), **data_opts)
+    datalist = check_images_if_asked(datalist, opts, lambda line: print(line, file=sys.stderr),
+                                     Path(opts.out) / "bad_images.csv", progress=not opts.quiet)
     return datalist, source
 
 

@@ -13,7 +13,8 @@ import yaml
 from mai_aug.errors import MaiAugError
 
 # Settings that may change when a run resumes: they do not change what is computed, or extend it.
-RESUMABLE = {"resume", "epochs", "workers", "device", "out", "progress", "cache", "cache_dir"}
+RESUMABLE = {"resume", "epochs", "workers", "device", "out", "progress", "cache", "cache_dir",
+             "verify_images", "skip_bad_images"}
 
 
 @dataclass
@@ -53,6 +54,8 @@ class TrainConfig:
     progress: bool = True
     tensorboard_dir: str | None = None
     hparams: bool = False
+    verify_images: bool = False
+    skip_bad_images: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

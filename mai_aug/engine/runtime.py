@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from mai_aug.errors import MaiAugError
+from mai_aug.errors import MaiAugError, ShortUserErrors
 
 LOGGER = "mai_aug"
 
@@ -40,6 +40,7 @@ class RunLog:
             logger.setLevel(logging.ERROR)
             self.handlers.append(logging.StreamHandler(sys.stderr))
             self.handlers[-1].setFormatter(fmt)
+            self.handlers[-1].addFilter(ShortUserErrors())
             logger.addHandler(self.handlers[-1])
             return logger
         self.handlers.append(logging.FileHandler(self.path))
@@ -47,6 +48,7 @@ class RunLog:
             self.handlers.append(logging.StreamHandler(sys.stderr))
         for h in self.handlers:
             h.setFormatter(fmt)
+            h.addFilter(ShortUserErrors())  # MONAI's StatsHandler logs every exception with its traceback
             logger.addHandler(h)
         return logger
 

@@ -24,6 +24,7 @@ from monai.handlers import (
 from monai.utils import set_determinism
 from torch.utils.tensorboard import SummaryWriter
 
+from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.loader import build_dataset
 from mai_aug.data.prepare import datalist_from_options
 from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
@@ -65,6 +66,7 @@ def resolve_datalist(config: TrainConfig, run_dir: Path, write: bool = True) -> 
     if not config.datalist and not config.data:
         raise MaiAugError("give --data DIR or --datalist JSON")
     datalist = datalist_from_options(config, report=logger.info)
+    datalist = check_images_if_asked(datalist, config, logger.info, run_dir / "bad_images.csv", progress=config.progress)
     if write:
         write_datalist(datalist, saved)
     return datalist

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from mai_aug.data.images import image_problem
 from mai_aug.data.nih import FINDINGS, read_nih  # noqa: E402
 from mai_aug.errors import MaiAugError  # noqa: E402
 from mai_aug.reports.images import to_uint8  # noqa: E402
@@ -42,6 +43,9 @@ def write_preview(
     for i in picks:
         item = {"image": table.frame["image"].iat[i], "label": table.labels[i].tolist()}
         stem = Path(item["image"]).stem
+        problem = image_problem(item["image"])  # one named error, not MONAI's nested transform traceback
+        if problem is not None:
+            raise MaiAugError(f"{item['image']}: {problem}")
         original = to_uint8(deterministic(dict(item))["image"])
         row = [original]
         for k in range(samples):
