@@ -239,6 +239,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--checkpoint-every", type=_non_negative_int, default=0, metavar="N",
+                   help="also checkpoint every N iterations inside an epoch (default 0: at epoch ends only)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the --data split (--seed seeds training only)")
     p.set_defaults(handler=_run_train)
 

@@ -13,7 +13,7 @@ import yaml
 from mai_aug.errors import MaiAugError
 
 # Settings that may change when a run resumes: they do not change what is computed, or extend it.
-RESUMABLE = {"resume", "epochs", "workers", "device", "out", "progress", "cache", "cache_dir",
+RESUMABLE = {"resume", "epochs", "workers", "device", "out", "progress", "cache", "cache_dir", "checkpoint_every",
              "verify_images", "skip_bad_images"}
 
 
@@ -50,6 +50,7 @@ class TrainConfig:
     cache: str = "memory"
     cache_dir: str | None = None
     early_stop: int = 0
+    checkpoint_every: int = 0
     resume: bool = False
     progress: bool = True
     tensorboard_dir: str | None = None

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 from torch.utils.tensorboard import SummaryWriter
 
+from mai_aug.engine.checkpoint import atomic_write
 from mai_aug.engine.metrics import MACRO_KEY, finding_key
 
 logger = logging.getLogger("mai_aug")
@@ -35,7 +38,15 @@ class LossTracker:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
 
     def reset(self, engine: Engine) -> None:
+        if engine.state.iteration % engine.state.epoch_length:
+            return  # resumed inside an epoch: the restored sum covers the iterations already done
         self.total, self.count = 0.0, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total, self.count = float(state["total"]), int(state["count"])
 
     def update(self, engine: Engine) -> None:
         loss_t = engine.state.output["loss"].detach().float()
@@ -58,7 +69,10 @@ class LossTracker:
 
 
 class MetricsTable:
-    """Append one row per validation to ``metrics.csv``: epoch, train loss, learning rate, macro and per-finding AUC."""
+    """One row per validation in ``metrics.csv``: epoch, train loss, learning rate, macro and per-finding AUC.
+
+    The file is rewritten whole and atomically each time (it is small), so a kill never leaves a torn row.
+    """
 
     def __init__(self, path: Path, names: Sequence[str], trainer: Engine, losses: LossTracker,
                  optimizer: torch.optim.Optimizer) -> None:
@@ -68,32 +82,58 @@ class MetricsTable:
     def attach(self, evaluator: Engine) -> None:
         evaluator.add_event_handler(Events.COMPLETED, self.write)
 
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
     def truncate(self, last_epoch: int) -> None:
         """Keep only rows up to ``last_epoch`` (a resumed run rewrites what came after its checkpoint)."""
-        if not self.path.is_file():
-            return
-        with open(self.path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= last_epoch]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, self.columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        if self.path.is_file():
+            self._rewrite([r for r in self.rows() if int(r["epoch"]) <= last_epoch])
 
     def write(self, evaluator: Engine) -> None:
         m = evaluator.state.metrics
         row = {"epoch": self.trainer.state.epoch, "train_loss": f"{self.losses.mean:.6f}",
                "lr": f"{self.optimizer.param_groups[0]['lr']:.6g}", "auc_macro": f"{m[MACRO_KEY]:.10g}"}
         row.update({n: f"{m[finding_key(n)]:.10g}" for n in self.names})
-        new = not self.path.is_file()
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, self.columns)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        self._rewrite([*self.rows(), row])
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, self.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path, lambda f: f.write(text.getvalue().encode()))
+
+
+class CosineSchedule:
+    """Cosine learning rate set at each epoch start: ``lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2``.
+
+    A pure function of the epoch and the run's length, so a resumed run uses the rates of an uninterrupted one
+    and a run resumed with more ``--epochs`` stretches its schedule. Hand-written because torch's
+    ``CosineAnnealingLR`` restored from a checkpoint keeps its old ``T_max`` (2 epochs resumed to 5 ran
+    1e-3, 5e-4, 0, 5e-4, 1e-3) and steps after the epoch, so the rate read at its end was the next epoch's.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, epochs: int) -> None:
+        self.optimizer, self.lr, self.epochs = optimizer, lr, epochs
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def rate(self, epoch: int) -> float:
+        """The rate used during ``epoch`` (1-based)."""
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
+
+    def __call__(self, engine: Engine) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.rate(engine.state.epoch)
 
 
 class LearningRateWriter:
-    """``train/lr`` to TensorBoard at the end of each epoch."""
+    """``train/lr`` to TensorBoard at the end of each epoch: the rate used during that epoch."""
 
     def __init__(self, writer: SummaryWriter, optimizer: torch.optim.Optimizer) -> None:
         self.writer, self.optimizer = writer, optimizer

@@ -1,13 +1,17 @@
-"""Devices, logging to the run folder, and finding checkpoints."""
+"""Devices, logging to the run folder, the run folder's lock, and reading checkpoints."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sys
 from pathlib import Path
 
 import torch
 
+from mai_aug.engine.checkpoint import checkpoint_epoch as checkpoint_epoch  # re-exported for callers
+from mai_aug.engine.checkpoint import last_checkpoint as last_checkpoint
 from mai_aug.errors import MaiAugError, ShortUserErrors
 
 LOGGER = "mai_aug"
@@ -59,14 +63,37 @@ class RunLog:
             h.close()
 
 
-def last_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest end-of-epoch checkpoint (``last_checkpoint_epoch=N.pt``), or None."""
-    found = sorted(Path(checkpoint_dir).glob("last*epoch=*.pt"), key=lambda p: int(p.stem.rsplit("=", 1)[1]))
-    return found[-1] if found else None
+class RunLock:
+    """One process per run folder: an exclusive ``flock`` on ``RUN/.lock``, with the holder's pid written inside.
 
+    The OS releases the lock when its process dies, however it dies, so a lock file left by a killed run is
+    simply taken over; a live holder makes a second process fail with its pid.
+    """
 
-def checkpoint_epoch(path: Path) -> int:
-    return int(Path(path).stem.rsplit("=", 1)[1])
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = Path(path), enabled
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        if not self.enabled:
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise MaiAugError(f"--out {self.path.parent}: another process (pid {holder}) is training in this run "
+                              f"folder; wait for it or stop it (lock {self.path})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the flock; the file stays, harmless, for the next holder
+            self.fd = None
 
 
 def load_checkpoint(path: Path) -> dict:

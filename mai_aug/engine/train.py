@@ -12,15 +12,7 @@ import numpy as np
 import torch
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.handlers import (
-    CheckpointLoader,
-    CheckpointSaver,
-    EarlyStopHandler,
-    LrScheduleHandler,
-    StatsHandler,
-    TensorBoardStatsHandler,
-    ValidationHandler,
-)
+from monai.handlers import EarlyStopHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
 from monai.utils import set_determinism
 from torch.utils.tensorboard import SummaryWriter
 
@@ -29,14 +21,23 @@ from mai_aug.data.loader import build_dataset
 from mai_aug.data.prepare import datalist_from_options
 from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
+from mai_aug.engine.checkpoint import CheckpointWriter, atomic_write, remove_temporaries
 from mai_aug.engine.config import TrainConfig, config_differences, read_config, write_config
 from mai_aug.engine.fingerprint import components as fingerprint_components
 from mai_aug.engine.fingerprint import write_fingerprint
-from mai_aug.engine.handlers import FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
+from mai_aug.engine.handlers import CosineSchedule, FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
 from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
 from mai_aug.engine.network import build_network
-from mai_aug.engine.runtime import RunLog, checkpoint_epoch, last_checkpoint, load_checkpoint, resolve_device
+from mai_aug.engine.runtime import (
+    RunLock,
+    RunLog,
+    checkpoint_epoch,
+    last_checkpoint,
+    load_checkpoint,
+    resolve_device,
+)
+from mai_aug.engine.stream import TrainingStream
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.roc import roc_figure
 from mai_aug.transforms.regimes import load_regime
@@ -91,6 +92,8 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
         diffs = config_differences(old, config)
         if diffs:
             raise MaiAugError(f"--resume {run_dir}: the config differs from the run's: {'; '.join(diffs)}")
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(ckpt_dir)
         last = last_checkpoint(ckpt_dir)
         if last is None:
             logger.info("--resume: no checkpoint yet; starting from epoch 1")
@@ -116,7 +119,8 @@ def train(config: TrainConfig) -> dict[str, float]:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {run_dir}: cannot create ({e.strerror})") from None
-    with RunLog(run_dir / "train.log", echo=config.progress, enabled=ctx.is_main):
+    with RunLock(run_dir / ".lock", enabled=ctx.is_main), \
+            RunLog(run_dir / "train.log", echo=config.progress, enabled=ctx.is_main):
         result = _train(config, distributed.rank_device(device, ctx), ctx)
     ctx.barrier()
     return result
@@ -158,7 +162,13 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     val_ds = build_dataset(val_items, regime, train=False, cache=config.cache,
                            cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
     pin = device.type == "cuda"
-    train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, drop_last=True,
+    # Every rank runs the same number of steps (DDP synchronises each one), whatever its shard's size.
+    epoch_length = config.steps_per_epoch or max(1, len(datalist["training"]) // ctx.world_size // config.batch_size)
+    resume_state = load_checkpoint(resume_from) if resume_from is not None else None  # one clear error if unreadable
+    done = int(resume_state["trainer"]["iteration"]) if resume_state else 0
+    stream = TrainingStream(train_ds, config.seed, config.epochs * epoch_length * config.batch_size,
+                            start=done * config.batch_size)  # batches depend on (seed, iteration) alone
+    train_loader = DataLoader(stream, batch_size=config.batch_size, shuffle=False, drop_last=True,
                               num_workers=config.workers, pin_memory=pin, persistent_workers=config.workers > 0)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size * 2, shuffle=False, num_workers=config.workers,
                             pin_memory=pin)
@@ -171,28 +181,22 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = WeightedBCEWithLogits(freq_pos if config.weighted_loss else None).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     tb_dir = Path(config.tensorboard_dir) if config.tensorboard_dir else run_dir / "tensorboard"
     writer = SummaryWriter(log_dir=str(tb_dir)) if main else None
     prepare = PrepareBatch(config.in_channels)
     ckpt_dir = run_dir / "checkpoints"
 
     auc_metric = PerFindingAUC(names)
-    best_saver = CheckpointSaver(save_dir=str(ckpt_dir), save_dict={"model": net}, save_key_metric=True,
-                                 key_metric_name=MACRO_KEY, key_metric_filename="best.pt", key_metric_save_state=True)
     val_handlers = [
         StatsHandler(name="mai_aug", iteration_log=False, output_transform=lambda x: None),
         TensorBoardStatsHandler(summary_writer=writer, iteration_log=False, output_transform=lambda x: None,
                                 global_epoch_transform=lambda epoch: trainer.state.epoch),
-        best_saver,
     ] if main else []
     evaluator = SupervisedEvaluator(
         device=device, val_data_loader=val_loader, network=model, non_blocking=pin, prepare_batch=prepare,
         key_val_metric={MACRO_KEY: auc_metric}, val_handlers=val_handlers, amp=amp, decollate=False,
     )
     losses = LossTracker()
-    # Every rank runs the same number of steps (DDP synchronises each one), whatever its shard's size.
-    epoch_length = config.steps_per_epoch or max(1, len(datalist["training"]) // ctx.world_size // config.batch_size)
     log_every = max(1, epoch_length // 5)
     trainer = SupervisedTrainer(
         device=device, max_epochs=config.epochs, train_data_loader=train_loader, network=model, optimizer=optimizer,
@@ -200,7 +204,7 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
         train_handlers=None, amp=amp, decollate=False,
     )
     train_handlers = [
-        LrScheduleHandler(lr_scheduler=scheduler, print_lr=False),
+        CosineSchedule(optimizer, config.lr, config.epochs),
         ValidationHandler(validator=evaluator, interval=1, epoch_level=True),
     ]
     train_handlers += [] if not main else [
@@ -208,9 +212,6 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
                      iteration_log=lambda engine, event: engine.state.iteration % log_every == 0),
         TensorBoardStatsHandler(summary_writer=writer, tag_name="train/loss", epoch_log=False,
                                 output_transform=lambda out: out["loss"].item()),
-        # Written after validation, so the last checkpoint and metrics.csv always agree.
-        CheckpointSaver(save_dir=str(ckpt_dir), save_dict={"model": net, "optimizer": optimizer,
-                        "scheduler": scheduler, "trainer": trainer}, file_prefix="last", save_interval=1, n_saved=1),
     ]
     losses.attach(trainer, distributed=ctx.enabled)  # before the other handlers, so a NaN stops the epoch before anything is saved
     table = MetricsTable(run_dir / "metrics.csv", names, trainer, losses, optimizer)
@@ -220,36 +221,33 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
         table.attach(evaluator)
         LearningRateWriter(writer, optimizer).attach(trainer)
         FirstBatchImages(writer).attach(trainer)
+    stateful: dict = {"losses": losses}
     if config.early_stop > 0:
-        EarlyStopHandler(patience=config.early_stop, score_function=lambda e: e.state.metrics[MACRO_KEY],
-                         trainer=trainer).attach(evaluator)
+        early = EarlyStopHandler(patience=config.early_stop, score_function=lambda e: e.state.metrics[MACRO_KEY],
+                                 trainer=trainer)
+        early.attach(evaluator)
+        stateful["early_stop"] = early._handler  # ignite's EarlyStopping: its patience counter and best score
+    checkpoints = CheckpointWriter(ckpt_dir, net, optimizer, trainer, evaluator, stateful, config.checkpoint_every)
+    if main:
+        checkpoints.attach()  # after ValidationHandler: an epoch's checkpoint follows its validation
     if main and config.progress and sys.stderr.isatty():
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"].item()})
 
-    start_epoch = 0
-    if resume_from is not None:
-        start_epoch = checkpoint_epoch(resume_from)
-        load_checkpoint(resume_from)  # one clear error for a truncated file before ignite reads it
-        CheckpointLoader(load_path=str(resume_from), load_dict={"model": net, "optimizer": optimizer,
-                         "scheduler": scheduler, "trainer": trainer}, map_location=str(device)).attach(trainer)
-        best = ckpt_dir / "best.pt"
-        if best.is_file():
-            state = load_checkpoint(best)
-            if "checkpointer" in state:
-                best_saver.load_state_dict(state["checkpointer"])
-        if main:
-            table.truncate(start_epoch)
-        logger.info(f"resuming {run_dir} after epoch {start_epoch} from {resume_from.name}")
-    elif main and (run_dir / "metrics.csv").exists():
-        (run_dir / "metrics.csv").unlink()
-
+    start_epoch = checkpoint_epoch(resume_from) if resume_from is not None else 0
     if start_epoch >= config.epochs:
         logger.info(f"{run_dir}: already trained for {start_epoch} epochs")
         if writer:
             writer.close()
         return {}
+    if resume_state is not None:
+        _restore(checkpoints, resume_state, resume_from)
+        if main:
+            table.truncate(start_epoch)
+        logger.info(f"resuming {run_dir} after epoch {start_epoch} (iteration {done}) from {resume_from.name}")
+    elif main and (run_dir / "metrics.csv").exists():
+        (run_dir / "metrics.csv").unlink()
     try:
         trainer.run()
     except MaiAugError:
@@ -261,6 +259,10 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     finally:
         if writer:
             writer.flush()
+    if checkpoints.error is not None:
+        if writer:
+            writer.close()
+        raise checkpoints.error
     if losses.nan_at is not None:
         if writer:
             writer.close()
@@ -279,10 +281,19 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
                            {"hparam/val_auc_macro": float(evaluator.state.metrics.get(MACRO_KEY, np.nan))},
                            run_name=".")
     writer.close()
-    (run_dir / "DONE").write_text(json.dumps({"epochs": trainer.state.epoch}) + "\n")
+    atomic_write(run_dir / "DONE", lambda f: f.write((json.dumps({"epochs": trainer.state.epoch}) + "\n").encode()))
     logger.info(f"finished {run_dir}: best validation macro AUC {evaluator.state.best_metric:.4f} "
                 f"at epoch {evaluator.state.best_metric_epoch}")
     return dict(auc_metric.last)
+
+
+def _restore(checkpoints: CheckpointWriter, state: dict, path: Path) -> None:
+    """Load a last checkpoint into the run, naming the file if it does not fit."""
+    try:
+        checkpoints.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise MaiAugError(f"cannot resume from {path}: {first}") from None
 
 
 def _versions() -> dict[str, str]:
