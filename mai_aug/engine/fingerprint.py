@@ -18,12 +18,13 @@ from mai_aug.errors import MaiAugError
 
 FINGERPRINT_FILE = "fingerprint.json"
 
-# TrainConfig fields that do not change what a run computes: where and how fast it runs, what it logs.
-# The data-source fields are left out too: the datalist's content stands for them (paths, CSV, views, split).
+# TrainConfig fields that do not change what a run computes: where and how fast it runs, what it logs and saves.
+# The data-source fields are left out too: the datalist's content stands for them (paths, CSV, views, split, image
+# checks), and the resolved regime spec stands for the regime files. Any other field is part of the identity.
 NOT_RESULTS = frozenset({
     "out", "workers", "device", "progress", "cache", "cache_dir", "tensorboard_dir", "resume", "hparams",
-    "data", "datalist", "csv", "images", "views", "split", "val_frac", "test_frac", "require_all_images",
-    "split_seed", "regimes_file",
+    "checkpoint_every", "data", "datalist", "csv", "images", "views", "split", "val_frac", "test_frac",
+    "require_all_images", "split_seed", "verify_images", "skip_bad_images", "regimes_file",
 })
 
 
