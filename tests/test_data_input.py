@@ -166,3 +166,61 @@ def test_predict_and_preview_name_the_file_and_cause(nih, tmp_path, capsys):
     err = run_bad(["preview", "--data", str(nih), "--regime", "none", "--n", "12", "--size", "32",
                    "--out", str(tmp_path / "pv")], capsys)
     assert f"{bad}: empty file (0 bytes)" in err
+
+
+@pytest.mark.slow
+def test_evaluate_and_predict_name_the_file_and_cause(nih, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(nih), "--out", str(run), "--image-size", "32", "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "2", "--workers", "0", "--cache", "none", "--quiet"]) == 0
+    test_image = json.loads((run / "datalist.json").read_text())["test"][0]["image"]
+    bad = corrupt(test_image, "truncated")
+    assert f"{bad}: cannot decode image" in run_bad(["evaluate", "--run", str(run), "--bootstrap", "5"], capsys)
+    err = run_bad(["predict", "--run", str(run), str(bad), "--out", str(tmp_path / "p.csv")], capsys)
+    assert f"{bad}: cannot decode image" in err
+
+
+def _disk_dataset(nih: Path, cache: Path):
+    from mai_aug.data.loader import build_dataset
+    from mai_aug.data.nih import read_nih
+    from mai_aug.transforms.regimes import load_regime
+
+    table = read_nih(nih)
+    items = [{"image": p, "label": lab.tolist()} for p, lab in zip(table.frame["image"][:4], table.labels)]
+    return build_dataset(items, load_regime("none", 32), train=False, cache="disk", cache_dir=cache)
+
+
+def _images(dataset) -> list:
+    """Every item's image, by index (iterating would stop silently at an IndexError raised inside)."""
+    assert len(dataset) == 4
+    return [dataset[i]["image"] for i in range(len(dataset))]
+
+
+def test_corrupt_disk_cache_entries_are_recomputed(nih, tmp_path):
+    first = _images(_disk_dataset(nih, tmp_path / "cache"))
+    entries = sorted((tmp_path / "cache").rglob("*.pt"))
+    assert len(entries) == 4 and not list((tmp_path / "cache").rglob("*.tmp"))
+    entries[0].write_bytes(b"")  # zero bytes
+    entries[1].write_bytes(entries[1].read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match="corrupt disk-cache entry") as caught:
+        again = _images(_disk_dataset(nih, tmp_path / "cache"))
+    assert sum("corrupt disk-cache entry" in str(w.message) for w in caught) == 2
+    assert all((a == b).all() for a, b in zip(first, again))
+    assert all(p.stat().st_size > 100 for p in entries)  # repaired on disk
+
+
+def test_disk_cache_entries_are_written_in_the_cache_folder_then_renamed(nih, tmp_path, monkeypatch):
+    import tempfile
+
+    folders = []
+    real = tempfile.mkstemp
+
+    def spy(*args, **kwargs):
+        folders.append(Path(kwargs["dir"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    _images(_disk_dataset(nih, tmp_path / "cache"))
+    entries = sorted((tmp_path / "cache").rglob("*.pt"))
+    assert len(folders) == 4 and {f.resolve() for f in folders} == {entries[0].parent.resolve()}
+    assert not [p for p in entries[0].parent.iterdir() if p.suffix != ".pt"]

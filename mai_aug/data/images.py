@@ -36,7 +36,7 @@ def image_problem(path: str | Path) -> str | None:
     except Image.DecompressionBombError as e:
         return f"refused by Pillow ({e})"
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for bad, truncated or unknown files
-        return f"cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        return f"cannot decode image ({(str(e).splitlines() or [type(e).__name__])[0]})"
     return None
 
 

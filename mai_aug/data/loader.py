@@ -48,8 +48,8 @@ class CheckedPersistentDataset(PersistentDataset):
             try:
                 return torch.load(hashfile, weights_only=self.weights_only)
             except (EOFError, RuntimeError, UnpicklingError, ValueError, OSError) as e:
-                warnings.warn(f"corrupt disk-cache entry {hashfile} ({str(e).splitlines()[0][:120]}): recomputing",
-                              stacklevel=2)
+                cause = (str(e).splitlines() or [type(e).__name__])[0][:120]  # EOFError() has no message
+                warnings.warn(f"corrupt disk-cache entry {hashfile} ({cause}): recomputing", stacklevel=2)
         item = self._pre_transform(deepcopy(item_transformed))  # keep the original hashed
         self._write_atomically(item, hashfile)
         return item
