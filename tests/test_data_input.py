@@ -224,3 +224,14 @@ def test_disk_cache_entries_are_written_in_the_cache_folder_then_renamed(nih, tm
     entries = sorted((tmp_path / "cache").rglob("*.pt"))
     assert len(folders) == 4 and {f.resolve() for f in folders} == {entries[0].parent.resolve()}
     assert not [p for p in entries[0].parent.iterdir() if p.suffix != ".pt"]
+
+
+def test_compare_checks_images_before_caching(nih, tmp_path, capsys):
+    bad = corrupt(nih / "images" / "00000003_000.png", "not an image")
+    args = ["compare", "--data", str(nih), "--regimes", "none", "--image-size", "32", "--workers", "0", "--quiet"]
+    err = run_bad([*args, "--out", str(tmp_path / "a"), "--verify-images"], capsys)
+    assert f"{bad}: cannot decode image" in err
+    # With --skip-bad-images the image is dropped and listed; --batch-size 99 then stops before any training.
+    err = run_bad([*args, "--out", str(tmp_path / "b"), "--skip-bad-images", "--batch-size", "99"], capsys)
+    assert "larger than the training split" in err
+    assert str(bad) in (tmp_path / "b" / "bad_images.csv").read_text()
