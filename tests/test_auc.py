@@ -45,6 +45,14 @@ def test_finding_without_positives_is_nan_and_left_out_with_warning():
         assert macro_auc(aucs, ["A", "B"]) == 1.0
 
 
+def test_per_finding_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    scores = np.round(rng.random((120, 3)), 1)
+    labels = (rng.random((120, 3)) < [0.1, 0.5, 0.9]).astype(int)
+    expected = [roc_auc_score(labels[:, j], scores[:, j]) for j in range(3)]
+    assert np.abs(per_finding_auc(labels, scores) - expected).max() < 1e-12
+
+
 def test_weighted_auc_matches_sklearn_with_ties():
     rng = np.random.default_rng(0)
     scores = np.round(rng.random(80), 1)  # many ties

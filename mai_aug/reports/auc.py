@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from sklearn.metrics import roc_auc_score
+from scipy import sparse, stats
 
 #: A finding is *scored* (gets intervals and may get a star) with at least this many distinct test patients with a
 #: positive image, and as many with a negative image: with fewer, patient resampling cannot show the uncertainty.
@@ -18,13 +17,17 @@ CHUNK = 256
 
 
 def per_finding_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC AUC of each column; NaN where a finding has only one class (no positives, or no negatives)."""
-    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
-    out = np.full(labels.shape[1], np.nan)
-    for j in range(labels.shape[1]):
-        if 0 < labels[:, j].sum() < len(labels):
-            out[j] = roc_auc_score(labels[:, j], scores[:, j])
-    return out
+    """ROC AUC of each column; NaN where a finding has only one class (no positives, or no negatives).
+
+    Equal to ``sklearn.metrics.roc_auc_score`` (tested), by the rank-sum (Mann-Whitney U) formula over all findings
+    at once: sklearn's input validation costs about 6 ms a call, which dominated the statistics of a comparison.
+    """
+    labels, scores = np.asarray(labels) > 0, np.asarray(scores, dtype=np.float64)
+    n_pos = labels.sum(0)
+    n_neg = len(labels) - n_pos
+    rank_sum = (stats.rankdata(scores, axis=0) * labels).sum(0)  # ties get their mean rank: they count one half
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg), np.nan)
 
 
 def macro_auc(aucs: np.ndarray, names: Sequence[str] | None = None, warn: bool = True) -> float:

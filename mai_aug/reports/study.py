@@ -4,47 +4,108 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
 
 from mai_aug.data.split import split_table
+from mai_aug.errors import MaiAugError
 from mai_aug.reports import compare as report
+from mai_aug.reports.auc import MIN_POSITIVE_PATIENTS
 from mai_aug.reports.roc import roc_figure
+
+
+def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]:
+    """Labels, patients and per-regime, per-seed predictions of every run's ``eval/test_predictions.csv``.
+
+    Raises MaiAugError naming the run folder when a file is missing or unreadable, or when a run's predictions do not
+    cover the same images in the same order as the first run's (paired statistics need one test set).
+    """
+    predictions: dict[str, list[np.ndarray]] = {}
+    first = reference = None
+    columns = ["image", "patient", *names, *[f"true_{n}" for n in names]]
+    for regime in regimes:
+        for seed in range(seeds):
+            run = out / regime / f"seed-{seed}"
+            try:
+                frame = pd.read_csv(run / "eval" / "test_predictions.csv")
+            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+                raise MaiAugError(f"{run}: cannot read eval/test_predictions.csv ({e})") from None
+            missing = [c for c in columns if c not in frame]
+            if missing:
+                raise MaiAugError(f"{run}: eval/test_predictions.csv lacks column {missing[0]!r}")
+            keys = frame[["image", "patient", *[f"true_{n}" for n in names]]]
+            if reference is None:
+                first, reference = run, keys
+            elif not keys.equals(reference):
+                raise MaiAugError(f"{run}: its test predictions do not cover the same images in the same order as "
+                                  f"{first}; re-run its evaluation (mai-aug evaluate --run {run})")
+            predictions.setdefault(regime, []).append(frame[names].to_numpy(dtype=np.float64, copy=True))
+    labels = reference[[f"true_{n}" for n in names]].to_numpy(dtype=np.int64)
+    return labels, reference["patient"].to_numpy(), predictions
+
+
+def statistics_text(summary: pd.DataFrame, seeds: int, n_boot: int, baseline: str) -> list[str]:
+    """report.md's words: what the intervals contain, what a star means, what was corrected for, unscored findings."""
+    k_text = (f"and the training seeds ({seeds} per regime, seed j of every regime drawn together), so **seed variance "
+              f"is included**; the seed part is widened as Student's t with {seeds - 1} degree(s) of freedom"
+              if seeds > 1 else "only: **seed variance is not included** (one seed per regime), so a difference may be "
+              "one seed's luck; run `--seeds 3` or more before believing it")
+    lines = [f"Intervals come from {n_boot} bootstrap resamples of the test patients (the same patients for every "
+             f"regime: paired) {k_text}." + (" With 2 seeds the intervals are wide (t with 1 degree of freedom); 3 to 5 "
+                                             "seeds are advised." if seeds == 2 else "")]
+    fam = summary["family_size"].dropna() if "family_size" in summary else pd.Series(dtype=float)
+    if len(fam):
+        c = summary["simultaneous_c"].dropna().iloc[0]
+        lines.append(f"`*`: the simultaneous 95% interval of the paired difference against `{baseline}` excludes 0; "
+                     f"over all {int(fam.iloc[0])} comparisons (every other regime x every scored finding, plus each "
+                     f"regime's macro difference) the chance of any false star is at most 5%. Corrected for: the "
+                     f"number of comparisons (max-statistic intervals, {c:.2f} standard errors instead of 1.96 for "
+                     f"one comparison){' and the seed variance' if seeds > 1 else ''}. The AUC intervals of single "
+                     f"regimes are marginal 95% intervals, not corrected for the number of comparisons.")
+    few = summary[(summary["finding"] != "macro") & ~summary["scored"].astype(bool)].drop_duplicates("finding")
+    lines.append(f"A finding is scored when at least {MIN_POSITIVE_PATIENTS} test patients have a positive image (and "
+                 f"{MIN_POSITIVE_PATIENTS} a negative one): others get their AUC but no interval and no star. The macro "
+                 f"mean is over the scored findings, the same set in every resample (a resample that misses a scored "
+                 f"finding's positive or negative patients is drawn again). Findings above chance: scored findings "
+                 f"whose interval lies above 0.5.")
+    lines.append("Too few positive patients: " + (", ".join(f"{f} ({int(n)})" for f, n in
+                                                           zip(few["finding"], few["positive_patients"])) or "none") + ".")
+    return [part for line in lines for part in (line, "")][:-1]
+
+
+def write_figures(out: Path, summary: pd.DataFrame, labels: np.ndarray, predictions: dict[str, list[np.ndarray]],
+                  names: list[str]) -> None:
+    """auc_by_regime.png and one roc_<regime>.png per regime (each seed's curve, the table's AUC in the legend)."""
+    report.auc_plot(summary, out / "auc_by_regime.png")
+    for regime, runs in predictions.items():
+        title = f"{regime}: test ROC" + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+        fig = roc_figure(labels, runs, names, title=title)
+        fig.savefig(out / f"roc_{regime}.png", dpi=110)
+        plt.close(fig)
 
 
 def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict) -> pd.DataFrame:
     """auc_by_regime.csv/.png, roc_<regime>.png, summary.csv/.md and report.md from the runs' test predictions."""
     names = list(datalist["labels"])
-    predictions: dict[str, list[np.ndarray]] = {}
-    labels = patients = None
-    for regime in regimes:
-        for seed in range(seeds):
-            frame = pd.read_csv(out / regime / f"seed-{seed}" / "eval" / "test_predictions.csv")
-            predictions.setdefault(regime, []).append(frame[names].to_numpy(dtype=np.float64, copy=True))
-            labels = frame[[f"true_{n}" for n in names]].to_numpy(dtype=np.int64, copy=True)
-            patients = frame["patient"].to_numpy(copy=True)
+    labels, patients, predictions = load_predictions(out, regimes, seeds, names)
     scores = report.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0)
     baseline = "none" if "none" in regimes else regimes[0]
     summary = report.summary_table(scores, names, baseline=baseline)
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6f")
     report.auc_by_regime_wide(summary).to_csv(out / "auc_by_regime.csv", index=False, float_format="%.6f")
-    report.auc_plot(summary, out / "auc_by_regime.png")
-    import matplotlib.pyplot as plt
-
-    for regime in regimes:
-        mean_pred = np.mean(predictions[regime], axis=0)
-        fig = roc_figure(labels, mean_pred, names, title=f"{regime}: test ROC" + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
-        fig.savefig(out / f"roc_{regime}.png", dpi=110)
-        plt.close(fig)
-    headline = report.headline_table(summary, baseline)
+    write_figures(out, summary, labels, predictions, names)
     paired = report.paired_table(summary, baseline)
     md = [
         "# Regime comparison: summary", "",
-        f"Test split: {len(labels)} images of {len(np.unique(patients))} patients; 95% CIs from {n_boot} bootstrap "
-        f"resamples of test patients, the same resamples for every regime (paired). `*`: the CI excludes 0.", "",
-        report.markdown_table(headline), "",
-        f"## Paired difference against `{baseline}`, per finding", "",
+        f"Test split: {len(labels)} images of {len(np.unique(patients))} patients; {seeds} seed(s) per regime, "
+        f"seed variance {'included' if seeds > 1 else 'NOT included'}.", "",
+        *statistics_text(summary, seeds, n_boot, baseline), "",
+        report.markdown_table(report.headline_table(summary, baseline)), "",
+        "## AUC per finding (marginal 95% intervals)", "", report.markdown_table(report.finding_table(summary)), "",
+        f"## Paired difference against `{baseline}`, per finding (simultaneous 95% intervals)", "",
         report.markdown_table(paired) if len(paired) else "(no other regime)", "",
     ]
     (out / "summary.md").write_text("\n".join(md))
