@@ -174,7 +174,7 @@ def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | Non
         diff = table.loc[list(idx), f"diff_vs_{baseline}"].to_numpy(float)
         low, high, c = simultaneous_intervals(diff, np.stack(patient_parts, axis=1), np.stack(seed_parts, axis=1),
                                               scores.seeds, level)
-        table.loc[list(idx), ["diff_ci_low", "diff_ci_high"]] = np.column_stack([low, high])
+        table.loc[list(idx), ["diff_ci_low", "diff_ci_high"]] = np.column_stack([low, high]).clip(-1.0, 1.0)
         table.loc[list(idx), "ci_excludes_0"] = (low > 0) | (high < 0)
         table["simultaneous_c"], table["family_size"] = c, len(family)
     if base is not None and "ci_excludes_0" in table:

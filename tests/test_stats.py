@@ -1,0 +1,138 @@
+"""Honest statistics of `mai-aug compare`: seed variance in every interval, familywise error control, the null case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from mai_aug.cli import main
+from mai_aug.errors import MaiAugError
+from mai_aug.reports.auc import per_finding_auc
+from mai_aug.reports.compare import score_regimes, seed_scale, summary_table
+from mai_aug.reports.roc import roc_figure
+from mai_aug.reports.study import load_predictions
+
+NOISE = """regimes:
+  noise:
+    deterministic: "%regimes#none#deterministic"
+    random:
+      - {_target_: RandGaussianNoised, keys: image, prob: 1.0, std: 0.001}
+"""
+
+
+def simulated_study(rng: np.random.Generator, effect: float = 0.0, seeds: int = 3, patients: int = 80,
+                    findings: int = 2, seed_sd: float = 0.3) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Two images per patient; each seed of each regime gets its own discriminability (seed variance)."""
+    labels = np.repeat((rng.random((patients, findings)) < 0.3).astype(int), 2, axis=0)
+    difficulty = rng.normal(0, 1, labels.shape)  # shared by all runs: makes the comparison paired
+    preds = {regime: [labels * (1 + shift + seed_sd * rng.normal(0, 1, findings)) + difficulty
+                      + rng.normal(0, 0.5, labels.shape) for _ in range(seeds)]
+             for regime, shift in (("none", 0.0), ("new", effect))}
+    return labels, np.repeat(np.arange(patients), 2), preds
+
+
+def patient_only_star(scores) -> bool:
+    """The previous method: seed-averaged patient bootstrap, percentile interval per finding, no correction."""
+    diff = scores.boot["new"].mean(0) - scores.boot["none"].mean(0)
+    low, high = np.quantile(diff, [0.025, 0.975], axis=0)
+    return bool(((low > 0) | (high < 0)).any())
+
+
+def test_familywise_false_star_rate_under_a_null_with_seed_variance():
+    rng = np.random.default_rng(0)
+    new = old = 0
+    studies = 150
+    for i in range(studies):
+        labels, patients, preds = simulated_study(rng)
+        scores = score_regimes(labels, patients, preds, n_boot=100, seed=i)
+        new += summary_table(scores, ["A", "B"], baseline="none")["ci_excludes_0"].any()
+        old += patient_only_star(scores)
+    assert new / studies <= 0.07
+    assert old / studies >= 0.5
+
+
+def test_planted_difference_is_found_with_two_seeds():
+    rng = np.random.default_rng(1)
+    labels = np.repeat((rng.random((200, 3)) < 0.3).astype(int), 2, axis=0)
+    patients = np.repeat(np.arange(200), 2)
+    difficulty = rng.normal(0, 1, labels.shape)
+
+    def run(signal: list[float]) -> np.ndarray:  # each seed: its own signal strength and its own image noise
+        return labels * np.multiply(signal, 1 + 0.1 * rng.normal(0, 1, 3)) + difficulty + rng.normal(0, 0.3, labels.shape)
+
+    preds = {"none": [run([1.5, 1.5, 0.0]) for _ in range(2)], "good": [run([1.5, 1.5, 1.5]) for _ in range(2)]}
+    summary = summary_table(score_regimes(labels, patients, preds, n_boot=300), ["A", "B", "C"], baseline="none")
+    good = summary[summary["regime"] == "good"].set_index("finding")
+    assert good.loc["C", "ci_excludes_0"] and good.loc["C", "diff_ci_low"] > 0  # finding C: noise -> informative
+    assert not good.loc[["A", "B"], "ci_excludes_0"].any()
+    assert good.loc["macro", "seeds"] == 2 and good.loc["macro", "family_size"] == 4
+    assert (good["diff_ci_low"] >= -1).all() and (good["diff_ci_high"] <= 1).all()
+
+
+def test_seed_variance_widens_intervals_as_students_t():
+    assert seed_scale(1, 1.96) == 0.0
+    assert seed_scale(2, 1.959964) == pytest.approx(np.sqrt(2) * stats.t.ppf(0.975, 1) / stats.norm.ppf(0.975), rel=1e-5)
+    assert seed_scale(3, 3.0) > seed_scale(3, 1.96) > seed_scale(10, 1.96) > 1.0  # heavier tail further out
+    rng = np.random.default_rng(2)
+    labels, patients, preds = simulated_study(rng, seeds=3, patients=150)
+    one = {r: p[:1] for r, p in preds.items()}
+    width = {}
+    for name, p in (("one", one), ("three", preds)):
+        s = summary_table(score_regimes(labels, patients, p, n_boot=200), ["A", "B"], baseline="none")
+        row = s[(s["regime"] == "new") & (s["finding"] == "macro")].iloc[0]
+        width[name] = row["diff_ci_high"] - row["diff_ci_low"]
+    assert width["three"] > width["one"]
+
+
+def test_roc_legend_shows_the_table_auc():
+    rng = np.random.default_rng(3)
+    labels, patients, preds = simulated_study(rng, seeds=2, patients=60)
+    summary = summary_table(score_regimes(labels, patients, preds, n_boot=50), ["A", "B"], baseline="none")
+    fig = roc_figure(labels, preds["new"], ["A", "B"])
+    legend = fig.axes[0].get_legend_handles_labels()[1]
+    table = summary[summary["regime"] == "new"].set_index("finding")["auc"]
+    assert legend[:2] == [f"{f}: {table[f]:.3f} (n+={labels[:, j].sum()})" for j, f in enumerate(["A", "B"])]
+    assert table["A"] == pytest.approx(np.mean([per_finding_auc(labels, p)[0] for p in preds["new"]]))
+
+
+def _write_run(out: Path, regime: str, seed: int, frame: pd.DataFrame) -> None:
+    (out / regime / f"seed-{seed}" / "eval").mkdir(parents=True)
+    frame.to_csv(out / regime / f"seed-{seed}" / "eval" / "test_predictions.csv", index=False)
+
+
+def test_runs_must_cover_the_same_images_in_the_same_order(tmp_path):
+    frame = pd.DataFrame({"image": ["a.png", "b.png", "c.png"], "patient": [1, 1, 2], "A": [0.1, 0.7, 0.3],
+                          "true_A": [0, 1, 0]})
+    _write_run(tmp_path, "none", 0, frame)
+    _write_run(tmp_path, "basic", 0, frame.iloc[[1, 0, 2]])
+    with pytest.raises(MaiAugError, match=r"basic/seed-0: its test predictions do not cover the same images"):
+        load_predictions(tmp_path, ["none", "basic"], 1, ["A"])
+    with pytest.raises(MaiAugError, match=r"complex/seed-0: cannot read"):
+        load_predictions(tmp_path, ["none", "complex"], 1, ["A"])
+    labels, patients, preds = load_predictions(tmp_path, ["none"], 1, ["A"])
+    assert labels[:, 0].tolist() == [0, 1, 0] and patients.tolist() == [1, 1, 2] and len(preds["none"]) == 1
+
+
+@pytest.fixture(scope="module")
+def null_study(phantom_dir, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("null")
+    (tmp / "noise.yaml").write_text(NOISE)
+    out = tmp / "out"
+    assert main(["compare", "--data", str(phantom_dir), "--regimes", "none", "noise", "--regimes-file",
+                 str(tmp / "noise.yaml"), "--seeds", "2", "--image-size", "32", "--epochs", "1", "--steps-per-epoch", "3",
+                 "--workers", "0", "--bootstrap", "200", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def test_null_case_negligible_noise_over_two_seeds_gives_no_star(null_study):
+    summary = pd.read_csv(null_study / "summary.csv")
+    noise = summary[summary["regime"] == "noise"].set_index("finding")
+    assert not noise["ci_excludes_0"].any()
+    assert noise.loc["macro", "diff_ci_low"] <= 0 <= noise.loc["macro", "diff_ci_high"]
+    assert (noise["seeds"] == 2).all() and noise.loc["macro", "auc_sd_over_seeds"] > 0
+    md = (null_study / "summary.md").read_text()
+    assert "seed variance is included" in md.replace("**", "") and "3 to 5 seeds are advised" in md
