@@ -21,7 +21,7 @@ from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, loa
 from mai_aug.errors import MaiAugError, wrapped_message
 from mai_aug.reports.auc import auc_table
 from mai_aug.reports.roc import roc_figure
-from mai_aug.transforms.regimes import Regime, load_regime
+from mai_aug.transforms.regimes import Regime, stored_regime
 
 logger = logging.getLogger("mai_aug")
 SPLIT_KEYS = {"test": "test", "validation": "validation", "training": "training"}
@@ -30,7 +30,8 @@ SPLIT_KEYS = {"test": "test", "validation": "validation", "training": "training"
 class TrainedRun:
     """A run folder opened for inference: its config, split, regime and network with a checkpoint loaded."""
 
-    def __init__(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> None:
+    def __init__(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto",
+                 trust: bool | None = None) -> None:
         self.run_dir = Path(run_dir)
         raw = read_config(self.run_dir)
         self.config = TrainConfig.from_dict(raw)
@@ -38,7 +39,9 @@ class TrainedRun:
         self.datalist = load_datalist(self.run_dir / "datalist.json")
         self.names = self.names or list(self.datalist["labels"])
         self.device = resolve_device(device)
-        self.regime: Regime = load_regime(self.config.regime, self.config.image_size, self.config.regimes_file)
+        # the regime as trained, from the spec stored in the run folder: editing a regimes file changes nothing here
+        self.regime: Regime = stored_regime(raw, f"--run {self.run_dir}", trust)
+        self.amp = self.device.type == "cuda" and _trained_with_amp(raw)
         self.checkpoint = self.resolve_checkpoint(checkpoint)
         self.network, _ = build_network(len(self.names), self.config.in_channels, "none")
         load_model_state(self.network, load_checkpoint(self.checkpoint), self.checkpoint)
@@ -63,7 +66,7 @@ class TrainedRun:
         dataset = build_dataset(items, self.regime, train=False, cache="none")
         loader = DataLoader(dataset, batch_size=batch_size or self.config.batch_size * 2, num_workers=workers)
         inferer, out = SimpleInferer(), []
-        amp = self.device.type == "cuda"
+        amp = self.amp
         for batch in loader:
             image = batch["image"].to(self.device, non_blocking=amp)
             if self.config.in_channels == 3:
@@ -74,10 +77,19 @@ class TrainedRun:
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.names)))
 
 
+def _trained_with_amp(raw: dict) -> bool:
+    """Whether training used mixed precision: the resolved setting, else ``--amp`` (unset: on with CUDA)."""
+    amp = (raw.get("resolved") or {}).get("amp", raw.get("amp"))
+    return True if amp is None else bool(amp)
+
+
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
-                 n_boot: int = 1000, workers: int = 0) -> pd.DataFrame:
-    """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png`` and ``_predictions.csv``; return the AUC table."""
-    run = TrainedRun(run_dir, checkpoint, device)
+                 n_boot: int = 1000, workers: int = 0, trust: bool | None = None) -> pd.DataFrame:
+    """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png`` and ``_predictions.csv``; return the AUC table.
+
+    ``trust``: allow code in the run's stored regime spec (``--trust-config``); None: the command line's setting.
+    """
+    run = TrainedRun(run_dir, checkpoint, device, trust)
     if split not in SPLIT_KEYS:
         raise MaiAugError(f"--split {split!r}: expected test or validation")
     items = run.datalist[SPLIT_KEYS[split]]
@@ -104,12 +116,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
 
 
 def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | Path | None = None,
-                  checkpoint: str = "best", device: str = "auto") -> pd.DataFrame:
+                  checkpoint: str = "best", device: str = "auto", trust: bool | None = None) -> pd.DataFrame:
     """Per-finding probabilities for image files; written to ``out`` as CSV when given."""
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise MaiAugError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    run = TrainedRun(run_dir, checkpoint, device)
+    run = TrainedRun(run_dir, checkpoint, device, trust)
     try:
         probs = run.predict([{"image": str(Path(p).resolve())} for p in images], batch_size=16)
     except RuntimeError as e:

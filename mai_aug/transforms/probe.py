@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import Compose, RandomizableTransform
 
+from mai_aug.errors import MaiAugError
+
 COMPARE_SIZE = 48
 PROBE_SEED = 14  # of 200 seeds, the pattern least like any of its flips, transposes and rotations (corr <= 0.21)
 DRAWS = 8  # seeded draws of each random transform (its probabilities set to 1)
@@ -101,4 +103,9 @@ def apply_once(transform: Any, item: dict[str, Any], seed: int, lazy: bool = Fal
     pipeline = Compose([t], lazy=lazy)
     pipeline.set_random_state(seed)
     data = {k: (v.clone() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in item.items()}
-    return pipeline(data)
+    try:
+        return pipeline(data)
+    except Exception as e:  # MONAI wraps the cause in RuntimeError("applying transform ..."); report the cause
+        cause = e.__cause__ or e
+        raise MaiAugError(f"{type(transform).__name__} fails on a {item['image'].shape[-1]} px test image: "
+                          f"{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}") from None

@@ -225,6 +225,9 @@ def _instantiate(parser: ConfigParser, name: str, part: str) -> list:
         raise MaiAugError(f"regime {name!r}, part {part!r}: cannot build transforms: {e}") from None
     if value is not None and not isinstance(value, (list, tuple)):
         raise MaiAugError(f"regime {name!r}, part {part!r}: expected a list of transforms")
+    for i, t in enumerate(value or []):
+        if not callable(t):
+            raise MaiAugError(f"regime {name!r}, part {part!r}: entry {i} is a {type(t).__name__}, not a transform")
     return list(value or [])
 
 
@@ -249,3 +252,25 @@ def load_regime(name: str, image_size: int = 320, regimes_files: Sequence[str | 
         raise MaiAugError(f"--regime: unknown regime {name!r} (available: {', '.join(config['regimes'])})")
     config["image_size"] = int(image_size)
     return regime_from_spec(name, resolved_spec(name, config), image_size, resolve_trust(trust))
+
+
+def stored_regime(run_config: dict, source: str, trust: bool | None = None) -> Regime:
+    """The regime a run trained with, rebuilt from the resolved spec in its ``config.yaml`` (never a file).
+
+    Args:
+        run_config: the run's ``config.yaml`` content.
+        source: the run folder, for messages.
+        trust: allow code in the stored spec; also allows rebuilding an old run (no stored spec) from its
+            regimes files. None: the command line's setting.
+
+    Raises:
+        MaiAugError: the run predates stored regimes (and is not trusted), or the spec fails the rules.
+    """
+    name, size = str(run_config.get("regime", "")), int(run_config.get("image_size", 320))
+    spec = (run_config.get("resolved") or {}).get("regime")
+    if isinstance(spec, dict) and isinstance(spec.get("load"), list):
+        return regime_from_spec(name, spec, size, resolve_trust(trust))
+    if resolve_trust(trust):
+        return load_regime(name, size, run_config.get("regimes_file") or (), trust=True)
+    raise MaiAugError(f"{source}: the run predates stored regimes (its config.yaml has no resolved regime spec); "
+                      f"retrain it, or pass --trust-config to rebuild regime {name!r} from its regimes files")
