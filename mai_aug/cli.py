@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -161,6 +162,22 @@ def _add_regime_args(p: argparse.ArgumentParser, default: str | None = None) -> 
     p.add_argument("--regime", default=default, required=default is None, help="augmentation regime (see `mai-aug regimes`)")
     p.add_argument("--regimes-file", action="append", default=[], type=Path,
                    help="YAML adding or overriding regimes (repeatable)")
+    _add_trust_arg(p)
+
+
+def _add_trust_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-config", action="store_true",
+                   help="let regimes files and stored run regimes run code ($ expressions, any _target_); "
+                        "only for files you wrote")
+
+
+def _trust_context(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """Regimes load under --trust-config within the command (transforms imported only when it is given)."""
+    if not getattr(args, "trust_config", False):
+        return contextlib.nullcontext()
+    from mai_aug.transforms.trust import trusted_configs
+
+    return trusted_configs(True)
 
 
 @command("regimes")
@@ -168,6 +185,7 @@ def _regimes_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("regimes", help="list the augmentation regimes and their transforms")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
     p.add_argument("--image-size", type=_image_size, default=320)
+    _add_trust_arg(p)
     p.set_defaults(handler=_run_regimes)
 
 
@@ -270,6 +288,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    _add_trust_arg(p)
 
 
 @command("evaluate")
@@ -334,6 +353,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain", action="store_true",
                    help="retrain runs in --out whose settings, regime or data differ (the old ones are moved aside)")
     _add_image_check_args(p)
+    _add_trust_arg(p)
     p.set_defaults(handler=_run_compare)
 
 
@@ -373,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # a bad argument (one line, status 2) or --help (status 0)
         return int(e.code or 0)
     try:
-        return int(args.handler(args) or 0)
+        with _trust_context(args):
+            return int(args.handler(args) or 0)
     except MaiAugError as e:
         print(f"mai-aug {args.command}: error: {e}", file=sys.stderr)
         return 2

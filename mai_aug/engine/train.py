@@ -40,7 +40,7 @@ from mai_aug.engine.runtime import (
 from mai_aug.engine.stream import TrainingStream
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.roc import roc_figure
-from mai_aug.transforms.regimes import load_regime
+from mai_aug.transforms.regimes import load_regime, stored_regime
 
 logger = logging.getLogger("mai_aug")
 
@@ -137,7 +137,10 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     ctx.barrier()
     check_config(config, datalist)
     names = list(datalist["labels"])
-    regime = load_regime(config.regime, config.image_size, config.regimes_file)
+    # on --resume, the regime as the run stored it (resolved spec in config.yaml), never a regimes file re-read
+    stored = config.resume and (run_dir / "config.yaml").is_file()
+    regime = (stored_regime(read_config(run_dir), f"--resume {run_dir}") if stored
+              else load_regime(config.regime, config.image_size, config.regimes_file))
     freq_pos, _ = label_frequencies(datalist["training"], len(names))
     logger.info(f"run {run_dir}: regime {regime.name!r} on {device}{' with AMP' if amp else ''}"
                 f"{f' x {ctx.world_size} processes (DDP)' if ctx.enabled else ''}; "
