@@ -12,7 +12,7 @@ import yaml
 from mai_aug.cli import main
 from mai_aug.data.prepare import datalist_from_options
 from mai_aug.engine.config import TrainConfig
-from mai_aug.engine.fingerprint import components, differences, run_status, write_fingerprint
+from mai_aug.engine.fingerprint import canonical_sha256, components, differences, run_status, write_fingerprint
 
 TINY = ["--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--bootstrap", "50", "--quiet"]
 
@@ -68,17 +68,23 @@ def test_adding_a_regime_trains_only_that_one(comparison, phantom_dir, capsys):
 
 def test_retrain_replaces_mismatching_runs_and_reports_their_settings(comparison, phantom_dir, tmp_path, capsys):
     out = shutil.copytree(comparison, tmp_path / "out")
-    assert compare(phantom_dir, out, "--retrain", size="48", lr="1e-5") == 0
+    other = shutil.copytree(phantom_dir, tmp_path / "other")
+    assert compare(other, out, "--retrain", lr="1e-5") == 0
     err = capsys.readouterr().err
     assert "none seed 0: trained" in err and "moved" in err
     run = yaml.safe_load((out / "none" / "seed-0" / "config.yaml").read_text())
-    assert run["image_size"] == 48 and run["lr"] == pytest.approx(1e-5)
+    assert run["lr"] == pytest.approx(1e-5)
     config = yaml.safe_load((out / "compare_config.yaml").read_text())
-    assert config["train"]["image_size"] == 48 and config["train"]["lr"] == pytest.approx(1e-5)
+    assert config["train"]["lr"] == pytest.approx(1e-5) and config["data"] == str(other)
     assert config["train"] == {k: run[k] for k in config["train"]}  # read from the run folder
-    assert "image_size: 48" in (out / "report.md").read_text()
+    assert "lr: 1.0e-05" in (out / "report.md").read_text()
     old = list((out / "replaced").glob("*/none/seed-0/config.yaml"))
-    assert len(old) == 1 and yaml.safe_load(old[0].read_text())["image_size"] == 32
+    assert len(old) == 1 and yaml.safe_load(old[0].read_text())["lr"] == pytest.approx(1e-3)
+    assert (old[0].parents[2] / "datalist.json").read_bytes() == (comparison / "datalist.json").read_bytes()
+    new_list = json.loads((out / "datalist.json").read_text())
+    assert new_list["test"][0]["image"].startswith(str(other))
+    for kept in out.glob("*/seed-*/fingerprint.json"):  # every run left beside the new datalist was made from it
+        assert json.loads(kept.read_text())["components"]["datalist_sha256"] == canonical_sha256(new_list)
 
 
 def _parts(tmp_path: Path, **settings) -> dict:

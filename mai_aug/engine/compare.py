@@ -225,12 +225,12 @@ def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: Co
     old_list = out / "datalist.json"
     new_hash = canonical_sha256(datalist)
     replaced = old_list.is_file() and canonical_sha256(load_datalist(old_list)) != new_hash
-    if replaced:
-        problems.update({label: ["made from the old datalist.json"] for label in _orphans(out, statuses, new_hash)})
+    write = replaced or not old_list.is_file()
+    if write:  # runs outside this command's plan must not end up beside a datalist they were not made from
+        problems.update({label: ["made from another datalist"] for label in _orphans(out, statuses, new_hash)})
     if problems and not opts.retrain:
         raise MaiAugError(_refusal(out, problems, replaced))
-    return {"runs": statuses, "stale": [out / label for label in problems],
-            "write_datalist": replaced or not old_list.is_file()}
+    return {"runs": statuses, "stale": [out / label for label in problems], "write_datalist": write}
 
 
 def _orphans(out: Path, planned: dict[tuple[str, int], str], datalist_hash: str) -> list[str]:
