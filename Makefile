@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo readme-results test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mai-aug compare --out $(OUT)
+
+# Regenerate README's demo results (tables, sentences, figure) from the current code: `make demo` + docs/readme_results.py.
+readme-results: demo
+	$(BIN)/python docs/readme_results.py $(OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mai_aug workflows tests benchmarks docs
