@@ -177,6 +177,8 @@ def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | Non
         table.loc[list(idx), ["diff_ci_low", "diff_ci_high"]] = np.column_stack([low, high]).clip(-1.0, 1.0)
         table.loc[list(idx), "ci_excludes_0"] = (low > 0) | (high < 0)
         table["simultaneous_c"], table["family_size"] = c, len(family)
+    for column in ("positive_patients", "findings_scored", "findings_above_0.5"):
+        table[column] = table[column].astype("Int64")  # counts stay integers next to the macro row's blanks
     if base is not None and "ci_excludes_0" in table:
         table["ci_excludes_0"] = table["ci_excludes_0"].fillna(False).astype(bool)
     return table

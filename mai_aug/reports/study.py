@@ -50,12 +50,11 @@ def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
 def statistics_text(summary: pd.DataFrame, seeds: int, n_boot: int, baseline: str) -> list[str]:
     """report.md's words: what the intervals contain, what a star means, what was corrected for, unscored findings."""
     k_text = (f"and the training seeds ({seeds} per regime, seed j of every regime drawn together), so **seed variance "
-              f"is included**; the seed part is widened as Student's t with {seeds - 1} degree(s) of freedom"
+              f"is included**; the seed part is widened as Student's t with {seeds - 1} degree{'s' if seeds > 2 else ''} of freedom"
               if seeds > 1 else "only: **seed variance is not included** (one seed per regime), so a difference may be "
               "one seed's luck; run `--seeds 3` or more before believing it")
     lines = [f"Intervals come from {n_boot} bootstrap resamples of the test patients (the same patients for every "
-             f"regime: paired) {k_text}." + (" With 2 seeds the intervals are wide (t with 1 degree of freedom); 3 to 5 "
-                                             "seeds are advised." if seeds == 2 else "")]
+             f"regime: paired) {k_text}." + (" With 2 seeds the intervals are wide; 3 to 5 seeds are advised." if seeds == 2 else "")]
     fam = summary["family_size"].dropna() if "family_size" in summary else pd.Series(dtype=float)
     if len(fam):
         c = summary["simultaneous_c"].dropna().iloc[0]
