@@ -178,7 +178,7 @@ class CheckpointWriter:
         """``best.pt`` when this validation set a new best (MONAI's evaluator tracks it)."""
         if self.error is None and evaluator.state.best_metric_epoch == self.trainer.state.epoch:
             self._save({"model": self.net.state_dict(), "metric": float(evaluator.state.best_metric),
-                        "epoch": int(evaluator.state.best_metric_epoch)}, self.folder / BEST_NAME)
+                        "epoch": int(evaluator.state.best_metric_epoch)}, self.folder / BEST_NAME, "")
 
     def save_last(self, trainer: Engine) -> None:
         self._save_last(checkpoint_name(trainer.state.epoch))
@@ -191,18 +191,19 @@ class CheckpointWriter:
     def _save_last(self, name: str) -> None:
         if self.error is not None:
             return  # a failed write stopped the run; the previous checkpoint stays the newest
-        path = self.folder / name
-        if self._save(self.state_dict(), path):
+        path, previous = self.folder / name, last_checkpoint(self.folder)
+        note = f"; --resume continues from {previous.name}" if previous else "; no checkpoint was written yet"
+        if self._save(self.state_dict(), path, note):
             for old in last_checkpoints(self.folder):
                 if old != path:
                     old.unlink(missing_ok=True)
 
-    def _save(self, obj: Any, path: Path) -> bool:
+    def _save(self, obj: Any, path: Path, note: str) -> bool:
         try:
             save_atomic(obj, path)
         except MaiAugError as e:
-            self.error = e
-            logger.error(str(e))
+            self.error = MaiAugError(f"{e}{note}")
+            logger.error(str(self.error))
             self.trainer.terminate()
             return False
         return True

@@ -1,0 +1,192 @@
+"""Resume equals no interruption; checkpoints are atomic and never partial; one process per run folder.
+
+Tiny runs: 32 training and 32 validation images at 32 px, 2 steps of 8 per epoch, workers 0, the random regime.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mai_aug.cli import main
+from mai_aug.engine import checkpoint
+from mai_aug.engine.checkpoint import atomic_write, checkpoint_epoch, last_checkpoint
+from mai_aug.engine.runtime import RunLock
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--regime", "complex", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--quiet",
+        "--lr", "1e-3", "--steps-per-epoch", "2"]
+
+
+@pytest.fixture(scope="module")
+def small_datalist(phantom_dir, tmp_path_factory) -> Path:
+    """The phantom's patient split, cut to 32 training and 32 validation images to keep each run cheap."""
+    folder = tmp_path_factory.mktemp("resume")
+    full = folder / "full.json"
+    assert main(["split", "--data", str(phantom_dir), "--out", str(full)]) == 0
+    datalist = json.loads(full.read_text())
+    datalist["training"], datalist["validation"] = datalist["training"][:32], datalist["validation"][:32]
+    small = folder / "datalist.json"
+    small.write_text(json.dumps(datalist))
+    return small
+
+
+def train(datalist: Path, run: Path, epochs: int, *extra: str) -> int:
+    return main(["train", "--datalist", str(datalist), "--out", str(run), "--epochs", str(epochs), *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def reference(small_datalist, tmp_path_factory) -> str:
+    """metrics.csv of an uninterrupted 3-epoch run."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    assert train(small_datalist, run, 3) == 0
+    return (run / "metrics.csv").read_text()
+
+
+def checkpoint_files(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").iterdir())
+
+
+def test_resume_with_more_epochs_equals_an_uninterrupted_run(small_datalist, reference, tmp_path):
+    run = tmp_path / "run"
+    assert train(small_datalist, run, 1) == 0
+    assert pd.read_csv(run / "metrics.csv")["lr"].tolist() == [1e-3]  # the rate used, not the next one
+    # Epoch 1's rate is the same for any run length, so 1 epoch resumed to 3 is the uninterrupted 3-epoch run,
+    # provided the schedule is stretched to 3 epochs and the batches and augmentations continue exactly.
+    assert train(small_datalist, run, 3, "--resume") == 0
+    assert (run / "metrics.csv").read_text() == reference  # every column: losses, rates, AUCs
+    rates = pd.read_csv(run / "metrics.csv")["lr"].tolist()
+    assert rates == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)], rel=1e-5)
+    assert checkpoint_files(run) == ["best.pt", "last_checkpoint_epoch=3.pt"]  # the older one is gone
+
+
+KILLER = """
+import io, os, signal, sys
+from mai_aug.engine import checkpoint
+from mai_aug.cli import main
+
+original = checkpoint.atomic_write
+
+def dying_write(path, write):
+    if path.name != {target!r}:
+        return original(path, write)
+    def half_then_die(f):
+        buffer = io.BytesIO()
+        write(buffer)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(path, half_then_die)
+
+checkpoint.atomic_write = dying_write
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigkill_during_a_checkpoint_save_leaves_the_previous_one(small_datalist, reference, tmp_path):
+    run = tmp_path / "run"
+    script = textwrap.dedent(KILLER.format(target="last_checkpoint_epoch=2.pt"))
+    args = ["train", "--datalist", str(small_datalist), "--out", str(run), "--epochs", "2", *TINY]
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    names = checkpoint_files(run)
+    assert "last_checkpoint_epoch=2.pt" not in names and "last_checkpoint_epoch=1.pt" in names
+    assert [n for n in names if n.endswith(".tmp")], "the half-written file should be a hidden temporary"
+    state = torch.load(run / "checkpoints" / "last_checkpoint_epoch=1.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 2
+    # Resumed with more epochs: epoch 1's rate is the same for any length, so the result is the 3-epoch run's.
+    assert train(small_datalist, run, 3, "--resume") == 0
+    assert (run / "metrics.csv").read_text() == reference
+    assert checkpoint_files(run) == ["best.pt", "last_checkpoint_epoch=3.pt"]
+
+
+def test_disk_full_keeps_the_mid_epoch_checkpoint_and_resume_is_exact(small_datalist, reference, tmp_path,
+                                                                      monkeypatch, capsys):
+    original = checkpoint.atomic_write
+
+    def full_disk(path, write):
+        if path.name != "last_checkpoint_epoch=1.pt":
+            return original(path, write)
+
+        def half_then_enospc(f):
+            f.write(b"x" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return original(path, half_then_enospc)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full_disk)
+    run = tmp_path / "run"
+    # A checkpoint every iteration: iteration 1 inside epoch 1 is saved, then epoch 1's own save fails.
+    assert train(small_datalist, run, 3, "--checkpoint-every", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "last_checkpoint_epoch=1.pt: cannot write (no space left on the device)" in err
+    assert "--resume continues from last_checkpoint_epoch=1_iteration=1.pt" in err
+    assert checkpoint_files(run) == ["best.pt", "last_checkpoint_epoch=1_iteration=1.pt"]  # nothing partial
+    newest = last_checkpoint(run / "checkpoints")
+    assert checkpoint_epoch(newest) == 0
+    assert torch.load(newest, weights_only=True)["trainer"]["iteration"] == 1
+    monkeypatch.undo()
+    # Resumed inside epoch 1: the first step is not redone, the epoch's mean loss still covers both steps.
+    assert train(small_datalist, run, 3, "--resume", "--checkpoint-every", "1") == 0
+    assert (run / "metrics.csv").read_text() == reference
+    assert checkpoint_files(run) == ["best.pt", "last_checkpoint_epoch=3.pt"]
+
+
+def test_atomic_write_failure_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("old\n")
+
+    def failing(f):
+        f.write(b"new, partial")
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(checkpoint.MaiAugError, match="metrics.csv: cannot write"):
+        atomic_write(path, failing)
+    assert path.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["metrics.csv"]
+    atomic_write(path, lambda f: f.write(b"new\n"))
+    assert path.read_text() == "new\n" and sorted(os.listdir(tmp_path)) == ["metrics.csv"]
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_one_process_per_run_folder(small_datalist, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        assert train(small_datalist, run, 1) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "another process" in err and len(err.strip().splitlines()) == 1
+        assert not (run / "checkpoints").exists()  # refused before touching the run
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died without cleaning up: its lock file (with its pid) is taken over.
+    assert lock.read_text().strip() == str(holder.pid)
+    with RunLock(lock):
+        assert lock.read_text().strip() == str(os.getpid())
+    with RunLock(lock):  # released on exit
+        pass
