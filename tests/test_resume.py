@@ -18,10 +18,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from ignite.engine import Engine, Events
 
 from mai_aug.cli import main
 from mai_aug.engine import checkpoint
 from mai_aug.engine.checkpoint import atomic_write, checkpoint_epoch, last_checkpoint
+from mai_aug.engine.handlers import CosineSchedule
 from mai_aug.engine.runtime import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,3 +192,23 @@ def test_one_process_per_run_folder(small_datalist, tmp_path, capsys):
         assert lock.read_text().strip() == str(os.getpid())
     with RunLock(lock):  # released on exit
         pass
+
+
+def epoch_rates(epochs: int, resume_after: int | None = None) -> list[float]:
+    """The rate used in each epoch by ``CosineSchedule`` on an ignite engine, optionally resumed."""
+    optimizer = torch.optim.Adam(torch.nn.Linear(2, 1).parameters(), lr=1e-3)
+    engine = Engine(lambda e, batch: None)
+    CosineSchedule(optimizer, 1e-3, epochs).attach(engine)
+    rates: list[float] = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: rates.append(optimizer.param_groups[0]["lr"]))
+    if resume_after:
+        engine.load_state_dict({"iteration": resume_after * 3, "epoch_length": 3, "max_epochs": epochs})
+    engine.run(range(3), max_epochs=epochs)
+    return rates
+
+
+def test_a_grown_schedule_uses_the_fresh_runs_rates():
+    two = epoch_rates(2)
+    assert two == pytest.approx([1e-3, 5e-4])  # the rate used during each epoch: the last is not 0
+    assert two + epoch_rates(4, resume_after=2) == pytest.approx([*two, *epoch_rates(4)[2:]])
+    assert epoch_rates(4)[2:] == pytest.approx([5e-4, 1e-3 * 0.5 * (1 + math.cos(3 * math.pi / 4))])
