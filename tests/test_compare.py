@@ -92,10 +92,14 @@ def test_paired_ci_detects_a_real_difference():
 def test_rerun_skips_finished_runs(comparison, phantom_dir, capsys):
     argv = ["compare", "--data", str(phantom_dir), "--regimes", "none", "--image-size", "32", "--epochs", "1",
             "--steps-per-epoch", "3", "--workers", "0", "--bootstrap", "50", "--quiet", "--out", str(comparison)]
+    fingerprint = (comparison / "none" / "seed-0" / "fingerprint.json").read_text()
     start = time.monotonic()
     assert main(argv) == 0
     assert "none seed 0: skipped" in capsys.readouterr().err
     assert time.monotonic() - start < 60
+    assert (comparison / "none" / "seed-0" / "fingerprint.json").read_text() == fingerprint
+    assert main([*argv[:-2], "--lr", "0.5", "--out", str(comparison)]) == 2  # another lr: refused, not skipped
+    assert "none/seed-0: lr:" in capsys.readouterr().err
 
 
 def _free_port() -> int:
