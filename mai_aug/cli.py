@@ -240,6 +240,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_non_negative_int, default=None, help="data-loader workers (default: up to 4)")
     p.add_argument("--cache", default="memory", choices=["memory", "disk", "none"],
                    help="where decoded 8-bit images are kept")
+    p.add_argument("--augment-on", default="auto", choices=["auto", "loader", "device"],
+                   help="run the regime per image in the data loader, or batched on the training device "
+                        "(auto: device where the regime compiles)")
     p.add_argument("--no-weighted-loss", dest="weighted_loss", action="store_false",
                    help="plain BCE instead of class-balanced BCE")
     p.add_argument("--early-stop", type=_non_negative_int, default=0, metavar="PATIENCE", help="stop after PATIENCE epochs without gain")

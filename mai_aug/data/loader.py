@@ -74,6 +74,7 @@ def build_dataset(
     cache_dir: str | Path | None = None,
     workers: int = 0,
     progress: bool = True,
+    online: bool = True,
 ) -> Dataset:
     """A dataset of network-ready items for ``regime``.
 
@@ -86,10 +87,12 @@ def build_dataset(
         cache_dir: folder for the disk cache.
         workers: threads decoding the images on the first pass (memory cache).
         progress: show the caching progress bar.
+        online: apply the regime's deterministic and random parts; False: items hold the cached uint8 image
+            (the batched stage of :mod:`mai_aug.transforms.batched` runs the rest on the training device).
     """
     load = Compose([NameBadImage(regime.cache_transform())])  # a file that does not decode: one named error
     if cache == "none":
-        return Dataset(list(items), transform=Compose([load, regime.online_transform(train)]))
+        return Dataset(list(items), transform=Compose([load, regime.online_transform(train)]) if online else load)
     if cache == "memory":
         base: Dataset = CacheDataset(list(items), transform=load, num_workers=max(workers, 1),
                                      progress=progress and sys.stderr.isatty(), copy_cache=False)
@@ -101,4 +104,4 @@ def build_dataset(
         base = CheckedPersistentDataset(list(items), transform=load, cache_dir=folder)
     else:
         raise MaiAugError(f"--cache {cache!r}: expected one of {', '.join(CACHE_MODES)}")
-    return Dataset(base, transform=regime.online_transform(train))
+    return Dataset(base, transform=regime.online_transform(train)) if online else base

@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     cache: str = "memory"
+    augment_on: str = "auto"  # loader, device or auto: where the regime runs in training (transforms/batched.py)
     cache_dir: str | None = None
     early_stop: int = 0
     checkpoint_every: int = 0

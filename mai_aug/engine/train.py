@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ignite.engine import Engine, Events
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import EarlyStopHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
@@ -40,20 +41,36 @@ from mai_aug.engine.runtime import (
 from mai_aug.engine.stream import TrainingStream
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.roc import roc_figure
+from mai_aug.transforms.batched import BatchedStage, choose_stage
 from mai_aug.transforms.regimes import load_regime, stored_regime
 
 logger = logging.getLogger("mai_aug")
 
 
 class PrepareBatch:
-    """Move a batch to the device; repeat the grayscale channel for a 3-channel (ImageNet) network."""
+    """Move a batch to the device; repeat the grayscale channel for a 3-channel (ImageNet) network.
 
-    def __init__(self, in_channels: int = 1) -> None:
-        self.in_channels = in_channels
+    With a batched ``stage`` (training on the device path), the batch arrives as cached uint8 images (pinned on
+    CUDA, copied non-blocking) and the stage turns it into the augmented float input on the device, with draws
+    seeded by the (epoch, iteration) that :meth:`attach` records. The evaluator's PrepareBatch has no stage.
+    """
+
+    def __init__(self, in_channels: int = 1, stage: BatchedStage | None = None) -> None:
+        self.in_channels, self.stage = in_channels, stage
+        self.position = (0, 0)  # (epoch, iteration) of the batch being prepared
+
+    def attach(self, engine: Engine) -> None:
+        """Record each iteration's position before its batch is prepared (what seeds the stage's draws)."""
+        engine.add_event_handler(Events.ITERATION_STARTED, self._record)
+
+    def _record(self, engine: Engine) -> None:
+        self.position = (engine.state.epoch, engine.state.iteration)
 
     def __call__(self, batch: dict, device: torch.device | None = None, non_blocking: bool = False, **kwargs):
         image = batch["image"].to(device=device, non_blocking=non_blocking)
         label = batch["label"].to(device=device, non_blocking=non_blocking)
+        if self.stage is not None:
+            image = self.stage(image, *self.position)
         if self.in_channels == 3 and image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
         return image, label
@@ -142,6 +159,7 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     regime = (stored_regime(read_config(run_dir), f"--resume {run_dir}") if stored
               else load_regime(config.regime, config.image_size, config.regimes_file))
     freq_pos, _ = label_frequencies(datalist["training"], len(names))
+    stage = choose_stage(config.augment_on, regime, device, config.seed, ctx.rank)  # None: per-sample loader path
     logger.info(f"run {run_dir}: regime {regime.name!r} on {device}{' with AMP' if amp else ''}"
                 f"{f' x {ctx.world_size} processes (DDP)' if ctx.enabled else ''}; "
                 f"{len(datalist['training'])} training, {len(datalist['validation'])} validation images")
@@ -149,7 +167,8 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     if main:
         write_fingerprint(fingerprint_components(config, regime.spec, datalist), run_dir)  # the run's identity
         write_config(config, {
-        "device": str(device), "amp": amp, "regime": regime.spec, "regime_transforms": regime.describe(),
+        "device": str(device), "amp": amp, "augment_on": "loader" if stage is None else "device",
+        "regime": regime.spec, "regime_transforms": regime.describe(),
         "findings": names, "train_positive_frequency": [round(float(f), 6) for f in freq_pos],
         "split_sizes": {k: len(datalist[k]) for k in ("training", "validation", "test")},
         "versions": _versions(), "world_size": ctx.world_size,
@@ -160,8 +179,8 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     logger.info(f"caching {len(train_items) + len(val_items)} images as uint8 at {config.image_size} px "
                 f"({config.cache}); the first pass decodes each image once")
     cache_dir = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
-    train_ds = build_dataset(train_items, regime, train=True, cache=config.cache,
-                             cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
+    train_ds = build_dataset(train_items, regime, train=True, cache=config.cache, cache_dir=cache_dir,
+                             workers=cache_workers, progress=config.progress, online=stage is None)
     val_ds = build_dataset(val_items, regime, train=False, cache=config.cache,
                            cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
     pin = device.type == "cuda"
@@ -186,7 +205,7 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     tb_dir = Path(config.tensorboard_dir) if config.tensorboard_dir else run_dir / "tensorboard"
     writer = SummaryWriter(log_dir=str(tb_dir)) if main else None
-    prepare = PrepareBatch(config.in_channels)
+    prepare = PrepareBatch(config.in_channels, stage)
     ckpt_dir = run_dir / "checkpoints"
 
     auc_metric = PerFindingAUC(names)
@@ -196,7 +215,8 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
                                 global_epoch_transform=lambda epoch: trainer.state.epoch),
     ] if main else []
     evaluator = SupervisedEvaluator(
-        device=device, val_data_loader=val_loader, network=model, non_blocking=pin, prepare_batch=prepare,
+        device=device, val_data_loader=val_loader, network=model, non_blocking=pin,
+        prepare_batch=PrepareBatch(config.in_channels),  # evaluation never runs the batched stage
         key_val_metric={MACRO_KEY: auc_metric}, val_handlers=val_handlers, amp=amp, decollate=False,
     )
     losses = LossTracker()
@@ -216,6 +236,7 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
         TensorBoardStatsHandler(summary_writer=writer, tag_name="train/loss", epoch_log=False,
                                 output_transform=lambda out: out["loss"].item()),
     ]
+    prepare.attach(trainer)
     losses.attach(trainer, distributed=ctx.enabled)  # before the other handlers, so a NaN stops the epoch before anything is saved
     table = MetricsTable(run_dir / "metrics.csv", names, trainer, losses, optimizer)
     for handler in train_handlers:
