@@ -3,12 +3,32 @@
 import logging
 import re
 
+MAX_MESSAGE = 600  # characters of a user error; a library's message embedded in it can run to pages
+
+
+def one_line(message: object, limit: int = MAX_MESSAGE) -> str:
+    """``message`` as one line: each run of whitespace (newlines included) becomes one space.
+
+    Over ``limit`` characters the middle is cut, keeping the start (the file or value named) and the end
+    (what to do about it).
+    """
+    text = " ".join(str(message).split())
+    if len(text) <= limit:
+        return text
+    head = (limit * 2) // 3
+    return f"{text[:head]} [...] {text[len(text) - (limit - head - 7):]}"
+
 
 class MaiAugError(Exception):
     """A problem with the user's input or environment, phrased for the user.
 
-    The command line prints the message on one line and exits with status 2, without a traceback.
+    The command line prints the message on one line and exits with status 2, without a traceback. The
+    message is made one line here, so an embedded multi-line library message (torch's unpickling advice,
+    YAML's marks, pandas' parser errors) cannot spread the error over several lines.
     """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 def wrapped_message(error: BaseException) -> str | None:

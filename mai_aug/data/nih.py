@@ -171,16 +171,32 @@ def index_images(images_dir: Path) -> dict[str, str]:
     Accepts the flat ``images/`` folder and NIH's archives as unpacked (``images_001/images/*.png``, ...).
     """
     found: dict[str, str] = {}
-    stack = [images_dir.resolve()]
+    stack, seen = [images_dir.resolve()], set()
     while stack:
         folder = stack.pop()
-        with os.scandir(folder) as it:
-            for entry in it:
-                if entry.is_dir():
-                    stack.append(Path(entry.path))
-                elif entry.name.lower().endswith(IMAGE_SUFFIXES):
-                    found.setdefault(entry.name, entry.path)
+        info = folder.stat()
+        identity = (info.st_dev, info.st_ino)
+        if identity in seen:  # a symlink back up the tree (images/loop -> images): each folder is read once
+            continue
+        seen.add(identity)
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    if _is_dir(entry):
+                        stack.append(Path(entry.path))
+                    elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+                        found.setdefault(entry.name, entry.path)
+        except OSError as e:
+            raise MaiAugError(f"{folder}: cannot list the image folder ({e.strerror or e})") from None
     return found
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """A folder, through symlinks (NIH archives may be linked in); a broken or looping link is not one."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def image_roots(data_dir: Path, images: Path | None) -> list[Path]:

@@ -17,6 +17,7 @@ from mai_aug.data.loader import build_dataset
 from mai_aug.data.split import load_datalist
 from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.network import build_network
+from mai_aug.engine.preflight import require_writable_file, require_writable_folder
 from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, load_model_state, resolve_device
 from mai_aug.errors import MaiAugError, wrapped_message
 from mai_aug.reports.auc import auc_table
@@ -96,6 +97,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     if not items:
         raise MaiAugError(f"{run.run_dir}: the {split} split is empty")
     out_dir = run.run_dir / "eval"
+    require_writable_folder(out_dir, "--run")  # before inference, not after it
     out_dir.mkdir(exist_ok=True)
     with RunLog(out_dir / "evaluate.log", echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
@@ -121,6 +123,8 @@ def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | 
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise MaiAugError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if out is not None:
+        require_writable_file(out, "--out")  # before inference, not after it
     run = TrainedRun(run_dir, checkpoint, device, trust)
     try:
         probs = run.predict([{"image": str(Path(p).resolve())} for p in images], batch_size=16)

@@ -30,6 +30,7 @@ from mai_aug.engine.handlers import CosineSchedule, FirstBatchImages, LearningRa
 from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
 from mai_aug.engine.network import build_network
+from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.runtime import (
     RunLock,
     RunLog,
@@ -137,6 +138,8 @@ def train(config: TrainConfig) -> dict[str, float]:
     except OSError as e:
         raise MaiAugError(f"--out {run_dir}: cannot create ({e.strerror})") from None
     with RunLock(run_dir / ".lock", enabled=ctx.is_main), \
+    if ctx.is_main:
+        require_writable_folder(run_dir, "--out")  # one line now, not a traceback at the lock file
             RunLog(run_dir / "train.log", echo=config.progress, enabled=ctx.is_main):
         result = _train(config, distributed.rank_device(device, ctx), ctx)
     ctx.barrier()

@@ -35,13 +35,18 @@ def default_regimes_file() -> Path:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        content = yaml.safe_load(Path(path).read_text())
+        content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MaiAugError(f"--regimes-file {path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise MaiAugError(f"--regimes-file {path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+    except OSError as e:
+        raise MaiAugError(f"--regimes-file {path}: cannot read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise MaiAugError(f"--regimes-file {path}: not valid YAML ({e})") from None
-    if not isinstance(content, dict) or not isinstance(content.get("regimes", {}), dict):
-        raise MaiAugError(f"--regimes-file {path}: expected a mapping with a 'regimes' mapping")
+    if not isinstance(content, dict) or not isinstance(content.get("regimes"), dict):
+        keys = f" (it has {', '.join(map(repr, content))})" if isinstance(content, dict) else ""
+        raise MaiAugError(f"--regimes-file {path}: expected a mapping with a 'regimes' mapping{keys}")
     return content
 
 

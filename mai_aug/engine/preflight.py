@@ -1,0 +1,61 @@
+"""Permission checks made before any long work starts: a folder or file the command will write must accept it.
+
+Without them a read-only run folder fails at its lock file, an unwritable ``eval/`` after loading the network,
+and an unwritable ``predict --out`` after inference has finished, each with an ``OSError`` traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from mai_aug.errors import MaiAugError
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` itself or its nearest existing parent (where a missing folder would be created)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def require_writable_folder(folder: str | Path, option: str) -> None:
+    """Raise a one-line error unless ``folder`` (or, while it does not exist, the parent it would go in) takes files.
+
+    The check creates and deletes a temporary file rather than asking ``os.access``: that is what the command
+    will do, and it also answers truthfully on read-only mounts, network file systems and ACLs.
+
+    Args:
+        folder: the folder the command writes into.
+        option: the option that named it, for the message (``--out``, ``--run``).
+    """
+    folder = Path(folder)
+    target = _existing_ancestor(folder)
+    if not target.is_dir():
+        raise MaiAugError(f"{option} {folder}: {target} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as e:
+        raise MaiAugError(f"{option} {folder}: cannot write in {target} ({e.strerror or e})") from None
+
+
+def require_writable_file(path: str | Path, option: str) -> None:
+    """Raise a one-line error unless ``path`` can be (over)written: its folder takes files, an existing file is writable.
+
+    Args:
+        path: the file the command will write.
+        option: the option that named it, for the message.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise MaiAugError(f"{option} {path}: is a folder, expected a file name")
+    require_writable_folder(path.parent, option)
+    if path.exists():
+        try:
+            with open(path, "ab"):  # append mode: opened for writing, nothing changed
+                pass
+        except OSError as e:
+            raise MaiAugError(f"{option} {path}: cannot write ({e.strerror or e})") from None

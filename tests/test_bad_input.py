@@ -1,0 +1,379 @@
+"""The bad-input suite: what a new user gets wrong, run through the CLI, answered in one line with exit status 2.
+
+Each row of ``CASES`` builds one ``mai-aug`` invocation (files written, a run folder copied and damaged, a lock
+held...) and gives the expected exit status and a fragment of the expected message. No case may print a
+traceback, and none may run code from a file (the marker file of the code payloads must stay absent).
+Cases that need a trained run share one tiny run (32 px, 1 epoch, 2 steps, workers 0, 40 images).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import write_nih
+from mai_aug.cli import main
+from mai_aug.engine.runtime import RunLock
+
+TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0",
+        "--cache", "disk", "--quiet"]
+SUBSET = {"training": 24, "validation": 8, "test": 8}  # items per split kept from the phantom's datalist
+
+
+@dataclass
+class Env:
+    """What a case builds on: the shared inputs, this test's folder, and cleanups to run after ``main``."""
+
+    phantom: Path
+    datalist: Path
+    run: Path
+    tmp: Path
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def marker(self) -> Path:
+        return self.tmp / "PWNED"
+
+    def write(self, name: str, body: str | bytes) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(body, bytes):
+            path.write_bytes(body)
+        else:
+            path.write_text(textwrap.dedent(body))
+        return path
+
+    def copy_run(self) -> Path:
+        """A private copy of the shared run, free to damage."""
+        return Path(shutil.copytree(self.run, self.tmp / "run"))
+
+    def train(self, *extra: str, datalist: Path | None = None, out: Path | None = None) -> list[str]:
+        return ["train", "--datalist", str(datalist or self.datalist), "--regime", "basic",
+                "--out", str(out or self.tmp / "new-run"), *TINY, *extra]
+
+    def resume(self, run: Path, *extra: str) -> list[str]:
+        """``train --resume`` with the shared run's own arguments (what a user re-types)."""
+        return self.train("--resume", *extra, out=run)
+
+    def read_only(self, folder: Path) -> Path:
+        """Make ``folder`` unwritable for this process until the test ends (a read-only bind mount as root)."""
+        folder.mkdir(exist_ok=True)
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            self.cleanups.append(lambda: folder.chmod(0o755))
+            return folder
+        mount = ["mount", "--bind", str(folder), str(folder)]
+        if subprocess.run(mount, capture_output=True).returncode != 0:
+            pytest.skip("running as root without mount: cannot make a folder read-only")
+        self.cleanups.append(lambda: subprocess.run(["umount", str(folder)], check=True))
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        return folder
+
+
+@pytest.fixture(scope="module")
+def small_datalist(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The phantom split by patient, cut to a few items per split (cheap to cache and validate)."""
+    folder = tmp_path_factory.mktemp("bad-input-data")
+    assert main(["split", "--data", str(phantom_dir), "--out", str(folder / "full.json")]) == 0
+    full = json.loads((folder / "full.json").read_text())
+    small = {"labels": full["labels"], **{k: full[k][:n] for k, n in SUBSET.items()}}
+    (folder / "datalist.json").write_text(json.dumps(small))
+    return folder / "datalist.json"
+
+
+@pytest.fixture(scope="module")
+def shared_run(small_datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("bad-input-run") / "run"
+    assert main(["train", "--datalist", str(small_datalist), "--regime", "basic", "--out", str(run), *TINY]) == 0
+    return run
+
+
+@pytest.fixture
+def env(phantom_dir, small_datalist, shared_run, tmp_path):
+    environment = Env(phantom_dir, small_datalist, shared_run, tmp_path)
+    yield environment
+    for cleanup in reversed(environment.cleanups):
+        cleanup()
+
+
+# --- builders ------------------------------------------------------------------------------------------------
+
+
+def _touch(marker: Path) -> str:
+    return f"$__import__('os').system('touch {marker}') or 1.0"
+
+
+def evil_regimes(where: str) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        body = {
+            "argument": f'regimes: {{evil: {{random: [{{_target_: RandGaussianNoised, keys: image, prob: "{_touch(env.marker)}"}}]}}}}',
+            "load": f'load: [{{_target_: LoadImaged, keys: image, image_only: "{_touch(env.marker)}"}}]\nregimes: {{evil: {{}}}}',
+            "target": f'regimes: {{evil: {{random: [{{_target_: os.system, command: "touch {env.marker}"}}]}}}}',
+        }[where]
+        return ["regimes", "--regimes-file", str(env.write("evil.yaml", body + "\n")), "--image-size", "32"]
+
+    return build
+
+
+def evil_run(command: str) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        run = env.copy_run()
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["resolved"]["regime"]["load"][0]["image_only"] = _touch(env.marker)
+        (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        image = env.write("x.png", _png())
+        return {"evaluate": ["evaluate", "--run", str(run), "--bootstrap", "10"],
+                "predict": ["predict", "--run", str(run), str(image), "--out", str(env.tmp / "p.csv")],
+                "resume": env.resume(run, "--epochs", "2")}[command]
+
+    return build
+
+
+def damaged_checkpoint(which: str, damage: str) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        run = env.copy_run()
+        folder = run / "checkpoints"
+        path = folder / "best.pt" if which == "best" else next(folder.glob("last_checkpoint_epoch=*.pt"))
+        data = path.read_bytes()
+        path.write_bytes(b"" if damage == "zero" else data[: len(data) // 2])
+        if which == "best":
+            return ["evaluate", "--run", str(run), "--bootstrap", "10"]
+        return env.resume(run, "--epochs", "2")
+
+    return build
+
+
+def held_lock(env: Env) -> list[str]:
+    out = env.tmp / "busy"
+    out.mkdir()
+    lock = RunLock(out / ".lock").__enter__()  # a second open of the file conflicts, even in this process
+    env.cleanups.append(lock.__exit__)
+    return env.train(out=out)
+
+
+def phantom_into_dataset(env: Env) -> list[str]:
+    data = write_nih(env.tmp / "data", [("00000001_000.png", "No Finding", 1, "PA")])
+    return ["phantom", "--out", str(data), "--n", "4", "--size", "32"]
+
+
+def damaged_cache(damage: str) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        run = env.copy_run()
+        for entry in (run / "cache").rglob("*.pt"):  # only the items a run touched are cached
+            entry.write_bytes(b"" if damage == "zero" else entry.read_bytes()[:40])
+        return env.resume(run, "--epochs", "2")
+
+    return build
+
+
+def _png() -> bytes:
+    from io import BytesIO
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+BAD_IMAGES = {"zero": lambda: b"", "truncated": lambda: _png()[:60], "not-image": lambda: b"hello, no picture\n" * 8}
+
+
+def bad_image(kind: str, command: str) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        bad = env.write("bad.png", BAD_IMAGES[kind]())
+        if command == "train":
+            datalist = json.loads(env.datalist.read_text())
+            datalist["training"][3]["image"] = str(bad)
+            # the memory cache decodes every item before the network is built (the disk cache reads lazily)
+            return env.train("--cache", "memory", datalist=env.write("dl.json", json.dumps(datalist)))
+        if command == "evaluate":
+            run = env.copy_run()
+            datalist = json.loads((run / "datalist.json").read_text())
+            datalist["test"][2]["image"] = str(bad)
+            (run / "datalist.json").write_text(json.dumps(datalist))
+            return ["evaluate", "--run", str(run), "--bootstrap", "10"]
+        if command == "predict":
+            return ["predict", "--run", str(env.run), str(bad), "--out", str(env.tmp / "p.csv")]
+        rows = [("00000001_000.png", "No Finding", 1, "PA"), ("00000002_000.png", "Effusion", 2, "PA")]
+        data = write_nih(env.tmp / "data", rows, size=32)
+        shutil.copy(bad, data / "images" / "00000002_000.png")
+        return ["preview", "--data", str(data), "--regime", "basic", "--size", "32", "--n", "2", "--samples", "1",
+                "--out", str(env.tmp / "preview")]
+
+    return build
+
+
+def bad_datalist(damage: str) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        datalist = json.loads(env.datalist.read_text())
+        if damage == "non-utf8":
+            return env.train(datalist=env.write("dl.json", b"\xff\xfe" + json.dumps(datalist).encode()))
+        item = datalist["training"][5]
+        if damage == "no-label":
+            del item["label"]
+        elif damage == "short-label":
+            item["label"] = item["label"][:-1]
+        elif damage == "missing-image":
+            item["image"] = str(env.tmp / "gone.png")
+        else:  # one patient in training and validation
+            datalist["validation"][0]["patient"] = item["patient"]
+        return env.train(datalist=env.write("dl.json", json.dumps(datalist)))
+
+    return build
+
+
+def bad_preset(body: str) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        return ["compare", "--preset", str(env.write("preset.yaml", body)), "--out", str(env.tmp / "cmp")]
+
+    return build
+
+
+def regimes_file(body: str | bytes) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        return ["regimes", "--regimes-file", str(env.write("mine.yaml", body)), "--image-size", "32"]
+
+    return build
+
+
+def read_only(command: str) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        if command == "train":
+            return env.train(out=env.read_only(env.tmp / "ro"))
+        if command == "evaluate":
+            return ["evaluate", "--run", str(env.read_only(env.copy_run())), "--bootstrap", "10"]
+        if command == "predict":
+            image = env.write("x.png", _png())
+            return ["predict", "--run", str(env.run), str(image), "--out", str(env.read_only(env.tmp / "ro") / "p.csv")]
+        return ["split", "--data", str(env.phantom), "--out", str(env.read_only(env.tmp / "ro") / "dl.json")]
+
+    return build
+
+
+def symlink_loop(env: Env) -> list[str]:
+    data = env.tmp / "data"
+    (data / "images").mkdir(parents=True)
+    shutil.copy(env.phantom / "Data_Entry_2017_v2020.csv", data)
+    (data / "images" / "archive").symlink_to(env.phantom / "images")  # a symlinked folder is still followed
+    (data / "images" / "loop").symlink_to(data / "images")
+    return ["split", "--data", str(data), "--out", str(env.tmp / "dl.json")]
+
+
+def nih_csv(edit: str) -> Callable[[Env], list[str]]:
+    def build(env: Env) -> list[str]:
+        rows = [("00000001_000.png", "No Finding", 1, "PA"), ("00000002_000.png", "Effusion", 2, "PA")]
+        if edit == "finding":
+            rows[1] = ("00000002_000.png", "Pneumonitis", 2, "PA")
+        if edit == "view":
+            rows[1] = ("00000002_000.png", "Effusion", 2, "LL")
+        data = write_nih(env.tmp / "data", rows)
+        csv = data / "Data_Entry_2017_v2020.csv"
+        if edit == "missing":
+            csv.unlink()
+        if edit == "header":
+            csv.write_text(csv.read_text().replace("Finding Labels", "Findings", 1))
+        extra = ["--images", str(csv)] if edit == "images" else []
+        return ["split", "--data", str(data), "--out", str(env.tmp / "dl.json"), *extra]
+
+    return build
+
+
+def train_with(*extra: str) -> Callable[[Env], list[str]]:
+    return lambda env: env.train(*extra)
+
+
+def phantom_with(*extra: str) -> Callable[[Env], list[str]]:
+    return lambda env: ["phantom", "--out", str(env.tmp / "ph"), "--n", "4", "--size", "32", *extra]
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+CASES = [
+    # configs are data: code in a regimes file or a run folder never runs
+    pytest.param(evil_regimes("argument"), 2, "--trust-config", id="regimes-file-$-argument"),
+    pytest.param(evil_regimes("load"), 2, "--trust-config", id="regimes-file-$-in-load"),
+    pytest.param(evil_regimes("target"), 2, "--trust-config", id="regimes-file-target-os-system"),
+    pytest.param(evil_run("evaluate"), 2, "--trust-config", id="run-config-code-evaluate"),
+    pytest.param(evil_run("predict"), 2, "--trust-config", id="run-config-code-predict"),
+    pytest.param(evil_run("resume"), 2, "--trust-config", id="run-config-code-resume"),
+    # checkpoints
+    pytest.param(damaged_checkpoint("best", "zero"), 2, "best.pt", id="best-zero-byte"),
+    pytest.param(damaged_checkpoint("best", "truncated"), 2, "best.pt", id="best-truncated"),
+    pytest.param(damaged_checkpoint("last", "zero"), 2, "last_checkpoint_epoch=1.pt", id="last-zero-byte"),
+    pytest.param(damaged_checkpoint("last", "truncated"), 2, "last_checkpoint_epoch=1.pt", id="last-truncated"),
+    pytest.param(held_lock, 2, "another process", id="two-trainings-one-out"),
+    pytest.param(damaged_cache("zero"), 0, "corrupt disk-cache entry", id="disk-cache-zero-byte-repaired"),
+    pytest.param(damaged_cache("truncated"), 0, "corrupt disk-cache entry", id="disk-cache-truncated-repaired"),
+    # images
+    *[pytest.param(bad_image(kind, command), 2, "bad.png" if command != "preview" else "00000002_000.png",
+                   id=f"{kind}-png-{command}")
+      for kind in BAD_IMAGES for command in ("train", "evaluate", "preview", "predict")],
+    # datalists
+    pytest.param(bad_datalist("non-utf8"), 2, "not UTF-8", id="datalist-non-utf8"),
+    pytest.param(bad_datalist("no-label"), 2, "label", id="datalist-item-without-label"),
+    pytest.param(bad_datalist("short-label"), 2, "label", id="datalist-short-label"),
+    pytest.param(bad_datalist("missing-image"), 2, "gone.png", id="datalist-missing-image"),
+    pytest.param(bad_datalist("overlap"), 2, "patient", id="datalist-patient-in-two-splits"),
+    # presets
+    pytest.param(bad_preset("train: {epochs: ten}\n"), 2, "train.epochs", id="preset-epochs-ten"),
+    pytest.param(bad_preset("train: {image_size: '32'}\n"), 2, "train.image_size", id="preset-image-size-string"),
+    pytest.param(bad_preset("train: [1, 2]\n"), 2, "train", id="preset-train-list"),
+    pytest.param(bad_preset("train: {epoch: 1}\n"), 2, "epochs", id="preset-typo-epoch"),
+    # regimes files
+    pytest.param(regimes_file("regime:\n  mine: {}\n"), 2, "'regimes'", id="regimes-file-without-regimes"),
+    pytest.param(regimes_file("regimes:\n  mine: '%regimes#nope'\n"), 2, "macro", id="regimes-file-bad-macro"),
+    pytest.param(regimes_file(bytes(range(256)) * 4), 2, "mine.yaml", id="regimes-file-binary"),
+    pytest.param(train_with("--regime", "nope"), 2, "unknown regime 'nope'", id="unknown-regime"),
+    # command-line values
+    pytest.param(train_with("--lr", "nan"), 2, "--lr", id="lr-nan"),
+    pytest.param(train_with("--workers", "-1"), 2, "--workers", id="workers-negative"),
+    pytest.param(train_with("--seed", "-1"), 2, "--seed", id="seed-negative"),
+    pytest.param(train_with("--early-stop", "-1"), 2, "--early-stop", id="early-stop-negative"),
+    pytest.param(phantom_with("--difficulty", "nan"), 2, "--difficulty", id="phantom-difficulty-nan"),
+    pytest.param(phantom_into_dataset, 2, "--overwrite", id="phantom-into-existing-dataset"),
+    pytest.param(train_with("--lr", "1e6"), 2, "training diverged", id="lr-1e6-diverges"),
+    # permissions and the file system
+    pytest.param(read_only("train"), 2, "cannot write", id="read-only-run-folder-train"),
+    pytest.param(read_only("evaluate"), 2, "cannot write", id="read-only-run-folder-evaluate"),
+    pytest.param(read_only("predict"), 2, "cannot write", id="read-only-predict-out"),
+    pytest.param(read_only("split"), 2, "cannot write", id="unwritable-out"),
+    pytest.param(symlink_loop, 0, "training", id="symlink-loop-under-images"),
+    # the NIH layout
+    pytest.param(nih_csv("missing"), 2, "Data_Entry", id="missing-csv"),
+    pytest.param(nih_csv("header"), 2, "Finding Labels", id="wrong-header"),
+    pytest.param(nih_csv("finding"), 2, "Pneumonitis", id="unknown-finding"),
+    pytest.param(nih_csv("view"), 2, "LL", id="unknown-view"),
+    pytest.param(nih_csv("images"), 2, "--images", id="images-not-a-folder"),
+]
+
+
+@pytest.mark.parametrize(("build", "status", "fragment"), CASES)
+def test_bad_input(build, status, fragment, env, capsys):
+    argv = build(env)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(argv)
+    out, err = capsys.readouterr()
+    said = out + err + "".join(str(w.message) for w in caught)
+    assert "Traceback" not in said
+    assert code == status, said[-2000:]
+    assert not env.marker.exists(), "code from a file ran"
+    if status != 2:
+        assert fragment in said
+        return
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"mai-aug {argv[0]}: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err  # the error is one line, the last one
+    assert fragment in errors[0]
