@@ -50,14 +50,41 @@ def wrapped_message(error: BaseException) -> str | None:
 
 
 class ShortUserErrors(logging.Filter):
-    """Log a user error (a MaiAugError, wrapped or not) as one line without its traceback.
+    """Log a user error (a MaiAugError, wrapped or not) once, as one line without its traceback.
 
-    The command line prints the same message as its last line; other exceptions keep their traceback.
+    MONAI's StatsHandler logs every exception with its traceback, once per engine (the evaluator's error
+    reaches the trainer too): a repeat of a user error already logged through this filter is dropped.
+
+    Args:
+        keep: log user errors (shortened); False drops them, for the terminal, where the command line prints
+            the same message as its last line. Other exceptions keep their traceback either way.
+    """
+
+    def __init__(self, keep: bool = True) -> None:
+        super().__init__()
+        self.keep, self.seen = keep, set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = getattr(record, "user_error", None)  # set when another handler's filter shortened it
+        if message is None:
+            error = record.exc_info[1] if record.exc_info else None
+            message = wrapped_message(error) if error is not None else None
+            if message is None:
+                return True
+            record.msg, record.args, record.exc_info, record.exc_text = f"stopped: {message}", (), None, None
+            record.user_error = message
+        if not self.keep or message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+class EngineTermination(logging.Filter):
+    """Drop ignite's ``Engine run is terminating due to exception: ...`` line (added to an engine's logger).
+
+    The exception is re-raised and reported once by whoever runs the engine (the command line prints a user
+    error as one line, anything else with its traceback); ignite's line only repeats it on stderr.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        message = wrapped_message(error) if error is not None else None
-        if message is not None:
-            record.msg, record.args, record.exc_info, record.exc_text = f"stopped: {message}", (), None, None
-        return True
+        return not record.getMessage().startswith(("Engine run is terminating", "Current run is terminating"))

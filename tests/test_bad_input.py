@@ -9,6 +9,7 @@ Cases that need a trained run share one tiny run (32 px, 1 epoch, 2 steps, worke
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ from mai_aug.cli import main
 from mai_aug.engine.runtime import RunLock
 
 TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0",
-        "--cache", "disk", "--quiet"]
+        "--cache", "disk"]
 SUBSET = {"training": 24, "validation": 8, "test": 8}  # items per split kept from the phantom's datalist
 
 
@@ -360,8 +361,11 @@ CASES = [
 
 
 @pytest.mark.parametrize(("build", "status", "fragment"), CASES)
-def test_bad_input(build, status, fragment, env, capsys):
+def test_bad_input(build, status, fragment, env, capsys, monkeypatch):
     argv = build(env)
+    # logging as in a fresh process: no pytest handler on the root logger, so a library's unhandled records
+    # reach stderr through logging.lastResort, as a user would see them
+    monkeypatch.setattr(logging.root, "handlers", [])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         code = main(argv)
@@ -377,3 +381,5 @@ def test_bad_input(build, status, fragment, env, capsys):
     errors = [line for line in lines if line.startswith(f"mai-aug {argv[0]}: error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], err  # the error is one line, the last one
     assert fragment in errors[0]
+    message = errors[0].split(": error: ", 1)[1]
+    assert [line for line in lines if message[:80] in line] == errors, err  # said once, not echoed by a logger

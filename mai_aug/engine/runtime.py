@@ -52,7 +52,9 @@ class RunLog:
             self.handlers.append(logging.StreamHandler(sys.stderr))
         for h in self.handlers:
             h.setFormatter(fmt)
-            h.addFilter(ShortUserErrors())  # MONAI's StatsHandler logs every exception with its traceback
+            # MONAI's StatsHandler logs every exception with its traceback; on the terminal, the command line's
+            # last line already says a user error, so only train.log keeps it (one line)
+            h.addFilter(ShortUserErrors(keep=isinstance(h, logging.FileHandler)))
             logger.addHandler(h)
         return logger
 

@@ -40,7 +40,7 @@ from mai_aug.engine.runtime import (
     resolve_device,
 )
 from mai_aug.engine.stream import TrainingStream
-from mai_aug.errors import MaiAugError
+from mai_aug.errors import EngineTermination, MaiAugError
 from mai_aug.reports.roc import roc_figure
 from mai_aug.transforms.batched import BatchedStage, choose_stage
 from mai_aug.transforms.regimes import load_regime, stored_regime
@@ -137,9 +137,9 @@ def train(config: TrainConfig) -> dict[str, float]:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {run_dir}: cannot create ({e.strerror})") from None
-    with RunLock(run_dir / ".lock", enabled=ctx.is_main), \
     if ctx.is_main:
         require_writable_folder(run_dir, "--out")  # one line now, not a traceback at the lock file
+    with RunLock(run_dir / ".lock", enabled=ctx.is_main), \
             RunLog(run_dir / "train.log", echo=config.progress, enabled=ctx.is_main):
         result = _train(config, distributed.rank_device(device, ctx), ctx)
     ctx.barrier()
@@ -240,6 +240,8 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
                                 output_transform=lambda out: out["loss"].item()),
     ]
     prepare.attach(trainer)
+    for engine in (trainer, evaluator):  # the error is re-raised and said once by the caller
+        engine.logger.addFilter(EngineTermination())
     losses.attach(trainer, distributed=ctx.enabled)  # before the other handlers, so a NaN stops the epoch before anything is saved
     table = MetricsTable(run_dir / "metrics.csv", names, trainer, losses, optimizer)
     for handler in train_handlers:
