@@ -10,16 +10,16 @@ from monai.transforms import Randomizable
 from torch.utils.data import Dataset
 
 
-def position_seed(seed: int, position: int) -> int:
-    """A 32-bit seed for one sample of the stream."""
-    return int(np.random.SeedSequence([seed, position]).generate_state(1)[0])
+def position_seed(seed: int, rank: int, position: int) -> int:
+    """A 32-bit seed for one sample of one process's stream."""
+    return int(np.random.SeedSequence([seed, rank, position]).generate_state(1)[0])
 
 
 class TrainingStream(Dataset):
     """Every training sample of a run, in order: item ``j`` is sample ``start + j`` of the whole run.
 
-    Sample ``p`` is image ``perm_k[p % n]`` of pass ``k = p // n`` (a permutation seeded by ``(seed, k)``),
-    and the dataset's random transforms are reseeded with ``(seed, p)`` before it is drawn. So the batches of
+    Sample ``p`` is image ``perm_k[p % n]`` of pass ``k = p // n`` (a permutation seeded by ``(seed, rank, k)``),
+    and the dataset's random transforms are reseeded with ``(seed, rank, p)`` before it is drawn. So the batches of
     iteration ``i`` are the same whether the run was interrupted or not, with any number of loader workers,
     and a resumed run only needs its iteration count: no shuffle order or transform random state to pickle.
     (torch's shuffling draws from the global RNG once per pass, and MONAI seeds each worker's transforms
@@ -30,10 +30,11 @@ class TrainingStream(Dataset):
         seed: the run's seed.
         length: samples in the whole run (epochs x steps x batch size).
         start: samples already drawn (iterations done x batch size) when resuming.
+        rank: the process's rank under torchrun (its shard draws its own augmentations).
     """
 
-    def __init__(self, dataset: Dataset, seed: int, length: int, start: int = 0) -> None:
-        self.dataset, self.seed, self.length, self.start = dataset, seed, length, start
+    def __init__(self, dataset: Dataset, seed: int, length: int, start: int = 0, rank: int = 0) -> None:
+        self.dataset, self.seed, self.length, self.start, self.rank = dataset, seed, length, start, rank
         self.n = len(dataset)  # type: ignore[arg-type]
         self._perm: tuple[int, np.ndarray] | None = None
 
@@ -44,12 +45,12 @@ class TrainingStream(Dataset):
         """The dataset index of sample ``position``."""
         k = position // self.n
         if self._perm is None or self._perm[0] != k:
-            self._perm = (k, np.random.default_rng([self.seed, k]).permutation(self.n))
+            self._perm = (k, np.random.default_rng([self.seed, self.rank, k]).permutation(self.n))
         return int(self._perm[1][position % self.n])
 
     def __getitem__(self, j: int) -> Any:
         position = self.start + j
-        seed = position_seed(self.seed, position)
+        seed = position_seed(self.seed, self.rank, position)
         transform = getattr(self.dataset, "transform", None)
         if isinstance(transform, Randomizable):
             transform.set_random_state(seed=seed)

@@ -111,7 +111,8 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
         if diffs:
             raise MaiAugError(f"--resume {run_dir}: the config differs from the run's: {'; '.join(diffs)}")
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(ckpt_dir)
+        for folder in (run_dir, ckpt_dir):
+            remove_temporaries(folder)  # left by a process killed mid-write (we hold the run's lock)
         last = last_checkpoint(ckpt_dir)
         if last is None:
             logger.info("--resume: no checkpoint yet; starting from epoch 1")
@@ -192,7 +193,7 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     resume_state = load_checkpoint(resume_from) if resume_from is not None else None  # one clear error if unreadable
     done = int(resume_state["trainer"]["iteration"]) if resume_state else 0
     stream = TrainingStream(train_ds, config.seed, config.epochs * epoch_length * config.batch_size,
-                            start=done * config.batch_size)  # batches depend on (seed, iteration) alone
+                            start=done * config.batch_size, rank=ctx.rank)  # batches depend on (seed, iteration)
     train_loader = DataLoader(stream, batch_size=config.batch_size, shuffle=False, drop_last=True,
                               num_workers=config.workers, pin_memory=pin, persistent_workers=config.workers > 0)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size * 2, shuffle=False, num_workers=config.workers,
