@@ -258,6 +258,11 @@ def read_only(command: str) -> Callable[[Env], list[str]]:
         if command == "predict":
             image = env.write("x.png", _png())
             return ["predict", "--run", str(env.run), str(image), "--out", str(env.read_only(env.tmp / "ro") / "p.csv")]
+        if command == "preview":
+            return ["preview", "--data", str(env.phantom), "--regime", "basic", "--size", "32", "--n", "1",
+                    "--samples", "1", "--out", str(env.read_only(env.tmp / "ro"))]
+        if command == "compare":
+            return ["compare", "--out", str(env.read_only(env.tmp / "ro")), "--cache-dir", str(env.tmp / "cache")]
         return ["split", "--data", str(env.phantom), "--out", str(env.read_only(env.tmp / "ro") / "dl.json")]
 
     return build
@@ -350,6 +355,8 @@ CASES = [
     pytest.param(read_only("evaluate"), 2, "cannot write", id="read-only-run-folder-evaluate"),
     pytest.param(read_only("predict"), 2, "cannot write", id="read-only-predict-out"),
     pytest.param(read_only("split"), 2, "cannot write", id="unwritable-out"),
+    pytest.param(read_only("preview"), 2, "cannot write", id="read-only-preview-out"),
+    pytest.param(read_only("compare"), 2, "cannot write", id="read-only-compare-out"),
     pytest.param(symlink_loop, 0, "training", id="symlink-loop-under-images"),
     # the NIH layout
     pytest.param(nih_csv("missing"), 2, "Data_Entry", id="missing-csv"),

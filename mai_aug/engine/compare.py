@@ -26,6 +26,7 @@ from mai_aug.engine import distributed
 from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.evaluate import evaluate_run
 from mai_aug.engine.fingerprint import NOT_RESULTS, canonical_sha256, components, read_fingerprint, run_status
+from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.presets import check_preset
 from mai_aug.engine.runtime import resolve_device
 from mai_aug.engine.train import train
@@ -119,6 +120,8 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
+    if main:
+        require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
     datalist, source = _study_datalist(opts, preset, ctx)
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]

@@ -13,6 +13,7 @@ from PIL import Image  # noqa: E402
 
 from mai_aug.data.images import image_problem
 from mai_aug.data.nih import FINDINGS, read_nih  # noqa: E402
+from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.errors import MaiAugError  # noqa: E402
 from mai_aug.reports.images import to_uint8  # noqa: E402
 from mai_aug.transforms.regimes import Regime  # noqa: E402
@@ -37,6 +38,7 @@ def write_preview(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
+    require_writable_folder(out, "--out")
     deterministic, augment = regime.full_transform(train=False), regime.full_transform(train=True)
     augment.set_random_state(seed)
     written, rows = [], []
