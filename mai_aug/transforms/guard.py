@@ -119,8 +119,9 @@ def _find(obj: Any, kind: type, depth: int = 4) -> Iterable[Any]:
     if depth == 0 or not hasattr(obj, "__dict__"):
         return
     for value in vars(obj).values():
-        if type(value).__module__.startswith(("monai.", "mai_aug.")):
-            yield from _find(value, kind, depth - 1)
+        for child in value if isinstance(value, (list, tuple)) else (value,):  # Compose/OneOf hold lists
+            if type(child).__module__.startswith(("monai.", "mai_aug.")):
+                yield from _find(child, kind, depth - 1)
 
 
 def check_deterministic(regime: str, transforms: Sequence[Any]) -> None:

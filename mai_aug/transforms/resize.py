@@ -42,5 +42,7 @@ class SmoothResized(MapTransform):
         if shrunk != source:
             img = Resize(shrunk, mode="area")(img)
         if shrunk != self.spatial_size:
+            low, high = float(img.min()), float(img.max())
             img = Resize(self.spatial_size, mode=self.enlarge_mode, align_corners=False)(img)
+            img = img.clamp(low, high)  # bicubic overshoots at edges; keep the source's range for ScaleIntensityd
         return img
