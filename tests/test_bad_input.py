@@ -315,9 +315,9 @@ CASES = [
     pytest.param(evil_run("predict"), 2, "--trust-config", id="run-config-code-predict"),
     pytest.param(evil_run("resume"), 2, "--trust-config", id="run-config-code-resume"),
     # checkpoints
-    pytest.param(damaged_checkpoint("best", "zero"), 2, "best.pt", id="best-zero-byte"),
+    pytest.param(damaged_checkpoint("best", "zero"), 2, "best.pt: cannot be read, truncated or not a checkpoint (empty", id="best-zero-byte"),
     pytest.param(damaged_checkpoint("best", "truncated"), 2, "best.pt", id="best-truncated"),
-    pytest.param(damaged_checkpoint("last", "zero"), 2, "last_checkpoint_epoch=1.pt", id="last-zero-byte"),
+    pytest.param(damaged_checkpoint("last", "zero"), 2, "epoch=1.pt: cannot be read, truncated or not a checkpoint (empty", id="last-zero-byte"),
     pytest.param(damaged_checkpoint("last", "truncated"), 2, "last_checkpoint_epoch=1.pt", id="last-truncated"),
     pytest.param(held_lock, 2, "another process", id="two-trainings-one-out"),
     pytest.param(damaged_cache("zero"), 0, "corrupt disk-cache entry", id="disk-cache-zero-byte-repaired"),

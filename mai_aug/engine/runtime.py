@@ -105,7 +105,10 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise MaiAugError(f"checkpoint {path}: file not found") from None
     except Exception as e:
-        raise MaiAugError(f"checkpoint {path}: cannot be read, truncated or not a checkpoint ({type(e).__name__}: {e})") from None
+        cause = f"{type(e).__name__}: {e}" if str(e).strip() else type(e).__name__  # EOFError() has no message
+        if Path(path).stat().st_size == 0:
+            cause = "empty file (0 bytes)"
+        raise MaiAugError(f"checkpoint {path}: cannot be read, truncated or not a checkpoint ({cause})") from None
 
 
 def load_model_state(net: torch.nn.Module, state: dict, path: Path) -> None:
