@@ -154,6 +154,15 @@ def damaged_checkpoint(which: str, damage: str) -> Callable[[Env], list[str]]:
     return build
 
 
+def not_a_checkpoint(env: Env) -> list[str]:
+    """A PNG given as --checkpoint: torch's refusal runs to many lines; the error stays one."""
+    return ["evaluate", "--run", str(env.run), "--checkpoint", str(env.write("model.pt", _png())), "--bootstrap", "10"]
+
+
+def invalid_datalist_json(env: Env) -> list[str]:
+    return env.train(datalist=env.write("dl.json", '{"labels": ["Atelectasis"],\n "training": [\n'))
+
+
 def held_lock(env: Env) -> list[str]:
     out = env.tmp / "busy"
     out.mkdir()
@@ -319,6 +328,7 @@ CASES = [
     pytest.param(damaged_checkpoint("best", "truncated"), 2, "best.pt", id="best-truncated"),
     pytest.param(damaged_checkpoint("last", "zero"), 2, "epoch=1.pt: cannot be read, truncated or not a checkpoint (empty", id="last-zero-byte"),
     pytest.param(damaged_checkpoint("last", "truncated"), 2, "last_checkpoint_epoch=1.pt", id="last-truncated"),
+    pytest.param(not_a_checkpoint, 2, "(refused by torch's weights-only loader: ", id="checkpoint-not-a-checkpoint"),
     pytest.param(held_lock, 2, "another process", id="two-trainings-one-out"),
     pytest.param(damaged_cache("zero"), 0, "corrupt disk-cache entry", id="disk-cache-zero-byte-repaired"),
     pytest.param(damaged_cache("truncated"), 0, "corrupt disk-cache entry", id="disk-cache-truncated-repaired"),
@@ -328,6 +338,7 @@ CASES = [
       for kind in BAD_IMAGES for command in ("train", "evaluate", "preview", "predict")],
     # datalists
     pytest.param(bad_datalist("non-utf8"), 2, "not UTF-8", id="datalist-non-utf8"),
+    pytest.param(invalid_datalist_json, 2, "not valid JSON", id="datalist-invalid-json"),
     pytest.param(bad_datalist("no-label"), 2, "label", id="datalist-item-without-label"),
     pytest.param(bad_datalist("short-label"), 2, "label", id="datalist-short-label"),
     pytest.param(bad_datalist("missing-image"), 2, "gone.png", id="datalist-missing-image"),
@@ -337,10 +348,12 @@ CASES = [
     pytest.param(bad_preset("train: {image_size: '32'}\n"), 2, "train.image_size", id="preset-image-size-string"),
     pytest.param(bad_preset("train: [1, 2]\n"), 2, "train", id="preset-train-list"),
     pytest.param(bad_preset("train: {epoch: 1}\n"), 2, "epochs", id="preset-typo-epoch"),
+    pytest.param(bad_preset("train:\n  epochs: [1\n  lr: 2\n"), 2, "preset.yaml", id="preset-invalid-yaml"),
     # regimes files
     pytest.param(regimes_file("regime:\n  mine: {}\n"), 2, "'regimes'", id="regimes-file-without-regimes"),
     pytest.param(regimes_file("regimes:\n  mine: '%regimes#nope'\n"), 2, "macro", id="regimes-file-bad-macro"),
-    pytest.param(regimes_file(bytes(range(256)) * 4), 2, "mine.yaml", id="regimes-file-binary"),
+    pytest.param(regimes_file(bytes(range(256)) * 4), 2, "mine.yaml: not UTF-8 text", id="regimes-file-binary"),
+    pytest.param(regimes_file("regimes:\n  mine: {random: [\n"), 2, "not valid YAML", id="regimes-file-invalid-yaml"),
     pytest.param(train_with("--regime", "nope"), 2, "unknown regime 'nope'", id="unknown-regime"),
     # command-line values
     pytest.param(train_with("--lr", "nan"), 2, "--lr", id="lr-nan"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -106,6 +107,9 @@ def load_checkpoint(path: Path) -> dict:
         raise MaiAugError(f"checkpoint {path}: file not found") from None
     except Exception as e:
         cause = f"{type(e).__name__}: {e}" if str(e).strip() else type(e).__name__  # EOFError() has no message
+        refused = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        if refused:  # torch's page of advice ends in the actual reason (and suggests running the file's code)
+            cause = f"refused by torch's weights-only loader: {refused[1]}"
         if Path(path).stat().st_size == 0:
             cause = "empty file (0 bytes)"
         raise MaiAugError(f"checkpoint {path}: cannot be read, truncated or not a checkpoint ({cause})") from None
