@@ -178,7 +178,7 @@ class CheckpointWriter:
         """``best.pt`` when this validation set a new best (MONAI's evaluator tracks it)."""
         if self.error is None and evaluator.state.best_metric_epoch == self.trainer.state.epoch:
             self._save({"model": self.net.state_dict(), "metric": float(evaluator.state.best_metric),
-                        "epoch": int(evaluator.state.best_metric_epoch)}, self.folder / BEST_NAME, "")
+                        "epoch": int(evaluator.state.best_metric_epoch)}, self.folder / BEST_NAME, self._resume_note())
 
     def save_last(self, trainer: Engine) -> None:
         self._save_last(checkpoint_name(trainer.state.epoch))
@@ -191,12 +191,15 @@ class CheckpointWriter:
     def _save_last(self, name: str) -> None:
         if self.error is not None:
             return  # a failed write stopped the run; the previous checkpoint stays the newest
-        path, previous = self.folder / name, last_checkpoint(self.folder)
-        note = f"; --resume continues from {previous.name}" if previous else "; no checkpoint was written yet"
-        if self._save(self.state_dict(), path, note):
+        path = self.folder / name
+        if self._save(self.state_dict(), path, self._resume_note()):
             for old in last_checkpoints(self.folder):
                 if old != path:
                     old.unlink(missing_ok=True)
+
+    def _resume_note(self) -> str:
+        previous = last_checkpoint(self.folder)
+        return f"; --resume continues from {previous.name}" if previous else "; no checkpoint was written yet"
 
     def _save(self, obj: Any, path: Path, note: str) -> bool:
         try:
