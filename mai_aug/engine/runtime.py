@@ -106,7 +106,8 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError:
         raise MaiAugError(f"checkpoint {path}: file not found") from None
     except Exception as e:
-        cause = f"{type(e).__name__}: {e}" if str(e).strip() else type(e).__name__  # EOFError() has no message
+        first = re.split(r"(?<=\.)\s", str(e).strip(), maxsplit=1)[0]  # torch's first sentence, not its advice
+        cause = f"{type(e).__name__}: {first}" if first else type(e).__name__  # EOFError() has no message
         refused = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
         if refused:  # torch's page of advice ends in the actual reason (and suggests running the file's code)
             cause = f"refused by torch's weights-only loader: {refused[1]}"

@@ -70,9 +70,27 @@ def _parser(config: dict) -> ConfigParser:
     parser = ConfigParser(copy.deepcopy(config))
     try:
         parser.resolve_macro_and_relative_ids()
-    except (KeyError, ValueError) as e:
-        raise MaiAugError(f"regimes: cannot resolve a macro ({e})") from None
+    except (KeyError, ValueError, IndexError, TypeError) as e:
+        where, macro = _unresolved_macro(config, parser) or ("regimes", "a '%' macro")
+        raise MaiAugError(f"{where}: cannot resolve {macro} (it points at nothing: {e}); "
+                          f"macros look like '%regimes#complex#random'") from None
     return parser
+
+
+def _unresolved_macro(node: Any, parser: ConfigParser, where: str = "") -> tuple[str, str] | None:
+    """The first ``%`` macro in ``node`` whose target is missing, with its place (``regimes.mine.random``)."""
+    if isinstance(node, str) and node.startswith("%"):
+        try:
+            parser[node[1:]]
+        except (KeyError, ValueError, IndexError, TypeError):
+            return where, repr(node)
+        return None
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        found = _unresolved_macro(child, parser, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
 
 
 def expanded_regimes(config: dict) -> dict[str, dict]:
