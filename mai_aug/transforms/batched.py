@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.layers import AffineTransform
+import torch.nn.functional as F
+from monai.networks.utils import to_norm_affine
 from monai.transforms import NormalizeIntensityd, RandAdjustContrastd, RandGaussianNoised
 
 from mai_aug.errors import MaiAugError
@@ -34,6 +35,23 @@ PADDING = {"zeros": "zeros", "border": "border", "reflection": "reflection", "ed
            "replicate": "border", "constant": "zeros", "symmetric": "reflection"}
 GRID_MODES = ("bilinear", "nearest", "bicubic")
 SEED_TAG = 0xA5  # keeps the stage's seeds apart from the loader's per-sample seeds
+
+
+def affine_grid_2d(theta: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, H, W), align_corners=False)`` for 2-D.
+
+    Hand-written because torch's affine_grid multiplies a ``(H * W, 3)`` base grid by each matrix; each grid
+    coordinate is a column term plus a row term, so one broadcast sum per coordinate does: on one CPU thread at
+    320 px, batch 8, 8.4 ms for torch's against about 2 ms here (same values to 2e-7).
+    """
+    h, w = shape
+    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1
+    grid = torch.empty(len(theta), h, w, 2, device=theta.device, dtype=theta.dtype)
+    for k in range(2):
+        row = theta[:, k, 1, None] * ys + theta[:, k, 2, None]
+        torch.add(row[:, :, None], (theta[:, k, 0, None] * xs)[:, None, :], out=grid[..., k])
+    return grid
 
 
 def stage_seed(seed: int, epoch: int, iteration: int, rank: int = 0) -> int:
@@ -67,9 +85,10 @@ class Resample:
             det = float(torch.linalg.det(theta[bad][0, :2, :2]))
             raise MaiAugError(f"batched augmentation ({' + '.join(self.names)}): a drawn matrix has a negative "
                               f"determinant ({det:.3f}), i.e. it mirrors the image: {SITUS_INVERSUS}")
-        xform = AffineTransform(normalized=False, mode=self.mode, padding_mode=self.padding, align_corners=False,
-                                reverse_indexing=True)
-        return xform(images, theta.to(images.device, images.dtype), spatial_size=shape)
+        # MONAI's AffineTransform(normalized=False, reverse_indexing=True) steps, with a faster grid on CPU
+        norm = to_norm_affine(theta, shape, shape, align_corners=False)[:, [1, 0, 2]][:, :, [1, 0, 2]]
+        grid = affine_grid_2d(norm.to(images.device, images.dtype), shape)
+        return F.grid_sample(images, grid, mode=self.mode, padding_mode=self.padding, align_corners=False)
 
 
 @dataclass
@@ -80,8 +99,10 @@ class Normalize:
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator, noise_gen: torch.Generator) -> torch.Tensor:
         dims = (-2, -1) if self.channel_wise else (-3, -2, -1)
-        std, mean = torch.std_mean(images, dim=dims, keepdim=True, unbiased=False)
-        return (images - mean) / torch.where(std == 0, torch.ones_like(std), std)  # MONAI divides by 1 when std is 0
+        # two passes (mean, then the centred squares) instead of torch.std_mean: 4.5 ms -> 0.5 ms on CPU at 320 px
+        centred = images - images.mean(dim=dims, keepdim=True)
+        std = centred.square().mean(dim=dims, keepdim=True).sqrt_()
+        return centred.div_(std.masked_fill_(std == 0, 1.0))  # MONAI divides by 1 when std is 0
 
 
 @dataclass
@@ -144,7 +165,7 @@ class BatchedStage:
     def __call__(self, images: torch.Tensor, epoch: int, iteration: int) -> torch.Tensor:
         """Augment one batch ``(B, C, H, W)`` of uint8 images (0..255) drawn at ``(epoch, iteration)``."""
         self.calls += 1
-        x = images.float() / 255.0  # ScaleIntensityRanged(0..255 -> 0..1), as the loader path's head
+        x = images.div(255.0)  # uint8 -> float32 in one pass, as the loader path's ScaleIntensityRanged
         seed = stage_seed(self.seed, epoch, iteration, self.rank)
         gen = torch.Generator().manual_seed(seed)
         noise_gen = torch.Generator(device=x.device).manual_seed(seed)
