@@ -225,6 +225,13 @@ def bad_image(kind: str, command: str) -> Callable[[Env], list[str]]:
     return build
 
 
+def bad_image_in_worker(env: Env) -> list[str]:
+    """A bad validation image met inside a DataLoader worker process (the error arrives as traceback text)."""
+    datalist = json.loads(env.datalist.read_text())
+    datalist["validation"][1]["image"] = str(env.write("bad.png", BAD_IMAGES["truncated"]()))
+    return env.train("--workers", "1", datalist=env.write("dl.json", json.dumps(datalist)))
+
+
 def bad_datalist(damage: str) -> Callable[[Env], list[str]]:
     def build(env: Env) -> list[str]:
         datalist = json.loads(env.datalist.read_text())
@@ -336,6 +343,7 @@ CASES = [
     *[pytest.param(bad_image(kind, command), 2, "bad.png" if command != "preview" else "00000002_000.png",
                    id=f"{kind}-png-{command}")
       for kind in BAD_IMAGES for command in ("train", "evaluate", "preview", "predict")],
+    pytest.param(bad_image_in_worker, 2, "bad.png: cannot decode image", id="truncated-png-in-loader-worker"),
     # datalists
     pytest.param(bad_datalist("non-utf8"), 2, "not UTF-8", id="datalist-non-utf8"),
     pytest.param(invalid_datalist_json, 2, "not valid JSON", id="datalist-invalid-json"),
