@@ -134,3 +134,12 @@ def test_auc_table_ci_brackets_point_estimate_and_macro_is_over_scored_findings(
     assert np.isfinite(table.loc["D", "auc"]) and np.isnan(table.loc["D", "ci_low"])
     assert table.loc["D", "positive_patients"] == 2 and not table.loc["D", "scored"]
     assert table.loc["macro", "auc"] == pytest.approx(table.loc[["A", "B"], "auc"].mean())
+
+
+def test_auc_table_without_any_scored_finding_has_aucs_but_no_intervals():
+    """A small split where no finding has 5 positive patients: AUCs, no intervals, no crash."""
+    labels = np.array([[1, 0], [0, 1], [0, 0], [1, 1], [0, 0], [0, 0]])
+    scores = np.linspace(0.1, 0.9, 12).reshape(6, 2)
+    table = auc_table(labels, scores, np.arange(6), ["A", "B"], n_boot=20).set_index("finding")
+    assert np.isfinite(table.loc["A", "auc"]) and table[["ci_low", "ci_high"]].isna().all().all()
+    assert not table["scored"].any()

@@ -107,6 +107,8 @@ def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) ->
 
 def bootstrap_aucs(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """(b, findings) AUC of every finding when sample ``i`` weighs ``counts[b, groups[i]]`` in resample ``b``."""
+    if labels.shape[1] == 0:  # no scored finding (a small split): nothing to resample
+        return np.empty((len(counts), 0))
     return np.stack([grouped_auc(scores[:, j], labels[:, j], groups, counts) for j in range(labels.shape[1])], axis=1)
 
 
