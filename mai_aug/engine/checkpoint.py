@@ -206,7 +206,7 @@ class CheckpointWriter:
             save_atomic(obj, path)
         except MaiAugError as e:
             self.error = MaiAugError(f"{e}{note}")
-            logger.error(str(self.error))
+            logger.error(str(self.error), exc_info=self.error)  # ShortUserErrors: once in train.log, not twice on screen
             self.trainer.terminate()
             return False
         return True
