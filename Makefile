@@ -28,7 +28,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check mai_aug workflows tests benchmarks docs
 
 test: lint
-	$(BIN)/python -m pytest -q
+	@# One worker per core; whole files per worker, so module fixtures (one trained run, one comparison) are built once.
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/split_speed.py

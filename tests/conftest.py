@@ -13,6 +13,12 @@ from mai_aug.data.nih import HEADER
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one intra-op thread per worker, or N workers fight over cores
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # the same in the subprocesses a test starts (exact-resume tests compare them)
+    torch.set_num_threads(1)
+
 
 def write_nih(
     root: Path,
