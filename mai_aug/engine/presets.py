@@ -23,7 +23,7 @@ DATA_KEYS: dict[str, Any] = {"split": str, "val_frac": float, "test_frac": float
 NOT_IN_PRESET = {"out", "regime", "data", "datalist", "csv", "images", "resume", "progress", "tensorboard_dir", "hparams",
                  "regimes_file", "device"}
 CHOICES = {"split": ("patient", "official"), "cache": ("memory", "disk", "none"), "test_shift": ("none", "site"),
-           "in_channels": (1, 3)}
+           "in_channels": (1, 3), "augment_on": ("auto", "loader", "device")}
 
 
 def _at_least(low: float, strict: bool = False) -> Callable[[float], bool]:
