@@ -20,9 +20,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mai-aug compare --out $(OUT)
 
-# Regenerate README's demo results (tables, sentences, figure) from the current code: `make demo` + docs/readme_results.py.
-readme-results: demo
-	$(BIN)/python docs/readme_results.py $(OUT)
+# Regenerate README's demo results (tables, sentences, figure) from the current code: the demo + docs/readme_results.py.
+# A fresh folder, so no run made by older code is reused.
+README_OUT ?= runs/readme
+readme-results: $(STAMP)
+	rm -rf $(README_OUT)
+	$(BIN)/mai-aug compare --out $(README_OUT)
+	$(BIN)/python docs/readme_results.py $(README_OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mai_aug workflows tests benchmarks docs
@@ -34,6 +38,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/split_speed.py
 	$(BIN)/python benchmarks/phantom_speed.py
+	$(BIN)/python benchmarks/bootstrap_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
