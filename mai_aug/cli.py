@@ -45,6 +45,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bootstrap(text: str) -> int:
+    """Bootstrap resamples: at least ``MIN_BOOTSTRAP`` (with one, every interval is a point and every difference a star)."""
+    from mai_aug.reports.auc import MIN_BOOTSTRAP  # here: the CLI imports nothing heavy before a command runs
+
+    value = _int(text)
+    if value < MIN_BOOTSTRAP:
+        raise argparse.ArgumentTypeError(f"{text} is below {MIN_BOOTSTRAP} (too few resamples for an interval)")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -301,7 +311,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="AUC with patient-bootstrap CIs, ROC figure and predictions of a run")
     _add_run_args(p)
     p.add_argument("--split", default="test", choices=["test", "validation"])
-    p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples of patients")
+    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -348,7 +358,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--cache-dir", type=Path, help="where the phantom is generated once (default: ~/.cache/mai_aug)")
-    p.add_argument("--bootstrap", type=_positive_int, help="bootstrap resamples (default: the preset's)")
+    p.add_argument("--bootstrap", type=_bootstrap, help="bootstrap resamples (default: the preset's)")
     for name, kind in (("image-size", _image_size), ("batch-size", _positive_int), ("epochs", _positive_int),
                        ("steps-per-epoch", _positive_int), ("lr", _positive_float), ("workers", _non_negative_int)):
         p.add_argument(f"--{name}", type=kind, help="overrides the preset")

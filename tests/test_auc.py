@@ -143,3 +143,20 @@ def test_auc_table_without_any_scored_finding_has_aucs_but_no_intervals():
     table = auc_table(labels, scores, np.arange(6), ["A", "B"], n_boot=20).set_index("finding")
     assert np.isfinite(table.loc["A", "auc"]) and table[["ci_low", "ci_high"]].isna().all().all()
     assert not table["scored"].any()
+
+
+def test_evaluate_and_compare_give_one_seed_the_same_symmetric_interval():
+    """eval/test_auc.csv and a one-seed comparison's auc_by_regime.csv: one construction, the same numbers."""
+    from mai_aug.reports.compare import score_regimes, summary_table
+
+    rng = np.random.default_rng(4)
+    patients = np.arange(200) // 2
+    labels = (rng.random((200, 3)) < 0.3).astype(int)
+    scores = labels + rng.normal(0, 1.0, labels.shape)
+    names = ["A", "B", "C"]
+    table = auc_table(labels, scores, patients, names, n_boot=300).set_index("finding")
+    summary = summary_table(score_regimes(labels, patients, {"none": [scores]}, n_boot=300), names).set_index("finding")
+    for f in ("macro", *names):
+        assert table.loc[f, ["ci_low", "ci_high"]].tolist() == pytest.approx(summary.loc[f, ["ci_low", "ci_high"]].tolist())
+        half = table.loc[f, "ci_high"] - table.loc[f, "auc"]
+        assert half > 0 and table.loc[f, "auc"] - table.loc[f, "ci_low"] == pytest.approx(half)  # symmetric, not percentile

@@ -133,7 +133,7 @@ def evil_run(command: str) -> Callable[[Env], list[str]]:
         config["resolved"]["regime"]["load"][0]["image_only"] = _touch(env.marker)
         (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         image = env.write("x.png", _png())
-        return {"evaluate": ["evaluate", "--run", str(run), "--bootstrap", "10"],
+        return {"evaluate": ["evaluate", "--run", str(run), "--bootstrap", "200"],
                 "predict": ["predict", "--run", str(run), str(image), "--out", str(env.tmp / "p.csv")],
                 "resume": env.resume(run, "--epochs", "2")}[command]
 
@@ -148,7 +148,7 @@ def damaged_checkpoint(which: str, damage: str) -> Callable[[Env], list[str]]:
         data = path.read_bytes()
         path.write_bytes(b"" if damage == "zero" else data[: len(data) // 2])
         if which == "best":
-            return ["evaluate", "--run", str(run), "--bootstrap", "10"]
+            return ["evaluate", "--run", str(run), "--bootstrap", "200"]
         return env.resume(run, "--epochs", "2")
 
     return build
@@ -156,7 +156,7 @@ def damaged_checkpoint(which: str, damage: str) -> Callable[[Env], list[str]]:
 
 def not_a_checkpoint(env: Env) -> list[str]:
     """A PNG given as --checkpoint: torch's refusal runs to many lines; the error stays one."""
-    return ["evaluate", "--run", str(env.run), "--checkpoint", str(env.write("model.pt", _png())), "--bootstrap", "10"]
+    return ["evaluate", "--run", str(env.run), "--checkpoint", str(env.write("model.pt", _png())), "--bootstrap", "200"]
 
 
 def invalid_datalist_json(env: Env) -> list[str]:
@@ -213,7 +213,7 @@ def bad_image(kind: str, command: str) -> Callable[[Env], list[str]]:
             datalist = json.loads((run / "datalist.json").read_text())
             datalist["test"][2]["image"] = str(bad)
             (run / "datalist.json").write_text(json.dumps(datalist))
-            return ["evaluate", "--run", str(run), "--bootstrap", "10"]
+            return ["evaluate", "--run", str(run), "--bootstrap", "200"]
         if command == "predict":
             return ["predict", "--run", str(env.run), str(bad), "--out", str(env.tmp / "p.csv")]
         rows = [("00000001_000.png", "No Finding", 1, "PA"), ("00000002_000.png", "Effusion", 2, "PA")]
@@ -270,7 +270,7 @@ def read_only(command: str) -> Callable[[Env], list[str]]:
         if command == "train":
             return env.train(out=env.read_only(env.tmp / "ro"))
         if command == "evaluate":
-            return ["evaluate", "--run", str(env.read_only(env.copy_run())), "--bootstrap", "10"]
+            return ["evaluate", "--run", str(env.read_only(env.copy_run())), "--bootstrap", "200"]
         if command == "predict":
             image = env.write("x.png", _png())
             return ["predict", "--run", str(env.run), str(image), "--out", str(env.read_only(env.tmp / "ro") / "p.csv")]

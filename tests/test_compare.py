@@ -93,7 +93,7 @@ def test_paired_ci_detects_a_real_difference():
 
 def test_rerun_skips_finished_runs(comparison, phantom_dir, capsys):
     argv = ["compare", "--data", str(phantom_dir), "--regimes", "none", "--image-size", "32", "--epochs", "1",
-            "--steps-per-epoch", "3", "--workers", "0", "--bootstrap", "50", "--quiet", "--out", str(comparison)]
+            "--steps-per-epoch", "3", "--workers", "0", "--bootstrap", "200", "--quiet", "--out", str(comparison)]
     fingerprint = (comparison / "none" / "seed-0" / "fingerprint.json").read_text()
     start = time.monotonic()
     assert main(argv) == 0
@@ -171,7 +171,7 @@ def test_default_data_is_the_cached_phantom_with_a_preset_file(tmp_path, capsys)
         "data: {split: patient, val_frac: 0.15, test_frac: 0.25, seed: 0}\n"
         "regimes: [none]\n"
         "train: {image_size: 32, batch_size: 8, epochs: 1, steps_per_epoch: 2, lr: 1.0e-3, workers: 0, cache: disk}\n"
-        "bootstrap: 50\n"
+        "bootstrap: 200\n"
     )
     cache = tmp_path / "cache"
     for out in ("a", "b"):

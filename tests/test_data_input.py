@@ -175,7 +175,7 @@ def test_evaluate_and_predict_name_the_file_and_cause(nih, tmp_path, capsys):
                  "--steps-per-epoch", "1", "--batch-size", "2", "--workers", "0", "--cache", "none", "--quiet"]) == 0
     test_image = json.loads((run / "datalist.json").read_text())["test"][0]["image"]
     bad = corrupt(test_image, "truncated")
-    assert f"{bad}: cannot decode image" in run_bad(["evaluate", "--run", str(run), "--bootstrap", "5"], capsys)
+    assert f"{bad}: cannot decode image" in run_bad(["evaluate", "--run", str(run), "--bootstrap", "200"], capsys)
     err = run_bad(["predict", "--run", str(run), str(bad), "--out", str(tmp_path / "p.csv")], capsys)
     assert f"{bad}: cannot decode image" in err
 

@@ -43,7 +43,7 @@ def test_torchrun_matches_single_process_evaluation(phantom_dir, tmp_path):
     logged = pd.read_csv(run / "metrics.csv")
     assert logged["epoch"].tolist() == [1, 2]
     # The AUCs logged over the gathered shards equal a single-process evaluation of the same checkpoint.
-    assert main(["evaluate", "--run", str(run), "--split", "validation", "--checkpoint", "last", "--bootstrap", "20"]) == 0
+    assert main(["evaluate", "--run", str(run), "--split", "validation", "--checkpoint", "last", "--bootstrap", "200"]) == 0
     single = pd.read_csv(run / "eval" / "validation_auc.csv").set_index("finding")["auc"]
     last = logged.iloc[-1]
     for finding in FINDINGS:

@@ -28,7 +28,7 @@ def test_shipped_presets_pass(name):
     ("data: {test_frac: 1.5}", "data.test_frac: 1.5 must be in [0, 1)"),
     ("phantom: {n: 0}", "phantom.n: 0 must be at least 1"),
     ("regimes: none", "regimes: expected a list of strings"),
-    ("bootstrap: 0", "bootstrap: 0 must be at least 1"),
+    ("bootstrap: 199", "bootstrap: 199 must be at least 200"),
     ("- just\n- a list", "expected a mapping"),
 ])
 def test_bad_preset_is_one_line(tmp_path, capsys, body, fragment):

@@ -14,7 +14,7 @@ from mai_aug.data.prepare import datalist_from_options
 from mai_aug.engine.config import TrainConfig
 from mai_aug.engine.fingerprint import canonical_sha256, components, differences, run_status, write_fingerprint
 
-TINY = ["--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--bootstrap", "50", "--quiet"]
+TINY = ["--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--bootstrap", "200", "--quiet"]
 
 
 def compare(data: Path, out: Path, *extra: str, regimes: tuple[str, ...] = ("none",), size: str = "32",

@@ -136,3 +136,15 @@ def test_null_case_negligible_noise_over_two_seeds_gives_no_star(null_study):
     assert (noise["seeds"] == 2).all() and noise.loc["macro", "auc_sd_over_seeds"] > 0
     md = (null_study / "summary.md").read_text()
     assert "seed variance is included" in md.replace("**", "") and "3 to 5 seeds are advised" in md
+
+
+def test_too_few_resamples_give_no_interval_and_no_star(capsys):
+    rng = np.random.default_rng(5)
+    labels, patients, preds = simulated_study(rng, effect=2.0, seeds=2, patients=60)
+    summary = summary_table(score_regimes(labels, patients, preds, n_boot=1), ["A", "B"], baseline="none")
+    new = summary[summary["regime"] == "new"]
+    assert (new["diff_vs_none"].abs() > 0).all() and not new["ci_excludes_0"].any()
+    for command in (["evaluate", "--run", "r"], ["compare", "--data", "d"]):
+        assert main([*command, "--bootstrap", "199"]) == 2
+        err = capsys.readouterr().err
+        assert "--bootstrap: 199 is below 200" in err and len(err.strip().splitlines()) == 1

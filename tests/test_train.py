@@ -128,7 +128,7 @@ def test_killed_run_resumes_and_completes(datalist, tmp_path):
 
 
 def test_evaluate_and_predict(trained_run, phantom_dir, tmp_path, capsys):
-    assert main(["evaluate", "--run", str(trained_run), "--bootstrap", "100"]) == 0
+    assert main(["evaluate", "--run", str(trained_run), "--bootstrap", "200"]) == 0
     table = pd.read_csv(trained_run / "eval" / "test_auc.csv")
     assert table["finding"].tolist() == [*FINDINGS, "macro"]
     ok = table["ci_low"].notna()  # findings with too few positive patients get no interval

@@ -128,7 +128,7 @@ def user_run(phantom_dir, tmp_path_factory) -> tuple[Path, Path, list[str]]:
 
 
 def evaluate(run: Path, *extra: str) -> pd.DataFrame:
-    assert main(["evaluate", "--run", str(run), "--split", "validation", "--bootstrap", "10", *extra]) == 0
+    assert main(["evaluate", "--run", str(run), "--split", "validation", "--bootstrap", "200", *extra]) == 0
     return pd.read_csv(run / "eval" / "validation_predictions.csv")
 
 

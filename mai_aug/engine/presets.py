@@ -16,6 +16,7 @@ from typing import Any
 from mai_aug.data.phantom import PhantomSpec
 from mai_aug.engine.config import TrainConfig
 from mai_aug.errors import MaiAugError
+from mai_aug.reports.auc import MIN_BOOTSTRAP
 
 SECTIONS = ("description", "phantom", "data", "regimes", "train", "bootstrap")
 DATA_KEYS: dict[str, Any] = {"split": str, "val_frac": float, "test_frac": float, "seed": int, "images": str}
@@ -38,7 +39,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "early_stop": (_at_least(0), "at least 0"), "n": (_at_least(1), "at least 1"),
     "images_per_patient": (_at_least(1), "at least 1"), "difficulty": (_at_least(0, True), "above 0"),
     "val_frac": (lambda v: 0 <= v < 1, "in [0, 1)"), "test_frac": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "bootstrap": (_at_least(1), "at least 1"),
+    "bootstrap": (_at_least(MIN_BOOTSTRAP), f"at least {MIN_BOOTSTRAP}"),
 }
 
 

@@ -12,6 +12,9 @@ from scipy import sparse, stats
 #: A finding is *scored* (gets intervals and may get a star) with at least this many distinct test patients with a
 #: positive image, and as many with a negative image: with fewer, patient resampling cannot show the uncertainty.
 MIN_POSITIVE_PATIENTS = 5
+#: Fewest bootstrap resamples a command accepts: with fewer the SD of the resamples (every interval's width) is too
+#: noisy, and with one it is 0, which would star every non-zero difference.
+MIN_BOOTSTRAP = 200
 #: Bootstrap resamples processed at once: bounds memory at full-dataset scale (about 50 MB per array at 25k images).
 CHUNK = 256
 
@@ -154,11 +157,31 @@ def scored_masks(labels: np.ndarray, inverse: np.ndarray, scored: np.ndarray) ->
     return masks
 
 
+def bootstrap_sd(deviations: np.ndarray) -> np.ndarray:
+    """Per column: the SD (ddof 1) of bootstrap resamples or deviations; 0 with fewer than two resamples."""
+    deviations = np.asarray(deviations, dtype=float)
+    return deviations.std(0, ddof=1) if len(deviations) > 1 else np.zeros(deviations.shape[1:])
+
+
+def sd_interval(point: np.ndarray, se: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric interval ``point +/- z * se`` clipped to [0, 1], z the normal quantile of the two-sided ``level``.
+
+    The one construction of every AUC interval (``evaluate``'s and ``compare``'s), so a run's eval/test_auc.csv and a
+    one-seed comparison's auc_by_regime.csv agree; symmetric because the seed part of ``compare``'s standard error
+    is widened for intervals of this form (see ``compare.seed_scale``).
+    """
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    point, se = np.asarray(point, dtype=float), np.asarray(se, dtype=float)
+    return np.clip(point - z * se, 0.0, 1.0), np.clip(point + z * se, 0.0, 1.0)
+
+
 def auc_table(
     labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, names: Sequence[str],
     n_boot: int = 1000, seed: int = 0, level: float = 0.95,
 ) -> pd.DataFrame:
     """Per finding: AUC, bootstrap CI over patients, positives, negatives, positive patients; plus a ``macro`` row.
+
+    The CI is ``sd_interval``: AUC +/- z x the SD of the patient resamples, as in ``compare``'s tables.
 
     Only scored findings (``MIN_POSITIVE_PATIENTS``) get an interval, and the macro mean is over that fixed set, in
     the point estimate and in every resample.
@@ -172,7 +195,7 @@ def auc_table(
     boot[:, scored] = bootstrap_aucs(labels[:, scored], scores[:, scored], counts, inverse)
     boot = np.column_stack([boot[:, scored].mean(1) if scored.any() else boot[:, 0], boot])
     point = np.concatenate([[aucs[scored].mean() if scored.any() else np.nan], aucs])
-    low, high = np.quantile(boot, [(1 - level) / 2, 1 - (1 - level) / 2], axis=0)
+    low, high = sd_interval(point, bootstrap_sd(boot), level)
     n_pos = np.concatenate([[labels.sum()], labels.sum(0)])
     table = pd.DataFrame({
         "finding": ["macro", *names], "auc": point, "ci_low": low, "ci_high": high,

@@ -25,11 +25,13 @@ from scipy import stats  # noqa: E402
 
 from mai_aug.reports.auc import (  # noqa: E402
     bootstrap_aucs,
+    bootstrap_sd,
     patient_counts,
     per_finding_auc,
     positive_patients,
     scored_findings,
     scored_masks,
+    sd_interval,
 )
 
 
@@ -110,9 +112,7 @@ def regime_deviations(scores: StudyScores, regime: str) -> tuple[np.ndarray, np.
 
 def standard_errors(patient_part: np.ndarray, seed_part: np.ndarray, k: int, c: float) -> np.ndarray:
     """Per column: sqrt(SD(patient part)^2 + (kappa SD(seed part))^2), kappa from ``seed_scale(k, c)``."""
-    if len(patient_part) < 2:
-        return np.zeros(patient_part.shape[1])
-    return np.hypot(patient_part.std(0, ddof=1), seed_scale(k, c) * seed_part.std(0, ddof=1))
+    return np.hypot(bootstrap_sd(patient_part), seed_scale(k, c) * bootstrap_sd(seed_part))
 
 
 def simultaneous_intervals(diff: np.ndarray, patient_part: np.ndarray, seed_part: np.ndarray, k: int,
@@ -149,13 +149,11 @@ def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | Non
     base = regime_deviations(scores, baseline) if baseline in scores.point else None
     for regime in scores.point:
         value, patient_part, seed_part = regime_deviations(scores, regime)
-        se = standard_errors(patient_part, seed_part, scores.seeds, z)
+        low, high = sd_interval(value, standard_errors(patient_part, seed_part, scores.seeds, z), level)
         per_seed = scored_macro(scores.point[regime], scores.scored)
         for j, finding in enumerate(findings):
             row = {"regime": regime, "finding": finding, "auc": value[j],
-                   # symmetric intervals from the bootstrap SD: the seed part's kappa is calibrated for them
-                   "ci_low": max(value[j] - z * se[j], 0.0) if ok[j] else np.nan,
-                   "ci_high": min(value[j] + z * se[j], 1.0) if ok[j] else np.nan,
+                   "ci_low": low[j] if ok[j] else np.nan, "ci_high": high[j] if ok[j] else np.nan,
                    "positive_patients": scores.positive_patients[j - 1] if j else np.nan,
                    "scored": bool(ok[j]), "seeds": scores.seeds,
                    "auc_sd_over_seeds": np.std(per_seed[:, j], ddof=1) if scores.seeds > 1 else np.nan}
@@ -175,7 +173,8 @@ def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | Non
         low, high, c = simultaneous_intervals(diff, np.stack(patient_parts, axis=1), np.stack(seed_parts, axis=1),
                                               scores.seeds, level)
         table.loc[list(idx), ["diff_ci_low", "diff_ci_high"]] = np.column_stack([low, high]).clip(-1.0, 1.0)
-        table.loc[list(idx), "ci_excludes_0"] = (low > 0) | (high < 0)
+        se_positive = high > low  # no star without an interval (se = 0: one resample, identical predictions)
+        table.loc[list(idx), "ci_excludes_0"] = ((low > 0) | (high < 0)) & se_positive
         table["simultaneous_c"], table["family_size"] = c, len(family)
     for column in ("positive_patients", "findings_scored", "findings_above_0.5"):
         table[column] = table[column].astype("Int64")  # counts stay integers next to the macro row's blanks
