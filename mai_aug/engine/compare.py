@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -23,12 +24,20 @@ from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
 from mai_aug.data.prepare import split_data
 from mai_aug.data.split import load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
+from mai_aug.engine.checkpoint import BEST_NAME
 from mai_aug.engine.config import TrainConfig, read_config
-from mai_aug.engine.evaluate import evaluate_run
-from mai_aug.engine.fingerprint import NOT_RESULTS, canonical_sha256, components, read_fingerprint, run_status
+from mai_aug.engine.evaluate import evaluate_run, evaluated_with
+from mai_aug.engine.fingerprint import (
+    NOT_RESULTS,
+    canonical_sha256,
+    components,
+    read_fingerprint,
+    resolved_settings,
+    run_status,
+)
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.presets import check_preset
-from mai_aug.engine.runtime import resolve_device
+from mai_aug.engine.runtime import RunLock, resolve_device
 from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.study import write_report
@@ -205,8 +214,9 @@ def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: Co
     """What becomes of each planned run folder, and which folders in ``out`` are stale; refuses stale ones.
 
     A run folder is reused (skipped when finished, resumed when interrupted) only where its ``fingerprint.json``
-    matches this command's settings, regime spec, datalist content and mai_aug version (``--epochs`` may grow
-    for an interrupted run). ``OUT/datalist.json`` is never replaced under runs made from another datalist.
+    matches this command's settings (``amp`` and ``augment_on`` as resolved for the device), regime spec, datalist
+    content, mai_aug version and code (``--epochs`` may grow for an interrupted run that has begun at most one
+    epoch). ``OUT/datalist.json`` is never replaced under runs made from another datalist.
 
     Returns:
         ``{"runs": {(regime, seed): status}, "stale": [run folders to move aside], "write_datalist": bool}``.
@@ -214,14 +224,17 @@ def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: Co
     Raises:
         MaiAugError: some run folders differ and ``opts.retrain`` is not set; the line says what differs.
     """
-    specs: dict[str, dict] = {}
+    loaded: dict[str, Any] = {}
     statuses, problems = {}, {}
+    device = resolve_device(opts.device)
     for regime, seed in runs:
         run_dir = out / regime / f"seed-{seed}"
         config = _run_config(run_dir, regime, seed, train_opts, opts)
-        if regime not in specs:
-            specs[regime] = load_regime(regime, config.image_size, config.regimes_file).spec
-        status, diffs = run_status(run_dir, components(config, specs[regime], datalist))
+        if regime not in loaded:
+            loaded[regime] = load_regime(regime, config.image_size, config.regimes_file)
+        expected = components(config, loaded[regime].spec, datalist,
+                              resolved_settings(config, loaded[regime], device))
+        status, diffs = run_status(run_dir, expected)
         statuses[(regime, seed)] = status
         if diffs:
             problems[f"{regime}/seed-{seed}"] = diffs
@@ -263,19 +276,32 @@ def _refusal(out: Path, problems: dict[str, list[str]], replaced: bool) -> str:
 
 
 def _settle_out(out: Path, plan: dict, datalist: dict) -> None:
-    """Move stale run folders (with their TensorBoard logs and the datalist they came from) aside; write the datalist."""
+    """Move stale run folders (with their TensorBoard logs and the datalist they came from) aside; write the datalist.
+
+    Each folder's ``.lock`` is taken first, all of them before anything moves: a run that a ``train`` is writing
+    is refused with the holder's pid rather than pulled out from under it.
+    """
     if plan["stale"]:
         # Moved, not deleted: a mistaken --retrain must not destroy hours of training.
         aside = _unique(out / "replaced" / time.strftime("%Y%m%d-%H%M%S"))
-        for run_dir in plan["stale"]:
-            regime, seed = run_dir.parent.name, run_dir.name.removeprefix("seed-")
-            _move(run_dir, aside / regime / run_dir.name)
-            _move(out / "tensorboard" / f"{regime}-seed{seed}", aside / "tensorboard" / f"{regime}-seed{seed}")
-        if plan["write_datalist"]:
-            _move(out / "datalist.json", aside / "datalist.json")
+        with contextlib.ExitStack() as locks:
+            for run_dir in plan["stale"]:
+                if run_dir.is_dir():
+                    locks.enter_context(RunLock(run_dir / ".lock"))
+            _move_aside(out, plan, aside)
         print(f"--retrain: moved {len(plan['stale'])} replaced run(s) to {aside}", file=sys.stderr)
     if plan["write_datalist"]:
         write_datalist(datalist, out / "datalist.json")
+
+
+def _move_aside(out: Path, plan: dict, aside: Path) -> None:
+    """Move the stale runs, their TensorBoard logs and (if replaced) the datalist into ``aside``."""
+    for run_dir in plan["stale"]:
+        regime, seed = run_dir.parent.name, run_dir.name.removeprefix("seed-")
+        _move(run_dir, aside / regime / run_dir.name)
+        _move(out / "tensorboard" / f"{regime}-seed{seed}", aside / "tensorboard" / f"{regime}-seed{seed}")
+    if plan["write_datalist"]:
+        _move(out / "datalist.json", aside / "datalist.json")
 
 
 def _unique(path: Path) -> Path:
@@ -316,7 +342,8 @@ def _train_and_evaluate(run_dir: Path, config: TrainConfig, status: str, device:
                         main: bool = True) -> str:
     """Train (or resume) one run unless finished, then evaluate it on the test split; returns what happened."""
     finished = status == "finished"
-    if finished and (run_dir / "eval" / "test_predictions.csv").is_file():
+    # reused only where eval/test_meta.json says they came from best.pt as it is now (not `evaluate --checkpoint last`)
+    if finished and evaluated_with(run_dir, "test", run_dir / "checkpoints" / BEST_NAME):
         return "skipped"
     if not finished:
         train(config)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mai_aug.engine.checkpoint import atomic_write
 from mai_aug.errors import MaiAugError
 
 # Settings that may change when a run resumes: they do not change what is computed, or extend it.
@@ -73,21 +77,57 @@ class TrainConfig:
 
 
 def write_config(config: TrainConfig, extra: dict[str, Any], path: Path) -> None:
-    """Write ``config`` and ``extra`` (resolved values: device, regime entry, split sizes) as YAML."""
-    body = {**config.to_dict(), "resolved": extra}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(body, sort_keys=False))
-    tmp.replace(path)
+    """Write ``config`` and ``extra`` (resolved values: device, regime entry, split sizes) as YAML, atomically."""
+    text = yaml.safe_dump({**config.to_dict(), "resolved": extra}, sort_keys=False)
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's ``config.yaml``, checked: a mapping whose TrainConfig keys hold values of their field's type."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise MaiAugError(f"--run {run_dir}: no config.yaml (not a mai-aug run folder)")
     try:
-        return yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes())
     except yaml.YAMLError as e:
-        raise MaiAugError(f"{path}: not valid YAML ({e})") from None
+        raise MaiAugError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(raw, dict):
+        raise MaiAugError(f"{path}: expected a mapping of settings, got {type(raw).__name__} (not a mai-aug run config)")
+    for name, kind in _field_types().items():
+        if name in raw and not _is_a(raw[name], kind):
+            raise MaiAugError(f"{path}: {name}: {raw[name]!r} is not {_type_name(kind)}")
+    if "out" not in raw:
+        raise MaiAugError(f"{path}: the key 'out' is missing (not a mai-aug run config)")
+    if not isinstance(raw.get("resolved", {}), dict):
+        raise MaiAugError(f"{path}: resolved: expected a mapping, got {type(raw['resolved']).__name__}")
+    return raw
+
+
+@functools.lru_cache(maxsize=1)
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    """Whether ``value`` (from YAML) fits the type hint ``kind``: ``int``, ``float``, ``str | None``, ``list[str]``..."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        return any(_is_a(value, k) for k in typing.get_args(kind))
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return isinstance(value, list) and all(_is_a(v, item) for v in value)
+    if kind is type(None):
+        return value is None
+    if kind is float:  # YAML writes 1.0 as 1.0 but a user may write 1; bool is an int in Python, never a number here
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is list:
+        return "a list of strings"
+    return " or ".join("null" if k is type(None) else k.__name__ for k in typing.get_args(kind) or (kind,))
 
 
 def config_differences(old: dict[str, Any], new: TrainConfig) -> list[str]:
@@ -99,3 +139,26 @@ def config_differences(old: dict[str, Any], new: TrainConfig) -> list[str]:
         if key in old and old[key] != value:
             diffs.append(f"{key}: {old[key]!r} -> {value!r}")
     return diffs
+
+
+def resumed_epochs(old: dict[str, Any], new: TrainConfig, trained: int, begun: int) -> list[int]:
+    """The run's ``extended_from_epochs`` once resumed with ``new.epochs``; refuses fewer than ``trained`` epochs.
+
+    Args:
+        old: the run's ``config.yaml``.
+        new: the resumed run's settings.
+        trained: epochs completed by the checkpoint resumed from.
+        begun: epochs started (an epoch interrupted at a checkpoint inside it counts).
+
+    Returns:
+        The earlier lengths of a run whose ``epochs`` changed after its second epoch began: its cosine schedule
+        then mixes two lengths (epoch 1's rate does not depend on the length), so it is not a fresh run's.
+    """
+    if new.epochs < trained:
+        raise MaiAugError(f"--resume {new.out}: --epochs {new.epochs} is fewer than the {trained} epochs "
+                          f"already trained")
+    history = list((old.get("resolved") or {}).get("extended_from_epochs") or [])
+    before = old.get("epochs", new.epochs)
+    if before != new.epochs and begun >= 2:
+        history.append(before)
+    return history

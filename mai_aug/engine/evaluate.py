@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +18,7 @@ from monai.inferers import SimpleInferer
 
 from mai_aug.data.loader import build_dataset
 from mai_aug.data.split import load_datalist
+from mai_aug.engine.checkpoint import atomic_write
 from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.network import build_network
 from mai_aug.engine.preflight import require_writable_file, require_writable_folder
@@ -86,7 +90,9 @@ def _trained_with_amp(raw: dict) -> bool:
 
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
                  n_boot: int = 1000, workers: int = 0, trust: bool | None = None) -> pd.DataFrame:
-    """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png`` and ``_predictions.csv``; return the AUC table.
+    """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png``, ``_predictions.csv`` and ``_meta.json``; return the AUC table.
+
+    ``_meta.json`` (written last, atomically) names the checkpoint used by file name, size and sha256.
 
     ``trust``: allow code in the run's stored regime spec (``--trust-config``); None: the command line's setting.
     """
@@ -99,6 +105,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     out_dir = run.run_dir / "eval"
     require_writable_folder(out_dir, "--run")  # before inference, not after it
     out_dir.mkdir(exist_ok=True)
+    meta_path = out_dir / f"{split}_meta.json"
+    with contextlib.suppress(FileNotFoundError):
+        meta_path.unlink()  # until the new outputs are complete, none of them vouches for a checkpoint
     with RunLog(out_dir / "evaluate.log", echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
         probs = run.predict(items, workers=workers)
@@ -114,7 +123,29 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
         predictions[name] = probs[:, j]
         predictions[f"true_{name}"] = labels[:, j]
     predictions.to_csv(out_dir / f"{split}_predictions.csv", index=False, float_format="%.12g")
+    meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint)}, indent=1) + "\n"
+    atomic_write(meta_path, lambda f: f.write(meta.encode()))  # last: it vouches for the files above
     return table
+
+
+def checkpoint_identity(path: Path) -> dict[str, str | int]:
+    """What names a checkpoint's content: its file name, size and sha256 (``eval/<split>_meta.json``)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"checkpoint": Path(path).name, "size": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+
+
+def evaluated_with(run_dir: Path, split: str, checkpoint: Path) -> bool:
+    """Whether ``RUN/eval/<split>_*`` were written from ``checkpoint`` as it is now (by its meta file)."""
+    meta_path = Path(run_dir) / "eval" / f"{split}_meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and checkpoint.is_file() and meta.get("split") == split
+            and {k: meta.get(k) for k in ("checkpoint", "size", "sha256")} == checkpoint_identity(checkpoint))
 
 
 def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | Path | None = None,

@@ -1,20 +1,26 @@
 """Run identity: a fingerprint of everything that changes a run's results, stored in the run folder.
 
-``fingerprint.json`` holds the sha256 and its components (the result-changing settings, the resolved regime spec,
-the datalist's content hash and mai_aug's version), so that a mismatch can be listed setting by setting.
+``fingerprint.json`` holds the sha256 and its components (the result-changing settings with ``amp`` and
+``augment_on`` as resolved for the device, the resolved regime spec, the datalist's content hash, mai_aug's version,
+a hash of mai_aug's source and shipped configs, and the epochs a resumed run was stretched from), so that a
+mismatch can be listed setting by setting.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import mai_aug
+from mai_aug.engine.checkpoint import atomic_write, checkpoint_epoch, last_checkpoint
 from mai_aug.engine.config import TrainConfig
-from mai_aug.errors import MaiAugError
+from mai_aug.transforms.batched import compile_regime
 
 FINGERPRINT_FILE = "fingerprint.json"
 
@@ -34,13 +40,47 @@ def canonical_sha256(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def components(config: TrainConfig, regime_spec: dict, datalist: dict) -> dict[str, Any]:
-    """What a run's results depend on, as plain data."""
+@functools.lru_cache(maxsize=1)
+def code_sha256() -> str:
+    """sha256 of mai_aug's source (``**/*.py``) and shipped configs (``configs/**/*.yaml``), once per process.
+
+    Each file's path relative to the package and its bytes enter the hash, in sorted order, so the hash is the
+    same wherever the package is installed and changes with any edit of its code or presets.
+    """
+    package = Path(mai_aug.__file__).parent
+    files = sorted([*package.rglob("*.py"), *(package / "configs").rglob("*.yaml")])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def resolved_settings(config: TrainConfig, regime: Any, device: torch.device) -> dict[str, Any]:
+    """``amp`` and ``augment_on`` as :func:`mai_aug.engine.train.train` resolves them for ``device``."""
+    amp = bool(config.amp) if config.amp is not None else device.type == "cuda"
+    batched = config.augment_on != "loader" and not isinstance(compile_regime(regime, config.seed), str)
+    return {"amp": amp, "augment_on": "device" if batched else "loader"}
+
+
+def components(config: TrainConfig, regime_spec: dict, datalist: dict, resolved: Mapping[str, Any] | None = None,
+               extended_from_epochs: Sequence[int] = ()) -> dict[str, Any]:
+    """What a run's results depend on, as plain data.
+
+    Args:
+        config: the run's settings.
+        regime_spec: the resolved regime spec.
+        datalist: the run's split.
+        resolved: settings as resolved for the device (:func:`resolved_settings`), replacing the unresolved ones.
+        extended_from_epochs: the ``epochs`` a resumed run was stretched from after its schedule had diverged.
+    """
     settings = {k: v for k, v in config.to_dict().items() if k not in NOT_RESULTS}
+    settings.update(resolved or {})
     # A JSON round trip makes the in-memory values compare equal to those read back from fingerprint.json.
     return json.loads(json.dumps({
         "settings": settings, "regime": regime_spec, "datalist_sha256": canonical_sha256(datalist),
-        "mai_aug_version": mai_aug.__version__,
+        "mai_aug_version": mai_aug.__version__, "code_sha256": code_sha256(),
+        "extended_from_epochs": list(extended_from_epochs),
     }, default=str))
 
 
@@ -50,24 +90,32 @@ def fingerprint(parts: dict[str, Any]) -> str:
 
 
 def write_fingerprint(parts: dict[str, Any], run_dir: Path) -> Path:
-    """Write ``run_dir/fingerprint.json`` atomically (temporary file, then ``os.replace``)."""
+    """Write ``run_dir/fingerprint.json`` atomically (fsynced hidden temporary file, then a rename)."""
     path = Path(run_dir) / FINGERPRINT_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"sha256": fingerprint(parts), "components": parts}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps({"sha256": fingerprint(parts), "components": parts}, indent=1, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
     return path
 
 
 def read_fingerprint(run_dir: Path) -> dict[str, Any] | None:
-    """The components stored in ``run_dir``, or None where the folder has no fingerprint."""
+    """The components stored in ``run_dir``; None where the folder has no fingerprint, ``{}`` where unreadable."""
     path = Path(run_dir) / FINGERPRINT_FILE
     if not path.is_file():
         return None
     try:
-        stored = json.loads(path.read_text())
-        return stored["components"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise MaiAugError(f"{path}: not a mai-aug fingerprint (delete the run folder or pass --retrain)") from None
+        stored = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # ValueError: invalid JSON or UTF-8
+        return {}
+    parts = stored.get("components") if isinstance(stored, dict) else None
+    return parts if isinstance(parts, dict) and isinstance(parts.get("settings"), dict) else {}
+
+
+def epochs_begun(run_dir: Path) -> int:
+    """The epochs a run has started, by its newest checkpoint (one saved inside epoch N counts N)."""
+    last = last_checkpoint(Path(run_dir) / "checkpoints")
+    if last is None:
+        return 0
+    return checkpoint_epoch(last) + (1 if "_iteration=" in last.name else 0)
 
 
 def run_status(run_dir: Path, expected: dict[str, Any]) -> tuple[str, list[str]]:
@@ -75,7 +123,8 @@ def run_status(run_dir: Path, expected: dict[str, Any]) -> tuple[str, list[str]]
 
     Returns:
         ``("new", [])`` where nothing was started, ``("finished", [])`` or ``("interrupted", [])`` where the folder
-        may be reused (an interrupted run may grow ``epochs``), else ``("mismatch", what differs)``.
+        may be reused, else ``("mismatch", what differs)``. An interrupted run may grow ``epochs`` only while it has
+        begun at most one epoch: the cosine's epoch-1 rate does not depend on the length, later ones do.
     """
     run_dir = Path(run_dir)
     stored = read_fingerprint(run_dir)
@@ -83,28 +132,51 @@ def run_status(run_dir: Path, expected: dict[str, Any]) -> tuple[str, list[str]]
         if (run_dir / "config.yaml").is_file():
             return "mismatch", [f"no {FINGERPRINT_FILE} (made by an older mai_aug)"]
         return "new", []
+    if not stored:
+        return "mismatch", [f"unreadable {FINGERPRINT_FILE}"]
     finished = (run_dir / "DONE").is_file()
-    diffs = differences(stored, expected, epochs_may_grow=not finished)
+    diffs = differences(stored, expected, epochs_may_grow=not finished, begun=epochs_begun(run_dir))
     if diffs:
         return "mismatch", diffs
     return ("finished" if finished else "interrupted"), []
 
 
-def differences(old: dict[str, Any], new: dict[str, Any], epochs_may_grow: bool = False) -> list[str]:
-    """``name: old -> new`` for each differing component; ``epochs_may_grow`` accepts a larger ``epochs``."""
+def _epochs_difference(before: Any, after: Any, epochs_may_grow: bool, begun: int) -> str | None:
+    """Why a change of ``epochs`` bars reuse, or None where the run may grow to ``after``."""
+    grows = isinstance(before, int) and isinstance(after, int) and after > before
+    if grows and epochs_may_grow and begun <= 1:
+        return None
+    if grows and epochs_may_grow:
+        return (f"epochs: {before!r} -> {after!r} after {begun} trained epochs: the schedule would differ "
+                f"from a fresh run")
+    return f"epochs: {before!r} -> {after!r}"
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], epochs_may_grow: bool = False,
+                begun: int = 0) -> list[str]:
+    """``name: old -> new`` for each differing component.
+
+    ``epochs_may_grow`` accepts a larger ``epochs`` while the run has ``begun`` at most one epoch.
+    """
     diffs = []
     old_settings, new_settings = old.get("settings", {}), new["settings"]
     for key in sorted(set(old_settings) | set(new_settings)):
         before, after = old_settings.get(key), new_settings.get(key)
         if before == after:
             continue
-        if key == "epochs" and epochs_may_grow and isinstance(before, int) and isinstance(after, int) and after > before:
-            continue
-        diffs.append(f"{key}: {before!r} -> {after!r}")
+        said = _epochs_difference(before, after, epochs_may_grow, begun) if key == "epochs" else f"{key}: {before!r} -> {after!r}"
+        if said:
+            diffs.append(said)
     if old.get("regime") != new["regime"]:
         diffs.append("regime spec differs")
     if old.get("datalist_sha256") != new["datalist_sha256"]:
         diffs.append("datalist content differs")
     if old.get("mai_aug_version") != new["mai_aug_version"]:
         diffs.append(f"mai_aug version: {old.get('mai_aug_version')} -> {new['mai_aug_version']}")
+    if old.get("code_sha256") != new["code_sha256"]:
+        diffs.append("mai_aug code changed")
+    extended = old.get("extended_from_epochs") or []
+    if extended != (new.get("extended_from_epochs") or []):
+        diffs.append(f"resumed with --epochs changed from {extended} after training began: the schedule differs "
+                     f"from a fresh run")
     return diffs

@@ -23,9 +23,9 @@ from mai_aug.data.prepare import datalist_from_options
 from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
 from mai_aug.engine.checkpoint import CheckpointWriter, atomic_write, remove_temporaries
-from mai_aug.engine.config import TrainConfig, config_differences, read_config, write_config
+from mai_aug.engine.config import TrainConfig, config_differences, read_config, resumed_epochs, write_config
 from mai_aug.engine.fingerprint import components as fingerprint_components
-from mai_aug.engine.fingerprint import write_fingerprint
+from mai_aug.engine.fingerprint import epochs_begun, write_fingerprint
 from mai_aug.engine.handlers import CosineSchedule, FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
 from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
@@ -149,6 +149,9 @@ def train(config: TrainConfig) -> dict[str, float]:
 
 def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistContext) -> dict[str, float]:
     run_dir, resume_from = prepare_run_dir(config)
+    # earlier lengths of a run resumed with other --epochs after its schedule diverged (refuses fewer than trained)
+    extended = (resumed_epochs(read_config(run_dir), config, checkpoint_epoch(resume_from), epochs_begun(run_dir))
+                if resume_from is not None else [])
     main = ctx.is_main
     amp = bool(config.amp) if config.amp is not None else device.type == "cuda"
     if amp and device.type != "cuda":
@@ -169,9 +172,11 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
                 f"{len(datalist['training'])} training, {len(datalist['validation'])} validation images")
     logger.info("split:\n" + split_table(datalist).to_string())
     if main:
-        write_fingerprint(fingerprint_components(config, regime.spec, datalist), run_dir)  # the run's identity
+        augment_on = "loader" if stage is None else "device"
+        write_fingerprint(fingerprint_components(config, regime.spec, datalist, {"amp": amp, "augment_on": augment_on},
+                                                 extended), run_dir)  # the run's identity
         write_config(config, {
-        "device": str(device), "amp": amp, "augment_on": "loader" if stage is None else "device",
+        "device": str(device), "amp": amp, "augment_on": augment_on, "extended_from_epochs": extended,
         "regime": regime.spec, "regime_transforms": regime.describe(),
         "findings": names, "train_positive_frequency": [round(float(f), 6) for f in freq_pos],
         "split_sizes": {k: len(datalist[k]) for k in ("training", "validation", "test")},
