@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+import mai_aug
 from mai_aug.cli import main
 from mai_aug.data.prepare import datalist_from_options
+from mai_aug.engine import fingerprint
 from mai_aug.engine.config import TrainConfig
 from mai_aug.engine.fingerprint import canonical_sha256, components, differences, run_status, write_fingerprint
+from mai_aug.engine.runtime import RunLock
 
 TINY = ["--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--bootstrap", "200", "--quiet"]
 
@@ -126,3 +129,134 @@ def test_train_splits_with_its_own_seed(phantom_dir, tmp_path):
     assert config["seed"] == 1 and config["split_seed"] == 0
     other = datalist_from_options(TrainConfig(out=str(out), data=str(phantom_dir), split_seed=1), report=None)
     assert [item["name"] for item in other["test"]] == splits[1]
+
+
+def test_compare_reevaluates_predictions_made_from_another_checkpoint(comparison, phantom_dir, tmp_path, capsys):
+    out = shutil.copytree(comparison, tmp_path / "out")
+    run = out / "none" / "seed-0"
+    assert json.loads((run / "eval" / "test_meta.json").read_text())["checkpoint"] == "best.pt"
+    assert main(["evaluate", "--run", str(run), "--checkpoint", "last", "--bootstrap", "200"]) == 0
+    meta = json.loads((run / "eval" / "test_meta.json").read_text())
+    assert meta["checkpoint"] == "last_checkpoint_epoch=1.pt" and len(meta["sha256"]) == 64
+    capsys.readouterr()
+    assert compare(phantom_dir, out) == 0
+    assert "none seed 0: evaluated" in capsys.readouterr().err
+    assert json.loads((run / "eval" / "test_meta.json").read_text())["checkpoint"] == "best.pt"
+    assert compare(phantom_dir, out) == 0
+    assert "none seed 0: skipped" in capsys.readouterr().err
+    (run / "eval" / "test_meta.json").unlink()  # predictions nothing vouches for (an interrupted evaluate)
+    assert compare(phantom_dir, out) == 0
+    assert "none seed 0: evaluated" in capsys.readouterr().err
+
+
+def test_fingerprint_holds_resolved_settings_and_the_code(comparison):
+    run = comparison / "none" / "seed-0"
+    stored = json.loads((run / "fingerprint.json").read_text())["components"]
+    resolved = yaml.safe_load((run / "config.yaml").read_text())["resolved"]
+    assert stored["settings"]["amp"] is False and resolved["amp"] is False  # CPU: the unresolved value was None
+    assert stored["settings"]["augment_on"] == resolved["augment_on"] != "auto"
+    assert stored["code_sha256"] == fingerprint.code_sha256() and stored["extended_from_epochs"] == []
+    cuda = {**stored, "settings": {**stored["settings"], "amp": True}}
+    assert differences(stored, cuda) == ["amp: False -> True"]  # a CUDA-AMP run is another run
+
+
+def test_changed_code_is_a_mismatch_that_retrain_replaces(comparison, phantom_dir, tmp_path, capsys, monkeypatch):
+    out = shutil.copytree(comparison, tmp_path / "out")
+    monkeypatch.setattr(fingerprint, "code_sha256", lambda: "0" * 64)
+    assert compare(phantom_dir, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "none/seed-0: mai_aug code changed" in err and "--retrain" in err
+    assert compare(phantom_dir, out, "--retrain") == 0
+    assert "none seed 0: trained" in capsys.readouterr().err
+    assert compare(phantom_dir, out) == 0
+    assert "none seed 0: skipped" in capsys.readouterr().err
+
+
+def test_code_hash_covers_source_and_configs_wherever_installed(tmp_path, monkeypatch):
+    fingerprint.code_sha256.cache_clear()  # the hash of the files now, not when this process first asked
+    real = fingerprint.code_sha256()
+    copy = Path(shutil.copytree(Path(mai_aug.__file__).parent, tmp_path / "mai_aug"))
+    monkeypatch.setattr(mai_aug, "__file__", str(copy / "__init__.py"))
+    try:
+        fingerprint.code_sha256.cache_clear()
+        assert fingerprint.code_sha256() == real  # the same files elsewhere
+        (copy / "__pycache__").mkdir(exist_ok=True)
+        (copy / "__pycache__" / "x.pyc").write_bytes(b"compiled")
+        (copy / "notes.txt").write_text("not code")
+        fingerprint.code_sha256.cache_clear()
+        assert fingerprint.code_sha256() == real
+        preset = copy / "configs" / "presets" / "demo.yaml"
+        preset.write_text(preset.read_text() + "# edited\n")
+        fingerprint.code_sha256.cache_clear()
+        edited = fingerprint.code_sha256()
+        assert edited != real
+        (copy / "engine" / "loss.py").write_text((copy / "engine" / "loss.py").read_text() + "\n")
+        fingerprint.code_sha256.cache_clear()
+        assert fingerprint.code_sha256() not in (real, edited)
+    finally:
+        monkeypatch.undo()
+        fingerprint.code_sha256.cache_clear()
+    assert fingerprint.code_sha256() == real
+
+
+def test_epochs_grow_only_before_the_second_epoch_begins(tmp_path):
+    write_fingerprint(_parts(tmp_path), tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "last_checkpoint_epoch=1.pt").write_bytes(b"")  # the status reads the names only
+    assert run_status(tmp_path, _parts(tmp_path, epochs=5)) == ("interrupted", [])
+    (checkpoints / "last_checkpoint_epoch=2_iteration=7.pt").write_bytes(b"")  # inside epoch 2: its rate was used
+    grown = "epochs: 2 -> 5 after 2 trained epochs: the schedule would differ from a fresh run"
+    assert run_status(tmp_path, _parts(tmp_path, epochs=5)) == ("mismatch", [grown])
+    extended = json.loads((tmp_path / "fingerprint.json").read_text())["components"]
+    extended["extended_from_epochs"] = [1]
+    write_fingerprint(extended, tmp_path)
+    status, diffs = run_status(tmp_path, _parts(tmp_path))
+    assert status == "mismatch" and diffs == ["resumed with --epochs changed from [1] after training began: the "
+                                              "schedule differs from a fresh run"]
+
+
+def test_train_resume_refuses_fewer_epochs_and_records_a_stretched_schedule(phantom_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+
+    def train(epochs: int, *extra: str) -> int:
+        return main(["train", "--data", str(phantom_dir), "--regime", "none", "--image-size", "32", "--batch-size",
+                     "4", "--epochs", str(epochs), "--steps-per-epoch", "1", "--workers", "0", "--cache", "none",
+                     "--quiet", "--out", str(out), *extra])
+
+    def recorded() -> tuple[list, list]:
+        config = yaml.safe_load((out / "config.yaml").read_text())
+        stored = json.loads((out / "fingerprint.json").read_text())["components"]
+        return config["resolved"]["extended_from_epochs"], stored["extended_from_epochs"]
+
+    assert train(1) == 0
+    assert train(2, "--resume") == 0  # after epoch 1: the same schedule as a fresh 2-epoch run
+    assert recorded() == ([], [])
+    assert train(3, "--resume") == 0  # after epoch 2: epoch 2 ran at the 2-epoch schedule's rate
+    assert recorded() == ([2], [2])
+    capsys.readouterr()
+    assert train(2, "--resume") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("--epochs 2 is fewer than the 3 epochs already trained")
+    assert recorded() == ([2], [2])
+
+
+def test_retrain_does_not_move_a_run_that_is_training(comparison, phantom_dir, tmp_path, capsys):
+    out = shutil.copytree(comparison, tmp_path / "out")
+    run = out / "none" / "seed-0"
+    with RunLock(run / ".lock"):  # a train in that folder
+        assert compare(phantom_dir, out, "--retrain", lr="1e-5") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "another process (pid" in err[-1] and str(run) in err[-1]
+    assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == pytest.approx(1e-3)
+    assert not (out / "replaced").exists()
+
+
+def test_an_unreadable_fingerprint_is_a_mismatch(comparison, phantom_dir, tmp_path, capsys):
+    out = shutil.copytree(comparison, tmp_path / "out")
+    for body in ('{"components": [1, 2]}', "{not json", '{"sha256": "x", "components": {"settings": 3}}'):
+        (out / "none" / "seed-0" / "fingerprint.json").write_text(body)
+        assert compare(phantom_dir, out) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "none/seed-0: unreadable fingerprint.json" in err
+        assert "Traceback" not in err
