@@ -52,6 +52,16 @@ MIRRORS = {
     "RandAffined reaching negative scale": (
         "random", "{_target_: RandAffined, keys: image, prob: 0.5, scale_range: [[-2.5, 0.0], 0.1]}", "RandAffined"),
     "Transposed": ("deterministic", "{_target_: Transposed, keys: image, indices: [0, 2, 1]}", "Transposed"),
+    "Flipd picked by a OneOf 1 time in 10": (
+        "random", "{_target_: OneOf, weights: [0.9, 0.1], transforms: [{_target_: Identityd, keys: image}, "
+                  "{_target_: Flipd, keys: image, spatial_axis: 1}]}", "Flipd"),
+    "two half-probability flips in a Compose (a rotation only when both fire)": (
+        "random", "{_target_: Compose, transforms: [{_target_: RandFlipd, keys: image, spatial_axis: 0, prob: 0.5}, "
+                  "{_target_: RandFlipd, keys: image, spatial_axis: 1, prob: 0.5}]}", "RandFlipd"),
+    "Flipd in a SomeOf inside a RandomOrder": (
+        "random", "{_target_: RandomOrder, transforms: [{_target_: SomeOf, num_transforms: 1, weights: [0.95, 0.05], "
+                  "transforms: [{_target_: Identityd, keys: image}, {_target_: Flipd, keys: image, spatial_axis: 0}]}]}",
+        "Flipd"),
 }
 
 
@@ -124,6 +134,26 @@ def test_every_shipped_regime_passes_the_guards(name):
     assert load_regime(name, SIZE).name == name
 
 
+@pytest.mark.parametrize("value", ['"false"', '"no"', "0", "[]"])
+def test_lateral_flip_opt_in_must_be_a_real_boolean(tmp_path, value):
+    path = one_regime(tmp_path, "random", "{_target_: RandFlipd, keys: image, spatial_axis: 1, prob: 0.5}",
+                      extra=f"allow_lateral_flip: {value}")
+    with pytest.raises(MaiAugError, match=r"regime 'mirror': allow_lateral_flip must be true or false"):
+        load_regime("mirror", SIZE, [path])
+
+
+def test_a_failing_load_step_is_one_line_naming_it(tmp_path):
+    path = regimes_file(tmp_path, """
+        load: [{_target_: LoadImaged, keys: img}]
+        regimes:
+          broken: {}
+        """)
+    with pytest.raises(MaiAugError, match=r"regime 'broken', load: LoadImaged fails on a PNG test image: KeyError"
+                       ) as err:
+        load_regime("broken", SIZE, [path])
+    assert "\n" not in str(err.value)
+
+
 def test_explicit_opt_in_allows_a_mirror(tmp_path):
     path = one_regime(tmp_path, "random", "{_target_: RandFlipd, keys: image, spatial_axis: 1, prob: 0.5}",
                       extra="allow_lateral_flip: true")
@@ -135,6 +165,11 @@ def test_explicit_opt_in_allows_a_mirror(tmp_path):
     "{_target_: RandGaussianNoised, keys: image, prob: 1.0}",
     "{_target_: RandAdjustContrastd, keys: image, prob: 1.0}",
     "{_target_: OneOf, transforms: [{_target_: Rotate90d, keys: image, k: 2}, {_target_: Identityd, keys: image}]}",
+    # rarely picked: two seeded runs give the same image, the container's type still says random
+    "{_target_: OneOf, weights: [0.9, 0.1], transforms: [{_target_: NormalizeIntensityd, keys: image}, "
+    "{_target_: Rotate90d, keys: image, k: 2}]}",
+    "{_target_: Compose, transforms: [{_target_: Identityd, keys: image}, "
+    "{_target_: RandGaussianNoised, keys: image, prob: 0.1}]}",
 ])
 def test_random_transform_in_deterministic_is_refused(tmp_path, transform):
     with pytest.raises(MaiAugError, match=r"regime 'mirror', deterministic: \w+ is random.*move it to 'random'"):

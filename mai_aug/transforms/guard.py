@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose, Randomizable
+from monai.transforms import Compose, RandomizableTrait
 from monai.transforms.spatial.array import RandAffineGrid
 from PIL import Image
 
@@ -26,6 +26,7 @@ from mai_aug.transforms.probe import (
     PROBE_SIZE,
     always_fire,
     apply_once,
+    failure,
     looks_mirrored,
     probe_item,
     probe_pattern,
@@ -47,15 +48,31 @@ def check_no_mirror(regime: str, load: Sequence[Any], deterministic: Sequence[An
     Raises:
         MaiAugError: naming the regime, the part and the transform, with the anatomical reason.
     """
-    culprit = _mirroring_load_step(load)
+    culprit = _mirroring_load_step(regime, load)
     if culprit is not None:
         _refuse(regime, "load", culprit, "the loaded image is a mirror image of the file")
     item = probe_item()
     for part, transforms in (("deterministic", deterministic), ("random", random)):
-        for t in transforms:
+        for t in _pieces(transforms, set()):
             how = _how_it_mirrors(t, item)
             if how:
                 _refuse(regime, part, t, how)
+
+
+def _pieces(transforms: Iterable[Any], seen: set[int]) -> Iterable[Any]:
+    """Each transform, and each transform any Compose inside it may apply (OneOf, SomeOf, RandomOrder...).
+
+    A container's children are checked on their own: a OneOf's weights or a RandomOrder's order then cannot hide
+    a mirror among seeded draws, and two flips that cancel only when both fire are not taken for a rotation.
+    """
+    for t in transforms:
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if not isinstance(t, Compose):
+            yield t
+        for block in _find(t, Compose):
+            yield from _pieces(block.transforms, seen)
 
 
 def _refuse(regime: str, part: str, transform: Any, how: str) -> None:
@@ -63,8 +80,12 @@ def _refuse(regime: str, part: str, transform: Any, how: str) -> None:
                       f"{SITUS_INVERSUS}")
 
 
-def _mirroring_load_step(load: Sequence[Any]) -> Any | None:
-    """The load step after which a probe PNG ends up mirrored for good, or None."""
+def _mirroring_load_step(regime: str, load: Sequence[Any]) -> Any | None:
+    """The load step after which a probe PNG ends up mirrored for good, or None.
+
+    Raises:
+        MaiAugError: a load step fails on the probe PNG (named with the regime), in one line.
+    """
     pattern = probe_pattern(PROBE_SIZE)
     with tempfile.TemporaryDirectory(prefix="mai_aug_probe_") as tmp:
         path = Path(tmp) / "probe.png"
@@ -72,7 +93,11 @@ def _mirroring_load_step(load: Sequence[Any]) -> Any | None:
         data: Any = {"image": str(path), "label": [0] * 14}
         culprit = None
         for t in load:
-            data = t(data)
+            try:
+                data = t(data)
+            except Exception as e:  # any error of a user's load step becomes one line naming it
+                raise MaiAugError(f"regime {regime!r}, load: {type(t).__name__} fails on a PNG test image: "
+                                  f"{failure(e)}") from None
             image = data.get("image") if isinstance(data, dict) else None
             mirrored = image is not None and not isinstance(image, str) and looks_mirrored(image, pattern)
             culprit = (culprit or t) if mirrored else None
@@ -83,7 +108,7 @@ def _how_it_mirrors(transform: Any, item: dict[str, Any]) -> str | None:
     """Why ``transform`` can mirror the probe, or None: a scale range reaching below zero, or a measured mirror."""
     if _scale_range_can_mirror(transform):
         return "its scale range reaches negative factors on one axis"
-    random = isinstance(transform, Randomizable)
+    random = isinstance(transform, RandomizableTrait)
     fired = always_fire(transform) if random else transform
     for seed in range(DRAWS if random else 1):
         out = apply_once(fired, item, seed)["image"]
@@ -128,7 +153,8 @@ def check_deterministic(regime: str, transforms: Sequence[Any]) -> None:
     """Raise if a transform of the ``deterministic`` part is random: evaluation must give one answer per image."""
     item = probe_item()
     for t in _flatten(transforms):
-        random = isinstance(t, Randomizable) and not isinstance(t, Compose)
+        # OneOf, SomeOf, RandomOrder are random containers; a random transform may also sit inside a wrapper
+        random = any(type(r) is not Compose for r in _find(t, RandomizableTrait))
         if not random:
             a, b = (_plain(apply_once(t, item, seed)["image"]) for seed in (0, 1))
             random = not torch.equal(a, b)

@@ -105,7 +105,13 @@ def apply_once(transform: Any, item: dict[str, Any], seed: int, lazy: bool = Fal
     data = {k: (v.clone() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in item.items()}
     try:
         return pipeline(data)
-    except Exception as e:  # MONAI wraps the cause in RuntimeError("applying transform ..."); report the cause
-        cause = e.__cause__ or e
+    except Exception as e:
         raise MaiAugError(f"{type(transform).__name__} fails on a {item['image'].shape[-1]} px test image: "
-                          f"{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}") from None
+                          f"{failure(e)}") from None
+
+
+def failure(error: BaseException) -> str:
+    """An error as one short line: its cause's type and first line (MONAI wraps causes in "applying transform")."""
+    cause = error.__cause__ or error
+    first = str(cause).splitlines()[0][:200] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {first}"

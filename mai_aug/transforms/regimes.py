@@ -121,9 +121,17 @@ def resolved_spec(name: str, config: dict) -> dict:
         "load": spec.get("load", parser.get("load")),
         "deterministic": spec.get("deterministic") or [],
         "random": spec.get("random") or [],
-        "allow_lateral_flip": bool(spec.get("allow_lateral_flip", False)),
+        "allow_lateral_flip": _lateral_flip_opt_in(name, spec),
     }
     return _substitute(spec, parser, name, 0)
+
+
+def _lateral_flip_opt_in(name: str, spec: dict) -> bool:
+    """The regime's ``allow_lateral_flip``: a real YAML boolean only (a quoted "false" would read as true)."""
+    value = spec.get("allow_lateral_flip", False)
+    if not isinstance(value, bool):
+        raise MaiAugError(f"regime {name!r}: allow_lateral_flip must be true or false (unquoted), not {value!r}")
+    return value
 
 
 def _substitute(node: Any, parser: ConfigParser, name: str, depth: int) -> Any:
@@ -228,7 +236,7 @@ def regime_from_spec(name: str, spec: dict, image_size: int, trust: bool = False
         load=parts["load"],
         deterministic=parts["deterministic"],
         random=parts["random"],
-        allow_lateral_flip=bool(spec.get("allow_lateral_flip", False)),
+        allow_lateral_flip=_lateral_flip_opt_in(name, spec),
         spec=copy.deepcopy(spec),
         load_size=int(image_size),
         load_spec=copy.deepcopy(spec["load"]),
