@@ -52,10 +52,25 @@ def payloads(tmp_path: Path) -> dict[str, tuple[str, str]]:
             regimes:
               evil: {{}}
             """, "load[0].image_only"),
+        "reader os.system": (f"""
+            load:
+              - {{_target_: LoadImaged, keys: image, reader: os.system, command: "touch {marker}"}}
+            regimes:
+              evil: {{}}
+            """, "load[0].reader"),
+        "reader list with os.system": (f"""
+            load:
+              - {{_target_: LoadImaged, keys: image, reader: [PILReader, os.system], command: "touch {marker}"}}
+            regimes:
+              evil: {{}}
+            """, "load[0].reader[1]"),
     }
 
 
-@pytest.mark.parametrize("case", ["$ in a transform argument", "_target_ os.system", "$ in load"])
+CASES = ["$ in a transform argument", "_target_ os.system", "$ in load", "reader os.system", "reader list with os.system"]
+
+
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("command", ["regimes", "preview"])
 def test_code_in_a_regimes_file_is_refused_and_never_runs(tmp_path, capsys, case, command, phantom_dir):
     body, entry = payloads(tmp_path)[case]
@@ -79,6 +94,55 @@ def test_trust_config_lets_your_own_code_run(tmp_path, capsys):
     path = write(tmp_path / "mine.yaml", body)
     main(["regimes", "--regimes-file", str(path), "--image-size", "32", "--trust-config"])  # os.system is no transform
     assert (tmp_path / "PWNED").exists()  # but with --trust-config it was yours to run
+
+
+def test_class_reached_through_a_module_attribute_never_runs(tmp_path, monkeypatch):
+    # ConfigParser is a class inside mai_aug.transforms.regimes' namespace; its globals import any module by name
+    (tmp_path / "mai_aug_payload.py").write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path / "evil.yaml", """
+        regimes:
+          evil:
+            random: [{_target_: mai_aug.transforms.regimes.ConfigParser, config: {}, globals: {z: mai_aug_payload}}]
+        """)
+    with pytest.raises(MaiAugError, match=r"regimes.evil.random\[0\]._target_: .* is not a MONAI or mai_aug transform"):
+        load_regime("evil", 32, [path])
+    assert not (tmp_path / "PWNED").exists()
+
+
+REFUSED = {
+    "class in a transform module's namespace": ({"_target_": "mai_aug.transforms.regimes.yaml.UnsafeLoader"}, "_target_"),
+    "class of monai.transforms that is no transform": ({"_target_": "monai.transforms.utils.Fourier"}, "_target_"),
+    "module outside the transforms, imported by ConfigParser": ({"_target_": "mai_aug.cli.main"}, "_target_"),
+    "bare name MONAI resolves to another class": ({"_target_": "Affine"}, "ambiguous"),
+    "transform looking a callable up by name": ({"_target_": "TorchVisiond", "keys": "image", "name": "Pad"}, "by name"),
+    "transform writing files": ({"_target_": "SaveImaged", "keys": "image"}, "writes files"),
+    "writer": ({"_target_": "Identityd", "keys": "image", "writer": "os.system"}, "'writer' is not allowed"),
+    "reader by lower-case name (pydoc.locate imports it)": (
+        {"_target_": "LoadImaged", "keys": "image", "reader": "pilreader"}, "not one of MONAI's image readers"),
+    "dotted path as a callable argument": ({"_target_": "Lambdad", "keys": "image", "func": "os.system"},
+                                           "'os.system' names importable code"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_names_of_code_are_refused(case):
+    entry, fragment = REFUSED[case]
+    with pytest.raises(MaiAugError, match=re.escape(fragment)) as err:
+        check_data_only({"random": [entry]}, "my.yaml", trust=False)
+    assert str(err.value).startswith("my.yaml: random[0].") and "--trust-config" in str(err.value)
+    check_data_only({"random": [entry]}, "my.yaml", trust=True)
+
+
+def test_transforms_and_readers_by_any_name_are_data():
+    check_data_only({"load": [
+        {"_target_": "monai.transforms.io.dictionary.LoadImaged", "keys": "image", "reader": "PILReader"},
+        {"_target_": "LoadImaged", "keys": "image", "reader": ["monai.data.PILReader", "NumpyReader"]},
+        {"_target_": "LoadImaged", "keys": "image", "reader": {"_target_": "monai.data.image_reader.PILReader"}},
+        {"_target_": "monai.transforms.Affine", "scale_params": [1, 1]},
+        {"_target_": "CastToTyped", "keys": "image", "dtype": "torch.float32"},
+        {"_target_": "mai_aug.transforms.resize.SmoothResized", "keys": "image", "spatial_size": [32, 32]},
+    ]}, "my.yaml", trust=False)
 
 
 def test_macro_reading_another_file_is_refused(tmp_path):
