@@ -120,17 +120,23 @@ def evil_regimes(where: str) -> Callable[[Env], list[str]]:
             "argument": f'regimes: {{evil: {{random: [{{_target_: RandGaussianNoised, keys: image, prob: "{_touch(env.marker)}"}}]}}}}',
             "load": f'load: [{{_target_: LoadImaged, keys: image, image_only: "{_touch(env.marker)}"}}]\nregimes: {{evil: {{}}}}',
             "target": f'regimes: {{evil: {{random: [{{_target_: os.system, command: "touch {env.marker}"}}]}}}}',
+            "reader": f'load: [{{_target_: LoadImaged, keys: image, reader: os.system, command: "touch {env.marker}"}}]\nregimes: {{evil: {{}}}}',
+            "attribute": "regimes: {evil: {random: [{_target_: mai_aug.transforms.regimes.ConfigParser, config: {}, globals: {z: this}}]}}",
         }[where]
         return ["regimes", "--regimes-file", str(env.write("evil.yaml", body + "\n")), "--image-size", "32"]
 
     return build
 
 
-def evil_run(command: str) -> Callable[[Env], list[str]]:
+def evil_run(command: str, reader: bool = False) -> Callable[[Env], list[str]]:
     def build(env: Env) -> list[str]:
         run = env.copy_run()
         config = yaml.safe_load((run / "config.yaml").read_text())
-        config["resolved"]["regime"]["load"][0]["image_only"] = _touch(env.marker)
+        load = config["resolved"]["regime"]["load"][0]
+        if reader:  # LoadImage would pydoc.locate a string reader and call it with its other arguments
+            load.update(reader="os.system", command=f"touch {env.marker}")
+        else:
+            load["image_only"] = _touch(env.marker)
         (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         image = env.write("x.png", _png())
         return {"evaluate": ["evaluate", "--run", str(run), "--bootstrap", "200"],
@@ -182,6 +188,18 @@ def damaged_cache(damage: str) -> Callable[[Env], list[str]]:
         for entry in (run / "cache").rglob("*.pt"):  # only the items a run touched are cached
             entry.write_bytes(b"" if damage == "zero" else entry.read_bytes()[:40])
         return env.resume(run, "--epochs", "2")
+
+    return build
+
+
+def bad_run_config(body: str | None = None, **values: object) -> Callable[[Env], list[str]]:
+    """A run folder whose config.yaml is ``body``, or its own with ``values`` set: valid YAML of the wrong shape."""
+
+    def build(env: Env) -> list[str]:
+        run = env.copy_run()
+        path = run / "config.yaml"
+        path.write_text(body if body is not None else yaml.safe_dump({**yaml.safe_load(path.read_text()), **values}))
+        return ["evaluate", "--run", str(run), "--bootstrap", "200"]
 
     return build
 
@@ -330,6 +348,12 @@ CASES = [
     pytest.param(evil_run("evaluate"), 2, "--trust-config", id="run-config-code-evaluate"),
     pytest.param(evil_run("predict"), 2, "--trust-config", id="run-config-code-predict"),
     pytest.param(evil_run("resume"), 2, "--trust-config", id="run-config-code-resume"),
+    pytest.param(evil_regimes("reader"), 2, "load[0].reader: reader 'os.system' is not one of MONAI's image readers",
+                 id="regimes-file-reader-os-system"),
+    pytest.param(evil_regimes("attribute"), 2, "'mai_aug.transforms.regimes.ConfigParser' is not a MONAI or mai_aug",
+                 id="regimes-file-target-through-module-attribute"),
+    *[pytest.param(evil_run(command, reader=True), 2, "load[0].reader: reader 'os.system'",
+                   id=f"run-config-reader-os-system-{command}") for command in ("evaluate", "predict", "resume")],
     # checkpoints
     pytest.param(damaged_checkpoint("best", "zero"), 2, "best.pt: cannot be read, truncated or not a checkpoint (empty", id="best-zero-byte"),
     pytest.param(damaged_checkpoint("best", "truncated"), 2, "best.pt: cannot be read", id="best-truncated"),
@@ -337,6 +361,11 @@ CASES = [
     pytest.param(damaged_checkpoint("last", "truncated"), 2, "last_checkpoint_epoch=1.pt", id="last-truncated"),
     pytest.param(not_a_checkpoint, 2, "(refused by torch's weights-only loader: ", id="checkpoint-not-a-checkpoint"),
     pytest.param(held_lock, 2, "another process", id="two-trainings-one-out"),
+    # run configs
+    pytest.param(bad_run_config("- 1\n- 2\n"), 2, "config.yaml: expected a mapping of settings, got list",
+                 id="run-config-a-list"),
+    pytest.param(bad_run_config(""), 2, "config.yaml: empty", id="run-config-empty"),
+    pytest.param(bad_run_config(image_size="abc"), 2, "config.yaml: image_size: 'abc' is not int", id="run-config-image-size-abc"),
     pytest.param(damaged_cache("zero"), 0, "corrupt disk-cache entry", id="disk-cache-zero-byte-repaired"),
     pytest.param(damaged_cache("truncated"), 0, "corrupt disk-cache entry", id="disk-cache-truncated-repaired"),
     # images
@@ -364,6 +393,17 @@ CASES = [
     pytest.param(regimes_file(bytes(range(256)) * 4), 2, "mine.yaml: not UTF-8 text", id="regimes-file-binary"),
     pytest.param(regimes_file("regimes:\n  mine: {random: [\n"), 2, "not valid YAML", id="regimes-file-invalid-yaml"),
     pytest.param(train_with("--regime", "nope"), 2, "unknown regime 'nope'", id="unknown-regime"),
+    pytest.param(regimes_file("regimes:\n  mine: {random: [{_target_: OneOf, weights: [0.9, 0.1], transforms: "
+                              "[{_target_: Identityd, keys: image}, {_target_: Flipd, keys: image, spatial_axis: 1}]}]}\n"),
+                 2, "regime 'mine', random: Flipd mirrors the image", id="regimes-file-flip-in-rare-oneof"),
+    pytest.param(regimes_file("regimes:\n  mine: {deterministic: [{_target_: OneOf, weights: [0.9, 0.1], transforms: "
+                              "[{_target_: NormalizeIntensityd, keys: image}, {_target_: Rotate90d, keys: image, k: 2}]}]}\n"),
+                 2, "regime 'mine', deterministic: OneOf is random", id="regimes-file-oneof-in-deterministic"),
+    pytest.param(regimes_file("regimes:\n  mine: {allow_lateral_flip: 'false', random: "
+                              "[{_target_: RandFlipd, keys: image, spatial_axis: 1, prob: 0.5}]}\n"),
+                 2, "allow_lateral_flip must be true or false", id="regimes-file-quoted-false-opt-in"),
+    pytest.param(regimes_file("load: [{_target_: LoadImaged, keys: img}]\nregimes:\n  mine: {}\n"), 2,
+                 "load: LoadImaged fails on a PNG test image: KeyError", id="regimes-file-failing-load-step"),
     # command-line values
     pytest.param(train_with("--lr", "nan"), 2, "--lr", id="lr-nan"),
     pytest.param(train_with("--workers", "-1"), 2, "--workers", id="workers-negative"),

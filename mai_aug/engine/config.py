@@ -91,6 +91,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_bytes())
     except yaml.YAMLError as e:
         raise MaiAugError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if raw is None:
+        raise MaiAugError(f"{path}: empty (not a mai-aug run config)")
     if not isinstance(raw, dict):
         raise MaiAugError(f"{path}: expected a mapping of settings, got {type(raw).__name__} (not a mai-aug run config)")
     for name, kind in _field_types().items():
