@@ -94,7 +94,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     if raw is None:
         raise MaiAugError(f"{path}: empty (not a mai-aug run config)")
     if not isinstance(raw, dict):
-        raise MaiAugError(f"{path}: expected a mapping of settings, got {type(raw).__name__} (not a mai-aug run config)")
+        raise MaiAugError(f"{path}: expected a mapping of settings, got {type(raw).__name__} "
+                          f"(not a mai-aug run config)")
     for name, kind in _field_types().items():
         if name in raw and not _is_a(raw[name], kind):
             raise MaiAugError(f"{path}: {name}: {raw[name]!r} is not {_type_name(kind)}")
@@ -111,7 +112,7 @@ def _field_types() -> dict[str, Any]:
 
 
 def _is_a(value: Any, kind: Any) -> bool:
-    """Whether ``value`` (from YAML) fits the type hint ``kind``: ``int``, ``float``, ``str | None``, ``list[str]``..."""
+    """Whether ``value`` (from YAML) fits the type hint ``kind``: ``int``, ``str | None``, ``list[str]``..."""
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
         return any(_is_a(value, k) for k in typing.get_args(kind))
     if typing.get_origin(kind) is list:

@@ -90,7 +90,7 @@ def _trained_with_amp(raw: dict) -> bool:
 
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
                  n_boot: int = 1000, workers: int = 0, trust: bool | None = None) -> pd.DataFrame:
-    """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png``, ``_predictions.csv`` and ``_meta.json``; return the AUC table.
+    """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png``, ``_predictions.csv``, ``_meta.json``; return the AUC table.
 
     ``_meta.json`` (written last, atomically) names the checkpoint used by file name, size and sha256.
 

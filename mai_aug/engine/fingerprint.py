@@ -164,8 +164,9 @@ def differences(old: dict[str, Any], new: dict[str, Any], epochs_may_grow: bool 
         before, after = old_settings.get(key), new_settings.get(key)
         if before == after:
             continue
-        said = _epochs_difference(before, after, epochs_may_grow, begun) if key == "epochs" else f"{key}: {before!r} -> {after!r}"
-        if said:
+        if key != "epochs":
+            diffs.append(f"{key}: {before!r} -> {after!r}")
+        elif said := _epochs_difference(before, after, epochs_may_grow, begun):
             diffs.append(said)
     if old.get("regime") != new["regime"]:
         diffs.append("regime spec differs")
