@@ -77,8 +77,9 @@ def statistics_text(summary: pd.DataFrame, seeds: int, n_boot: int, baseline: st
                      f"Corrected for: the number of comparisons, all {int(fam.iloc[0])} of them (every other regime x "
                      f"every scored finding, plus each regime's macro difference), by max-statistic intervals of "
                      f"{c:.2f} standard errors instead of 1.96 for one comparison, with c from the correlation of the "
-                     f"patient and seed parts together{' and the seed variance' if seeds > 1 else ''}. The chance of "
-                     f"any false star is at most 5% if the bootstrap deviations are normal; {false_star_text(seeds)}. "
+                     f"patient and seed parts together{' and the seed variance' if seeds > 1 else ''}, so that the "
+                     f"chance of any false star is at most 5% if the bootstrap deviations are normal; "
+                     f"{false_star_text(seeds)}. "
                      f"The AUC intervals of single regimes are marginal 95% intervals (AUC +/- 1.96 SD of the "
                      f"resamples, as `mai-aug evaluate` writes them), not corrected for the number of comparisons.")
     few = summary[(summary["finding"] != "macro") & ~summary["scored"].astype(bool)].drop_duplicates("finding")
