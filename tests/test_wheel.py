@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ("mai_aug/configs/regimes.yaml", "mai_aug/configs/presets/demo.yaml",
-           "mai_aug/configs/presets/article.yaml", "mai_aug/configs/presets/full.yaml")
+           "mai_aug/configs/presets/article.yaml", "mai_aug/configs/presets/full.yaml",
+           "mai_aug/configs/examples/my-regimes.yaml", "mai_aug/configs/examples/my-preset.yaml")
 
 
 def _pip(*args: str, cwd: Path) -> None:
@@ -53,10 +54,14 @@ def test_every_preset_resolves_from_an_installed_copy(wheel, tmp_path):
         "print(sorted(available_regimes([])))\n"
         "for name in PRESETS:\n"
         "    print(name, sorted(load_preset(name)['train']))\n"
+        "examples = pathlib.Path(mai_aug.__file__).parent / 'configs' / 'examples'\n"
+        "print(sorted(available_regimes([examples / 'my-regimes.yaml'])))\n"
+        "print('example preset', sorted(load_preset(str(examples / 'my-preset.yaml'))['train']))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     done = subprocess.run([sys.executable, "-c", probe, str(target)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert "none" in lines[0] and "complex" in lines[0]
-    assert [line.split()[0] for line in lines[1:]] == ["demo", "article", "full"]
+    assert [line.split()[0] for line in lines[1:4]] == ["demo", "article", "full"]
+    assert "contrast" in lines[4] and lines[5].startswith("example preset")  # the example configs, installed
