@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import write_nih
@@ -163,6 +164,23 @@ def damaged_checkpoint(which: str, damage: str) -> Callable[[Env], list[str]]:
 def not_a_checkpoint(env: Env) -> list[str]:
     """A PNG given as --checkpoint: torch's refusal runs to many lines; the error stays one."""
     return ["evaluate", "--run", str(env.run), "--checkpoint", str(env.write("model.pt", _png())), "--bootstrap", "200"]
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a hostile .pt file can carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def code_in_a_checkpoint(env: Env) -> list[str]:
+    """A .pt file whose pickle would run a command: torch's weights-only loader refuses it before anything runs."""
+    path = env.tmp / "hostile.pt"
+    torch.save({"model": _Payload(env.marker)}, path)
+    return ["evaluate", "--run", str(env.run), "--checkpoint", str(path), "--bootstrap", "200"]
 
 
 def invalid_datalist_json(env: Env) -> list[str]:
@@ -360,6 +378,8 @@ CASES = [
     pytest.param(damaged_checkpoint("last", "zero"), 2, "epoch=1.pt: cannot be read, truncated or not a checkpoint (empty", id="last-zero-byte"),
     pytest.param(damaged_checkpoint("last", "truncated"), 2, "last_checkpoint_epoch=1.pt", id="last-truncated"),
     pytest.param(not_a_checkpoint, 2, "(refused by torch's weights-only loader: ", id="checkpoint-not-a-checkpoint"),
+    pytest.param(code_in_a_checkpoint, 2, "hostile.pt: cannot be read, truncated or not a checkpoint (UnpicklingError: Weights only",
+                 id="checkpoint-with-code"),
     pytest.param(held_lock, 2, "another process", id="two-trainings-one-out"),
     # run configs
     pytest.param(bad_run_config("- 1\n- 2\n"), 2, "config.yaml: expected a mapping of settings, got list",
