@@ -155,3 +155,10 @@ def test_too_few_resamples_give_no_interval_and_no_star(capsys):
         assert main([*command, "--bootstrap", "199"]) == 2
         err = capsys.readouterr().err
         assert "--bootstrap: 199 is below 200" in err and len(err.strip().splitlines()) == 1
+
+
+def test_unscored_label_names_the_class_that_is_missing():
+    from mai_aug.reports.compare import _too_few
+
+    assert _too_few({"positive_patients": 3}) == "too few positive patients (3)"
+    assert _too_few({"positive_patients": 40}) == "too few negative patients"  # nearly every patient positive

@@ -22,7 +22,9 @@ SECTIONS = ("description", "phantom", "data", "regimes", "train", "bootstrap")
 DATA_KEYS: dict[str, Any] = {"split": str, "val_frac": float, "test_frac": float, "seed": int, "images": str}
 # TrainConfig fields a preset may set: not the run's identity (out, regime, data source) nor per-invocation switches.
 NOT_IN_PRESET = {"out", "regime", "data", "datalist", "csv", "images", "resume", "progress", "tensorboard_dir", "hparams",
-                 "regimes_file", "device"}
+                 "regimes_file", "device",
+                 # the split belongs to the preset's `data:` section, which compare applies once for all runs
+                 "split", "val_frac", "test_frac", "views", "split_seed", "require_all_images", "cache_dir"}
 CHOICES = {"split": ("patient", "official"), "cache": ("memory", "disk", "none"), "test_shift": ("none", "site"),
            "in_channels": (1, 3), "augment_on": ("auto", "loader", "device")}
 

@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from mai_aug.reports.auc import (  # noqa: E402
+    MIN_POSITIVE_PATIENTS,
     bootstrap_aucs,
     bootstrap_sd,
     patient_counts,
@@ -271,7 +272,10 @@ def _interval(value: float, low: float, high: float, star: bool = False, signed:
 
 
 def _too_few(row: dict) -> str:
-    return f"too few positive patients ({int(row['positive_patients'])})"
+    """Why a finding has no interval: fewer than MIN_POSITIVE_PATIENTS positive (or, rarely, negative) patients."""
+    positives = int(row["positive_patients"])
+    return (f"too few positive patients ({positives})" if positives < MIN_POSITIVE_PATIENTS
+            else "too few negative patients")
 
 
 def headline_table(summary: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:
