@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mai_aug.errors import MaiAugError, wrapped_message
 
@@ -29,6 +29,16 @@ def command(name: str) -> Callable:
         return fn
 
     return register
+
+
+def _default(name: str) -> Any:
+    """``TrainConfig``'s default for the setting ``name``: each training default is written once, there."""
+    import dataclasses
+
+    from mai_aug.engine.config import TrainConfig  # yaml and the dataclass only: no torch before a command runs
+
+    field = TrainConfig.__dataclass_fields__[name]
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def _fraction(text: str) -> float:
@@ -105,7 +115,8 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--data", type=Path, required=required, help="NIH layout folder (CSV + images/)")
     p.add_argument("--csv", type=Path, help="metadata CSV (default: DIR/Data_Entry_2017_v2020.csv)")
     p.add_argument("--images", type=Path, help="image folder (default: DIR/images and DIR/images_*)")
-    p.add_argument("--views", nargs="+", default=["PA", "AP"], choices=["PA", "AP"], help="view positions to keep")
+    p.add_argument("--views", nargs="+", default=_default("views"), choices=["PA", "AP"],
+                   help="view positions to keep (default: %(default)s)")
 
 
 def _add_image_check_args(p: argparse.ArgumentParser) -> None:
@@ -116,9 +127,12 @@ def _add_image_check_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_split_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default="patient", choices=["patient", "official"], help="how to split (always by patient)")
-    p.add_argument("--val-frac", type=_fraction, default=0.1, help="fraction of images for validation")
-    p.add_argument("--test-frac", type=_fraction, default=0.2, help="fraction of images for test")
+    p.add_argument("--split", default=_default("split"), choices=["patient", "official"],
+                   help="how to split (always by patient; default: %(default)s)")
+    p.add_argument("--val-frac", type=_fraction, default=_default("val_frac"),
+                   help="fraction of images for validation (default: %(default)s)")
+    p.add_argument("--test-frac", type=_fraction, default=_default("test_frac"),
+                   help="fraction of images for test (default: %(default)s)")
     p.add_argument("--require-all-images", action="store_true", help="error if any CSV row has no image file")
 
 
@@ -170,7 +184,9 @@ def _run_phantom(args: argparse.Namespace) -> int:
 
 
 def _add_regime_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--regime", default=default, required=default is None, help="augmentation regime (see `mai-aug regimes`)")
+    shown = "" if default is None else "; default: %(default)s"
+    p.add_argument("--regime", default=default, required=default is None,
+                   help=f"augmentation regime (see `mai-aug regimes`{shown})")
     p.add_argument("--regimes-file", action="append", default=[], type=Path,
                    help="YAML adding or overriding regimes (repeatable)")
     _add_trust_arg(p)
@@ -237,26 +253,32 @@ def _run_preview(args: argparse.Namespace) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-size", type=_image_size, default=320, help="training image size (px)")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--image-size", type=_image_size, default=_default("image_size"),
+                   help="training image size (px; default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=_default("batch_size"), help="default: %(default)s")
+    p.add_argument("--epochs", type=_positive_int, default=_default("epochs"), help="default: %(default)s")
     p.add_argument("--steps-per-epoch", type=_positive_int, help="iterations per epoch (default: one pass)")
-    p.add_argument("--lr", type=_positive_float, default=1e-4, help="Adam learning rate (cosine schedule over the epochs)")
-    p.add_argument("--pretrained", default="none", help="none, imagenet (downloads), or a torchvision densenet121 .pth")
-    p.add_argument("--in-channels", type=int, default=1, choices=[1, 3])
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--lr", type=_positive_float, default=_default("lr"),
+                   help="Adam learning rate (cosine schedule over the epochs; default: %(default)s)")
+    p.add_argument("--pretrained", default=_default("pretrained"),
+                   help="none, imagenet (downloads), or a torchvision densenet121 .pth (default: %(default)s)")
+    p.add_argument("--in-channels", type=int, default=_default("in_channels"), choices=[1, 3],
+                   help="default: %(default)s")
+    p.add_argument("--device", default=_default("device"),
+                   help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=_default("amp"),
                    help="mixed precision (default: on with CUDA)")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=_default("seed"), help="default: %(default)s")
     p.add_argument("--workers", type=_non_negative_int, default=None, help="data-loader workers (default: up to 4)")
-    p.add_argument("--cache", default="memory", choices=["memory", "disk", "none"],
-                   help="where decoded 8-bit images are kept")
-    p.add_argument("--augment-on", default="auto", choices=["auto", "loader", "device"],
+    p.add_argument("--cache", default=_default("cache"), choices=["memory", "disk", "none"],
+                   help="where decoded 8-bit images are kept (default: %(default)s)")
+    p.add_argument("--augment-on", default=_default("augment_on"), choices=["auto", "loader", "device"],
                    help="run the regime per image in the data loader, or batched on the training device "
-                        "(auto: device where the regime compiles)")
+                        "(auto: device where the regime compiles; default: %(default)s)")
     p.add_argument("--no-weighted-loss", dest="weighted_loss", action="store_false",
                    help="plain BCE instead of class-balanced BCE")
-    p.add_argument("--early-stop", type=_non_negative_int, default=0, metavar="PATIENCE", help="stop after PATIENCE epochs without gain")
+    p.add_argument("--early-stop", type=_non_negative_int, default=_default("early_stop"), metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without gain (default: %(default)s, never)")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress output on the terminal")
 
 
@@ -268,13 +290,14 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     _add_data_args(p, required=False)
     _add_split_args(p)
     _add_image_check_args(p)
-    _add_regime_args(p, default="basic")
+    _add_regime_args(p, default=_default("regime"))
     _add_train_args(p)
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--checkpoint-every", type=_non_negative_int, default=0, metavar="N",
-                   help="also checkpoint every N iterations inside an epoch (default 0: at epoch ends only)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the --data split (--seed seeds training only)")
+    p.add_argument("--checkpoint-every", type=_non_negative_int, default=_default("checkpoint_every"), metavar="N",
+                   help="also checkpoint every N iterations inside an epoch (default %(default)s: at epoch ends only)")
+    p.add_argument("--split-seed", type=int, default=_default("split_seed"),
+                   help="seed of the --data split (--seed seeds training only; default: %(default)s)")
     p.set_defaults(handler=_run_train)
 
 
@@ -356,7 +379,8 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=_positive_int, default=1, help="training seeds per regime")
     p.add_argument("--preset", default="demo", help="demo, article, full, or a preset YAML file")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--device", default=_default("device"),
+                   help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
     p.add_argument("--cache-dir", type=Path, help="where the phantom is generated once (default: ~/.cache/mai_aug)")
     p.add_argument("--bootstrap", type=_bootstrap, help="bootstrap resamples (default: the preset's)")
     for name, kind in (("image-size", _image_size), ("batch-size", _positive_int), ("epochs", _positive_int),

@@ -13,7 +13,6 @@ from typing import Any
 
 import yaml
 
-from mai_aug.engine.checkpoint import atomic_write
 from mai_aug.errors import MaiAugError
 
 # Settings that may change when a run resumes: they do not change what is computed, or extend it.
@@ -78,6 +77,8 @@ class TrainConfig:
 
 def write_config(config: TrainConfig, extra: dict[str, Any], path: Path) -> None:
     """Write ``config`` and ``extra`` (resolved values: device, regime entry, split sizes) as YAML, atomically."""
+    from mai_aug.engine.checkpoint import atomic_write  # here: the CLI reads TrainConfig's defaults without torch
+
     text = yaml.safe_dump({**config.to_dict(), "resolved": extra}, sort_keys=False)
     atomic_write(Path(path), lambda f: f.write(text.encode()))
 

@@ -6,12 +6,13 @@ import json
 import logging
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.data import DataLoader
+from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import EarlyStopHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
 from monai.utils import set_determinism
@@ -43,7 +44,7 @@ from mai_aug.engine.stream import TrainingStream
 from mai_aug.errors import EngineTermination, MaiAugError
 from mai_aug.reports.roc import roc_figure
 from mai_aug.transforms.batched import BatchedStage, choose_stage
-from mai_aug.transforms.regimes import load_regime, stored_regime
+from mai_aug.transforms.regimes import Regime, load_regime, stored_regime
 
 logger = logging.getLogger("mai_aug")
 
@@ -147,144 +148,262 @@ def train(config: TrainConfig) -> dict[str, float]:
     return result
 
 
+@dataclass
+class _Run:
+    """What the setup step resolves for one run (folder, split, regime, device); every later step reads it."""
+
+    config: TrainConfig
+    device: torch.device
+    ctx: distributed.DistContext
+    run_dir: Path
+    resume_from: Path | None
+    extended: list[int]
+    amp: bool
+    datalist: dict
+    regime: Regime
+    freq_pos: np.ndarray
+    stage: BatchedStage | None  # None: the regime runs per sample in the loader
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.datalist["labels"])
+
+    @property
+    def main(self) -> bool:
+        return self.ctx.is_main
+
+
+@dataclass
+class _Model:
+    """The network (unwrapped for checkpoints, DDP-wrapped for the engines), its loss and optimizer."""
+
+    net: torch.nn.Module
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class _Engines:
+    """MONAI's trainer and evaluator, and the handlers the last steps read."""
+
+    trainer: SupervisedTrainer
+    evaluator: SupervisedEvaluator
+    auc_metric: PerFindingAUC
+    losses: LossTracker
+    table: MetricsTable
+    checkpoints: CheckpointWriter
+    writer: SummaryWriter | None
+
+
 def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistContext) -> dict[str, float]:
+    """The steps of :func:`train` inside the run's lock and log."""
+    run = _setup(config, device, ctx)
+    _record_run(run)
+    train_ds, val_ds = _datasets(run)
+    # Every rank runs the same number of steps (DDP synchronises each one), whatever its shard's size.
+    epoch_length = config.steps_per_epoch or max(1, len(run.datalist["training"]) // ctx.world_size // config.batch_size)
+    resume_state = load_checkpoint(run.resume_from) if run.resume_from is not None else None  # one clear error if unreadable
+    done = int(resume_state["trainer"]["iteration"]) if resume_state else 0
+    train_loader, val_loader = _loaders(run, train_ds, val_ds, epoch_length, done)
+    model = _model(run)
+    tb_dir = Path(config.tensorboard_dir) if config.tensorboard_dir else run.run_dir / "tensorboard"
+    writer = SummaryWriter(log_dir=str(tb_dir)) if run.main else None
+    engines = _engines(run, model, train_loader, val_loader, epoch_length, writer)
+    if not _restore_or_skip(run, engines, resume_state, done):
+        return {}
+    _run_trainer(engines, run.resume_from)
+    _check_stopped(run, engines)
+    if not run.main:
+        return dict(engines.auc_metric.last)
+    _finish(run, engines)
+    return dict(engines.auc_metric.last)
+
+
+def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistContext) -> _Run:
+    """Prepare the run folder, then resolve AMP, the split (checked) and the regime; seed everything."""
     run_dir, resume_from = prepare_run_dir(config)
     # earlier lengths of a run resumed with other --epochs after its schedule diverged (refuses fewer than trained)
     extended = (resumed_epochs(read_config(run_dir), config, checkpoint_epoch(resume_from), epochs_begun(run_dir))
                 if resume_from is not None else [])
-    main = ctx.is_main
     amp = bool(config.amp) if config.amp is not None else device.type == "cuda"
     if amp and device.type != "cuda":
         raise MaiAugError("--amp needs a CUDA device")
     set_determinism(seed=config.seed)
-    datalist = resolve_datalist(config, run_dir, write=main)
+    datalist = resolve_datalist(config, run_dir, write=ctx.is_main)
     ctx.barrier()
     check_config(config, datalist)
-    names = list(datalist["labels"])
     # on --resume, the regime as the run stored it (resolved spec in config.yaml), never a regimes file re-read
     stored = config.resume and (run_dir / "config.yaml").is_file()
     regime = (stored_regime(read_config(run_dir), f"--resume {run_dir}") if stored
               else load_regime(config.regime, config.image_size, config.regimes_file))
-    freq_pos, _ = label_frequencies(datalist["training"], len(names))
-    stage = choose_stage(config.augment_on, regime, device, config.seed, ctx.rank)  # None: per-sample loader path
-    logger.info(f"run {run_dir}: regime {regime.name!r} on {device}{' with AMP' if amp else ''}"
+    freq_pos, _ = label_frequencies(datalist["training"], len(datalist["labels"]))
+    stage = choose_stage(config.augment_on, regime, device, config.seed, ctx.rank)
+    return _Run(config, device, ctx, run_dir, resume_from, extended, amp, datalist, regime, freq_pos, stage)
+
+
+def _record_run(run: _Run) -> None:
+    """Log what runs where; on rank 0 write the run's fingerprint (its identity) and ``config.yaml``."""
+    config, ctx, datalist = run.config, run.ctx, run.datalist
+    logger.info(f"run {run.run_dir}: regime {run.regime.name!r} on {run.device}{' with AMP' if run.amp else ''}"
                 f"{f' x {ctx.world_size} processes (DDP)' if ctx.enabled else ''}; "
                 f"{len(datalist['training'])} training, {len(datalist['validation'])} validation images")
     logger.info("split:\n" + split_table(datalist).to_string())
-    if main:
-        augment_on = "loader" if stage is None else "device"
-        write_fingerprint(fingerprint_components(config, regime.spec, datalist, {"amp": amp, "augment_on": augment_on},
-                                                 extended), run_dir)  # the run's identity
-        write_config(config, {
-        "device": str(device), "amp": amp, "augment_on": augment_on, "extended_from_epochs": extended,
-        "regime": regime.spec, "regime_transforms": regime.describe(),
-        "findings": names, "train_positive_frequency": [round(float(f), 6) for f in freq_pos],
+    if not run.main:
+        return
+    augment_on = "loader" if run.stage is None else "device"
+    resolved = {"amp": run.amp, "augment_on": augment_on}
+    write_fingerprint(fingerprint_components(config, run.regime.spec, datalist, resolved, run.extended), run.run_dir)
+    write_config(config, {
+        "device": str(run.device), "amp": run.amp, "augment_on": augment_on, "extended_from_epochs": run.extended,
+        "regime": run.regime.spec, "regime_transforms": run.regime.describe(),
+        "findings": run.names, "train_positive_frequency": [round(float(f), 6) for f in run.freq_pos],
         "split_sizes": {k: len(datalist[k]) for k in ("training", "validation", "test")},
         "versions": _versions(), "world_size": ctx.world_size,
-        }, run_dir / "config.yaml")
+    }, run.run_dir / "config.yaml")
 
+
+def _datasets(run: _Run) -> tuple[Dataset, Dataset]:
+    """This rank's training and validation shards, cached as uint8 images."""
+    config = run.config
     cache_workers = max(config.workers, 1)
-    train_items, val_items = ctx.shard(datalist["training"]), ctx.shard(datalist["validation"])
+    train_items, val_items = run.ctx.shard(run.datalist["training"]), run.ctx.shard(run.datalist["validation"])
     logger.info(f"caching {len(train_items) + len(val_items)} images as uint8 at {config.image_size} px "
                 f"({config.cache}); the first pass decodes each image once")
-    cache_dir = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
-    train_ds = build_dataset(train_items, regime, train=True, cache=config.cache, cache_dir=cache_dir,
-                             workers=cache_workers, progress=config.progress, online=stage is None)
-    val_ds = build_dataset(val_items, regime, train=False, cache=config.cache,
+    cache_dir = Path(config.cache_dir) if config.cache_dir else run.run_dir / "cache"
+    train_ds = build_dataset(train_items, run.regime, train=True, cache=config.cache, cache_dir=cache_dir,
+                             workers=cache_workers, progress=config.progress, online=run.stage is None)
+    val_ds = build_dataset(val_items, run.regime, train=False, cache=config.cache,
                            cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
-    pin = device.type == "cuda"
-    # Every rank runs the same number of steps (DDP synchronises each one), whatever its shard's size.
-    epoch_length = config.steps_per_epoch or max(1, len(datalist["training"]) // ctx.world_size // config.batch_size)
-    resume_state = load_checkpoint(resume_from) if resume_from is not None else None  # one clear error if unreadable
-    done = int(resume_state["trainer"]["iteration"]) if resume_state else 0
+    return train_ds, val_ds
+
+
+def _loaders(run: _Run, train_ds: Dataset, val_ds: Dataset, epoch_length: int,
+             done: int) -> tuple[DataLoader, DataLoader]:
+    """The training loader (a stream whose batches depend on seed and iteration, from ``done`` on) and validation's."""
+    config, pin = run.config, run.device.type == "cuda"
     stream = TrainingStream(train_ds, config.seed, config.epochs * epoch_length * config.batch_size,
-                            start=done * config.batch_size, rank=ctx.rank)  # batches depend on (seed, iteration)
+                            start=done * config.batch_size, rank=run.ctx.rank)
     train_loader = DataLoader(stream, batch_size=config.batch_size, shuffle=False, drop_last=True,
                               num_workers=config.workers, pin_memory=pin, persistent_workers=config.workers > 0)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size * 2, shuffle=False, num_workers=config.workers,
                             pin_memory=pin)
+    return train_loader, val_loader
 
+
+def _model(run: _Run) -> _Model:
+    """DenseNet121 (DDP-wrapped under torchrun), the BCE loss and Adam."""
+    config, device = run.config, run.device
     torch.manual_seed(config.seed)  # the same initial weights for every regime trained with this seed
-    net, report = build_network(len(names), config.in_channels, config.pretrained)
+    net, _ = build_network(len(run.names), config.in_channels, config.pretrained)
     net = net.to(device)
     model = net  # what the engines run; checkpoints always hold the unwrapped ``net``
-    if ctx.enabled:
+    if run.ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    loss_fn = WeightedBCEWithLogits(freq_pos if config.weighted_loss else None).to(device)
+    loss_fn = WeightedBCEWithLogits(run.freq_pos if config.weighted_loss else None).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    tb_dir = Path(config.tensorboard_dir) if config.tensorboard_dir else run_dir / "tensorboard"
-    writer = SummaryWriter(log_dir=str(tb_dir)) if main else None
-    prepare = PrepareBatch(config.in_channels, stage)
-    ckpt_dir = run_dir / "checkpoints"
+    return _Model(net, model, loss_fn, optimizer)
 
-    auc_metric = PerFindingAUC(names)
+
+def _engines(run: _Run, model: _Model, train_loader: DataLoader, val_loader: DataLoader, epoch_length: int,
+             writer: SummaryWriter | None) -> _Engines:
+    """MONAI's evaluator and trainer, with every handler attached in the order the run relies on."""
+    config, device, pin = run.config, run.device, run.device.type == "cuda"
+    prepare = PrepareBatch(config.in_channels, run.stage)
+    auc_metric = PerFindingAUC(run.names)
     val_handlers = [
         StatsHandler(name="mai_aug", iteration_log=False, output_transform=lambda x: None),
         TensorBoardStatsHandler(summary_writer=writer, iteration_log=False, output_transform=lambda x: None,
                                 global_epoch_transform=lambda epoch: trainer.state.epoch),
-    ] if main else []
+    ] if run.main else []
     evaluator = SupervisedEvaluator(
-        device=device, val_data_loader=val_loader, network=model, non_blocking=pin,
+        device=device, val_data_loader=val_loader, network=model.model, non_blocking=pin,
         prepare_batch=PrepareBatch(config.in_channels),  # evaluation never runs the batched stage
-        key_val_metric={MACRO_KEY: auc_metric}, val_handlers=val_handlers, amp=amp, decollate=False,
+        key_val_metric={MACRO_KEY: auc_metric}, val_handlers=val_handlers, amp=run.amp, decollate=False,
     )
     losses = LossTracker()
-    log_every = max(1, epoch_length // 5)
     trainer = SupervisedTrainer(
-        device=device, max_epochs=config.epochs, train_data_loader=train_loader, network=model, optimizer=optimizer,
-        loss_function=loss_fn, epoch_length=epoch_length, non_blocking=pin, prepare_batch=prepare,
-        train_handlers=None, amp=amp, decollate=False,
+        device=device, max_epochs=config.epochs, train_data_loader=train_loader, network=model.model,
+        optimizer=model.optimizer, loss_function=model.loss_fn, epoch_length=epoch_length, non_blocking=pin,
+        prepare_batch=prepare, train_handlers=None, amp=run.amp, decollate=False,
     )
+    prepare.attach(trainer)
+    for engine in (trainer, evaluator):  # the error is re-raised and said once by the caller
+        engine.logger.addFilter(EngineTermination())
+    losses.attach(trainer, distributed=run.ctx.enabled)  # before the other handlers, so a NaN stops the epoch before anything is saved
+    table = MetricsTable(run.run_dir / "metrics.csv", run.names, trainer, losses, model.optimizer)
+    _attach_train_handlers(run, trainer, evaluator, model.optimizer, writer, epoch_length)
+    if run.main:
+        table.attach(evaluator)
+        LearningRateWriter(writer, model.optimizer).attach(trainer)
+        FirstBatchImages(writer).attach(trainer)
+    checkpoints = _attach_checkpoints(run, trainer, evaluator, model, losses)
+    return _Engines(trainer, evaluator, auc_metric, losses, table, checkpoints, writer)
+
+
+def _attach_train_handlers(run: _Run, trainer: SupervisedTrainer, evaluator: SupervisedEvaluator,
+                           optimizer: torch.optim.Optimizer, writer: SummaryWriter | None, epoch_length: int) -> None:
+    """The cosine schedule and validation each epoch; on rank 0 the loss to the log and TensorBoard."""
+    config = run.config
+    log_every = max(1, epoch_length // 5)
     train_handlers = [
         CosineSchedule(optimizer, config.lr, config.epochs),
         ValidationHandler(validator=evaluator, interval=1, epoch_level=True),
     ]
-    train_handlers += [] if not main else [
+    train_handlers += [] if not run.main else [
         StatsHandler(name="mai_aug", tag_name="train_loss", output_transform=lambda out: out["loss"].item(),
                      iteration_log=lambda engine, event: engine.state.iteration % log_every == 0),
         TensorBoardStatsHandler(summary_writer=writer, tag_name="train/loss", epoch_log=False,
                                 output_transform=lambda out: out["loss"].item()),
     ]
-    prepare.attach(trainer)
-    for engine in (trainer, evaluator):  # the error is re-raised and said once by the caller
-        engine.logger.addFilter(EngineTermination())
-    losses.attach(trainer, distributed=ctx.enabled)  # before the other handlers, so a NaN stops the epoch before anything is saved
-    table = MetricsTable(run_dir / "metrics.csv", names, trainer, losses, optimizer)
     for handler in train_handlers:
         handler.attach(trainer)
-    if main:
-        table.attach(evaluator)
-        LearningRateWriter(writer, optimizer).attach(trainer)
-        FirstBatchImages(writer).attach(trainer)
+
+
+def _attach_checkpoints(run: _Run, trainer: SupervisedTrainer, evaluator: SupervisedEvaluator, model: _Model,
+                        losses: LossTracker) -> CheckpointWriter:
+    """Early stopping (if asked), the checkpoint writer (rank 0, after validation) and the progress bar."""
+    config, main = run.config, run.main
     stateful: dict = {"losses": losses}
     if config.early_stop > 0:
         early = EarlyStopHandler(patience=config.early_stop, score_function=lambda e: e.state.metrics[MACRO_KEY],
                                  trainer=trainer)
         early.attach(evaluator)
         stateful["early_stop"] = early._handler  # ignite's EarlyStopping: its patience counter and best score
-    checkpoints = CheckpointWriter(ckpt_dir, net, optimizer, trainer, evaluator, stateful, config.checkpoint_every)
+    checkpoints = CheckpointWriter(run.run_dir / "checkpoints", model.net, model.optimizer, trainer, evaluator,
+                                   stateful, config.checkpoint_every)
     if main:
         checkpoints.attach()  # after ValidationHandler: an epoch's checkpoint follows its validation
     if main and config.progress and sys.stderr.isatty():
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"].item()})
+    return checkpoints
 
+
+def _restore_or_skip(run: _Run, engines: _Engines, resume_state: dict | None, done: int) -> bool:
+    """Restore a resumed run's state (or clear a fresh run's old metrics); False if it has no epoch left to train."""
+    run_dir, resume_from = run.run_dir, run.resume_from
     start_epoch = checkpoint_epoch(resume_from) if resume_from is not None else 0
-    if start_epoch >= config.epochs:
+    if start_epoch >= run.config.epochs:
         logger.info(f"{run_dir}: already trained for {start_epoch} epochs")
-        if writer:
-            writer.close()
-        return {}
+        if engines.writer:
+            engines.writer.close()
+        return False
     if resume_state is not None:
-        _restore(checkpoints, resume_state, resume_from)
-        if main:
-            table.truncate(start_epoch)
+        _restore(engines.checkpoints, resume_state, resume_from)
+        if run.main:
+            engines.table.truncate(start_epoch)
         logger.info(f"resuming {run_dir} after epoch {start_epoch} (iteration {done}) from {resume_from.name}")
-    elif main and (run_dir / "metrics.csv").exists():
+    elif run.main and (run_dir / "metrics.csv").exists():
         (run_dir / "metrics.csv").unlink()
+    return True
+
+
+def _run_trainer(engines: _Engines, resume_from: Path | None) -> None:
+    """Run the trainer; a checkpoint that does not fit the network is one line naming it."""
     try:
-        trainer.run()
+        engines.trainer.run()
     except MaiAugError:
         raise
     except RuntimeError as e:
@@ -292,34 +411,41 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
             raise MaiAugError(f"cannot resume from {resume_from}: {str(e).splitlines()[0][:300]}") from None
         raise
     finally:
-        if writer:
-            writer.flush()
-    if checkpoints.error is not None:
+        if engines.writer:
+            engines.writer.flush()
+
+
+def _check_stopped(run: _Run, engines: _Engines) -> None:
+    """Raise what stopped training early: a failed checkpoint write, or a non-finite loss."""
+    writer, losses = engines.writer, engines.losses
+    if engines.checkpoints.error is not None:
         if writer:
             writer.close()
-        raise checkpoints.error
+        raise engines.checkpoints.error
     if losses.nan_at is not None:
         if writer:
             writer.close()
-        last = last_checkpoint(ckpt_dir)
+        last = last_checkpoint(run.run_dir / "checkpoints")
         kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
         raise MaiAugError(f"training stopped: non-finite loss at epoch {losses.nan_at[0]}, iteration "
                           f"{losses.nan_at[1]} (try a lower --lr); {kept}")
-    if not main:
-        return dict(auc_metric.last)
-    if auc_metric.last:
-        scores, labels = auc_metric.last_scores
-        writer.add_figure("val/roc", roc_figure(labels, scores, names, title=f"{regime.name}: validation ROC"),
+
+
+def _finish(run: _Run, engines: _Engines) -> None:
+    """Rank 0: the validation ROC figure, hparams, then ``DONE`` and the best score in the log."""
+    config, writer, trainer, evaluator = run.config, engines.writer, engines.trainer, engines.evaluator
+    if engines.auc_metric.last:
+        scores, labels = engines.auc_metric.last_scores
+        writer.add_figure("val/roc", roc_figure(labels, scores, run.names, title=f"{run.regime.name}: validation ROC"),
                           trainer.state.epoch)
     if config.hparams:
-        writer.add_hparams({"regime": regime.name, "seed": config.seed, "image_size": config.image_size},
+        writer.add_hparams({"regime": run.regime.name, "seed": config.seed, "image_size": config.image_size},
                            {"hparam/val_auc_macro": float(evaluator.state.metrics.get(MACRO_KEY, np.nan))},
                            run_name=".")
     writer.close()
-    atomic_write(run_dir / "DONE", lambda f: f.write((json.dumps({"epochs": trainer.state.epoch}) + "\n").encode()))
-    logger.info(f"finished {run_dir}: best validation macro AUC {evaluator.state.best_metric:.4f} "
+    atomic_write(run.run_dir / "DONE", lambda f: f.write((json.dumps({"epochs": trainer.state.epoch}) + "\n").encode()))
+    logger.info(f"finished {run.run_dir}: best validation macro AUC {evaluator.state.best_metric:.4f} "
                 f"at epoch {evaluator.state.best_metric_epoch}")
-    return dict(auc_metric.last)
 
 
 def _restore(checkpoints: CheckpointWriter, state: dict, path: Path) -> None:
