@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+import mai_aug.data.phantom as phantom_module
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
 from mai_aug.data.prepare import split_data
@@ -90,8 +91,12 @@ def default_cache_dir() -> Path:
 
 
 def phantom_folder(spec: dict[str, Any], cache_dir: Path) -> Path:
-    """Where the phantom of ``spec`` lives in the cache: one folder per distinct spec."""
-    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    """Where the phantom of ``spec`` lives in the cache: one folder per distinct spec and phantom code.
+
+    The code is part of the key, so a changed phantom generator never serves images drawn by the old one.
+    """
+    code = Path(phantom_module.__file__).read_bytes()
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode() + code).hexdigest()[:10]
     return cache_dir / "phantom" / f"n{spec.get('n', 3000)}-{spec.get('size', 256)}px-{key}"
 
 
