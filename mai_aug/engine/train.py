@@ -93,6 +93,7 @@ def resolve_datalist(config: TrainConfig, run_dir: Path, write: bool = True) -> 
 
 
 def check_config(config: TrainConfig, datalist: dict) -> None:
+    """Refuse settings the split cannot train: non-positive sizes, no validation, a batch above the training split."""
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
         raise MaiAugError("--epochs, --batch-size and --lr must be positive")
     if not datalist["validation"]:
