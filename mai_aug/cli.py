@@ -296,7 +296,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--checkpoint-every", type=_non_negative_int, default=_default("checkpoint_every"), metavar="N",
                    help="also checkpoint every N iterations inside an epoch (default %(default)s: at epoch ends only)")
-    p.add_argument("--split-seed", type=int, default=_default("split_seed"),
+    p.add_argument("--split-seed", type=_seed, default=_default("split_seed"),
                    help="seed of the --data split (--seed seeds training only; default: %(default)s)")
     p.set_defaults(handler=_run_train)
 
@@ -318,6 +318,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.data is None and args.datalist is None and not args.resume:
         raise MaiAugError("give --data DIR or --datalist JSON")
+    if args.data is not None and args.datalist is not None:
+        raise MaiAugError("give --data DIR or --datalist JSON, not both (the datalist already holds a split)")
     train(train_config(args))
     return 0
 
