@@ -212,3 +212,14 @@ def test_a_grown_schedule_uses_the_fresh_runs_rates():
     assert two == pytest.approx([1e-3, 5e-4])  # the rate used during each epoch: the last is not 0
     assert two + epoch_rates(4, resume_after=2) == pytest.approx([*two, *epoch_rates(4)[2:]])
     assert epoch_rates(4)[2:] == pytest.approx([5e-4, 1e-3 * 0.5 * (1 + math.cos(3 * math.pi / 4))])
+
+
+def test_loader_path_with_worker_processes_resumes_exactly(small_datalist, tmp_path):
+    """The per-image path in 2 DataLoader worker processes: 1 epoch resumed to 2 equals an uninterrupted 2-epoch run."""
+    loader = ("--augment-on", "loader", "--workers", "2")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert train(small_datalist, whole, 2, *loader) == 0
+    assert train(small_datalist, split, 1, *loader) == 0
+    assert train(small_datalist, split, 2, "--resume", *loader) == 0
+    assert (split / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
+    assert "loader" in (whole / "train.log").read_text()

@@ -95,7 +95,10 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
-            os.close(self.fd)  # releases the flock; the file stays, harmless, for the next holder
+            # Explicit unlock: DataLoader workers forked during training share this open file, and a close alone
+            # would leave the lock held until the last of them exits.
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)  # the file stays, harmless, for the next holder
             self.fd = None
 
 
