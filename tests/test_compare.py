@@ -65,6 +65,8 @@ def test_every_file_is_written(comparison, capsys):
     report = (comparison / "report.md").read_text()
     assert "auc_by_regime.png" in report and "Exact configuration" in report and "patients" in report
     assert "the chance of any false star is at most 5%" in report and "Too few positive patients:" in report
+    # the multiplier used is printed, as README says
+    assert f"{summary['simultaneous_c'].dropna().iloc[0]:.2f} standard errors instead of 1.96" in report
 
 
 def test_identical_copy_gives_paired_cis_covering_zero(comparison):

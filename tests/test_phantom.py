@@ -13,7 +13,14 @@ from PIL import Image
 
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS, read_nih
-from mai_aug.data.phantom import PhantomRenderer, PhantomSpec, sample_acquisition, sample_anatomy, write_phantom
+from mai_aug.data.phantom import (
+    PREVALENCE,
+    PhantomRenderer,
+    PhantomSpec,
+    sample_acquisition,
+    sample_anatomy,
+    write_phantom,
+)
 from mai_aug.data.prepare import split_data
 from mai_aug.errors import MaiAugError
 
@@ -48,6 +55,11 @@ def test_every_finding_present_with_ranked_prevalence(phantom_dir):
     assert all(v > 0 for v in counts.values()), counts
     assert counts["Infiltration"] == max(counts.values())
     assert counts["Hernia"] < counts["Effusion"]
+    assert list(PREVALENCE) == sorted(PREVALENCE, key=PREVALENCE.get, reverse=True)  # drawn ranked as in NIH
+    assert max(PREVALENCE, key=PREVALENCE.get) == "Infiltration" and min(PREVALENCE, key=PREVALENCE.get) == "Hernia"
+    labels = table.labels.astype(bool)
+    atelectasis, effusion = FINDINGS.index("Atelectasis"), FINDINGS.index("Effusion")
+    assert labels[labels[:, effusion], atelectasis].mean() > 1.25 * labels[:, atelectasis].mean()  # co-occurrence
     test_names = set((phantom_dir / "test_list.txt").read_text().split())
     in_test = table.frame["Image Index"].isin(test_names).to_numpy()
     assert in_test.mean() == pytest.approx(0.2, abs=0.07)

@@ -122,6 +122,8 @@ REFUSED = {
         {"_target_": "LoadImaged", "keys": "image", "reader": "pilreader"}, "not one of MONAI's image readers"),
     "dotted path as a callable argument": ({"_target_": "Lambdad", "keys": "image", "func": "os.system"},
                                            "'os.system' names importable code"),
+    "_mode_ (callable or debug instantiation)": ({"_target_": "Identityd", "keys": "image", "_mode_": "callable"}, "_mode_"),
+    "_requires_ (evaluated before instantiation)": ({"_target_": "Identityd", "keys": "image", "_requires_": "x"}, "_requires_"),
 }
 
 
