@@ -10,7 +10,8 @@ OUT ?= runs/demo
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	@# CPU-only machines take the CPU build of torch first, so pip does not pull a multi-GB CUDA build.
+	@# Without nvidia-smi, pin torch first so pip never resolves an unpinned (CUDA, multi-GB) torch; on plain PyPI set
+	@# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu for its CPU build (this project's machines have it locally).
 	$(BIN)/python -c "import torch" 2>/dev/null || command -v nvidia-smi >/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
