@@ -63,3 +63,19 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("phantom")
     write_phantom(PhantomSpec(out=out, n=900, size=64, seed=3), workers=2)
     return out
+
+
+def cut_datalist(phantom: Path, folder: Path, **keep: int) -> Path:
+    """``mai-aug split`` of ``phantom`` into ``folder``, each split named in ``keep`` cut to its first N items.
+
+    Training tests use it to stay cheap (fewer images to cache and validate) on the real patient split.
+    """
+    import json
+
+    from mai_aug.cli import main
+
+    assert main(["split", "--data", str(phantom), "--out", str(folder / "full.json")]) == 0
+    datalist = json.loads((folder / "full.json").read_text())
+    datalist.update({split: datalist[split][:n] for split, n in keep.items()})
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    return folder / "datalist.json"

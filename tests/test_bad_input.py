@@ -23,7 +23,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import write_nih
+from conftest import cut_datalist, write_nih
 from mai_aug.cli import main
 from mai_aug.engine.runtime import RunLock
 
@@ -85,12 +85,7 @@ class Env:
 @pytest.fixture(scope="module")
 def small_datalist(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The phantom split by patient, cut to a few items per split (cheap to cache and validate)."""
-    folder = tmp_path_factory.mktemp("bad-input-data")
-    assert main(["split", "--data", str(phantom_dir), "--out", str(folder / "full.json")]) == 0
-    full = json.loads((folder / "full.json").read_text())
-    small = {"labels": full["labels"], **{k: full[k][:n] for k, n in SUBSET.items()}}
-    (folder / "datalist.json").write_text(json.dumps(small))
-    return folder / "datalist.json"
+    return cut_datalist(phantom_dir, tmp_path_factory.mktemp("bad-input-data"), **SUBSET)
 
 
 @pytest.fixture(scope="module")

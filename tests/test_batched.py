@@ -7,7 +7,6 @@ compared on the interior (2 px from the edge), where MONAI's pad-after-zoom and 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from monai.transforms import (
 )
 from scipy.stats import binomtest, ks_2samp
 
+from conftest import cut_datalist
 from mai_aug.cli import main
 from mai_aug.data.loader import build_dataset
 from mai_aug.engine import train as train_module
@@ -215,13 +215,7 @@ def test_cached_uint8_batches_equal_the_loader_path(phantom_dir):
 
 @pytest.fixture(scope="module")
 def tiny_datalist(phantom_dir, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("batched")
-    full = folder / "full.json"
-    assert main(["split", "--data", str(phantom_dir), "--out", str(full)]) == 0
-    datalist = json.loads(full.read_text())
-    datalist["training"], datalist["validation"] = datalist["training"][:32], datalist["validation"][:16]
-    (folder / "datalist.json").write_text(json.dumps(datalist))
-    return folder / "datalist.json"
+    return cut_datalist(phantom_dir, tmp_path_factory.mktemp("batched"), training=32, validation=16)
 
 
 @pytest.mark.parametrize("where", ["device", "loader"])

@@ -6,7 +6,6 @@ Tiny runs: 32 training and 32 validation images at 32 px, 2 steps of 8 per epoch
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import signal
@@ -20,6 +19,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
+from conftest import cut_datalist
 from mai_aug.cli import main
 from mai_aug.engine import checkpoint
 from mai_aug.engine.checkpoint import atomic_write, checkpoint_epoch, last_checkpoint
@@ -34,14 +34,7 @@ TINY = ["--regime", "complex", "--image-size", "32", "--batch-size", "8", "--wor
 @pytest.fixture(scope="module")
 def small_datalist(phantom_dir, tmp_path_factory) -> Path:
     """The phantom's patient split, cut to 32 training and 32 validation images to keep each run cheap."""
-    folder = tmp_path_factory.mktemp("resume")
-    full = folder / "full.json"
-    assert main(["split", "--data", str(phantom_dir), "--out", str(full)]) == 0
-    datalist = json.loads(full.read_text())
-    datalist["training"], datalist["validation"] = datalist["training"][:32], datalist["validation"][:32]
-    small = folder / "datalist.json"
-    small.write_text(json.dumps(datalist))
-    return small
+    return cut_datalist(phantom_dir, tmp_path_factory.mktemp("resume"), training=32, validation=32)
 
 
 def train(datalist: Path, run: Path, epochs: int, *extra: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from pathlib import Path
@@ -11,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import cut_datalist
 from mai_aug.cli import main
 from mai_aug.engine.evaluate import TrainedRun, _trained_with_amp
 from mai_aug.errors import MaiAugError
@@ -182,10 +182,7 @@ def user_run(phantom_dir, tmp_path_factory) -> tuple[Path, Path, list[str]]:
             deterministic: [{_target_: NormalizeIntensityd, keys: image}]
             random: [{_target_: RandAdjustContrastd, keys: image, prob: 1.0, gamma: [0.9, 1.1]}]
         """)
-    assert main(["split", "--data", str(phantom_dir), "--out", str(tmp / "full.json")]) == 0
-    datalist = json.loads((tmp / "full.json").read_text())
-    datalist["training"] = datalist["training"][:32]  # validation kept whole: AUC intervals need positives
-    (tmp / "datalist.json").write_text(json.dumps(datalist))
+    cut_datalist(phantom_dir, tmp, training=32)  # validation kept whole: AUC intervals need positives
     run = tmp / "run"
     args = ["train", "--datalist", str(tmp / "datalist.json"), "--regime", "mine", "--regimes-file", str(regimes),
             "--out", str(run), *TINY]
