@@ -1,9 +1,18 @@
-"""Small helpers shared by the commands: progress lines and seeding."""
+"""Small helpers shared by the commands: progress lines and files written all-or-nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from mai_aug.errors import MaiAugError
 
 
 class Progress:
@@ -24,3 +33,56 @@ class Progress:
         eta = elapsed / done * (total - done) if done else float("nan")
         print(f"{self.label}: {done}/{total} ({100 * done / total:.0f}%) {elapsed:.0f}s elapsed, ETA {eta:.0f}s",
               file=self.stream, flush=True)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool = True) -> None:
+    """Write ``path`` through ``write(file)`` so that it is either complete or absent, never partial.
+
+    The bytes go to a hidden temporary file in the same folder, then are renamed over ``path``; with ``durable``
+    the file is fsynced before the rename and the folder after it (checkpoints, run records; a recomputable cache
+    entry skips the fsyncs). A failure (disk full, I/O error) removes the temporary file, leaves any previous
+    ``path`` as it was, and becomes one :class:`MaiAugError` naming the file.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the mode open() would have
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        kept = "the previous file is kept" if path.exists() else "nothing was written"
+        raise MaiAugError(f"{path}: cannot write ({reason}); {kept}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """:func:`atomic_write` of a text file (UTF-8)."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where folders cannot be opened."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -263,13 +263,13 @@ def test_an_unreadable_fingerprint_is_a_mismatch(comparison, phantom_dir, tmp_pa
 
 
 def test_config_and_fingerprint_are_written_fsynced_under_hidden_names(tmp_path, monkeypatch):
-    from mai_aug.engine import checkpoint
+    from mai_aug import utils
     from mai_aug.engine.config import read_config, write_config
 
     synced, renamed = [], []
-    real_fsync, real_replace = checkpoint.os.fsync, checkpoint.os.replace
-    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
-    monkeypatch.setattr(checkpoint.os, "replace", lambda a, b: renamed.append(Path(a).name) or real_replace(a, b))
+    real_fsync, real_replace = utils.os.fsync, utils.os.replace
+    monkeypatch.setattr(utils.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(utils.os, "replace", lambda a, b: renamed.append(Path(a).name) or real_replace(a, b))
     write_config(TrainConfig(out=str(tmp_path)), {"amp": False}, tmp_path / "config.yaml")
     write_fingerprint(_parts(tmp_path), tmp_path)
     assert len(renamed) == 2 and all(name.startswith(".") and name.endswith(".tmp") for name in renamed)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from copy import deepcopy
@@ -22,6 +21,7 @@ from monai.utils import convert_to_tensor, look_up_option
 from mai_aug.data.images import NameBadImage
 from mai_aug.errors import MaiAugError
 from mai_aug.transforms.regimes import Regime
+from mai_aug.utils import atomic_write
 
 CACHE_MODES = ("memory", "disk", "none")
 
@@ -55,15 +55,11 @@ class CheckedPersistentDataset(PersistentDataset):
         return item
 
     def _write_atomically(self, item, hashfile: Path) -> None:
-        fd, tmp = tempfile.mkstemp(dir=hashfile.parent, prefix=f".{hashfile.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta), f,
-                           pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
-                           pickle_protocol=self.pickle_protocol)
-            os.replace(tmp, hashfile)
-        except OSError:  # a read-only cache still trains, uncached
-            Path(tmp).unlink(missing_ok=True)
+        entry = convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta)
+        pickle_module = look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD)
+        with contextlib.suppress(MaiAugError):  # a read-only or full cache still trains, uncached
+            atomic_write(hashfile, lambda f: torch.save(entry, f, pickle_module=pickle_module,
+                                                        pickle_protocol=self.pickle_protocol), durable=False)
 
 
 def build_dataset(

@@ -9,71 +9,24 @@ temporary file in the same folder, fsyncs, renames, and only then removes the ol
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
 from mai_aug.errors import MaiAugError
+from mai_aug.utils import atomic_write  # save_atomic looks it up here, where tests replace it
 
 logger = logging.getLogger("mai_aug")
 
 LAST_PREFIX = "last_checkpoint_epoch="
 BEST_NAME = "best.pt"
 _LAST_RE = re.compile(r"^last_checkpoint_epoch=(\d+)(?:_iteration=(\d+))?\.pt$")
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` so that it is either complete or absent, never partial.
-
-    The bytes go to a hidden temporary file in the same folder, are flushed and fsynced, then renamed over
-    ``path`` (and the folder fsynced). A failure (disk full, I/O error) removes the temporary file, leaves
-    any previous ``path`` as it was, and becomes one :class:`MaiAugError` naming the file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the mode open() would have
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        kept = "the previous file is kept" if path.exists() else "nothing was written"
-        raise MaiAugError(f"{path}: cannot write ({reason}); {kept}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_atomic(obj: Any, path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from mai_aug.errors import MaiAugError
+from mai_aug.utils import write_text_atomic
 
 # Settings that may change when a run resumes: they do not change what is computed, or extend it.
 RESUMABLE = {"resume", "epochs", "workers", "device", "out", "progress", "cache", "cache_dir", "checkpoint_every",
@@ -77,10 +78,7 @@ class TrainConfig:
 
 def write_config(config: TrainConfig, extra: dict[str, Any], path: Path) -> None:
     """Write ``config`` and ``extra`` (resolved values: device, regime entry, split sizes) as YAML, atomically."""
-    from mai_aug.engine.checkpoint import atomic_write  # here: the CLI reads TrainConfig's defaults without torch
-
-    text = yaml.safe_dump({**config.to_dict(), "resolved": extra}, sort_keys=False)
-    atomic_write(Path(path), lambda f: f.write(text.encode()))
+    write_text_atomic(Path(path), yaml.safe_dump({**config.to_dict(), "resolved": extra}, sort_keys=False))
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

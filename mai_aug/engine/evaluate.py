@@ -18,7 +18,6 @@ from monai.inferers import SimpleInferer
 
 from mai_aug.data.loader import build_dataset
 from mai_aug.data.split import load_datalist
-from mai_aug.engine.checkpoint import atomic_write
 from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.network import build_network
 from mai_aug.engine.preflight import require_writable_file, require_writable_folder
@@ -27,6 +26,7 @@ from mai_aug.errors import MaiAugError, wrapped_message
 from mai_aug.reports.auc import auc_table
 from mai_aug.reports.roc import roc_figure
 from mai_aug.transforms.regimes import Regime, stored_regime
+from mai_aug.utils import write_text_atomic
 
 logger = logging.getLogger("mai_aug")
 SPLIT_KEYS = {"test": "test", "validation": "validation", "training": "training"}
@@ -124,7 +124,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
         predictions[f"true_{name}"] = labels[:, j]
     predictions.to_csv(out_dir / f"{split}_predictions.csv", index=False, float_format="%.12g")
     meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint)}, indent=1) + "\n"
-    atomic_write(meta_path, lambda f: f.write(meta.encode()))  # last: it vouches for the files above
+    write_text_atomic(meta_path, meta)  # last: it vouches for the files above
     return table
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 import mai_aug
-from mai_aug.engine.checkpoint import atomic_write, checkpoint_epoch, last_checkpoint
+from mai_aug.engine.checkpoint import checkpoint_epoch, last_checkpoint
 from mai_aug.engine.config import TrainConfig
 from mai_aug.transforms.batched import compile_regime
+from mai_aug.utils import write_text_atomic
 
 FINGERPRINT_FILE = "fingerprint.json"
 
@@ -93,7 +94,7 @@ def write_fingerprint(parts: dict[str, Any], run_dir: Path) -> Path:
     """Write ``run_dir/fingerprint.json`` atomically (fsynced hidden temporary file, then a rename)."""
     path = Path(run_dir) / FINGERPRINT_FILE
     text = json.dumps({"sha256": fingerprint(parts), "components": parts}, indent=1, sort_keys=True) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
+    write_text_atomic(path, text)
     return path
 
 

@@ -14,8 +14,8 @@ import torch
 from ignite.engine import Engine, Events
 from torch.utils.tensorboard import SummaryWriter
 
-from mai_aug.engine.checkpoint import atomic_write
 from mai_aug.engine.metrics import MACRO_KEY, finding_key
+from mai_aug.utils import write_text_atomic
 
 logger = logging.getLogger("mai_aug")
 
@@ -105,7 +105,7 @@ class MetricsTable:
         writer = csv.DictWriter(text, self.columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(self.path, lambda f: f.write(text.getvalue().encode()))
+        write_text_atomic(self.path, text.getvalue())
 
 
 class CosineSchedule:

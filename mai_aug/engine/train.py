@@ -23,7 +23,7 @@ from mai_aug.data.loader import build_dataset
 from mai_aug.data.prepare import datalist_from_options
 from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
-from mai_aug.engine.checkpoint import CheckpointWriter, atomic_write, remove_temporaries
+from mai_aug.engine.checkpoint import CheckpointWriter, remove_temporaries
 from mai_aug.engine.config import TrainConfig, config_differences, read_config, resumed_epochs, write_config
 from mai_aug.engine.fingerprint import components as fingerprint_components
 from mai_aug.engine.fingerprint import epochs_begun, write_fingerprint
@@ -45,6 +45,7 @@ from mai_aug.errors import EngineTermination, MaiAugError
 from mai_aug.reports.roc import roc_figure
 from mai_aug.transforms.batched import BatchedStage, choose_stage
 from mai_aug.transforms.regimes import Regime, load_regime, stored_regime
+from mai_aug.utils import write_text_atomic
 
 logger = logging.getLogger("mai_aug")
 
@@ -444,7 +445,7 @@ def _finish(run: _Run, engines: _Engines) -> None:
                            {"hparam/val_auc_macro": float(evaluator.state.metrics.get(MACRO_KEY, np.nan))},
                            run_name=".")
     writer.close()
-    atomic_write(run.run_dir / "DONE", lambda f: f.write((json.dumps({"epochs": trainer.state.epoch}) + "\n").encode()))
+    write_text_atomic(run.run_dir / "DONE", json.dumps({"epochs": trainer.state.epoch}) + "\n")
     logger.info(f"finished {run.run_dir}: best validation macro AUC {evaluator.state.best_metric:.4f} "
                 f"at epoch {evaluator.state.best_metric_epoch}")
 
