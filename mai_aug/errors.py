@@ -31,6 +31,12 @@ class MaiAugError(Exception):
         super().__init__(one_line(message))
 
 
+def first_line(error: BaseException, limit: int | None = 300) -> str:
+    """An exception's first line of text (a library's message can run to a page), or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def wrapped_message(error: BaseException) -> str | None:
     """The message of a MaiAugError that arrived wrapped, or None.
 

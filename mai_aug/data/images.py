@@ -13,7 +13,7 @@ from typing import Any
 from monai.transforms import Transform
 from PIL import Image
 
-from mai_aug.errors import MaiAugError
+from mai_aug.errors import MaiAugError, first_line
 from mai_aug.utils import Progress
 
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
@@ -36,7 +36,7 @@ def image_problem(path: str | Path) -> str | None:
     except Image.DecompressionBombError as e:
         return f"refused by Pillow ({e})"
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for bad, truncated or unknown files
-        return f"cannot decode image ({(str(e).splitlines() or [type(e).__name__])[0]})"
+        return f"cannot decode image ({first_line(e, limit=None)})"
     return None
 
 

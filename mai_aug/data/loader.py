@@ -19,7 +19,7 @@ from monai.transforms import Compose
 from monai.utils import convert_to_tensor, look_up_option
 
 from mai_aug.data.images import NameBadImage
-from mai_aug.errors import MaiAugError
+from mai_aug.errors import MaiAugError, first_line
 from mai_aug.transforms.regimes import Regime
 from mai_aug.utils import atomic_write
 
@@ -48,7 +48,7 @@ class CheckedPersistentDataset(PersistentDataset):
             try:
                 return torch.load(hashfile, weights_only=self.weights_only)
             except (EOFError, RuntimeError, UnpicklingError, ValueError, OSError) as e:
-                cause = (str(e).splitlines() or [type(e).__name__])[0][:120]  # EOFError() has no message
+                cause = first_line(e, limit=120)  # EOFError() has no message
                 warnings.warn(f"corrupt disk-cache entry {hashfile} ({cause}): recomputing", stacklevel=2)
         item = self._pre_transform(deepcopy(item_transformed))  # keep the original hashed
         self._write_atomically(item, hashfile)

@@ -22,7 +22,7 @@ from mai_aug.errors import MaiAugError
 
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
 # A finding needs this many positive patients before validation and test are each promised one.
-MIN_POSITIVE_PATIENTS = 3
+MIN_PATIENTS_TO_SEED_SPLITS = 3
 
 
 def stratified_patient_split(
@@ -60,7 +60,7 @@ def stratified_patient_split(
     for j in np.argsort(pat_has.sum(0), kind="stable"):
         members = [p for p in order[pat_has[order, j]] if assigned[p] < 0]
         total = pat_has[:, j].sum()
-        if total >= MIN_POSITIVE_PATIENTS:
+        if total >= MIN_PATIENTS_TO_SEED_SPLITS:
             for s in range(1, len(fractions)):
                 if fractions[s] > 0 and split_pos[s, j] == 0 and members:
                     assign(members.pop(0), s)

@@ -22,7 +22,7 @@ from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.network import build_network
 from mai_aug.engine.preflight import require_writable_file, require_writable_folder
 from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, load_model_state, resolve_device
-from mai_aug.errors import MaiAugError, wrapped_message
+from mai_aug.errors import MaiAugError, first_line, wrapped_message
 from mai_aug.reports.auc import auc_table
 from mai_aug.reports.roc import roc_figure
 from mai_aug.transforms.regimes import Regime, stored_regime
@@ -161,7 +161,7 @@ def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | 
         probs = run.predict([{"image": str(Path(p).resolve())} for p in images], batch_size=16)
     except RuntimeError as e:
         message = wrapped_message(e)  # the file and the cause, from mai_aug.data.images.NameBadImage
-        raise MaiAugError(message or f"cannot read one of the images: {str(e).splitlines()[0][:300]}") from None
+        raise MaiAugError(message or f"cannot read one of the images: {first_line(e)}") from None
     frame = pd.DataFrame(probs, columns=run.names)
     frame.insert(0, "image", [str(p) for p in images])
     if out is not None:

@@ -41,7 +41,7 @@ from mai_aug.engine.runtime import (
     resolve_device,
 )
 from mai_aug.engine.stream import TrainingStream
-from mai_aug.errors import EngineTermination, MaiAugError
+from mai_aug.errors import EngineTermination, MaiAugError, first_line
 from mai_aug.reports.roc import roc_figure
 from mai_aug.transforms.batched import BatchedStage, choose_stage
 from mai_aug.transforms.regimes import Regime, load_regime, stored_regime
@@ -410,7 +410,7 @@ def _run_trainer(engines: _Engines, resume_from: Path | None) -> None:
         raise
     except RuntimeError as e:
         if "checkpoint" in str(e).lower() or "state_dict" in str(e).lower():
-            raise MaiAugError(f"cannot resume from {resume_from}: {str(e).splitlines()[0][:300]}") from None
+            raise MaiAugError(f"cannot resume from {resume_from}: {first_line(e)}") from None
         raise
     finally:
         if engines.writer:
@@ -455,8 +455,7 @@ def _restore(checkpoints: CheckpointWriter, state: dict, path: Path) -> None:
     try:
         checkpoints.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise MaiAugError(f"cannot resume from {path}: {first}") from None
+        raise MaiAugError(f"cannot resume from {path}: {first_line(e)}") from None
 
 
 def _versions() -> dict[str, str]:
