@@ -56,6 +56,11 @@ def test_each_metric_equals_sklearn_or_hand(seed):
         repeated = [metric.point(y[np.repeat(np.arange(len(y)), row.astype(int))],
                                  p[np.repeat(np.arange(len(y)), row.astype(int))]) for row in w]
         assert metric.weighted(y, p, w) == pytest.approx(repeated, abs=1e-6), name
+        units = np.arange(len(y)) // 2  # pairs of samples resampled together, as patients are
+        pairs = w[:, ::2]
+        repeated = [metric.point(y[np.repeat(np.arange(len(y)), row[units].astype(int))],
+                                 p[np.repeat(np.arange(len(y)), row[units].astype(int))]) for row in pairs]
+        assert metric.weighted(y, p, pairs, units) == pytest.approx(repeated, abs=1e-6), name
 
 
 def test_ece_equals_monai_calibration_error():

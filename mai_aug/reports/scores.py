@@ -1,10 +1,11 @@
 """The metric registry: per-finding scores of (labels, probabilities) chosen with ``--metrics``.
 
 Every metric has a point function ``point(y, p)`` (one finding, the library's own computation: sklearn or MONAI) and a
-weighted function ``weighted(y, p, w)`` for the patient bootstrap: ``w`` is (resamples, samples) and each row gives
-the score of one resample, where sample ``i`` counts ``w[b, i]`` times. The weighted functions are written here
-because sklearn and MONAI take one weight vector per call (or none): thousands of resamples per finding, regime and
-seed would be thousands of calls; here one chunk of resamples is a few matrix products and cumulative sums. Each is
+weighted function ``weighted(y, p, counts, groups=None)`` for the patient bootstrap: sample ``i`` counts
+``counts[b, groups[i]]`` times in resample ``b`` (``groups`` None: each sample is its own unit, ``counts`` per-sample
+weights), one score per resample. The weighted functions are written here because sklearn and MONAI take one weight
+vector per call (or none): thousands of resamples per finding, regime and seed would be thousands of calls; here a
+chunk of resamples is a few sparse products over the patients, like the AUC bootstrap of ``reports/auc.py``. Each is
 tested equal to the library's result on the repeated samples (tests/test_metrics_config.py).
 
 ``auc`` is always on; its bootstrap keeps the tie-grouped fast path of ``reports/auc.py``.
@@ -21,10 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.metrics import CalibrationErrorMetric
+from scipy import sparse
 from sklearn.metrics import average_precision_score, roc_curve
 
 from mai_aug.errors import MaiAugError
-from mai_aug.reports.auc import CHUNK, bootstrap_aucs, per_finding_auc, score_table, weighted_auc
+from mai_aug.reports.auc import CHUNK, bootstrap_aucs, grouped_auc, per_finding_auc, score_table, tie_group_counts
 
 #: Equal-width probability bins of ``ece`` and of the reliability diagrams (MONAI's default).
 ECE_BINS = 20
@@ -44,7 +46,7 @@ class Metric:
         description: one line for tables and reports.
         higher_is_better: False for calibration error.
         point: (y, p) -> score of one finding.
-        weighted: (y, p, w (b, n)) -> (b,) scores, one per row of weights.
+        weighted: (y, p, counts (b, units), groups (n,) or None) -> (b,) scores, one per resample.
     """
 
     name: str
@@ -52,16 +54,19 @@ class Metric:
     description: str
     higher_is_better: bool
     point: Callable[[np.ndarray, np.ndarray], float]
-    weighted: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    weighted: Callable[..., np.ndarray]
 
 
-def labelled(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Drop the samples whose label is NaN (not annotated for this finding); labels become 0/1."""
+def labelled(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drop the samples whose label is NaN (not annotated for this finding); labels become 0/1.
+
+    Returns the labels, the scores and each kept sample's resampling unit (``groups``; None: each sample its own).
+    """
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     keep = ~np.isnan(y)
-    if w is not None:
-        w = np.asarray(w, dtype=np.float64)[:, keep]
-    return (y[keep] > 0).astype(np.float64), p[keep], w
+    return (y[keep] > 0).astype(np.float64), p[keep], groups[keep]
 
 
 # --- auc -------------------------------------------------------------------------------------------------------
@@ -71,21 +76,28 @@ def _auc_point(y: np.ndarray, p: np.ndarray) -> float:
     return float(per_finding_auc(y[:, None], p[:, None])[0])
 
 
-def _auc_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    y, p, w = labelled(y, p, w)
-    return weighted_auc(p, y, w)
+def _auc_weighted(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    y, p, groups = labelled(y, p, groups)
+    return grouped_auc(p, y, groups, np.asarray(counts, dtype=np.float64))
 
 
-# --- ap and sens@spec: cumulative weighted counts at each distinct score, highest first --------------------------
+# --- ap and sens@spec: weighted counts at or above each distinct positive score, highest first -------------------
 
-def _cumulative(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(b, thresholds) weighted true and false positives at or above each distinct score, descending."""
-    order = np.argsort(-p, kind="mergesort")
-    ps, ys, ws = p[order], y[order], w[:, order]
-    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # the last sample of each group of tied scores
-    tp = np.cumsum(ws * ys, axis=1)[:, last]
-    fp = np.cumsum(ws * (1 - ys), axis=1)[:, last]
-    return tp, fp
+def _at_or_above(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(K, b) weighted positives at each distinct positive score, and positives and negatives at or above it.
+
+    The tie-grouped layout of ``reports.auc.tie_group_counts`` (scores sorted and tied once, two sparse products per
+    chunk of resamples): only thresholds at a positive's score change recall or sensitivity, so K is the number of
+    distinct positive scores, not of samples.
+    """
+    pos, neg = tie_group_counts(p, y, groups, counts.shape[1])
+    block = np.ascontiguousarray(np.asarray(counts, dtype=np.float64).T)  # (units, b)
+    at = pos @ block  # (K, b), ascending scores
+    negatives = neg @ block  # (2K+1, b): segment 2k below positive score k, 2k+1 tied with it
+    tp = np.cumsum(at[::-1], axis=0)[::-1]
+    fp = np.cumsum(negatives[::-1], axis=0)[::-1][1::2]  # negatives in segments 2k+1 and above
+    return at, tp, fp
 
 
 def _ap_point(y: np.ndarray, p: np.ndarray) -> float:
@@ -93,17 +105,15 @@ def _ap_point(y: np.ndarray, p: np.ndarray) -> float:
     return float(average_precision_score(y, p)) if y.any() else float("nan")
 
 
-def _ap_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """sklearn's average precision, sum over thresholds of (R_k - R_(k-1)) P_k, per row of weights."""
-    y, p, w = labelled(y, p, w)
-    if not len(y):
-        return np.full(len(w), np.nan)
-    tp, fp = _cumulative(y, p, w)
+def _ap_weighted(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """sklearn's average precision, sum over thresholds of (R_k - R_(k-1)) P_k, per resample."""
+    y, p, groups = labelled(y, p, groups)
+    if not y.any():
+        return np.full(len(counts), np.nan)
+    at, tp, fp = _at_or_above(y, p, counts, groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
-        recall = tp / tp[:, -1:]
-    gain = np.diff(np.concatenate([np.zeros((len(w), 1)), recall], axis=1), axis=1)
-    return np.where(tp[:, -1] > 0, (gain * precision).sum(1), np.nan)
+        precision = tp / np.where(tp + fp > 0, tp + fp, 1)  # 0 where nothing is called: no recall gained there
+        return np.where(tp[0] > 0, (at * precision).sum(0) / tp[0], np.nan)
 
 
 def _sens_point(y: np.ndarray, p: np.ndarray, specificity: float) -> float:
@@ -114,16 +124,18 @@ def _sens_point(y: np.ndarray, p: np.ndarray, specificity: float) -> float:
     return float(tpr[fpr <= 1 - specificity + _FPR_SLACK].max())
 
 
-def _sens_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray, specificity: float) -> np.ndarray:
-    """Highest sensitivity among thresholds whose specificity is at least ``specificity``, per row of weights."""
-    y, p, w = labelled(y, p, w)
-    if not len(y):
-        return np.full(len(w), np.nan)
-    tp, fp = _cumulative(y, p, w)
+def _sens_weighted(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.ndarray | None,
+                   specificity: float) -> np.ndarray:
+    """Highest sensitivity among thresholds whose specificity is at least ``specificity``, per resample."""
+    y, p, groups = labelled(y, p, groups)
+    if not y.any() or y.all():
+        return np.full(len(counts), np.nan)
+    _, tp, fp = _at_or_above(y, p, counts, groups)
+    negatives = np.asarray(counts, dtype=np.float64)[:, groups[y == 0]].sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpr, fpr = tp / tp[:, -1:], fp / fp[:, -1:]
-    best = np.where(fpr <= 1 - specificity + _FPR_SLACK, tpr, 0.0).max(1)  # the origin (0, 0) is always allowed
-    return np.where((tp[:, -1] > 0) & (fp[:, -1] > 0), best, np.nan)
+        tpr, fpr = tp / tp[0], fp / negatives
+    best = np.where(fpr <= 1 - specificity + _FPR_SLACK, tpr, 0.0).max(0)  # the origin (0, 0) is always allowed
+    return np.where((tp[0] > 0) & (negatives > 0), best, np.nan)
 
 
 # --- ece -------------------------------------------------------------------------------------------------------
@@ -145,17 +157,22 @@ def calibration_bins(p: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
     return torch.bucketize(values, boundaries[1:]).clamp(max=bins - 1).numpy()
 
 
-def _ece_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """sum over bins of |weighted sum of p - weighted sum of y| / total weight: count x |mean p - mean y| per bin."""
-    y, p, w = labelled(y, p, w)
+def _ece_weighted(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """sum over bins of |weighted sum of p - weighted sum of y| / total weight: count x |mean p - mean y| per bin.
+
+    Each unit's sum of (p - y) per bin is one sparse (units, bins) matrix, so a resample is one product.
+    """
+    y, p, groups = labelled(y, p, groups)
+    counts = np.asarray(counts, dtype=np.float64)
     if not len(y):
-        return np.full(len(w), np.nan)
-    onehot = np.eye(ECE_BINS)[calibration_bins(p)]  # (n, bins)
+        return np.full(len(counts), np.nan)
     p32 = p.astype(np.float32).astype(np.float64)  # MONAI bins and averages float32 probabilities
-    gap = w @ (onehot * (p32 - y)[:, None])
-    total = w.sum(1)
+    units = counts.shape[1]
+    gap = sparse.csr_matrix((p32 - y, (groups, calibration_bins(p))), shape=(units, ECE_BINS))
+    size = np.bincount(groups, minlength=units).astype(np.float64)
+    total = counts @ size
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, np.abs(gap).sum(1) / np.where(total > 0, total, 1), np.nan)
+        return np.where(total > 0, np.abs((gap.T @ counts.T).T).sum(1) / np.where(total > 0, total, 1), np.nan)
 
 
 # --- the registry ----------------------------------------------------------------------------------------------
@@ -179,7 +196,8 @@ def get_metric(name: str) -> Metric:
             raise MaiAugError(f"--metrics {name}: specificity {spec} is not in (0, 1)")
         full = f"sens@spec{spec:g}"
         return Metric(full, full.replace("@", "_at_"), BASE["sens@spec"][0].format(spec=f"{spec:g}"), True,
-                      lambda y, p: _sens_point(y, p, spec), lambda y, p, w: _sens_weighted(y, p, w, spec))
+                      lambda y, p: _sens_point(y, p, spec),
+                      lambda y, p, counts, groups=None: _sens_weighted(y, p, counts, groups, spec))
     functions = {"auc": (_auc_point, _auc_weighted), "ap": (_ap_point, _ap_weighted), "ece": (_ece_point, _ece_weighted)}
     if name not in functions:
         near = difflib.get_close_matches(name, list(BASE), n=1, cutoff=0.3)
@@ -213,15 +231,14 @@ def bootstrap_metric(metric: Metric, labels: np.ndarray, scores: np.ndarray, cou
     """(b, findings) ``metric`` when sample ``i`` weighs ``counts[b, inverse[i]]`` in resample ``b``.
 
     ``auc`` takes the tie-grouped fast path of ``reports/auc.py``; the others their weighted function, a chunk of
-    ``CHUNK`` resamples at a time (memory grows with samples x chunk).
+    ``CHUNK`` resamples at a time.
     """
     if metric.name == "auc" and not np.isnan(np.asarray(labels, dtype=float)).any():
         return bootstrap_aucs(labels, scores, counts, inverse)
     out = np.empty((len(counts), labels.shape[1]))
     for start in range(0, len(counts), CHUNK):
-        weights = counts[start:start + CHUNK][:, inverse]
         for j in range(labels.shape[1]):
-            out[start:start + CHUNK, j] = metric.weighted(labels[:, j], scores[:, j], weights)
+            out[start:start + CHUNK, j] = metric.weighted(labels[:, j], scores[:, j], counts[start:start + CHUNK], inverse)
     return out
 
 
