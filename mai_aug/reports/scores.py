@@ -131,7 +131,7 @@ def _sens_weighted(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.
     if not y.any() or y.all():
         return np.full(len(counts), np.nan)
     _, tp, fp = _at_or_above(y, p, counts, groups)
-    negatives = np.asarray(counts, dtype=np.float64)[:, groups[y == 0]].sum(1)
+    negatives = np.asarray(counts, dtype=np.float64) @ np.bincount(groups[y == 0], minlength=counts.shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):
         tpr, fpr = tp / tp[0], fp / negatives
     best = np.where(fpr <= 1 - specificity + _FPR_SLACK, tpr, 0.0).max(0)  # the origin (0, 0) is always allowed
