@@ -3,7 +3,9 @@
 MONAI's ``ROCAUC(average="none")`` handler records only the first class, and ``TensorBoardStatsHandler`` skips
 non-scalar metrics, so this metric writes one scalar per finding (``val/auc/<Finding>``) plus the macro mean, and
 the same for each extra metric chosen with ``--metrics`` (``val/<key>/<Finding>``, ``val/<key>_macro``; keys in
-``mai_aug.reports.scores``). Extra metrics see sigmoid probabilities; AUC the logits (the same ranks).
+``mai_aug.reports.scores``). Extra metrics see sigmoid probabilities; AUC the logits (the same ranks). ``ece`` is
+MONAI's ``CalibrationErrorMetric`` on the gathered set (findings as channels, images as one spatial axis); MONAI's
+``CalibrationError`` handler does not fit: it needs (batch, channel, spatial) items and averages one error per item.
 """
 
 from __future__ import annotations
