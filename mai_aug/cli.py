@@ -104,6 +104,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _metric(text: str) -> str:
+    """A registered metric name (``auc``, ``ap``, ``ece``, ``sens@spec``, ``sens@spec0.95``); the nearest named if not."""
+    from mai_aug.reports.scores import get_metric  # here: the CLI imports nothing heavy before a command runs
+
+    try:
+        return get_metric(text).name
+    except MaiAugError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--metrics: ")) from None
+
+
+def _add_metrics_arg(p: argparse.ArgumentParser, default: list[str] | None, where: str) -> None:
+    p.add_argument("--metrics", nargs="+", type=_metric, default=default, metavar="METRIC",
+                   help=f"per-finding metrics {where}: auc (always on), ap, ece, sens@spec (specificity 0.9) or "
+                        f"sens@specX (e.g. sens@spec0.95)" + (" (default: %(default)s)" if default else ""))
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line (``mai-aug CMD: error: ...``), exit status 2, no usage block."""
 
@@ -280,6 +296,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--early-stop", type=_non_negative_int, default=_default("early_stop"), metavar="PATIENCE",
                    help="stop after PATIENCE epochs without gain (default: %(default)s, never)")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress output on the terminal")
+    _add_metrics_arg(p, _default("metrics"), "logged at each validation (TensorBoard, metrics.csv)")
 
 
 @command("train")
@@ -337,6 +354,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     _add_run_args(p)
     p.add_argument("--split", default="test", choices=["test", "validation"])
     p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
+    _add_metrics_arg(p, None, "tabled with intervals, one eval/<split>_<metric>.csv each (default: the run's)")
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -346,9 +364,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     if not distributed.current().is_main:  # under torchrun, rank 0 evaluates the whole split
         return 0
-    table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap)
+    table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap,
+                         metrics=args.metrics)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {args.run / 'eval'}/{args.split}_auc.csv, _roc.png, _predictions.csv")
+    keys = ["auc"]
+    for name, frame in table.attrs.get("metric_tables", {}).items():
+        macro = frame[frame["finding"] == "macro"].iloc[0]
+        keys.append(frame.columns[1])
+        print(f"{name} macro: {macro.iloc[1]:.3f} [{macro['ci_low']:.3f}, {macro['ci_high']:.3f}]")
+    print(f"wrote {args.run / 'eval'}/{', '.join(f'{args.split}_{k}.csv' for k in keys)}, _roc.png, _predictions.csv")
     return 0
 
 
@@ -389,6 +413,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
                        ("steps-per-epoch", _positive_int), ("lr", _positive_float), ("workers", _non_negative_int)):
         p.add_argument(f"--{name}", type=kind, help="overrides the preset")
     p.add_argument("--pretrained", help="overrides the preset: none, imagenet or a .pth")
+    _add_metrics_arg(p, None, "logged in validation and reported with paired differences (overrides the preset)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
     p.add_argument("--out", type=Path, required=True, help="comparison folder")
     p.add_argument("--retrain", action="store_true",
@@ -403,7 +428,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from mai_aug.reports.compare import headline_table
 
     overrides = {k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "steps_per_epoch", "lr",
-                                               "workers", "pretrained")}
+                                               "workers", "pretrained", "metrics")}
     opts = CompareOptions(out=args.out, data=args.data, preset=args.preset, regimes=args.regimes, seeds=args.seeds,
                           regimes_file=[str(p) for p in args.regimes_file], device=args.device,
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,

@@ -41,6 +41,7 @@ from mai_aug.engine.presets import check_preset
 from mai_aug.engine.runtime import RunLock, resolve_device
 from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
+from mai_aug.reports.scores import resolve_metrics
 from mai_aug.reports.study import write_report
 from mai_aug.transforms.regimes import available_regimes, load_regime
 from mai_aug.utils import Progress
@@ -136,6 +137,9 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
     if main:
         require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
+    # an unknown metric (the command line's or the preset's) stops before the phantom is made and the runs train
+    metrics = [m.name for m in resolve_metrics(opts.train_overrides.get("metrics")
+                                               or preset.get("train", {}).get("metrics"))]
     datalist, source = _study_datalist(opts, preset, ctx)
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]
@@ -166,9 +170,9 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     if not main:
         return None
     config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
-              "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot,
+              "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot, "metrics": metrics,
               **runs_configuration(out, runs)}
-    return write_report(out, regimes, opts.seeds, datalist, n_boot, config)
+    return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics)
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:

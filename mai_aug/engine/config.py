@@ -18,7 +18,7 @@ from mai_aug.utils import write_text_atomic
 
 # Settings that may change when a run resumes: they do not change what is computed, or extend it.
 RESUMABLE = {"resume", "epochs", "workers", "device", "out", "progress", "cache", "cache_dir", "checkpoint_every",
-             "verify_images", "skip_bad_images"}
+             "verify_images", "skip_bad_images", "metrics"}
 
 
 @dataclass
@@ -62,6 +62,7 @@ class TrainConfig:
     hparams: bool = False
     verify_images: bool = False
     skip_bad_images: bool = False
+    metrics: list[str] = field(default_factory=lambda: ["auc"])  # validation metrics (reports/scores.py); auc always
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -25,6 +25,7 @@ from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, loa
 from mai_aug.errors import MaiAugError, first_line, wrapped_message
 from mai_aug.reports.auc import auc_table
 from mai_aug.reports.roc import roc_figure
+from mai_aug.reports.scores import metric_table, resolve_metrics
 from mai_aug.transforms.regimes import Regime, stored_regime
 from mai_aug.utils import write_text_atomic
 
@@ -89,14 +90,19 @@ def _trained_with_amp(raw: dict) -> bool:
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
-                 n_boot: int = 1000, workers: int = 0, trust: bool | None = None) -> pd.DataFrame:
+                 n_boot: int = 1000, workers: int = 0, trust: bool | None = None,
+                 metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png``, ``_predictions.csv``, ``_meta.json``; return the AUC table.
 
     ``_meta.json`` (written last, atomically) names the checkpoint used by file name, size and sha256.
 
     ``trust``: allow code in the run's stored regime spec (``--trust-config``); None: the command line's setting.
+    ``metrics``: more metrics (``--metrics``; None: the run's own), one ``<split>_<key>.csv`` each, with intervals
+    from the same patient resamples as the AUC table's; the returned table's ``attrs["metric_tables"]`` lists them.
     """
+    chosen = resolve_metrics(metrics)[1:] if metrics is not None else None  # a bad name stops before inference
     run = TrainedRun(run_dir, checkpoint, device, trust)
+    chosen = resolve_metrics(run.config.metrics)[1:] if chosen is None else chosen
     if split not in SPLIT_KEYS:
         raise MaiAugError(f"--split {split!r}: expected test or validation")
     items = run.datalist[SPLIT_KEYS[split]]
@@ -115,6 +121,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     patients = np.asarray([it["patient"] for it in items])
     table = auc_table(labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
     table.to_csv(out_dir / f"{split}_auc.csv", index=False, float_format="%.10g")
+    table.attrs["metric_tables"] = {}
+    for metric in chosen:
+        path = out_dir / f"{split}_{metric.key}.csv"
+        frame = metric_table(metric, labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
+        frame.to_csv(path, index=False, float_format="%.10g")
+        table.attrs["metric_tables"][metric.name] = frame
     fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
     fig.savefig(out_dir / f"{split}_roc.png", dpi=120)
     plt.close(fig)

@@ -31,7 +31,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 NOT_RESULTS = frozenset({
     "out", "workers", "device", "progress", "cache", "cache_dir", "tensorboard_dir", "resume", "hparams",
     "checkpoint_every", "data", "datalist", "csv", "images", "views", "split", "val_frac", "test_frac",
-    "require_all_images", "split_seed", "verify_images", "skip_bad_images", "regimes_file",
+    "require_all_images", "split_seed", "verify_images", "skip_bad_images", "regimes_file", "metrics",
 })
 
 

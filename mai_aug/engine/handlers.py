@@ -14,7 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch.utils.tensorboard import SummaryWriter
 
-from mai_aug.engine.metrics import MACRO_KEY, finding_key
+from mai_aug.engine.metrics import MACRO_KEY, finding_key, macro_key
 from mai_aug.utils import write_text_atomic
 
 logger = logging.getLogger("mai_aug")
@@ -69,15 +69,18 @@ class LossTracker:
 
 
 class MetricsTable:
-    """One row per validation in ``metrics.csv``: epoch, train loss, learning rate, macro and per-finding AUC.
+    """One row per validation in ``metrics.csv``: epoch, train loss, learning rate, macro and per-finding AUC, then
+    for each extra metric key (``--metrics``) ``<key>_macro`` and ``<key>_<finding>``.
 
     The file is rewritten whole and atomically each time (it is small), so a kill never leaves a torn row.
     """
 
     def __init__(self, path: Path, names: Sequence[str], trainer: Engine, losses: LossTracker,
-                 optimizer: torch.optim.Optimizer) -> None:
+                 optimizer: torch.optim.Optimizer, metric_keys: Sequence[str] = ()) -> None:
         self.path, self.names, self.trainer, self.losses, self.optimizer = Path(path), list(names), trainer, losses, optimizer
-        self.columns = ["epoch", "train_loss", "lr", "auc_macro", *self.names]
+        self.metric_keys = list(metric_keys)
+        self.columns = ["epoch", "train_loss", "lr", "auc_macro", *self.names,
+                        *[c for k in self.metric_keys for c in (f"{k}_macro", *[f"{k}_{n}" for n in self.names])]]
 
     def attach(self, evaluator: Engine) -> None:
         evaluator.add_event_handler(Events.COMPLETED, self.write)
@@ -98,11 +101,16 @@ class MetricsTable:
         row = {"epoch": self.trainer.state.epoch, "train_loss": f"{self.losses.mean:.6f}",
                "lr": f"{self.optimizer.param_groups[0]['lr']:.6g}", "auc_macro": f"{m[MACRO_KEY]:.10g}"}
         row.update({n: f"{m[finding_key(n)]:.10g}" for n in self.names})
+        for k in self.metric_keys:
+            row[f"{k}_macro"] = f"{m[macro_key(k)]:.10g}"
+            row.update({f"{k}_{n}": f"{m[finding_key(n, f'val/{k}')]:.10g}" for n in self.names})
         self._rewrite([*self.rows(), row])
 
     def _rewrite(self, rows: list[dict]) -> None:
+        # a run resumed with fewer --metrics keeps the earlier rows' columns (blank in later rows), never drops them
+        kept = [c for r in rows for c in r if c not in self.columns]
         text = io.StringIO()
-        writer = csv.DictWriter(text, self.columns, extrasaction="ignore")
+        writer = csv.DictWriter(text, [*self.columns, *dict.fromkeys(kept)])
         writer.writeheader()
         writer.writerows(rows)
         write_text_atomic(self.path, text.getvalue())

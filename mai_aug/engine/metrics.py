@@ -1,7 +1,11 @@
 """Per-finding ROC AUC as an ignite metric.
 
 MONAI's ``ROCAUC(average="none")`` handler records only the first class, and ``TensorBoardStatsHandler`` skips
-non-scalar metrics, so this metric writes one scalar per finding (``val/auc/<Finding>``) plus the macro mean.
+non-scalar metrics, so this metric writes one scalar per finding (``val/auc/<Finding>``) plus the macro mean, and
+the same for each extra metric chosen with ``--metrics`` (``val/<key>/<Finding>``, ``val/<key>_macro``; keys in
+``mai_aug.reports.scores``). Extra metrics see sigmoid probabilities; AUC the logits (the same ranks). ``ece`` is
+MONAI's ``CalibrationErrorMetric`` on the gathered set (findings as channels, images as one spatial axis); MONAI's
+``CalibrationError`` handler does not fit: it needs (batch, channel, spatial) items and averages one error per item.
 """
 
 from __future__ import annotations
@@ -17,12 +21,18 @@ from ignite.metrics.metric import reinit__is_reduced
 from mai_aug.engine.distributed import gather_rows
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.auc import macro_auc, per_finding_auc
+from mai_aug.reports.scores import per_finding, resolve_metrics
 
 MACRO_KEY = "val/auc_macro"
 
 
 def finding_key(name: str, prefix: str = "val/auc") -> str:
     return f"{prefix}/{name}"
+
+
+def macro_key(metric_key: str) -> str:
+    """The macro scalar of a metric: ``val/auc_macro`` (``MACRO_KEY``), ``val/ap_macro``..."""
+    return f"val/{metric_key}_macro"
 
 
 class PerFindingAUC(Metric):
@@ -32,11 +42,13 @@ class PerFindingAUC(Metric):
         names: finding names, in the network's output order.
         output_transform: maps the engine output to ``(logits, labels)``.
         prefix: scalar names are ``<prefix>/<finding>``.
+        metrics: more metrics by name (``--metrics``): ``val/<key>/<finding>`` and ``val/<key>_macro`` each.
     """
 
     def __init__(self, names: Sequence[str], output_transform: Callable = lambda o: (o["pred"], o["label"]),
-                 prefix: str = "val/auc") -> None:
+                 prefix: str = "val/auc", metrics: Sequence[str] = ()) -> None:
         self.names = list(names)
+        self.extra = resolve_metrics(metrics)[1:]  # auc is this metric's own
         self.prefix = prefix
         self.macro_key = MACRO_KEY if prefix == "val/auc" else f"{prefix}_macro"
         self.last: dict[str, float] = {}
@@ -71,6 +83,12 @@ class PerFindingAUC(Metric):
         macro = macro_auc(aucs, self.names)  # warns naming the findings without a defined AUC
         result = {finding_key(n, self.prefix): float(a) for n, a in zip(self.names, aucs)}
         result[self.macro_key] = macro
+        if self.extra:
+            probs = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
+            for metric in self.extra:
+                values = per_finding(metric, labels, probs)
+                result.update({finding_key(n, f"val/{metric.key}"): float(v) for n, v in zip(self.names, values)})
+                result[macro_key(metric.key)] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
         self.last = result
         return result
 

@@ -43,6 +43,7 @@ from mai_aug.engine.runtime import (
 from mai_aug.engine.stream import TrainingStream
 from mai_aug.errors import EngineTermination, MaiAugError, first_line
 from mai_aug.reports.roc import roc_figure
+from mai_aug.reports.scores import resolve_metrics
 from mai_aug.transforms.batched import BatchedStage, choose_stage
 from mai_aug.transforms.regimes import Regime, load_regime, stored_regime
 from mai_aug.utils import write_text_atomic
@@ -135,6 +136,7 @@ def train(config: TrainConfig) -> dict[str, float]:
     Under torchrun each rank trains on its shard with DistributedDataParallel; rank 0 alone writes the run folder.
     """
     run_dir = Path(config.out)
+    resolve_metrics(config.metrics)  # an unknown metric (a preset's, a config's) stops before anything is written
     device = resolve_device(config.device)
     ctx = distributed.init(device.type)
     try:
@@ -312,7 +314,7 @@ def _engines(run: _Run, model: _Model, train_loader: DataLoader, val_loader: Dat
     """MONAI's evaluator and trainer, with every handler attached in the order the run relies on."""
     config, device, pin = run.config, run.device, run.device.type == "cuda"
     prepare = PrepareBatch(config.in_channels, run.stage)
-    auc_metric = PerFindingAUC(run.names)
+    auc_metric = PerFindingAUC(run.names, metrics=config.metrics)
     val_handlers = [
         StatsHandler(name="mai_aug", iteration_log=False, output_transform=lambda x: None),
         TensorBoardStatsHandler(summary_writer=writer, iteration_log=False, output_transform=lambda x: None,
@@ -333,7 +335,8 @@ def _engines(run: _Run, model: _Model, train_loader: DataLoader, val_loader: Dat
     for engine in (trainer, evaluator):  # the error is re-raised and said once by the caller
         engine.logger.addFilter(EngineTermination())
     losses.attach(trainer, distributed=run.ctx.enabled)  # before the other handlers, so a NaN stops the epoch before anything is saved
-    table = MetricsTable(run.run_dir / "metrics.csv", run.names, trainer, losses, model.optimizer)
+    table = MetricsTable(run.run_dir / "metrics.csv", run.names, trainer, losses, model.optimizer,
+                         [m.key for m in auc_metric.extra])
     _attach_train_handlers(run, trainer, evaluator, model.optimizer, writer, epoch_length)
     if run.main:
         table.attach(evaluator)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -186,19 +186,35 @@ def auc_table(
     Only scored findings (``MIN_POSITIVE_PATIENTS``) get an interval, and the macro mean is over that fixed set, in
     the point estimate and in every resample.
     """
+    return score_table(labels, scores, patients, names, per_finding_auc, bootstrap_aucs, "auc", n_boot, seed, level)
+
+
+def score_table(
+    labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, names: Sequence[str],
+    point_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    boot_fn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    column: str = "auc", n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+) -> pd.DataFrame:
+    """``auc_table`` for any per-finding score: ``point_fn(labels, scores)`` -> (findings,) and
+    ``boot_fn(labels, scores, counts, inverse)`` -> (resamples, findings); the value column is ``column``.
+
+    The resamples depend on ``patients``, ``labels`` and ``seed`` only, so every metric of one evaluation is
+    computed on the same resampled patients.
+    """
     labels, patients = np.asarray(labels), np.asarray(patients)
     scored = scored_findings(labels, patients)
     _, inverse = np.unique(patients, return_inverse=True)
     counts, inverse = patient_counts(patients, n_boot, seed, keep=scored_masks(labels, inverse, scored))
-    aucs = per_finding_auc(labels, scores)
+    values = np.asarray(point_fn(labels, scores), dtype=float)
     boot = np.full((n_boot, len(names)), np.nan)
-    boot[:, scored] = bootstrap_aucs(labels[:, scored], scores[:, scored], counts, inverse)
+    if scored.any():
+        boot[:, scored] = boot_fn(labels[:, scored], scores[:, scored], counts, inverse)
     boot = np.column_stack([boot[:, scored].mean(1) if scored.any() else boot[:, 0], boot])
-    point = np.concatenate([[aucs[scored].mean() if scored.any() else np.nan], aucs])
+    point = np.concatenate([[values[scored].mean() if scored.any() else np.nan], values])
     low, high = sd_interval(point, bootstrap_sd(boot), level)
     n_pos = np.concatenate([[labels.sum()], labels.sum(0)])
     table = pd.DataFrame({
-        "finding": ["macro", *names], "auc": point, "ci_low": low, "ci_high": high,
+        "finding": ["macro", *names], column: point, "ci_low": low, "ci_high": high,
         "positives": n_pos.astype(int), "negatives": (np.concatenate([[labels.size], np.full(len(names), len(labels))])
                                                       - n_pos).astype(int),
         "positive_patients": [len(np.unique(patients[labels.any(1)])), *positive_patients(labels, patients)],

@@ -28,15 +28,14 @@ from scipy import stats  # noqa: E402
 
 from mai_aug.reports.auc import (  # noqa: E402
     MIN_POSITIVE_PATIENTS,
-    bootstrap_aucs,
     bootstrap_sd,
     patient_counts,
-    per_finding_auc,
     positive_patients,
     scored_findings,
     scored_masks,
     sd_interval,
 )
+from mai_aug.reports.scores import bootstrap_metric, get_metric, per_finding  # noqa: E402
 
 #: c -> kappa(c) -> c is iterated from c = 1.96 until c moves by less than this (at most 20 rounds; with 2 seeds it
 #: settles within 11 rounds, 4 on average, in 40 simulated studies of tests/test_stats.py; 3 and 5 seeds within 4).
@@ -64,12 +63,15 @@ class StudyScores:
 
 
 def score_regimes(labels: np.ndarray, patients: np.ndarray, predictions: dict[str, list[np.ndarray]],
-                  n_boot: int = 1000, seed: int = 0) -> StudyScores:
-    """Point and bootstrap AUCs of each regime and seed on one shared set of patient and seed resamples.
+                  n_boot: int = 1000, seed: int = 0, metric: str = "auc") -> StudyScores:
+    """Point and bootstrap AUCs (or another registered ``metric``) of each regime and seed on one shared set of
+    patient and seed resamples: the resamples depend on the labels, patients and ``seed`` only, so every metric of
+    one study is computed on the same ones.
 
     Resamples in which a scored finding has no positive or no negative patient are drawn again (rare with at least
     ``MIN_POSITIVE_PATIENTS``), so the macro mean is over one fixed set of findings in every resample.
     """
+    chosen = get_metric(metric)
     labels, patients = np.asarray(labels), np.asarray(patients)
     seeds = {len(p) for p in predictions.values()}
     if len(seeds) != 1:
@@ -81,10 +83,11 @@ def score_regimes(labels: np.ndarray, patients: np.ndarray, predictions: dict[st
     seed_draws = np.random.default_rng(seed + 1).integers(0, k, size=(n_boot, k))
     point, boot = {}, {}
     for regime, runs in predictions.items():
-        point[regime] = np.stack([per_finding_auc(labels, p) for p in runs])
+        point[regime] = np.stack([per_finding(chosen, labels, p) for p in runs])
         boot[regime] = np.full((k, n_boot, labels.shape[1]), np.nan)
         for s, p in enumerate(runs):
-            boot[regime][s][:, scored] = bootstrap_aucs(labels[:, scored], p[:, scored], counts, inverse)
+            if scored.any():
+                boot[regime][s][:, scored] = bootstrap_metric(chosen, labels[:, scored], p[:, scored], counts, inverse)
     return StudyScores(point, boot, seed_draws, scored, positive_patients(labels, patients))
 
 
@@ -171,9 +174,13 @@ def simultaneous_intervals(diff: np.ndarray, patient_part: np.ndarray, seed_part
 
 
 def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | None = "none",
-                  level: float = 0.95) -> pd.DataFrame:
+                  level: float = 0.95, value_name: str = "auc") -> pd.DataFrame:
     """One row per regime and finding (``macro`` first): AUC with marginal CI and, against ``baseline``, the paired
-    difference with its simultaneous CI (``ci_excludes_0``: the star). Unscored findings get no interval."""
+    difference with its simultaneous CI (``ci_excludes_0``: the star). Unscored findings get no interval.
+
+    ``value_name``: the value column (a metric's key, for scores of another metric than AUC); the simultaneous
+    correction covers this table's family (every other regime x scored finding and macro) of this one metric.
+    """
     z = stats.norm.ppf(1 - (1 - level) / 2)
     ok = np.concatenate([[scores.scored.any()], scores.scored])  # macro first
     findings = ["macro", *names]
@@ -184,11 +191,11 @@ def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | Non
         low, high = sd_interval(value, standard_errors(patient_part, seed_part, scores.seeds, z), level)
         per_seed = scored_macro(scores.point[regime], scores.scored)
         for j, finding in enumerate(findings):
-            row = {"regime": regime, "finding": finding, "auc": value[j],
+            row = {"regime": regime, "finding": finding, value_name: value[j],
                    "ci_low": low[j] if ok[j] else np.nan, "ci_high": high[j] if ok[j] else np.nan,
                    "positive_patients": scores.positive_patients[j - 1] if j else np.nan,
                    "scored": bool(ok[j]), "seeds": scores.seeds,
-                   "auc_sd_over_seeds": np.std(per_seed[:, j], ddof=1) if scores.seeds > 1 else np.nan}
+                   f"{value_name}_sd_over_seeds": np.std(per_seed[:, j], ddof=1) if scores.seeds > 1 else np.nan}
             if base is not None and regime != baseline:
                 row[f"diff_vs_{baseline}"] = value[j] - base[0][j]
                 if ok[j]:
@@ -197,8 +204,9 @@ def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | Non
     table = pd.DataFrame(rows)
     macro = table["finding"] == "macro"
     table.loc[macro, "findings_scored"] = int(scores.scored.sum())
-    table.loc[macro, "findings_above_0.5"] = [
-        int((table[(table["regime"] == r) & ~macro & table["scored"]]["ci_low"] > 0.5).sum()) for r in scores.point]
+    if value_name == "auc":  # chance is 0.5 for AUC only
+        table.loc[macro, "findings_above_0.5"] = [
+            int((table[(table["regime"] == r) & ~macro & table["scored"]]["ci_low"] > 0.5).sum()) for r in scores.point]
     if family:
         idx, patient_parts, seed_parts = zip(*family)
         diff = table.loc[list(idx), f"diff_vs_{baseline}"].to_numpy(float)
@@ -208,7 +216,7 @@ def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | Non
         se_positive = high > low  # no star without an interval (se = 0: one resample, identical predictions)
         table.loc[list(idx), "ci_excludes_0"] = ((low > 0) | (high < 0)) & se_positive
         table["simultaneous_c"], table["family_size"] = c, len(family)
-    for column in ("positive_patients", "findings_scored", "findings_above_0.5"):
+    for column in ("positive_patients", "findings_scored", "findings_above_0.5")[:3 if value_name == "auc" else 2]:
         table[column] = table[column].astype("Int64")  # counts stay integers next to the macro row's blanks
     if base is not None and "ci_excludes_0" in table:
         table["ci_excludes_0"] = table["ci_excludes_0"].fillna(False).astype(bool)
@@ -296,18 +304,33 @@ def headline_table(summary: pd.DataFrame, baseline: str = "none") -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def finding_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per finding: positive test patients and each regime's AUC [marginal CI]; no interval when too few positives."""
+def finding_table(summary: pd.DataFrame, value_name: str = "auc") -> pd.DataFrame:
+    """Per finding: positive test patients and each regime's AUC (or ``value_name``) [marginal CI]; no interval when
+    too few positives."""
     table: dict[str, dict[str, object]] = {}
     for d in summary[summary["finding"] != "macro"].to_dict("records"):
         cells = table.setdefault(d["finding"], {"positive patients": int(d["positive_patients"])})
-        if not np.isfinite(d["auc"]):
+        if not np.isfinite(d[value_name]):
             cells[d["regime"]] = "undefined"
         elif d["scored"]:
-            cells[d["regime"]] = _interval(d["auc"], d["ci_low"], d["ci_high"], signed=False)
+            cells[d["regime"]] = _interval(d[value_name], d["ci_low"], d["ci_high"], signed=False)
         else:
-            cells[d["regime"]] = f"{d['auc']:.3f}, {_too_few(d)}"
+            cells[d["regime"]] = f"{d[value_name]:.3f}, {_too_few(d)}"
     return pd.DataFrame.from_dict(table, orient="index").rename_axis("finding").reset_index()
+
+
+def metric_headline(summary: pd.DataFrame, value_name: str, label: str, baseline: str = "none") -> pd.DataFrame:
+    """Per regime: the macro ``label`` [marginal CI] and its paired difference against the baseline [simultaneous CI
+    of this metric's family], ``*`` where that interval excludes 0."""
+    rows = []
+    for d in summary[summary["finding"] == "macro"].to_dict("records"):
+        row = {"regime": d["regime"], f"macro {label}": (_interval(d[value_name], d["ci_low"], d["ci_high"], signed=False)
+                                                         if d["scored"] else "no scored finding")}
+        low = d.get("diff_ci_low", np.nan)
+        row[f"vs {baseline}"] = (_interval(d[f"diff_vs_{baseline}"], low, d["diff_ci_high"], bool(d["ci_excludes_0"]))
+                                 if isinstance(low, float) and np.isfinite(low) else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def paired_table(summary: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:

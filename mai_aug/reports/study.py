@@ -13,7 +13,9 @@ from mai_aug.data.split import split_table
 from mai_aug.errors import MaiAugError
 from mai_aug.reports import compare as report
 from mai_aug.reports.auc import MIN_POSITIVE_PATIENTS
+from mai_aug.reports.reliability import reliability_figure
 from mai_aug.reports.roc import roc_figure
+from mai_aug.reports.scores import Metric, resolve_metrics
 
 
 def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
@@ -96,17 +98,59 @@ def statistics_text(summary: pd.DataFrame, seeds: int, n_boot: int, baseline: st
 
 def write_figures(out: Path, summary: pd.DataFrame, labels: np.ndarray, predictions: dict[str, list[np.ndarray]],
                   names: list[str]) -> None:
-    """auc_by_regime.png and one roc_<regime>.png per regime (each seed's curve, the table's AUC in the legend)."""
+    """auc_by_regime.png, one roc_<regime>.png per regime (each seed's curve, the table's AUC in the legend) and one
+    reliability_<regime>.png (pooled over findings and seeds)."""
     report.auc_plot(summary, out / "auc_by_regime.png")
     for regime, runs in predictions.items():
-        title = f"{regime}: test ROC" + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
-        fig = roc_figure(labels, runs, names, title=title)
+        seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+        fig = roc_figure(labels, runs, names, title=f"{regime}: test ROC{seeds}")
         fig.savefig(out / f"roc_{regime}.png", dpi=110)
+        plt.close(fig)
+        fig = reliability_figure(labels, runs, title=f"{regime}: test reliability{seeds}")
+        fig.savefig(out / f"reliability_{regime}.png", dpi=110)
         plt.close(fig)
 
 
-def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict) -> pd.DataFrame:
-    """auc_by_regime.csv/.png, roc_<regime>.png, summary.csv/.md and report.md from the runs' test predictions."""
+def metric_sections(out: Path, labels: np.ndarray, patients: np.ndarray, predictions: dict[str, list[np.ndarray]],
+                    names: list[str], metrics: list[Metric], n_boot: int, baseline: str) -> list[str]:
+    """report.md's sections of the metrics beside AUC; writes summary_<key>.csv for each.
+
+    Each metric is scored on the same patient and seed resamples as AUC (``score_regimes`` with the same seed), and
+    its paired differences get simultaneous intervals over its own family (every other regime x every scored
+    finding, plus each regime's macro difference, of that metric alone).
+    """
+    if not metrics:
+        return []
+    lines = ["## Other metrics", "",
+             f"Each metric below uses the same {n_boot} patient (and seed) resamples as AUC. Its paired differences "
+             f"against `{baseline}` are corrected **within that metric's own family** (every other regime x every "
+             f"scored finding, plus each regime's macro difference, of that metric), with its own multiplier c; the "
+             f"AUC family above does not include them, so over all metrics together the chance of some false star "
+             f"is above 5%. For a lower-is-better metric a negative difference is an improvement.", ""]
+    for metric in metrics:
+        scores = report.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0, metric=metric.name)
+        summary = report.summary_table(scores, names, baseline=baseline, value_name=metric.key)
+        summary.to_csv(out / f"summary_{metric.key}.csv", index=False, float_format="%.6f")
+        paired = report.paired_table(summary, baseline)
+        better = "higher" if metric.higher_is_better else "lower"
+        c = summary["simultaneous_c"].dropna() if "simultaneous_c" in summary else pd.Series(dtype=float)
+        family = (f" ({int(summary['family_size'].dropna().iloc[0])} comparisons, {c.iloc[0]:.2f} standard errors)"
+                  if len(c) else "")
+        lines += [f"### `{metric.name}`: {metric.description}; {better} is better", "",
+                  report.markdown_table(report.metric_headline(summary, metric.key, metric.name, baseline)), "",
+                  f"{metric.name} per finding (marginal 95% intervals):", "",
+                  report.markdown_table(report.finding_table(summary, metric.key)), "",
+                  f"Paired {metric.name} difference against `{baseline}`, per finding (simultaneous 95% intervals "
+                  f"within the {metric.name} family{family}):", "",
+                  report.markdown_table(paired) if len(paired) else "(no other regime)", ""]
+    return lines
+
+
+def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict,
+                 metrics: list[str] | None = None) -> pd.DataFrame:
+    """auc_by_regime.csv/.png, roc_<regime>.png, reliability_<regime>.png, summary.csv/.md, summary_<metric>.csv
+    for each metric of ``metrics`` beside AUC, and report.md from the runs' test predictions."""
+    extra = resolve_metrics(metrics)[1:]
     names = list(datalist["labels"])
     labels, patients, predictions = load_predictions(out, regimes, seeds, names)
     scores = report.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0)
@@ -125,6 +169,7 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
         "## AUC per finding (marginal 95% intervals)", "", report.markdown_table(report.finding_table(summary)), "",
         f"## Paired difference against `{baseline}`, per finding (simultaneous 95% intervals)", "",
         report.markdown_table(paired) if len(paired) else "(no other regime)", "",
+        *metric_sections(out, labels, patients, predictions, names, extra, n_boot, baseline),
     ]
     (out / "summary.md").write_text("\n".join(md))
     sizes = split_table(datalist)
@@ -134,6 +179,8 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
         *md[2:],
         "## Figures", "", "![AUC by regime](auc_by_regime.png)", "",
         *[f"![ROC {r}](roc_{r}.png)" for r in regimes], "",
+        "Reliability diagrams (test predictions of every finding and seed pooled; bins of `ece`, counts below):", "",
+        *[f"![Reliability {r}](reliability_{r}.png)" for r in regimes], "",
         "## Split (images, patients, positives per finding)", "", report.markdown_table(sizes.reset_index().rename(columns={"index": ""}), "{}"), "",
         "## Runs", "", *[f"- `{r}/seed-{k}/`: run folder (config.yaml, metrics.csv, checkpoints, eval/)" for r in regimes for k in range(seeds)],
         "", f"TensorBoard: `tensorboard --logdir {out / 'tensorboard'}` overlays the runs (HParams tab: regime, seed, image size).", "",
