@@ -201,3 +201,28 @@ def test_small_vit_trains(small_datalist, tmp_path):
     assert main(["train", "--datalist", str(small_datalist), "--network", "ViT", "--network-args", args,
                  "--out", str(run), *TINY]) == 0
     assert yaml.safe_load((run / "config.yaml").read_text())["resolved"]["network"]["args"]["img_size"] == 32
+
+
+def test_resume_rebuilds_the_stored_network_and_refuses_another(small_datalist, tmp_path, capsys):
+    run = tmp_path / "resume"
+    args = ["train", "--datalist", str(small_datalist), "--network", "resnet10", "--out", str(run), *TINY]
+    assert main(args) == 0
+    assert main([*args, "--network", "densenet121", "--resume"]) == 2
+    assert "network: 'resnet10' -> 'densenet121'" in one_error_line(capsys)
+    assert main([*args, "--epochs", "2", "--resume"]) == 0  # the later --epochs wins
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2]
+
+
+def test_compare_network_override_leaves_the_presets_args(capsys):
+    from mai_aug.engine.compare import _override_network
+
+    preset = {"network": "vit", "network_args": {"patch_size": 8}}
+    same = dict(preset)
+    _override_network(same, preset, "ViT")
+    assert same["network_args"] == {"patch_size": 8}
+    other = {**preset, "network": "resnet18"}
+    _override_network(other, preset, "resnet18")
+    assert "network_args" not in other and "network_args are not used" in capsys.readouterr().err
+    with pytest.raises(MaiAugError, match="did you mean resnet18"):
+        _override_network(dict(preset), preset, "resnet-81")
