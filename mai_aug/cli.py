@@ -93,6 +93,19 @@ def _image_size(text: str) -> int:
     return value
 
 
+def _yaml_mapping(text: str) -> dict:
+    """A YAML (or JSON) mapping given on the command line: data only, read with yaml.safe_load."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a mapping such as '{{patch_size: 8}}'")
+    return value
+
+
 def _positive_float(text: str) -> float:
     """A finite number above 0 (learning rates, difficulties): ``nan``, ``inf`` and ``0`` are refused."""
     try:
@@ -276,8 +289,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-epoch", type=_positive_int, help="iterations per epoch (default: one pass)")
     p.add_argument("--lr", type=_positive_float, default=_default("lr"),
                    help="Adam learning rate (cosine schedule over the epochs; default: %(default)s)")
+    p.add_argument("--network", default=_default("network"),
+                   help="a 2D classifier of monai.networks.nets, any case: densenet121/169/201, resnet18/34/50/101/152, "
+                        "seresnet50, efficientnet-b0..b8, vit...; or a _target_ such as monai.networks.nets.ResNet "
+                        "(default: %(default)s)")
+    p.add_argument("--network-args", type=_yaml_mapping, default=_default("network_args"), metavar="YAML",
+                   help="extra constructor arguments, e.g. '{patch_size: 8, hidden_size: 192}'")
     p.add_argument("--pretrained", default=_default("pretrained"),
-                   help="none, imagenet (downloads), or a torchvision densenet121 .pth (default: %(default)s)")
+                   help="none, imagenet (downloads), or a torchvision .pth of the same DenseNet or ResNet "
+                        "(default: %(default)s)")
     p.add_argument("--in-channels", type=int, default=_default("in_channels"), choices=[1, 3],
                    help="default: %(default)s")
     p.add_argument("--device", default=_default("device"),
@@ -301,7 +321,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 @command("train")
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train DenseNet121 under one regime into a run folder")
+    p = sub.add_parser("train", help="train a classifier (DenseNet121 by default) under one regime into a run folder")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--datalist", type=Path, help="datalist JSON from `mai-aug split`")
     _add_data_args(p, required=False)
@@ -414,6 +434,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{name}", type=kind, help="overrides the preset")
     p.add_argument("--pretrained", help="overrides the preset: none, imagenet or a .pth")
     _add_metrics_arg(p, None, "logged in validation and reported with paired differences (overrides the preset)")
+    p.add_argument("--network", help="overrides the preset's network (its network_args are kept only for the same one)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
     p.add_argument("--out", type=Path, required=True, help="comparison folder")
     p.add_argument("--retrain", action="store_true",
@@ -428,7 +449,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from mai_aug.reports.compare import headline_table
 
     overrides = {k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "steps_per_epoch", "lr",
-                                               "workers", "pretrained", "metrics")}
+                                               "workers", "pretrained", "metrics", "network")}
     opts = CompareOptions(out=args.out, data=args.data, preset=args.preset, regimes=args.regimes, seeds=args.seeds,
                           regimes_file=[str(p) for p in args.regimes_file], device=args.device,
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,

@@ -36,6 +36,7 @@ from mai_aug.engine.fingerprint import (
     resolved_settings,
     run_status,
 )
+from mai_aug.engine.network_spec import canonical_name, lookup_network
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.presets import check_preset
 from mai_aug.engine.runtime import RunLock, resolve_device
@@ -142,6 +143,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
                                                or preset.get("train", {}).get("metrics"))]
     datalist, source = _study_datalist(opts, preset, ctx)
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
+    _override_network(train_opts, preset.get("train", {}), opts.train_overrides.get("network"))
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]
     plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
     ctx.barrier()
@@ -205,6 +207,17 @@ def _report_split(datalist: dict, table: bool, warn: bool) -> None:
     no_test_positives = [n for n in datalist["labels"] if sizes.loc[n, "test"] == 0]
     if warn and no_test_positives:
         print(f"warning: no test positives for {', '.join(no_test_positives)}: their AUC is undefined", file=sys.stderr)
+
+
+def _override_network(train_opts: dict, preset_train: dict, network: str | None) -> None:
+    """``--network`` over the preset's: checked now; the preset's network_args go with the preset's network only."""
+    if network is None:
+        return
+    lookup_network(network, None, where="--network")
+    if canonical_name(network) != canonical_name(preset_train.get("network", "densenet121")) \
+            and train_opts.pop("network_args", None):
+        print(f"note: --network {network} replaces the preset's network; its network_args are not used",
+              file=sys.stderr)
 
 
 def _run_config(run_dir: Path, regime: str, seed: int, train_opts: dict, opts: CompareOptions) -> TrainConfig:

@@ -46,6 +46,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     weighted_loss: bool = True
     pretrained: str = "none"
+    network: str = "densenet121"  # a name of monai.networks.nets (any case) or a _target_ (engine/network_spec.py)
+    network_args: dict[str, Any] = field(default_factory=dict)
     in_channels: int = 1
     device: str = "auto"
     amp: bool | None = None
@@ -63,6 +65,11 @@ class TrainConfig:
     verify_images: bool = False
     skip_bad_images: bool = False
     metrics: list[str] = field(default_factory=lambda: ["auc"])  # validation metrics (reports/scores.py); auc always
+
+    def __post_init__(self) -> None:
+        from mai_aug.engine.network_spec import canonical_name
+
+        self.network = canonical_name(self.network)  # ResNet18 and resnet18 are one run, one fingerprint
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -115,6 +122,8 @@ def _is_a(value: Any, kind: Any) -> bool:
     """Whether ``value`` (from YAML) fits the type hint ``kind``: ``int``, ``str | None``, ``list[str]``..."""
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
         return any(_is_a(value, k) for k in typing.get_args(kind))
+    if typing.get_origin(kind) is dict:
+        return isinstance(value, dict)
     if typing.get_origin(kind) is list:
         (item,) = typing.get_args(kind)
         return isinstance(value, list) and all(_is_a(v, item) for v in value)
@@ -130,6 +139,8 @@ def _is_a(value: Any, kind: Any) -> bool:
 def _type_name(kind: Any) -> str:
     if typing.get_origin(kind) is list:
         return "a list of strings"
+    if typing.get_origin(kind) is dict:
+        return "a mapping"
     return " or ".join("null" if k is type(None) else k.__name__ for k in typing.get_args(kind) or (kind,))
 
 

@@ -20,6 +20,7 @@ from mai_aug.data.loader import build_dataset
 from mai_aug.data.split import load_datalist
 from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.network import build_network
+from mai_aug.engine.network_spec import stored_network
 from mai_aug.engine.preflight import require_writable_file, require_writable_folder
 from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, load_model_state, resolve_device
 from mai_aug.errors import MaiAugError, first_line, wrapped_message
@@ -49,7 +50,10 @@ class TrainedRun:
         self.regime: Regime = stored_regime(raw, f"--run {self.run_dir}", trust)
         self.amp = self.device.type == "cuda" and _trained_with_amp(raw)
         self.checkpoint = self.resolve_checkpoint(checkpoint)
-        self.network, _ = build_network(len(self.names), self.config.in_channels, "none")
+        # the network as trained, from the spec stored in the run folder (checked like a user's file unless trusted)
+        spec = stored_network(raw, len(self.names), f"--run {self.run_dir}", trust)
+        self.network, _ = build_network(len(self.names), self.config.in_channels, "none", spec,
+                                        where=f"--run {self.run_dir}: network", trust=trust)
         load_model_state(self.network, load_checkpoint(self.checkpoint), self.checkpoint)
         self.network.to(self.device).eval()
 

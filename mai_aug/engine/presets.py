@@ -15,6 +15,7 @@ from typing import Any
 
 from mai_aug.data.phantom import PhantomSpec
 from mai_aug.engine.config import TrainConfig
+from mai_aug.engine.network_spec import lookup_network, network_fields
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.auc import MIN_BOOTSTRAP
 
@@ -61,6 +62,10 @@ def _check_value(where: str, value: Any, kind: Any) -> None:
         if value is None:
             return
         kind = next(a for a in args if a is not type(None))
+    if typing.get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            raise MaiAugError(f"{where}: expected a mapping, got {value!r}")
+        return
     if typing.get_origin(kind) is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise MaiAugError(f"{where}: expected a list of strings, got {value!r}")
@@ -104,7 +109,13 @@ def check_preset(preset: Any, name: str) -> dict[str, Any]:
                               + (f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(SECTIONS)})"))
     _check_section(name, "phantom", preset.get("phantom", {}), _field_types(PhantomSpec, {"out"}))
     _check_section(name, "data", preset.get("data", {}), DATA_KEYS)
-    _check_section(name, "train", preset.get("train", {}), _field_types(TrainConfig, NOT_IN_PRESET))
+    train = preset.get("train", {})
+    if isinstance(train, dict) and "network" in train:  # a name, {name:, args:} or {_target_: ..., args...}
+        where = f"--preset {name}: train.network"
+        train = {**train, **network_fields(train["network"], where, train.get("network_args"))}
+        lookup_network(train["network"], train.get("network_args"), where=where)  # now, not after the phantom
+        preset["train"] = train
+    _check_section(name, "train", train, _field_types(TrainConfig, NOT_IN_PRESET))
     _check_value(f"--preset {name}: regimes", preset.get("regimes", []), list[str])
     _check_section(name, "", {k: preset[k] for k in ("bootstrap",) if k in preset}, {"bootstrap": int})
     if "description" in preset:

@@ -30,7 +30,8 @@ from mai_aug.engine.fingerprint import epochs_begun, write_fingerprint
 from mai_aug.engine.handlers import CosineSchedule, FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
 from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
-from mai_aug.engine.network import build_network
+from mai_aug.engine.network import LoadReport, build_network
+from mai_aug.engine.network_spec import NetworkSpec, resolve_network, stored_network
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.runtime import (
     RunLock,
@@ -167,6 +168,9 @@ class _Run:
     regime: Regime
     freq_pos: np.ndarray
     stage: BatchedStage | None  # None: the regime runs per sample in the loader
+    network: NetworkSpec
+    net: torch.nn.Module  # built and checked on one image before any caching; seeded by config.seed alone
+    weights: LoadReport | None
 
     @property
     def names(self) -> list[str]:
@@ -243,7 +247,14 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
               else load_regime(config.regime, config.image_size, config.regimes_file))
     freq_pos, _ = label_frequencies(datalist["training"], len(datalist["labels"]))
     stage = choose_stage(config.augment_on, regime, device, config.seed, ctx.rank)
-    return _Run(config, device, ctx, run_dir, resume_from, extended, amp, datalist, regime, freq_pos, stage)
+    names = len(datalist["labels"])
+    network = (stored_network(read_config(run_dir), names, f"--resume {run_dir}") if stored
+               else resolve_network(config.network, config.network_args, names, config.in_channels, config.image_size))
+    with torch.random.fork_rng(devices=[]):  # the same initial weights for every regime trained with this seed
+        torch.manual_seed(config.seed)
+        net, weights = build_network(names, config.in_channels, config.pretrained, network, config.image_size)
+    return _Run(config, device, ctx, run_dir, resume_from, extended, amp, datalist, regime, freq_pos, stage,
+                network, net, weights)
 
 
 def _record_run(run: _Run) -> None:
@@ -253,6 +264,9 @@ def _record_run(run: _Run) -> None:
                 f"{f' x {ctx.world_size} processes (DDP)' if ctx.enabled else ''}; "
                 f"{len(datalist['training'])} training, {len(datalist['validation'])} validation images")
     logger.info("split:\n" + split_table(datalist).to_string())
+    params = sum(p.numel() for p in run.net.parameters())
+    logger.info(f"network {run.network.name} ({run.network.target}, {params / 1e6:.1f} M parameters)"
+                + (f"; {run.weights}" if run.weights else ""))
     if not run.main:
         return
     augment_on = "loader" if run.stage is None else "device"
@@ -261,6 +275,7 @@ def _record_run(run: _Run) -> None:
     write_config(config, {
         "device": str(run.device), "amp": run.amp, "augment_on": augment_on, "extended_from_epochs": run.extended,
         "regime": run.regime.spec, "regime_transforms": run.regime.describe(),
+        "network": run.network.to_dict(), "pretrained_weights": str(run.weights) if run.weights else None,
         "findings": run.names, "train_positive_frequency": [round(float(f), 6) for f in run.freq_pos],
         "split_sizes": {k: len(datalist[k]) for k in ("training", "validation", "test")},
         "versions": _versions(), "world_size": ctx.world_size,
@@ -296,11 +311,10 @@ def _loaders(run: _Run, train_ds: Dataset, val_ds: Dataset, epoch_length: int,
 
 
 def _model(run: _Run) -> _Model:
-    """DenseNet121 (DDP-wrapped under torchrun), the BCE loss and Adam."""
+    """The run's network (DDP-wrapped under torchrun), the BCE loss and Adam."""
     config, device = run.config, run.device
-    torch.manual_seed(config.seed)  # the same initial weights for every regime trained with this seed
-    net, _ = build_network(len(run.names), config.in_channels, config.pretrained)
-    net = net.to(device)
+    torch.manual_seed(config.seed)  # the global stream as each regime's run begins it
+    net = run.net.to(device)
     model = net  # what the engines run; checkpoints always hold the unwrapped ``net``
     if run.ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
