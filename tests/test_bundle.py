@@ -23,6 +23,8 @@ from PIL import Image
 import mai_aug
 from conftest import cut_datalist
 from mai_aug.bundle.inference import preprocessing
+from mai_aug.bundle.metadata import required_packages
+from mai_aug.bundle.transforms import SMOOTH_RESIZE, foreign_packages
 from mai_aug.cli import main
 from mai_aug.data.loader import build_dataset
 from mai_aug.transforms.regimes import Regime, available_regimes, load_regime, regime_from_spec
@@ -106,30 +108,49 @@ def test_bundle_gives_predicts_probabilities_without_mai_aug(bundle, run, images
     assert ours.to_numpy().std(axis=0).max() > 1e-4  # the images give different outputs: a real comparison
 
 
-def _deterministic_spatial_regime() -> Regime:
-    """A regime whose deterministic part holds a lazy block (rotate + zoom) before an intensity transform."""
+def _regime_with(deterministic: list[dict]) -> Regime:
     spec = copy.deepcopy(load_regime("basic", SIZE).spec)
-    spec["deterministic"] = [{"_target_": "Rotated", "keys": "image", "angle": 0.1, "padding_mode": "border"},
-                             {"_target_": "Zoomd", "keys": "image", "zoom": 1.1, "padding_mode": "edge"},
-                             {"_target_": "NormalizeIntensityd", "keys": "image"}]
-    return regime_from_spec("spatial", spec, SIZE)
+    spec["deterministic"] = deterministic
+    return regime_from_spec("custom", spec, SIZE)
+
+
+CUSTOM = {
+    # a lazy block (rotate + zoom, fused into one resampling) before an intensity transform
+    "lazy-deterministic": [{"_target_": "Rotated", "keys": "image", "angle": 0.1, "padding_mode": "border"},
+                           {"_target_": "Zoomd", "keys": "image", "zoom": 1.1, "padding_mode": "edge"},
+                           {"_target_": "NormalizeIntensityd", "keys": "image"}],
+    # mai_aug's own transforms in the deterministic part, rewritten too
+    "mai_aug-deterministic": [{"_target_": SMOOTH_RESIZE, "keys": "image", "spatial_size": [SIZE + 8, SIZE + 8],
+                               "enlarge_mode": "bilinear"},
+                              {"_target_": "mai_aug.transforms.intensity.ToUint8d", "keys": "image"}],
+}
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
-@pytest.mark.parametrize("name", [*available_regimes(), "lazy-deterministic"])
+@pytest.mark.parametrize("name", [*available_regimes(), *CUSTOM])
 def test_bundle_preprocessing_equals_predicts_exactly(name, in_channels, images):
     """The bundle's transforms, parsed by MONAI's ConfigParser, give predict's network inputs bit for bit."""
-    regime = _deterministic_spatial_regime() if name == "lazy-deterministic" else load_regime(name, SIZE)
+    regime = _regime_with(CUSTOM[name]) if name in CUSTOM else load_regime(name, SIZE)
     if name == "lazy-deterministic":
         assert any(getattr(t, "lazy", False) is True for t in regime.online_parts[0])  # the case under test
-    transform = ConfigParser({"preprocessing": preprocessing(regime, in_channels)}).get_parsed_content("preprocessing")
+    config = preprocessing(regime, in_channels)
+    assert foreign_packages(config) == []
+    transform = ConfigParser({"preprocessing": config}).get_parsed_content("preprocessing")
     items = [{"image": str(p)} for p in sorted(images.glob("*.png"))]
     expected = build_dataset([{**it, "label": [0]} for it in items], regime, train=False, cache="none")
     for item, want in zip(items, expected):
         got = transform(dict(item))["image"]
         want = want["image"].expand(in_channels, -1, -1)
-        assert got.shape == (in_channels, SIZE, SIZE) and got.dtype == torch.float32
+        assert got.shape == want.shape and got.shape[0] == in_channels and got.dtype == torch.float32
         assert torch.equal(torch.as_tensor(got), torch.as_tensor(want)), item["image"]
+
+
+def test_other_packages_are_declared():
+    """A transform with no MONAI equivalent (a --trust-config run's own) stays, and its package is required."""
+    config = {"a": [{"_target_": "LoadImaged"}, {"_target_": "monai.transforms.Flipd"},
+                    {"_target_": "mai_aug.transforms.batched.Normalize", "x": {"_target_": "mypkg.sub.Thing"}}]}
+    assert foreign_packages(config) == ["mai_aug", "mypkg"]
+    assert required_packages(foreign_packages(config))["mai_aug"] == mai_aug.__version__
 
 
 def test_metadata_model_and_readme(bundle, run):
@@ -213,13 +234,11 @@ def test_bad_input_is_one_line(run, tmp_path, capsys):
     assert (full / "models" / "model.pt").is_file() and (full / "notes.txt").read_text() == "mine"
 
 
-def test_workflow_script_is_the_command(run, tmp_path):
+def test_workflow_script_is_the_command():
     script = Path(__file__).parents[1] / "workflows" / "export_bundle.py"
-    result = subprocess.run([sys.executable, str(script), "--run", str(run), "--out", str(tmp_path / "b")],
-                            capture_output=True, text=True, timeout=120,
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "b" / "configs" / "inference.yaml").is_file()
+    assert result.returncode == 0 and "mai-aug export-bundle" in result.stdout and "--overwrite" in result.stdout
 
 
 def test_monai_finds_the_inference_properties(bundle, tmp_path):

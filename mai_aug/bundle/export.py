@@ -14,7 +14,7 @@ import yaml
 
 from mai_aug.bundle.inference import MODEL_FILE, inference_config, network_config
 from mai_aug.bundle.metadata import metadata, readme
-from mai_aug.bundle.transforms import needs_mai_aug
+from mai_aug.bundle.transforms import foreign_packages
 from mai_aug.engine.checkpoint import BEST_NAME, save_atomic
 from mai_aug.engine.config import read_config
 from mai_aug.engine.evaluate import TrainedRun, _trained_with_amp, checkpoint_identity
@@ -58,14 +58,14 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     run = TrainedRun(run_dir, "best", "cpu", trust)  # checks the spec and that the checkpoint fits the network
     network = network_config({**raw, "resolved": {**(raw.get("resolved") or {}), "findings": run.names}})
     config = inference_config(raw, run.regime, run.names, str(out.resolve()), _trained_with_amp(raw))
-    mai_aug_needed = needs_mai_aug(config)
+    foreign = foreign_packages(config)
     best_state = torch.load(best, map_location="cpu", weights_only=True)
     identity = {**checkpoint_identity(best), "epoch": best_state.get("epoch"), "metric": best_state.get("metric")}
-    meta = metadata(raw, run.regime, run.names, network, identity, mai_aug_needed)
+    meta = metadata({**raw, "out": str(run_dir.resolve())}, run.regime, run.names, network, identity, foreign)
     for folder in ("configs", "models", "docs"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     save_atomic(run.network.state_dict(), out / MODEL_FILE)  # MONAI's convention: the bare state dict
     write_text_atomic(out / "configs" / "inference.yaml", YAML_HEADER + yaml.safe_dump(config, sort_keys=False, width=120))
     write_text_atomic(out / "configs" / "metadata.json", json.dumps(meta, indent=4) + "\n")
-    write_text_atomic(out / "docs" / "README.md", readme(meta, mai_aug_needed))
+    write_text_atomic(out / "docs" / "README.md", readme(meta, foreign))
     return out

@@ -24,16 +24,17 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
-def required_packages(needs_mai_aug: bool) -> dict[str, str]:
-    """What the bundle imports beyond MONAI, torch and numpy: Pillow (PILReader), ignite (the evaluator)."""
+def required_packages(foreign: list[str]) -> dict[str, str]:
+    """What the bundle imports beyond MONAI, torch and numpy: Pillow (PILReader), ignite (the evaluator), and
+    ``foreign``: packages the run's transforms name (mai_aug only where a transform has no MONAI equivalent)."""
     packages = {"pillow": _package_version("pillow"), "pytorch-ignite": _package_version("pytorch-ignite")}
-    if needs_mai_aug:
-        packages["mai_aug"] = mai_aug.__version__
+    for name in foreign:
+        packages[name] = mai_aug.__version__ if name == "mai_aug" else _package_version(name)
     return packages
 
 
 def metadata(run_config: dict[str, Any], regime: Regime, names: list[str], network: dict[str, Any],
-             checkpoint: dict[str, Any], needs_mai_aug: bool) -> dict[str, Any]:
+             checkpoint: dict[str, Any], foreign: list[str]) -> dict[str, Any]:
     """The bundle's metadata in MONAI's schema, with the run's own facts under ``mai_aug``."""
     size, channels = int(run_config["image_size"]), int(network["in_channels"])
     resolved = run_config.get("resolved") or {}
@@ -44,7 +45,7 @@ def metadata(run_config: dict[str, Any], regime: Regime, names: list[str], netwo
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__,
-        "required_packages_version": required_packages(needs_mai_aug),
+        "required_packages_version": required_packages(foreign),
         "task": "Multi-label chest X-ray finding classification",
         "description": f"{network['_target_']} trained by mai_aug under augmentation regime {regime.name!r} "
                        f"({regime.description}); one independent sigmoid probability per finding",
@@ -84,12 +85,14 @@ def _network_data_format(regime: Regime, names: list[str], size: int, channels: 
     }
 
 
-def readme(meta: dict[str, Any], needs_mai_aug: bool) -> str:
+def readme(meta: dict[str, Any], foreign: list[str]) -> str:
     """``docs/README.md``: what the bundle is and the command that runs it."""
     own = meta["mai_aug"]
-    if needs_mai_aug:
-        dependency = ("The run's preprocessing uses mai_aug transforms with no MONAI equivalent here, so the "
-                      "bundle imports mai_aug: install mai_aug " + mai_aug.__version__ + " beside MONAI.")
+    versions = meta["required_packages_version"]
+    if foreign:
+        dependency = (f"The run's preprocessing names transforms from {', '.join(foreign)} that have no MONAI "
+                      "equivalent here, so the bundle imports them: install "
+                      f"{', '.join(f'{n} {versions[n]}' for n in foreign)} beside MONAI.")
     else:
         dependency = ("mai_aug is not needed: its resize, grayscale and 8-bit steps are written as the same "
                       "MONAI/torch/Pillow operations (`Lambdad` and a PILReader converter in "
@@ -118,8 +121,9 @@ trained with it.
 
 ## Requirements
 
-{', '.join(f'{k} {v}' for k, v in meta['required_packages_version'].items())}, MONAI {meta['monai_version']},
-PyTorch {meta['pytorch_version']}, NumPy {meta['numpy_version']}.
+{', '.join(f'{k} {v}' for k, v in versions.items())}, MONAI {meta['monai_version']},
+PyTorch {meta['pytorch_version']}, NumPy {meta['numpy_version']}; `python -m monai.bundle` also needs the `fire`
+package (MONAI's command line).
 {dependency}
 
 {meta['intended_use'].capitalize()}.

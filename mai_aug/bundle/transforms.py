@@ -10,8 +10,8 @@ same tensors as ``mai-aug predict`` bit for bit:
 - ``mai_aug.transforms.intensity.ToUint8d`` (the 8-bit cache boundary): the same rounding cast in a ``Lambdad``.
 
 Only validated numbers and names from a fixed list go into an expression: a run folder's config is data.
-Any other mai_aug transform is kept as it is, and :func:`needs_mai_aug` reports that the bundle then imports
-mai_aug.
+Any other dotted ``_target_`` (only possible in a run trained with --trust-config) is kept as it is, and
+:func:`foreign_packages` names the packages the bundle then imports.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from mai_aug.transforms.io import _WIDE_MODES
 
 GRAYSCALE = "mai_aug.transforms.io.ToGrayscale"
 SMOOTH_RESIZE = "mai_aug.transforms.resize.SmoothResized"
+TO_UINT8 = "mai_aug.transforms.intensity.ToUint8d"
+OWN_PACKAGES = ("monai", "torch")  # what a bundle imports anyway
 ENLARGE_MODES = ("bicubic", "bilinear", "nearest", "nearest-exact", "area", "linear", "trilinear")
 PALETTE_MODES = ("P", "PA")
 
@@ -39,9 +41,9 @@ TO_UINT8_EXPR = ("$lambda x: (x.as_tensor() if isinstance(x, monai.data.MetaTens
                  ".float().clamp(0, 1).mul(255).round().to(torch.uint8)")
 
 
-def to_uint8(keys: str | list[str]) -> dict[str, Any]:
-    """The config entry that does what ``ToUint8d(keys)`` does."""
-    return {"_target_": "Lambdad", "keys": keys, "func": TO_UINT8_EXPR}
+def to_uint8(keys: Any, allow_missing_keys: bool = False) -> dict[str, Any]:
+    """The config entry that does what ``ToUint8d(keys, allow_missing_keys)`` does."""
+    return {"_target_": "Lambdad", "keys": keys, "allow_missing_keys": bool(allow_missing_keys), "func": TO_UINT8_EXPR}
 
 
 def smooth_resize(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -69,8 +71,12 @@ def monai_only(entries: list[Any], where: str) -> list[Any]:
     out: list[Any] = []
     for i, entry in enumerate(entries):
         entry = copy.deepcopy(entry)
-        if isinstance(entry, dict) and entry.get("_target_") == SMOOTH_RESIZE:
+        target = entry.get("_target_") if isinstance(entry, dict) else None
+        if target == SMOOTH_RESIZE:
             out += smooth_resize(entry, f"{where}[{i}]")
+            continue
+        if target == TO_UINT8 and set(entry) <= {"_target_", "keys", "allow_missing_keys"}:
+            out.append(to_uint8(entry.get("keys", "image"), entry.get("allow_missing_keys", False)))
             continue
         _replace_converters(entry)
         out.append(entry)
@@ -87,13 +93,16 @@ def _replace_converters(node: Any) -> None:
             _replace_converters(child)
 
 
-def needs_mai_aug(config: Any) -> bool:
-    """Whether any ``_target_`` in ``config`` still names mai_aug code."""
+def foreign_packages(config: Any) -> list[str]:
+    """The top-level packages that dotted ``_target_`` values in ``config`` import, beyond MONAI and torch."""
+    found: set[str] = set()
     if isinstance(config, dict):
         target = config.get("_target_")
-        if isinstance(target, str) and target.startswith("mai_aug."):
-            return True
-        return any(needs_mai_aug(v) for v in config.values())
-    if isinstance(config, list):
-        return any(needs_mai_aug(v) for v in config)
-    return False
+        if isinstance(target, str) and "." in target and target.split(".")[0] not in OWN_PACKAGES:
+            found.add(target.split(".")[0])
+        children = list(config.values())
+    else:
+        children = list(config) if isinstance(config, list) else []
+    for child in children:
+        found.update(foreign_packages(child))
+    return sorted(found)
