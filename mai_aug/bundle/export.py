@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import yaml
 
 from mai_aug.bundle.inference import MODEL_FILE, inference_config, network_config
@@ -19,10 +18,10 @@ from mai_aug.engine.checkpoint import BEST_NAME, save_atomic
 from mai_aug.engine.config import read_config
 from mai_aug.engine.evaluate import TrainedRun, _trained_with_amp, checkpoint_identity
 from mai_aug.engine.preflight import require_writable_folder
+from mai_aug.engine.runtime import load_checkpoint
 from mai_aug.errors import MaiAugError
 from mai_aug.utils import write_text_atomic
 
-FILES = ("configs/inference.yaml", "configs/metadata.json", MODEL_FILE, "docs/README.md")
 YAML_HEADER = ("# MONAI bundle inference config written by `mai-aug export-bundle`; run it with\n"
                "#   python -m monai.bundle run --config_file configs/inference.yaml "
                "--meta_file configs/metadata.json --input_dir DIR\n")
@@ -56,10 +55,11 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
         raise MaiAugError(f"--run {run_dir}: no checkpoints/{BEST_NAME} (has the run finished an epoch?)")
     check_out(out, overwrite)
     run = TrainedRun(run_dir, "best", "cpu", trust)  # checks the spec and that the checkpoint fits the network
-    network = network_config({**raw, "resolved": {**(raw.get("resolved") or {}), "findings": run.names}})
+    raw = {**raw, "resolved": {**(raw.get("resolved") or {}), "findings": run.names}}  # or the datalist's labels
+    network = network_config(raw)
     config = inference_config(raw, run.regime, run.names, str(out.resolve()), _trained_with_amp(raw))
     foreign = foreign_packages(config)
-    best_state = torch.load(best, map_location="cpu", weights_only=True)
+    best_state = load_checkpoint(best)
     identity = {**checkpoint_identity(best), "epoch": best_state.get("epoch"), "metric": best_state.get("metric")}
     meta = metadata({**raw, "out": str(run_dir.resolve())}, run.regime, run.names, network, identity, foreign)
     for folder in ("configs", "models", "docs"):
