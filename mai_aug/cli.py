@@ -417,6 +417,26 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("export-bundle")
+def _export_bundle_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-bundle", help="write a run's best checkpoint as a MONAI bundle")
+    p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder (configs/, models/model.pt, docs/)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out (replaces its bundle files, leaves others)")
+    _add_trust_arg(p)
+    p.set_defaults(handler=_run_export_bundle)
+
+
+def _run_export_bundle(args: argparse.Namespace) -> int:
+    from mai_aug.bundle.export import export_bundle
+
+    out = export_bundle(args.run, args.out, overwrite=args.overwrite)
+    print(f"wrote a MONAI bundle to {out}; run it with: python -m monai.bundle run --config_file "
+          f"{out / 'configs' / 'inference.yaml'} --meta_file {out / 'configs' / 'metadata.json'} --input_dir DIR")
+    return 0
+
+
 @command("compare")
 def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the study: train and evaluate every regime, report paired differences")

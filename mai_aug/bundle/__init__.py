@@ -1,0 +1,1 @@
+"""A trained run exported as a MONAI bundle (``mai-aug export-bundle``)."""

@@ -1,0 +1,71 @@
+"""``mai-aug export-bundle``: a run folder written as a MONAI bundle (configs/, models/model.pt, docs/).
+
+Only the run's own files are read (config.yaml with its stored regime spec, datalist.json, checkpoints/best.pt);
+the stored spec is rebuilt under the same data-only rules as ``mai-aug predict`` (code only with --trust-config).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from mai_aug.bundle.inference import MODEL_FILE, inference_config, network_config
+from mai_aug.bundle.metadata import metadata, readme
+from mai_aug.bundle.transforms import foreign_packages
+from mai_aug.engine.checkpoint import BEST_NAME, save_atomic
+from mai_aug.engine.config import read_config
+from mai_aug.engine.evaluate import TrainedRun, _trained_with_amp, checkpoint_identity
+from mai_aug.engine.preflight import require_writable_folder
+from mai_aug.engine.runtime import load_checkpoint
+from mai_aug.errors import MaiAugError
+from mai_aug.utils import write_text_atomic
+
+YAML_HEADER = ("# MONAI bundle inference config written by `mai-aug export-bundle`; run it with\n"
+               "#   python -m monai.bundle run --config_file configs/inference.yaml "
+               "--meta_file configs/metadata.json --input_dir DIR\n")
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or a non-empty folder without ``overwrite``; check it takes files."""
+    if out.exists() and not out.is_dir():
+        raise MaiAugError(f"--out {out}: is a file, expected a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise MaiAugError(f"--out {out}: not empty (pass --overwrite to replace its bundle files)")
+    require_writable_folder(out, "--out")
+
+
+def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False, trust: bool | None = None) -> Path:
+    """Write the run's best checkpoint as a MONAI bundle in ``out``; return ``out``.
+
+    Args:
+        run_dir: a run folder from ``mai-aug train``.
+        out: the bundle folder (created; an existing non-empty one only with ``overwrite``).
+        overwrite: replace the bundle files in a non-empty ``out`` (other files there are left alone).
+        trust: allow code in the run's stored regime spec (``--trust-config``); None: the command line's setting.
+
+    Raises:
+        MaiAugError: no run folder, no ``checkpoints/best.pt``, ``out`` not empty, or a spec that cannot be exported.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    raw = read_config(run_dir)
+    best = run_dir / "checkpoints" / BEST_NAME
+    if not best.is_file():
+        raise MaiAugError(f"--run {run_dir}: no checkpoints/{BEST_NAME} (has the run finished an epoch?)")
+    check_out(out, overwrite)
+    run = TrainedRun(run_dir, "best", "cpu", trust)  # checks the spec and that the checkpoint fits the network
+    raw = {**raw, "resolved": {**(raw.get("resolved") or {}), "findings": run.names}}  # or the datalist's labels
+    network = network_config(raw)
+    config = inference_config(raw, run.regime, run.names, str(out.resolve()), _trained_with_amp(raw))
+    foreign = foreign_packages(config)
+    best_state = load_checkpoint(best)
+    identity = {**checkpoint_identity(best), "epoch": best_state.get("epoch"), "metric": best_state.get("metric")}
+    meta = metadata({**raw, "out": str(run_dir.resolve())}, run.regime, run.names, network, identity, foreign)
+    for folder in ("configs", "models", "docs"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    save_atomic(run.network.state_dict(), out / MODEL_FILE)  # MONAI's convention: the bare state dict
+    write_text_atomic(out / "configs" / "inference.yaml", YAML_HEADER + yaml.safe_dump(config, sort_keys=False, width=120))
+    write_text_atomic(out / "configs" / "metadata.json", json.dumps(meta, indent=4) + "\n")
+    write_text_atomic(out / "docs" / "README.md", readme(meta, foreign))
+    return out

@@ -1,0 +1,135 @@
+"""``configs/inference.yaml``: a MONAI ConfigWorkflow that runs a run's network on a folder of images.
+
+The ids follow MONAI's inference properties (``monai.bundle.properties.InferProperties``): ``bundle_root``,
+``device``, ``dataset_dir``, ``dataset``, ``network_def``, ``inferer``, ``preprocessing``, ``postprocessing``,
+``evaluator``, plus ``initialize`` and ``run`` for ``python -m monai.bundle run``. Overridable on that command
+line: ``--input_dir`` (the folder of images), ``--image_glob``, ``--output_dir``, ``--output_filename``,
+``--batch_size``, ``--num_workers``, ``--bundle_root``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from mai_aug.bundle.transforms import monai_only, to_uint8
+from mai_aug.errors import MaiAugError
+from mai_aug.transforms.regimes import IMAGE, Regime
+
+MODEL_FILE = "models/model.pt"
+PATH_KEY = "image_path"  # the file name, carried beside the image (the 8-bit step drops the image's metadata)
+NETWORKS = ("densenet121",)
+
+
+def network_config(run_config: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's ``network_def`` for a run's ``config.yaml``: the network ``mai-aug train`` built.
+
+    Raises:
+        MaiAugError: a network this exporter has no MONAI config for.
+    """
+    name = str(run_config.get("network", "densenet121")).lower()
+    if name not in NETWORKS:
+        raise MaiAugError(f"--run: network {name!r} cannot be exported yet (known: {', '.join(NETWORKS)})")
+    findings = (run_config.get("resolved") or {}).get("findings") or []
+    return {"_target_": "DenseNet121", "spatial_dims": 2, "in_channels": int(run_config.get("in_channels", 1)),
+            "out_channels": len(findings)}
+
+
+def preprocessing(regime: Regime, in_channels: int) -> dict[str, Any]:
+    """File -> network input, nested as ``mai-aug predict`` nests it (so lazy resampling acts the same).
+
+    predict runs ``Compose([Compose([load..., ToUint8d]), Compose([head, deterministic..., tail], lazy=None)])``
+    with consecutive lazy-safe deterministic transforms fused into ``Compose(lazy=True)`` blocks.
+    """
+    spec = regime.spec
+    cache = [*monai_only(spec["load"], "load"), to_uint8(IMAGE)]
+    head = [{"_target_": "EnsureTyped", "keys": IMAGE, "track_meta": True},
+            {"_target_": "ScaleIntensityRanged", "keys": IMAGE, "a_min": 0, "a_max": 255, "b_min": 0, "b_max": 1,
+             "dtype": "$torch.float32"}]
+    tail = [{"_target_": "EnsureTyped", "keys": IMAGE, "dtype": "$torch.float32", "track_meta": False}]
+    if in_channels == 3:  # predict repeats the grayscale channel on the device; the values are the same
+        tail.append({"_target_": "RepeatChanneld", "keys": IMAGE, "repeats": 3})
+    online = [*head, *_fused_like(spec["deterministic"], regime), *tail]
+    return {"_target_": "Compose", "transforms": [
+        {"_target_": "Compose", "transforms": cache},
+        {"_target_": "Compose", "transforms": online, "lazy": None},
+    ]}
+
+
+def _fused_like(entries: list[Any], regime: Regime) -> list[Any]:
+    """The deterministic ``entries``, MONAI-only, grouped into lazy ``Compose`` blocks exactly where the regime's
+    instantiated part has them (mai_aug's own transforms are never lazy, so no block holds one)."""
+    blocks = regime.online_parts[0]
+    if sum(len(b.transforms) if _is_block(b) else 1 for b in blocks) != len(entries):
+        raise MaiAugError(f"regime {regime.name!r}: its deterministic part does not match its stored spec")
+    out, i = [], 0
+    for block in blocks:
+        n = len(block.transforms) if _is_block(block) else 1
+        group = monai_only(entries[i:i + n], f"deterministic[{i}:{i + n}]")
+        out += [{"_target_": "Compose", "transforms": group, "lazy": True}] if _is_block(block) else group
+        i += n
+    return out
+
+
+def _is_block(transform: Any) -> bool:
+    from monai.transforms import Compose
+
+    return isinstance(transform, Compose) and transform.lazy is True
+
+
+def csv_header(names: Sequence[str]) -> str:
+    """The predictions CSV's first line: ``image`` and one column per finding (CSV-quoted where needed)."""
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(["image", *names])
+    return line.getvalue()
+
+
+def inference_config(run_config: dict[str, Any], regime: Regime, names: Sequence[str], bundle_root: str,
+                     amp: bool) -> dict[str, Any]:
+    """The whole ``inference.yaml`` content (see the module docstring for the ids)."""
+    network = network_config(run_config)
+    return {
+        "imports": ["$import glob", "$import os", "$import pathlib", "$import torch", "$import monai"],
+        "bundle_root": bundle_root,
+        "input_dir": "$@bundle_root + '/input'",
+        "dataset_dir": "@input_dir",
+        "image_glob": "*.png",
+        "output_dir": "$@bundle_root + '/eval'",
+        "output_filename": "predictions.csv",
+        "csv_header": csv_header(names),
+        "batch_size": 16,
+        "num_workers": 0,  # the converter and resize steps are lambdas: spawned workers cannot pickle them
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": network,
+        "network": "$@network_def.to(@device)",
+        "preprocessing": preprocessing(regime, network["in_channels"]),
+        "datalist": f"$[{{'{IMAGE}': f, '{PATH_KEY}': f}} "
+                    "for f in sorted(glob.glob(os.path.join(@dataset_dir, @image_glob)))]",
+        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": "@batch_size",
+                       "shuffle": False, "num_workers": "@num_workers"},
+        "inferer": {"_target_": "SimpleInferer"},
+        "postprocessing": {"_target_": "Compose", "transforms": [
+            # float64 before the sigmoid, as predict: float32 sigmoids tie distinct logits near 0 and 1
+            {"_target_": "CastToTyped", "keys": "pred", "dtype": "$torch.float64"},
+            {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+        ]},
+        "handlers": [
+            {"_target_": "CheckpointLoader", "load_path": f"$@bundle_root + '/{MODEL_FILE}'",
+             "load_dict": {"model": "@network"}},
+            {"_target_": "ClassificationSaver", "output_dir": "@output_dir", "filename": "@output_filename",
+             "overwrite": False,  # appends below the header that `initialize` wrote
+             "batch_transform": f"$lambda batch: [{{'filename_or_obj': b['{PATH_KEY}']}} for b in batch]",
+             "output_transform": "$monai.handlers.from_engine(['pred'])"},
+        ],
+        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
+                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
+                      "val_handlers": "@handlers",
+                      # mixed precision on CUDA where the run trained with it, as predict does
+                      "amp": "$@device.type == 'cuda'" if amp else False},
+        "initialize": ["$os.makedirs(@output_dir, exist_ok=True)",
+                       "$pathlib.Path(@output_dir, @output_filename).write_text(@csv_header)"],
+        "run": ["$@evaluator.run()"],
+    }
