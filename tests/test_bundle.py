@@ -27,6 +27,7 @@ from mai_aug.bundle.metadata import required_packages
 from mai_aug.bundle.transforms import SMOOTH_RESIZE, foreign_packages
 from mai_aug.cli import main
 from mai_aug.data.loader import build_dataset
+from mai_aug.errors import MaiAugError
 from mai_aug.transforms.regimes import Regime, available_regimes, load_regime, regime_from_spec
 
 SIZE = 32
@@ -165,7 +166,7 @@ def test_metadata_model_and_readme(bundle, run):
     assert pred["num_channels"] == len(findings) and pred["channel_def"] == {str(i): n for i, n in enumerate(findings)}
     own = meta["mai_aug"]
     assert (own["labels"], own["regime"], own["image_size"], own["in_channels"], own["network"]) == (
-        findings, "basic", SIZE, 1, "DenseNet121")
+        findings, "basic", SIZE, 1, "monai.networks.nets.DenseNet121")
     assert meta["monai_version"] == monai.__version__ and own["exported_with"]["mai_aug"] == mai_aug.__version__
     assert "mai_aug" not in meta["required_packages_version"]  # MONAI-only preprocessing
     assert "mai_aug" not in (bundle / "configs" / "inference.yaml").read_text().replace("mai-aug export-bundle", "")
@@ -251,3 +252,28 @@ def test_monai_finds_the_inference_properties(bundle, tmp_path):
     workflow.initialize()  # writes the predictions CSV's header
     assert workflow.check_properties() == []
     assert (tmp_path / "predictions.csv").read_text().startswith("image,Atelectasis,")
+
+
+@pytest.mark.parametrize("name", ["densenet121", "resnet18", "efficientnet-b0"])
+def test_network_def_builds_the_runs_network(name):
+    """The bundle's network_def (a MONAI _target_ config, no mai_aug) builds the network the run trained."""
+    from monai.bundle import ConfigParser
+
+    from mai_aug.bundle.inference import network_config
+    from mai_aug.engine.network import instantiate
+    from mai_aug.engine.network_spec import resolve_network
+
+    spec = resolve_network(name, {}, 3, 1, 64)
+    raw = {"resolved": {"network": spec.to_dict(), "findings": ["a", "b", "c"]}, "in_channels": 1, "image_size": 64}
+    from_bundle = ConfigParser({"net": network_config(raw)}).get_parsed_content("net")
+    ours = instantiate(spec, 1, 64)
+    assert {k: v.shape for k, v in from_bundle.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
+
+
+def test_vit_run_is_refused_in_one_line():
+    from mai_aug.bundle.inference import network_config
+    from mai_aug.engine.network_spec import resolve_network
+
+    spec = resolve_network("vit", {"patch_size": 8}, 3, 1, 32)
+    with pytest.raises(MaiAugError, match="cannot be exported yet"):
+        network_config({"resolved": {"network": spec.to_dict(), "findings": ["a", "b", "c"]}})

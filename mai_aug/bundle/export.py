@@ -56,7 +56,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     check_out(out, overwrite)
     run = TrainedRun(run_dir, "best", "cpu", trust)  # checks the spec and that the checkpoint fits the network
     raw = {**raw, "resolved": {**(raw.get("resolved") or {}), "findings": run.names}}  # or the datalist's labels
-    network = network_config(raw)
+    network = network_config(raw, trust)
     config = inference_config(raw, run.regime, run.names, str(out.resolve()), _trained_with_amp(raw))
     foreign = foreign_packages(config)
     best_state = load_checkpoint(best)

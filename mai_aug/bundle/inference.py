@@ -15,26 +15,28 @@ from collections.abc import Sequence
 from typing import Any
 
 from mai_aug.bundle.transforms import monai_only, to_uint8
+from mai_aug.engine.network_spec import stored_network
 from mai_aug.errors import MaiAugError
 from mai_aug.transforms.regimes import IMAGE, Regime
 
 MODEL_FILE = "models/model.pt"
 PATH_KEY = "image_path"  # the file name, carried beside the image (the 8-bit step drops the image's metadata)
-NETWORKS = ("densenet121",)
+UNEXPORTABLE = ("vit", "custom")  # families built through a mai_aug wrapper or from a trusted user class
 
 
-def network_config(run_config: dict[str, Any]) -> dict[str, Any]:
-    """The bundle's ``network_def`` for a run's ``config.yaml``: the network ``mai-aug train`` built.
+def network_config(run_config: dict[str, Any], trust: bool | None = None) -> dict[str, Any]:
+    """The bundle's ``network_def`` for a run's ``config.yaml``: the network ``mai-aug train`` built, from its
+    stored spec (checked as data, as evaluate and predict check it).
 
     Raises:
-        MaiAugError: a network this exporter has no MONAI config for.
+        MaiAugError: a network that only runs through a mai_aug wrapper (ViT, whose forward returns a tuple).
     """
-    name = str(run_config.get("network", "densenet121")).lower()
-    if name not in NETWORKS:
-        raise MaiAugError(f"--run: network {name!r} cannot be exported yet (known: {', '.join(NETWORKS)})")
     findings = (run_config.get("resolved") or {}).get("findings") or []
-    return {"_target_": "DenseNet121", "spatial_dims": 2, "in_channels": int(run_config.get("in_channels", 1)),
-            "out_channels": len(findings)}
+    spec = stored_network(run_config, len(findings), "--run", trust)
+    if spec.family in UNEXPORTABLE:
+        raise MaiAugError(f"--run: network {spec.name!r} ({spec.family}) cannot be exported yet: mai_aug wraps its "
+                          f"forward, which a bundle cannot express without mai_aug")
+    return {"_target_": spec.target, **spec.args}
 
 
 def preprocessing(regime: Regime, in_channels: int) -> dict[str, Any]:
