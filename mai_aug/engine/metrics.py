@@ -2,6 +2,7 @@
 
 MONAI's ``ROCAUC(average="none")`` handler records only the first class, and ``TensorBoardStatsHandler`` skips
 non-scalar metrics, so this metric writes one scalar per finding (``val/auc/<Finding>``) plus the macro mean.
+Finding names come from the datalist's ``labels``; a NaN label (unknown) leaves its image out of that finding's AUC.
 """
 
 from __future__ import annotations
