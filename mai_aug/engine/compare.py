@@ -191,9 +191,9 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     unknown = set(data_opts) - {"split", "val_frac", "test_frac", "seed"}
     if unknown:
         raise MaiAugError(f"--preset {opts.preset}: unknown data key(s) {', '.join(sorted(unknown))}")
-    source = DataSource(data=data_dir, images=(data_dir / images) if images else None,
+    reader = DataSource(data=data_dir, images=(data_dir / images) if images else None,
                         **(opts.data_options if opts.data is not None else {}))
-    datalist = split_data(data_dir, report=lambda line: print(line, file=sys.stderr), source=source, **data_opts)
+    datalist = split_data(data_dir, report=lambda line: print(line, file=sys.stderr), source=reader, **data_opts)
     datalist = check_images_if_asked(datalist, opts, lambda line: print(line, file=sys.stderr),
                                      Path(opts.out) / "bad_images.csv", progress=not opts.quiet)
     return datalist, source
