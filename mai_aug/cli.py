@@ -112,8 +112,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", type=Path, required=required, help="NIH layout folder (CSV + images/)")
-    p.add_argument("--csv", type=Path, help="metadata CSV (default: DIR/Data_Entry_2017_v2020.csv)")
+    p.add_argument("--data", type=Path, required=required,
+                   help="dataset folder: NIH layout (CSV + images/), CheXpert (train.csv, valid.csv) or, with "
+                        "--dataset csv, the folder image paths are relative to")
+    p.add_argument("--csv", type=Path, help="metadata CSV (default: DIR/Data_Entry_2017_v2020.csv, CheXpert's "
+                                            "DIR/train.csv; required by --dataset csv)")
     p.add_argument("--images", type=Path, help="image folder (default: DIR/images and DIR/images_*)")
     p.add_argument("--views", nargs="+", default=_default("views"), choices=["PA", "AP"],
                    help="view positions to keep (default: %(default)s)")

@@ -311,9 +311,17 @@ def test_generic_csv_bad_input_is_one_line(tmp_path, capsys):
     assert "'Mass'" in err and "--label-columns" in err
     err = _fail(capsys, [*base, "--image-column", "file", "--labels-column", "findings", "--label-sep", ";"])
     assert str(csv) in err and "'findings'" in err and "--label-sep" in err and "|" in err
-    frame = pd.read_csv(csv, keep_default_na=False)
-    frame.loc[4, "Nodule"] = 2
+    frame = pd.read_csv(csv, keep_default_na=False, dtype=str)
+    frame.loc[3, "pid"] = ""
+    frame.loc[4, "Nodule"] = "2"
+    frame.loc[8, "file"] = frame.loc[2, "file"]
     frame.to_csv(csv, index=False)
+    err = _fail(capsys, [*base, "--image-column", "file", "--labels-column", "findings", "--patient-column", "pid"])
+    assert str(csv) in err and "'file'" in err and "duplicate" in err and "row 10" in err
+    frame.loc[8, "file"] = "img/x8.png"
+    frame.to_csv(csv, index=False)
+    err = _fail(capsys, [*base, "--image-column", "file", "--labels-column", "findings", "--patient-column", "pid"])
+    assert str(csv) in err and "'pid'" in err and "empty patient id" in err and "row 5" in err
     err = _fail(capsys, [*base, "--image-column", "file", "--label-columns", "Nodule"])
     assert str(csv) in err and "'Nodule'" in err and "'2'" in err and "row 6" in err
     (tmp_path / "img" / "x7.png").unlink()
@@ -355,3 +363,15 @@ def test_detection_and_nih_bad_input(tmp_path, nih_rows, chexpert, capsys):
 def test_compare_dataset_options_need_data(tmp_path, capsys):
     err = _fail(capsys, ["compare", "--dataset", "chexpert", "--out", str(tmp_path / "c")])
     assert "--data" in err
+
+
+def test_compare_on_chexpert_with_unknown_labels(chexpert, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", str(chexpert), "--uncertain", "ignore", "--regimes", "none", "--image-size", "32",
+                 "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--bootstrap", "200",
+                 "--quiet", "--out", str(out)]) == 0
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert datalist["labels"] == list(OBSERVATIONS)
+    assert any(v is None for it in datalist["test"] for v in it["label"])  # the test set holds unknown labels
+    report = (out / "report.md").read_text()
+    assert all(name in report for name in OBSERVATIONS)

@@ -108,9 +108,17 @@ def read_generic(source: DataSource, report: Callable[[str], Any] | None = None)
     empty = (frame[source.image_column] == "").to_numpy()
     if empty.any():
         raise _bad(path, frame, source.image_column, int(np.flatnonzero(empty)[0]), source.image_column, "empty path")
+    dup = frame[source.image_column].duplicated().to_numpy()
+    if dup.any():  # one image twice could sit in two splits
+        raise _bad(path, frame, source.image_column, int(np.flatnonzero(dup)[0]), source.image_column,
+                   "duplicate image path")
     labels, names = (one_hot_labels if source.label_columns else joined_labels)(frame, path, source)
     if source.patient_column:
         _need(frame, path, "--patient-column", source.patient_column)
+        blank = (frame[source.patient_column] == "").to_numpy()
+        if blank.any():
+            raise _bad(path, frame, source.image_column, int(np.flatnonzero(blank)[0]), source.patient_column,
+                       "empty patient id")
         patients = frame[source.patient_column].to_numpy(dtype=object)
     else:
         patients = frame[source.image_column].to_numpy(dtype=object)
