@@ -129,8 +129,8 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                    help="layout of --data (auto: nih with Data_Entry_2017*.csv, chexpert with CheXpert's train.csv; "
                         "default: %(default)s)")
     p.add_argument("--uncertain", default=_default("uncertain"), choices=["ones", "zeros", "ignore"],
-                   help="CheXpert's uncertain (-1) labels: ones, zeros, or ignore (masked loss and AUC; "
-                        "default: ones)")
+                   help="CheXpert's uncertain (-1) labels: ones, zeros, or ignore (masked loss and AUC; default: "
+                        "the adapter's DEFAULT_UNCERTAIN, ones, see mai_aug/data/datasets/chexpert.py)")
     p.add_argument("--image-column", default=_default("image_column"), help="--dataset csv: image path column")
     p.add_argument("--labels-column", default=_default("labels_column"),
                    help="--dataset csv: one column of --label-sep-joined label names")

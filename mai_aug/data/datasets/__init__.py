@@ -45,7 +45,7 @@ def read_dataset(source: DataSource, report: Callable[[str], Any] | None = None)
         given = [f"--{o.replace('_', '-')}" for o in CSV_OPTIONS if getattr(source, o)]
         if given:
             raise MaiAugError(f"{', '.join(given)}: generic-CSV option(s), but the dataset is {name}")
-    if name != "chexpert" and name != "csv" and source.uncertain is not None:
+    if name != "chexpert" and source.uncertain is not None:
         raise MaiAugError(f"--uncertain {source.uncertain}: applies to --dataset chexpert only (the dataset is {name})")
     return DATASETS[name](source, report)
 

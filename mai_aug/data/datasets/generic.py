@@ -92,8 +92,6 @@ def _check_options(source: DataSource, path: Path) -> None:
         raise MaiAugError("--dataset csv needs exactly one of --label-columns A B ... or --labels-column C")
     if tuple(source.views) != DEFAULT_VIEWS:
         raise MaiAugError(f"--views {' '.join(source.views)}: --dataset csv has no view column to filter on")
-    if source.uncertain is not None:
-        raise MaiAugError("--uncertain applies to --dataset chexpert only")
 
 
 @register("csv")
