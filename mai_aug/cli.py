@@ -141,11 +141,33 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", type=Path, required=required, help="NIH layout folder (CSV + images/)")
-    p.add_argument("--csv", type=Path, help="metadata CSV (default: DIR/Data_Entry_2017_v2020.csv)")
+    p.add_argument("--data", type=Path, required=required,
+                   help="dataset folder: NIH layout (CSV + images/), CheXpert (train.csv, valid.csv) or, with "
+                        "--dataset csv, the folder image paths are relative to")
+    p.add_argument("--csv", type=Path, help="metadata CSV (default: DIR/Data_Entry_2017_v2020.csv, CheXpert's "
+                                            "DIR/train.csv; required by --dataset csv)")
     p.add_argument("--images", type=Path, help="image folder (default: DIR/images and DIR/images_*)")
     p.add_argument("--views", nargs="+", default=_default("views"), choices=["PA", "AP"],
                    help="view positions to keep (default: %(default)s)")
+    _add_dataset_args(p)
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """``--dataset`` and the options of its adapters (mai_aug/data/datasets)."""
+    p.add_argument("--dataset", default=_default("dataset"), choices=["auto", "nih", "chexpert", "csv"],
+                   help="layout of --data (auto: nih with Data_Entry_2017*.csv, chexpert with CheXpert's train.csv; "
+                        "default: %(default)s)")
+    p.add_argument("--uncertain", default=_default("uncertain"), choices=["ones", "zeros", "ignore"],
+                   help="CheXpert's uncertain (-1) labels: ones, zeros, or ignore (masked loss and AUC; default: "
+                        "the adapter's DEFAULT_UNCERTAIN, ones, see mai_aug/data/datasets/chexpert.py)")
+    p.add_argument("--image-column", default=_default("image_column"), help="--dataset csv: image path column")
+    p.add_argument("--labels-column", default=_default("labels_column"),
+                   help="--dataset csv: one column of --label-sep-joined label names")
+    p.add_argument("--label-sep", default=_default("label_sep"), help="separator of --labels-column (default: %(default)s)")
+    p.add_argument("--label-columns", nargs="+", default=_default("label_columns"),
+                   help="--dataset csv: one 0/1 column per label")
+    p.add_argument("--patient-column", default=_default("patient_column"),
+                   help="--dataset csv: patient id column (without it each image is its own patient)")
 
 
 def _add_image_check_args(p: argparse.ArgumentParser) -> None:
@@ -271,12 +293,13 @@ def _preview_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_preview(args: argparse.Namespace) -> int:
+    from mai_aug.data.datasets import DataSource
     from mai_aug.reports.preview import write_preview
     from mai_aug.transforms.regimes import load_regime
 
     regime = load_regime(args.regime, args.size, args.regimes_file)
     written = write_preview(args.data, regime, args.out, n=args.n, samples=args.samples, seed=args.seed,
-                            csv=args.csv, images=args.images)
+                            csv=args.csv, images=args.images, source=DataSource.from_options(args))
     print(f"wrote {len(written)} samples and {args.out / 'grid.png'}")
     return 0
 
@@ -441,6 +464,8 @@ def _run_export_bundle(args: argparse.Namespace) -> int:
 def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the study: train and evaluate every regime, report paired differences")
     p.add_argument("--data", type=Path, help="NIH layout folder (default: the embedded synthetic phantom)")
+    p.add_argument("--csv", type=Path, help="metadata CSV of --data (default: the adapter's)")
+    _add_dataset_args(p)
     p.add_argument("--regimes", nargs="+", help="regimes to compare (default: the preset's)")
     p.add_argument("--seeds", type=_positive_int, default=1, help="training seeds per regime")
     p.add_argument("--preset", default="demo", help="demo, article, full, or a preset YAML file")
@@ -474,7 +499,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                           regimes_file=[str(p) for p in args.regimes_file], device=args.device,
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,
                           quiet=args.quiet, retrain=args.retrain, verify_images=args.verify_images,
-                          skip_bad_images=args.skip_bad_images)
+                          skip_bad_images=args.skip_bad_images, data_options=_data_options(args))
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0
@@ -482,6 +507,13 @@ def _run_compare(args: argparse.Namespace) -> int:
     print(headline_table(summary, "none" if "none" in set(summary["regime"]) else summary["regime"].iloc[0]).to_string(index=False))
     print(f"\nreport: {args.out / 'report.md'}; TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}")
     return 0
+
+
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--csv``, ``--dataset`` and its adapters' options, for :class:`mai_aug.data.datasets.DataSource`."""
+    names = ("csv", "dataset", "uncertain", "image_column", "labels_column", "label_sep", "label_columns",
+             "patient_column")
+    return {name: getattr(args, name) for name in names}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Turn data options (``--data`` or ``--datalist``) into a checked, reported datalist."""
+"""Turn data options (``--data`` and ``--dataset``, or ``--datalist``) into a checked, reported datalist."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mai_aug.data.datasets import DataSource, read_dataset
 from mai_aug.data.images import check_images_if_asked
-from mai_aug.data.nih import VIEWS, read_nih
+from mai_aug.data.nih import VIEWS
 from mai_aug.data.split import load_datalist, make_datalist, resolve_split, split_table, write_datalist
 
 
@@ -22,14 +23,23 @@ def split_data(
     test_frac: float = 0.2,
     seed: int = 0,
     report: Callable[[str], Any] | None = print,
+    source: DataSource | None = None,
 ) -> dict:
-    """Read the NIH layout under ``data`` and split it by patient; ``report`` hears about dropped rows."""
-    table = read_nih(data, csv=csv, images=images, views=tuple(views), require_all_images=require_all_images)
+    """Read the dataset under ``data`` and split it by patient; ``report`` hears about dropped rows.
+
+    ``source`` (``--dataset`` and its options) replaces ``data``, ``csv``, ``images``, ``views`` and
+    ``require_all_images`` when given; without it the dataset is detected (``--dataset auto``).
+    """
+    if source is None:
+        source = DataSource(data=data, csv=csv, images=images, views=tuple(views),
+                            require_all_images=require_all_images)
+    table = read_dataset(source, report)
     if table.missing and report is not None:
-        report(f"dropped {len(table.missing)} of {len(table.missing) + len(table.frame)} CSV rows whose image "
+        report(f"dropped {len(table.missing)} of {len(table.missing) + len(table)} CSV rows whose image "
                f"file is missing (e.g. {table.missing[0]}); --require-all-images makes this an error")
-    split = resolve_split(split, Path(data), report)
-    return make_datalist(table, split=split, val_frac=val_frac, test_frac=test_frac, seed=seed, data_dir=Path(data))
+    split = resolve_split(split, Path(source.data), report)
+    return make_datalist(table, split=split, val_frac=val_frac, test_frac=test_frac, seed=seed,
+                         data_dir=Path(source.data))
 
 
 def datalist_from_options(options: Any, report: Callable[[str], Any] | None = print) -> dict:
@@ -41,9 +51,8 @@ def datalist_from_options(options: Any, report: Callable[[str], Any] | None = pr
     if getattr(options, "datalist", None) is not None:
         return load_datalist(options.datalist)
     seed = getattr(options, "split_seed", options.seed)
-    return split_data(options.data, csv=options.csv, images=options.images, views=options.views,
-                      require_all_images=options.require_all_images, split=options.split, val_frac=options.val_frac,
-                      test_frac=options.test_frac, seed=seed, report=report)
+    return split_data(options.data, split=options.split, val_frac=options.val_frac, test_frac=options.test_frac,
+                      seed=seed, report=report, source=DataSource.from_options(options))
 
 
 def datalist_from_args(options: Any, out: Path | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""Patient-wise splits of an :class:`NIHTable` into a MONAI datalist.
+"""Patient-wise splits of a :class:`DatasetTable` (or an :class:`NIHTable`) into a MONAI datalist.
 
 The patient split is an iterative stratification over patients (after Sechidis et al., 2011): findings are
 visited from rarest to commonest, and each finding's still unassigned patients are dealt out to the split whose
@@ -10,6 +10,7 @@ All draws come from one seeded generator, so the same seed gives the same split.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mai_aug.data.datasets.nih import from_nih
+from mai_aug.data.datasets.table import POOL, TEST, DatasetTable
 from mai_aug.data.nih import FINDINGS, NIHTable, read_name_list
 from mai_aug.errors import MaiAugError
 
@@ -86,11 +89,11 @@ def check_no_overlap(patients: np.ndarray, split: np.ndarray) -> None:
         raise MaiAugError(f"patient leakage: {len(leaked)} patient(s) in more than one split, e.g. {leaked.index[0]}")
 
 
-def official_split(table: NIHTable, data_dir: Path, val_frac: float, seed: int) -> np.ndarray:
-    """NIH's split: test = ``test_list.txt``; validation carved by patient from ``train_val_list.txt``."""
+def nih_official(table: DatasetTable, data_dir: Path) -> np.ndarray:
+    """NIH's lists in ``data_dir`` as split codes: ``TEST`` for ``test_list.txt``, ``POOL`` for ``train_val_list.txt``."""
     test_names = read_name_list(data_dir / "test_list.txt")
     train_val_names = read_name_list(data_dir / "train_val_list.txt")
-    names = table.frame["Image Index"]
+    names = pd.Series(table.names, dtype=object)
     is_test = names.isin(test_names).to_numpy()
     is_train_val = names.isin(train_val_names).to_numpy()
     unlisted = names[~(is_test | is_train_val)]
@@ -98,12 +101,34 @@ def official_split(table: NIHTable, data_dir: Path, val_frac: float, seed: int) 
         raise MaiAugError(
             f"{len(unlisted)} images are in neither train_val_list.txt nor test_list.txt, e.g. {unlisted.iloc[0]}"
         )
-    split = np.where(is_test, 2, 0)
-    idx = np.flatnonzero(~is_test)
-    patients = table.frame["Patient ID"].to_numpy()
-    sub = stratified_patient_split(patients[idx], table.labels[idx], [1 - val_frac, val_frac], seed)
+    return np.where(is_test, TEST, POOL)
+
+
+def official_split(table: NIHTable | DatasetTable, data_dir: Path | None, val_frac: float, seed: int) -> np.ndarray:
+    """The dataset's own test set (CheXpert's valid.csv, else NIH's ``test_list.txt`` in ``data_dir``); validation
+    carved by patient from the rest."""
+    table = as_dataset_table(table)
+    if table.official is not None:
+        codes = table.official
+    elif data_dir is not None:
+        codes = nih_official(table, Path(data_dir))
+    else:
+        raise MaiAugError("--split official needs the data folder with train_val_list.txt and test_list.txt")
+    split = np.where(codes == TEST, 2, 0)
+    idx = np.flatnonzero(codes != TEST)
+    sub = stratified_patient_split(table.patients[idx], known_positives(table.labels[idx]), [1 - val_frac, val_frac], seed)
     split[idx[sub == 1]] = 1
     return split
+
+
+def known_positives(labels: np.ndarray) -> np.ndarray:
+    """0/1 labels for stratification: an unknown (NaN) label counts as not positive."""
+    return np.nan_to_num(np.asarray(labels, dtype=np.float64), nan=0.0).astype(np.int64)
+
+
+def as_dataset_table(table: NIHTable | DatasetTable) -> DatasetTable:
+    """The common table of ``table`` (an :class:`NIHTable` from :func:`read_nih` is converted)."""
+    return from_nih(table) if isinstance(table, NIHTable) else table
 
 
 def site_shifted_patients(data_dir: Path) -> set[int] | None:
@@ -138,7 +163,7 @@ def check_shift_in_test(datalist: dict, shifted: set[int], data_dir: Path) -> No
 
 
 def make_datalist(
-    table: NIHTable,
+    table: NIHTable | DatasetTable,
     split: str = "patient",
     val_frac: float = 0.1,
     test_frac: float = 0.2,
@@ -148,37 +173,29 @@ def make_datalist(
     """Split ``table`` by patient and return a MONAI datalist.
 
     Returns:
-        ``{"labels": FINDINGS, "training": [...], "validation": [...], "test": [...]}``; each item holds
-        ``image`` (absolute path), ``label`` (14 × 0/1), ``patient``, ``view`` and ``name``.
+        ``{"labels": names, "training": [...], "validation": [...], "test": [...]}``; each item holds
+        ``image`` (absolute path), ``label`` (one 0/1 per name, NaN where unknown), ``patient``, ``view``, ``name``.
     """
+    table = as_dataset_table(table)
     if not 0 <= val_frac < 1 or not 0 <= test_frac < 1 or val_frac + test_frac >= 1:
         raise MaiAugError(f"--val-frac {val_frac} and --test-frac {test_frac} must be in [0, 1) and sum below 1")
-    if len(table.frame) == 0:
-        raise MaiAugError(f"{table.csv_path}: no images left to split (check the image folder and --views)")
-    patients = table.frame["Patient ID"].to_numpy(dtype=np.int64, copy=True)
+    if len(table) == 0:
+        raise MaiAugError(f"{table.source}: no images left to split (check the image folder and --views)")
+    patients = table.patients
     if split == "patient":
-        assignment = stratified_patient_split(patients, table.labels, [1 - val_frac - test_frac, val_frac, test_frac], seed)
+        assignment = stratified_patient_split(patients, known_positives(table.labels),
+                                              [1 - val_frac - test_frac, val_frac, test_frac], seed)
     elif split == "official":
-        if data_dir is None:
-            raise MaiAugError("--split official needs the data folder with train_val_list.txt and test_list.txt")
-        assignment = official_split(table, Path(data_dir), val_frac, seed)
+        assignment = official_split(table, data_dir, val_frac, seed)
     else:
         raise MaiAugError(f"--split: unknown split {split!r} (expected patient or official)")
     check_no_overlap(patients, assignment)
-    frame = table.frame
     items = [
-        {
-            "image": img,
-            "label": lab.tolist(),
-            "patient": int(pid),
-            "view": view,
-            "name": name,
-        }
-        for img, lab, pid, view, name in zip(
-            frame["image"], table.labels, patients, frame["View Position"], frame["Image Index"]
-        )
+        {"image": table.images[i], "label": table.item_label(i), "patient": _plain(patients[i]),
+         "view": table.views[i], "name": table.names[i]}
+        for i in range(len(table))
     ]
-    datalist: dict = {"labels": list(FINDINGS)}
+    datalist: dict = {"labels": list(table.label_names)}
     for s, key in enumerate(SPLITS):
         datalist[key] = [items[i] for i in np.flatnonzero(assignment == s)]
     shifted = site_shifted_patients(data_dir) if data_dir is not None else None
@@ -187,23 +204,39 @@ def make_datalist(
     return datalist
 
 
+def _plain(patient: Any) -> int | str:
+    """A patient id as JSON keeps it: numpy integers become int, anything else str."""
+    return int(patient) if isinstance(patient, int | np.integer) else str(patient)
+
+
 def write_datalist(datalist: dict, out: str | Path) -> Path:
     """Write ``datalist`` as JSON, creating the parent folder."""
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(datalist, indent=1))
+        # an unknown label (NaN in memory) is written as JSON's null; load_datalist reads it back as NaN
+        tmp.write_text(json.dumps(_nan_to_null(datalist), indent=1, allow_nan=False))
         tmp.replace(out)
     except OSError as e:
         raise MaiAugError(f"--out {out}: cannot write ({e.strerror})") from None
     return out
 
 
+def _nan_to_null(datalist: dict) -> dict:
+    """``datalist`` with every NaN label value as None (strict JSON has no NaN)."""
+    out = {k: v for k, v in datalist.items()}
+    for key in SPLITS:
+        out[key] = [{**it, "label": [None if isinstance(v, float) and v != v else v for v in it["label"]]}
+                    if any(isinstance(v, float) and v != v for v in it["label"]) else it for it in datalist[key]]
+    return out
+
+
 def load_datalist(path: str | Path, check_files: bool = True) -> dict:
     """Read and validate a datalist (from :func:`write_datalist` or hand-made in the same shape).
 
-    Checked: UTF-8 JSON, the ``labels`` and split keys, every item's ``image``, ``label`` (one 0/1 per label)
+    Checked: UTF-8 JSON, the ``labels`` and split keys, every item's ``image``, ``label`` (one 0/1 or null per label;
+    null, an unknown label, is read as NaN)
     and ``patient``, that the image files exist (``check_files``) and that no patient is in two splits.
     Relative image paths are taken from the datalist's folder, as MONAI's ``load_decathlon_datalist`` does.
 
@@ -254,8 +287,9 @@ def _check_item(item: Any, n_labels: int, where: str) -> None:
     if not isinstance(label, list) or len(label) != n_labels:
         size = len(label) if isinstance(label, list) else type(label).__name__
         raise MaiAugError(f"{where} ({item['image']}): 'label' has {size} values; expected {n_labels} (one per label)")
-    if any(v not in (0, 1) for v in label):
-        raise MaiAugError(f"{where} ({item['image']}): 'label' must hold 0/1 values, got {label!r}")
+    if any(v is not None and (isinstance(v, bool) or v not in (0, 1)) for v in label):
+        raise MaiAugError(f"{where} ({item['image']}): 'label' must hold 0/1 values (or null: unknown), got {label!r}")
+    item["label"] = [float("nan") if v is None else v for v in label]
     if isinstance(item["patient"], bool) or not isinstance(item["patient"], int | str):
         raise MaiAugError(f"{where} ({item['image']}): 'patient' must be an id, got {item['patient']!r}")
 
@@ -286,7 +320,7 @@ def _check_patient_overlap(datalist: dict, path: Path) -> None:
 
 
 def label_frequencies(items: Sequence[dict], n_labels: int = len(FINDINGS)) -> tuple[np.ndarray, np.ndarray]:
-    """Per-finding positive and negative frequencies of a split (fractions of its images).
+    """Per-finding positive and negative frequencies of a split (fractions of its images where the label is known).
 
     The weighted loss uses them: positives weigh ``freq_neg`` and negatives ``freq_pos``, so each finding's
     positive and negative halves contribute equally.
@@ -294,7 +328,9 @@ def label_frequencies(items: Sequence[dict], n_labels: int = len(FINDINGS)) -> t
     if not items:
         return np.zeros(n_labels), np.zeros(n_labels)
     labels = np.asarray([it["label"] for it in items], dtype=np.float64)
-    pos = labels.mean(axis=0)
+    with warnings.catch_warnings():  # a label unknown in every image has no frequency: 0, floored by the loss
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pos = np.nan_to_num(np.nanmean(labels, axis=0), nan=0.0)  # over the images where the label is known
     return pos, 1.0 - pos
 
 
@@ -303,8 +339,14 @@ def split_table(datalist: dict) -> pd.DataFrame:
     rows: dict[str, dict[str, int]] = {}
     for key in SPLITS:
         items = datalist[key]
-        labels = np.asarray([it["label"] for it in items], dtype=np.int64).reshape(-1, len(datalist["labels"]))
+        labels = np.asarray([it["label"] for it in items], dtype=np.float64).reshape(-1, len(datalist["labels"]))
         col = {"images": len(items), "patients": len({it["patient"] for it in items})}
-        col.update({name: int(v) for name, v in zip(datalist["labels"], labels.sum(0))})
+        col.update({name: int(v) for name, v in zip(datalist["labels"], np.nansum(labels, 0))})
+        unknown = int(np.isnan(labels).sum())
+        if unknown:
+            col["unknown labels"] = unknown
         rows[key] = col
+    if any("unknown labels" in col for col in rows.values()):
+        for col in rows.values():
+            col.setdefault("unknown labels", 0)
     return pd.DataFrame(rows)

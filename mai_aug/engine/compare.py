@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 import mai_aug.data.phantom as phantom_module
+from mai_aug.data.datasets import DataSource
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
 from mai_aug.data.prepare import split_data
@@ -86,6 +87,7 @@ class CompareOptions:
     retrain: bool = False
     verify_images: bool = False
     skip_bad_images: bool = False
+    data_options: dict[str, Any] = field(default_factory=dict)  # --csv, --dataset and its options (for --data)
 
 
 def default_cache_dir() -> Path:
@@ -190,11 +192,14 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     else:
         data_dir, source = Path(opts.data), str(opts.data)
     images = data_opts.pop("images", None)
+    if opts.data is None and any(v not in (None, "auto", "|", []) for v in opts.data_options.values()):
+        raise MaiAugError("--csv, --dataset and their options need --data (the phantom is in NIH's layout)")
     unknown = set(data_opts) - {"split", "val_frac", "test_frac", "seed"}
     if unknown:
         raise MaiAugError(f"--preset {opts.preset}: unknown data key(s) {', '.join(sorted(unknown))}")
-    datalist = split_data(data_dir, images=(data_dir / images) if images else None,
-                          report=lambda line: print(line, file=sys.stderr), **data_opts)
+    reader = DataSource(data=data_dir, images=(data_dir / images) if images else None,
+                        **(opts.data_options if opts.data is not None else {}))
+    datalist = split_data(data_dir, report=lambda line: print(line, file=sys.stderr), source=reader, **data_opts)
     datalist = check_images_if_asked(datalist, opts, lambda line: print(line, file=sys.stderr),
                                      Path(opts.out) / "bad_images.csv", progress=not opts.quiet)
     return datalist, source

@@ -32,6 +32,13 @@ class TrainConfig:
     csv: str | None = None
     images: str | None = None
     views: list[str] = field(default_factory=lambda: ["PA", "AP"])
+    dataset: str = "auto"  # nih, chexpert, csv or auto (mai_aug/data/datasets)
+    uncertain: str | None = None  # CheXpert's -1 labels: ones, zeros or ignore (None: the adapter's default)
+    image_column: str | None = None  # the generic CSV's columns (--dataset csv)
+    labels_column: str | None = None
+    label_sep: str = "|"
+    label_columns: list[str] = field(default_factory=list)
+    patient_column: str | None = None
     split: str = "patient"
     val_frac: float = 0.1
     test_frac: float = 0.2

@@ -121,7 +121,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     with RunLog(out_dir / "evaluate.log", echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
         probs = run.predict(items, workers=workers)
-    labels = np.asarray([it["label"] for it in items], dtype=np.int64)
+    labels = np.asarray([it["label"] for it in items], dtype=np.float64)  # NaN: unknown, left out per finding
+    if not np.isnan(labels).any():
+        labels = labels.astype(np.int64)  # 0/1 columns in _predictions.csv, as before
     patients = np.asarray([it["patient"] for it in items])
     table = auc_table(labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
     table.to_csv(out_dir / f"{split}_auc.csv", index=False, float_format="%.10g")

@@ -32,6 +32,7 @@ NOT_RESULTS = frozenset({
     "out", "workers", "device", "progress", "cache", "cache_dir", "tensorboard_dir", "resume", "hparams",
     "checkpoint_every", "data", "datalist", "csv", "images", "views", "split", "val_frac", "test_frac",
     "require_all_images", "split_seed", "verify_images", "skip_bad_images", "regimes_file", "metrics",
+    "dataset", "uncertain", "image_column", "labels_column", "label_sep", "label_columns", "patient_column",
 })
 
 

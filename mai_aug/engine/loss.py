@@ -1,4 +1,4 @@
-"""Multi-label loss: BCE with logits, optionally class-balanced per finding."""
+"""Multi-label loss: BCE with logits, optionally class-balanced per finding, masked where a label is unknown."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ class WeightedBCEWithLogits(torch.nn.Module):
 
     ``loss = mean(-(w_pos * y * log p + w_neg * (1 - y) * log(1 - p)))`` with ``w_pos = freq_neg``,
     ``w_neg = freq_pos``: torch's ``BCEWithLogitsLoss(pos_weight=w_pos / w_neg)`` scaled by ``w_neg``.
+
+    A NaN target (an unknown label, CheXpert's uncertain ones under ``--uncertain ignore``) is masked: it adds
+    nothing to the sum nor to the count the mean divides by, and its logit gets no gradient. Hand-written because
+    neither torch's nor MONAI's BCE takes a mask; with no NaN this is exactly the plain (weighted) mean.
 
     Args:
         freq_pos: (k,) positive frequency of each finding in the training split; None for plain BCE.
@@ -30,9 +34,13 @@ class WeightedBCEWithLogits(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.to(logits.dtype)
-        if self.w_pos is None:
-            return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-        per = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, target, pos_weight=self.w_pos / self.w_neg, reduction="none"
-        )
-        return (per * self.w_neg).mean()
+        known = ~torch.isnan(target)
+        target = torch.where(known, target, torch.zeros_like(target))  # any value: its term is masked below
+        pos_weight = None if self.w_pos is None else self.w_pos / self.w_neg
+        per = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight,
+                                                                   reduction="none")
+        if self.w_neg is not None:
+            per = per * self.w_neg
+        # where(), not a product: a masked term's value (even inf) and its gradient are dropped, never multiplied by 0
+        per = torch.where(known, per, torch.zeros_like(per))
+        return per.sum() / known.sum().clamp(min=1)

@@ -6,6 +6,7 @@ the same for each extra metric chosen with ``--metrics`` (``val/<key>/<Finding>`
 ``mai_aug.reports.scores``). Extra metrics see sigmoid probabilities; AUC the logits (the same ranks). ``ece`` is
 MONAI's ``CalibrationErrorMetric`` on the gathered set (findings as channels, images as one spatial axis); MONAI's
 ``CalibrationError`` handler does not fit: it needs (batch, channel, spatial) items and averages one error per item.
+Finding names come from the datalist's ``labels``; a NaN label (unknown) leaves its image out of that finding's scores.
 """
 
 from __future__ import annotations

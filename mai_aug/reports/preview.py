@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -11,29 +12,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from mai_aug.data.datasets import DataSource, read_dataset  # noqa: E402
 from mai_aug.data.images import image_problem
-from mai_aug.data.nih import FINDINGS, read_nih  # noqa: E402
+from mai_aug.data.nih import FINDINGS  # noqa: E402
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.errors import MaiAugError  # noqa: E402
 from mai_aug.reports.images import to_uint8  # noqa: E402
 from mai_aug.transforms.regimes import Regime  # noqa: E402
 
 
-def caption(label: np.ndarray | list[int]) -> str:
-    names = [FINDINGS[j] for j in np.flatnonzero(np.asarray(label))]
-    return ", ".join(names) if names else "No Finding"
+def caption(label: np.ndarray | list[float], names: Sequence[str] = FINDINGS) -> str:
+    """The positive labels' names (``names``: the dataset's, in label order); unknown ones marked ``?``."""
+    label = np.asarray(label, dtype=np.float64)
+    shown = [names[j] for j in np.flatnonzero(label == 1)] + [f"{names[j]}?" for j in np.flatnonzero(np.isnan(label))]
+    return ", ".join(shown) if shown else "No Finding"
 
 
 def write_preview(
     data_dir: Path, regime: Regime, out: Path, n: int = 8, samples: int = 4, seed: int = 0,
-    csv: Path | None = None, images: Path | None = None,
+    csv: Path | None = None, images: Path | None = None, source: DataSource | None = None,
 ) -> list[Path]:
-    """Write ``samples`` augmented versions of ``n`` images and ``grid.png``; return the sample paths."""
-    table = read_nih(data_dir, csv=csv, images=images)
-    if len(table.frame) == 0:
+    """Write ``samples`` augmented versions of ``n`` images and ``grid.png``; return the sample paths.
+
+    ``source`` (``--dataset`` and its options) replaces ``data_dir``, ``csv`` and ``images`` when given.
+    """
+    table = read_dataset(source or DataSource(data=data_dir, csv=csv, images=images))
+    if len(table) == 0:
         raise MaiAugError(f"--data {data_dir}: no images to preview")
     rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(len(table.frame), size=min(n, len(table.frame)), replace=False))
+    picks = np.sort(rng.choice(len(table), size=min(n, len(table)), replace=False))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -43,7 +50,7 @@ def write_preview(
     augment.set_random_state(seed)
     written, rows = [], []
     for i in picks:
-        item = {"image": table.frame["image"].iat[i], "label": table.labels[i].tolist()}
+        item = {"image": table.images[i], "label": table.labels[i].tolist()}
         stem = Path(item["image"]).stem
         problem = image_problem(item["image"])  # one named error, not MONAI's nested transform traceback
         if problem is not None:
@@ -56,7 +63,7 @@ def write_preview(
             Image.fromarray(pixels, mode="L").save(path)
             written.append(path)
             row.append(pixels)
-        rows.append((stem, caption(table.labels[i]), row))
+        rows.append((stem, caption(table.labels[i], table.label_names), row))
     _grid(rows, regime.name, out / "grid.png")
     return written
 

@@ -25,11 +25,13 @@ def roc_figure(labels: np.ndarray, scores: np.ndarray | Sequence[np.ndarray], na
     aucs = np.mean([per_finding_auc(labels, s) for s in runs], axis=0)
     fig, ax = plt.subplots(figsize=(7, 6.5))
     cmap = plt.get_cmap("tab20")
+    labels = np.asarray(labels, dtype=np.float64)
     for j, name in enumerate(names):
-        y = labels[:, j]
+        known = ~np.isnan(labels[:, j])  # an unknown label leaves its image out of this finding's curve
+        y = labels[known, j]
         if 0 < y.sum() < len(y):
             for k, s in enumerate(runs):
-                fpr, tpr, _ = roc_curve(y, s[:, j])
+                fpr, tpr, _ = roc_curve(y, s[known, j])
                 label = f"{name}: {aucs[j]:.3f} (n+={int(y.sum())})" if k == 0 else None
                 ax.plot(fpr, tpr, color=cmap(j % 20), lw=1.4 if len(runs) == 1 else 0.9, alpha=1 if len(runs) == 1 else 0.7,
                         label=label)

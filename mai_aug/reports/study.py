@@ -45,7 +45,7 @@ def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
                 raise MaiAugError(f"{run}: its test predictions do not cover the same images in the same order as "
                                   f"{first}; re-run its evaluation (mai-aug evaluate --run {run})")
             predictions.setdefault(regime, []).append(frame[names].to_numpy(dtype=np.float64, copy=True))
-    labels = reference[[f"true_{n}" for n in names]].to_numpy(dtype=np.int64)
+    labels = reference[[f"true_{n}" for n in names]].to_numpy(dtype=np.float64)  # NaN: unknown (left out per finding)
     return labels, reference["patient"].to_numpy(), predictions
 
 
