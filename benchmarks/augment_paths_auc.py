@@ -15,8 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-from mai_aug.reports.compare import headline_table, markdown_table, score_regimes, summary_table
-from mai_aug.reports.study import load_predictions
+from mai_aug.reports.compare import headline_table, markdown_table
+from mai_aug.stats.paired import score_regimes, summary_table
+from mai_aug.study.report import load_predictions
 
 
 def main() -> None:

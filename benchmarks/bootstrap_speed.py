@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from mai_aug.reports.auc import auc_table
-from mai_aug.reports.scores import metric_table, resolve_metrics
+from mai_aug.stats.auc import auc_table
+from mai_aug.stats.scores import metric_table, resolve_metrics
 
 # NIH ChestX-ray14 prevalences in FINDINGS order (Atelectasis ... Pneumothorax), as in split_speed.py
 NIH_PREVALENCE = [0.103, 0.025, 0.042, 0.021, 0.119, 0.022, 0.015, 0.002, 0.177, 0.052, 0.056, 0.030, 0.013, 0.047]

@@ -57,7 +57,7 @@ def _positive_int(text: str) -> int:
 
 def _bootstrap(text: str) -> int:
     """Bootstrap resamples: at least ``MIN_BOOTSTRAP`` (with one, every interval is a point and every difference a star)."""
-    from mai_aug.reports.auc import MIN_BOOTSTRAP  # here: the CLI imports nothing heavy before a command runs
+    from mai_aug.stats.auc import MIN_BOOTSTRAP  # here: the CLI imports nothing heavy before a command runs
 
     value = _int(text)
     if value < MIN_BOOTSTRAP:
@@ -119,7 +119,7 @@ def _positive_float(text: str) -> float:
 
 def _metric(text: str) -> str:
     """A registered metric name (``auc``, ``ap``, ``ece``, ``sens@spec``, ``sens@spec0.95``); the nearest named if not."""
-    from mai_aug.reports.scores import get_metric  # here: the CLI imports nothing heavy before a command runs
+    from mai_aug.stats.scores import get_metric  # here: the CLI imports nothing heavy before a command runs
 
     try:
         return get_metric(text).name
@@ -490,8 +490,8 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from mai_aug.engine.compare import CompareOptions, run_compare
     from mai_aug.reports.compare import headline_table
+    from mai_aug.study.compare import CompareOptions, run_compare
 
     overrides = {k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "steps_per_epoch", "lr",
                                                "workers", "pretrained", "metrics", "network")}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mai_aug.reports.auc import (
+from mai_aug.stats.auc import (
     MIN_POSITIVE_PATIENTS,
     auc_table,
     macro_auc,
@@ -147,7 +147,7 @@ def test_auc_table_without_any_scored_finding_has_aucs_but_no_intervals():
 
 def test_evaluate_and_compare_give_one_seed_the_same_symmetric_interval():
     """eval/test_auc.csv and a one-seed comparison's auc_by_regime.csv: one construction, the same numbers."""
-    from mai_aug.reports.compare import score_regimes, summary_table
+    from mai_aug.stats.paired import score_regimes, summary_table
 
     rng = np.random.default_rng(4)
     patients = np.arange(200) // 2

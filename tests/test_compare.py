@@ -18,7 +18,7 @@ import pytest
 
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS
-from mai_aug.reports.compare import score_regimes, summary_table
+from mai_aug.stats.paired import score_regimes, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIMES = ["none", "basic", "basic-copy"]
@@ -224,7 +224,7 @@ def test_repository_readme_has_a_generated_block():
 
 
 def test_phantom_cache_folder_follows_the_generator_code(tmp_path, monkeypatch):
-    from mai_aug.engine import compare
+    from mai_aug.study import compare
 
     spec = {"n": 10, "size": 64}
     before = compare.phantom_folder(spec, tmp_path)

@@ -22,8 +22,8 @@ from mai_aug.data.prepare import split_data
 from mai_aug.data.split import load_datalist, make_datalist
 from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import PerFindingAUC
-from mai_aug.reports.auc import auc_table, per_finding_auc
 from mai_aug.reports.preview import caption
+from mai_aug.stats.auc import auc_table, per_finding_auc
 
 # CheXpert-v1.0's exact header.
 CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"

@@ -15,10 +15,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import cut_datalist
 from mai_aug.cli import main
-from mai_aug.reports.auc import auc_table, per_finding_auc, score_table, weighted_auc
-from mai_aug.reports.compare import score_regimes, summary_table
-from mai_aug.reports.scores import get_metric, labelled, metric_table, per_finding, resolve_metrics
-from mai_aug.reports.study import write_report
+from mai_aug.stats.auc import auc_table, per_finding_auc, score_table, weighted_auc
+from mai_aug.stats.paired import score_regimes, summary_table
+from mai_aug.stats.scores import get_metric, labelled, metric_table, per_finding, resolve_metrics
+from mai_aug.study.report import write_report
 
 TINY = ["--image-size", "32", "--batch-size", "8", "--workers", "0", "--quiet", "--epochs", "1",
         "--steps-per-epoch", "2"]

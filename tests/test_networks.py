@@ -20,8 +20,8 @@ from mai_aug.engine.evaluate import TrainedRun
 from mai_aug.engine.fingerprint import components, differences
 from mai_aug.engine.network import build_network
 from mai_aug.engine.network_spec import resolve_network
-from mai_aug.engine.presets import check_preset
 from mai_aug.errors import MaiAugError
+from mai_aug.study.presets import check_preset
 
 TINY = ["--image-size", "32", "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0",
         "--quiet"]
@@ -215,7 +215,7 @@ def test_resume_rebuilds_the_stored_network_and_refuses_another(small_datalist, 
 
 
 def test_compare_network_override_leaves_the_presets_args(capsys):
-    from mai_aug.engine.compare import _override_network
+    from mai_aug.study.compare import _override_network
 
     preset = {"network": "vit", "network_args": {"patch_size": 8}}
     same = dict(preset)

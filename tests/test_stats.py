@@ -11,10 +11,10 @@ from scipy import stats
 
 from mai_aug.cli import main
 from mai_aug.errors import MaiAugError
-from mai_aug.reports.auc import per_finding_auc
-from mai_aug.reports.compare import score_regimes, seed_scale, summary_table
 from mai_aug.reports.roc import roc_figure
-from mai_aug.reports.study import load_predictions
+from mai_aug.stats.auc import per_finding_auc
+from mai_aug.stats.paired import score_regimes, seed_scale, summary_table
+from mai_aug.study.report import load_predictions
 
 NOISE = """regimes:
   noise:

@@ -71,7 +71,7 @@ class TrainConfig:
     hparams: bool = False
     verify_images: bool = False
     skip_bad_images: bool = False
-    metrics: list[str] = field(default_factory=lambda: ["auc"])  # validation metrics (reports/scores.py); auc always
+    metrics: list[str] = field(default_factory=lambda: ["auc"])  # validation metrics (stats/scores.py); auc always
 
     def __post_init__(self) -> None:
         from mai_aug.engine.network_spec import canonical_name

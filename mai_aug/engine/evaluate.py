@@ -24,9 +24,9 @@ from mai_aug.engine.network_spec import stored_network
 from mai_aug.engine.preflight import require_writable_file, require_writable_folder
 from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, load_model_state, resolve_device
 from mai_aug.errors import MaiAugError, first_line, wrapped_message
-from mai_aug.reports.auc import auc_table
 from mai_aug.reports.roc import roc_figure
-from mai_aug.reports.scores import metric_table, resolve_metrics
+from mai_aug.stats.auc import auc_table
+from mai_aug.stats.scores import metric_table, resolve_metrics
 from mai_aug.transforms.regimes import Regime, stored_regime
 from mai_aug.utils import write_text_atomic
 

@@ -3,7 +3,7 @@
 MONAI's ``ROCAUC(average="none")`` handler records only the first class, and ``TensorBoardStatsHandler`` skips
 non-scalar metrics, so this metric writes one scalar per finding (``val/auc/<Finding>``) plus the macro mean, and
 the same for each extra metric chosen with ``--metrics`` (``val/<key>/<Finding>``, ``val/<key>_macro``; keys in
-``mai_aug.reports.scores``). Extra metrics see sigmoid probabilities; AUC the logits (the same ranks). ``ece`` is
+``mai_aug.stats.scores``). Extra metrics see sigmoid probabilities; AUC the logits (the same ranks). ``ece`` is
 MONAI's ``CalibrationErrorMetric`` on the gathered set (findings as channels, images as one spatial axis); MONAI's
 ``CalibrationError`` handler does not fit: it needs (batch, channel, spatial) items and averages one error per item.
 Finding names come from the datalist's ``labels``; a NaN label (unknown) leaves its image out of that finding's scores.
@@ -21,8 +21,8 @@ from ignite.metrics.metric import reinit__is_reduced
 
 from mai_aug.engine.distributed import gather_rows
 from mai_aug.errors import MaiAugError
-from mai_aug.reports.auc import macro_auc, per_finding_auc
-from mai_aug.reports.scores import per_finding, resolve_metrics
+from mai_aug.stats.auc import macro_auc, per_finding_auc
+from mai_aug.stats.scores import per_finding, resolve_metrics
 
 MACRO_KEY = "val/auc_macro"
 

@@ -44,7 +44,7 @@ from mai_aug.engine.runtime import (
 from mai_aug.engine.stream import TrainingStream
 from mai_aug.errors import EngineTermination, MaiAugError, first_line
 from mai_aug.reports.roc import roc_figure
-from mai_aug.reports.scores import resolve_metrics
+from mai_aug.stats.scores import resolve_metrics
 from mai_aug.transforms.batched import BatchedStage, choose_stage
 from mai_aug.transforms.regimes import Regime, load_regime, stored_regime
 from mai_aug.utils import write_text_atomic

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from monai.metrics import calibration_binning  # noqa: E402
 
-from mai_aug.reports.scores import ECE_BINS, get_metric  # noqa: E402
+from mai_aug.stats.scores import ECE_BINS, get_metric  # noqa: E402
 
 
 def reliability_bins(labels: np.ndarray, scores: np.ndarray | Sequence[np.ndarray], bins: int = ECE_BINS

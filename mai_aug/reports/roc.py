@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from mai_aug.reports.auc import per_finding_auc  # noqa: E402
+from mai_aug.stats.auc import per_finding_auc  # noqa: E402
 
 
 def roc_figure(labels: np.ndarray, scores: np.ndarray | Sequence[np.ndarray], names: Sequence[str],

@@ -17,7 +17,7 @@ from mai_aug.data.phantom import PhantomSpec
 from mai_aug.engine.config import TrainConfig
 from mai_aug.engine.network_spec import lookup_network, network_fields
 from mai_aug.errors import MaiAugError
-from mai_aug.reports.auc import MIN_BOOTSTRAP
+from mai_aug.stats.auc import MIN_BOOTSTRAP
 
 SECTIONS = ("description", "phantom", "data", "regimes", "train", "bootstrap")
 DATA_KEYS: dict[str, Any] = {"split": str, "val_frac": float, "test_frac": float, "seed": int, "images": str}

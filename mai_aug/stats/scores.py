@@ -5,10 +5,10 @@ weighted function ``weighted(y, p, counts, groups=None)`` for the patient bootst
 ``counts[b, groups[i]]`` times in resample ``b`` (``groups`` None: each sample is its own unit, ``counts`` per-sample
 weights), one score per resample. The weighted functions are written here because sklearn and MONAI take one weight
 vector per call (or none): thousands of resamples per finding, regime and seed would be thousands of calls; here a
-chunk of resamples is a few sparse products over the patients, like the AUC bootstrap of ``reports/auc.py``. Each is
+chunk of resamples is a few sparse products over the patients, like the AUC bootstrap of ``stats/auc.py``. Each is
 tested equal to the library's result on the repeated samples (tests/test_metrics_config.py).
 
-``auc`` is always on; its bootstrap keeps the tie-grouped fast path of ``reports/auc.py``.
+``auc`` is always on; its bootstrap keeps the tie-grouped fast path of ``stats/auc.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from scipy import sparse
 from sklearn.metrics import average_precision_score, roc_curve
 
 from mai_aug.errors import MaiAugError
-from mai_aug.reports.auc import CHUNK, bootstrap_aucs, grouped_auc, per_finding_auc, score_table, tie_group_counts
+from mai_aug.stats.auc import CHUNK, bootstrap_aucs, grouped_auc, per_finding_auc, score_table, tie_group_counts
 
 #: Equal-width probability bins of ``ece`` and of the reliability diagrams (MONAI's default).
 ECE_BINS = 20
@@ -230,7 +230,7 @@ def bootstrap_metric(metric: Metric, labels: np.ndarray, scores: np.ndarray, cou
                      inverse: np.ndarray) -> np.ndarray:
     """(b, findings) ``metric`` when sample ``i`` weighs ``counts[b, inverse[i]]`` in resample ``b``.
 
-    ``auc`` takes the tie-grouped fast path of ``reports/auc.py``; the others their weighted function, a chunk of
+    ``auc`` takes the tie-grouped fast path of ``stats/auc.py``; the others their weighted function, a chunk of
     ``CHUNK`` resamples at a time.
     """
     if metric.name == "auc" and not np.isnan(np.asarray(labels, dtype=float)).any():

@@ -12,10 +12,11 @@ import yaml
 from mai_aug.data.split import split_table
 from mai_aug.errors import MaiAugError
 from mai_aug.reports import compare as report
-from mai_aug.reports.auc import MIN_POSITIVE_PATIENTS
 from mai_aug.reports.reliability import reliability_figure
 from mai_aug.reports.roc import roc_figure
-from mai_aug.reports.scores import Metric, resolve_metrics
+from mai_aug.stats import paired as stats
+from mai_aug.stats.auc import MIN_POSITIVE_PATIENTS
+from mai_aug.stats.scores import Metric, resolve_metrics
 
 
 def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
@@ -128,8 +129,8 @@ def metric_sections(out: Path, labels: np.ndarray, patients: np.ndarray, predict
              f"AUC family above does not include them, so over all metrics together the chance of some false star "
              f"is above 5%. For a lower-is-better metric a negative difference is an improvement.", ""]
     for metric in metrics:
-        scores = report.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0, metric=metric.name)
-        summary = report.summary_table(scores, names, baseline=baseline, value_name=metric.key)
+        scores = stats.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0, metric=metric.name)
+        summary = stats.summary_table(scores, names, baseline=baseline, value_name=metric.key)
         summary.to_csv(out / f"summary_{metric.key}.csv", index=False, float_format="%.6f")
         paired = report.paired_table(summary, baseline)
         better = "higher" if metric.higher_is_better else "lower"
@@ -153,9 +154,9 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
     extra = resolve_metrics(metrics)[1:]
     names = list(datalist["labels"])
     labels, patients, predictions = load_predictions(out, regimes, seeds, names)
-    scores = report.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0)
+    scores = stats.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0)
     baseline = "none" if "none" in regimes else regimes[0]
-    summary = report.summary_table(scores, names, baseline=baseline)
+    summary = stats.summary_table(scores, names, baseline=baseline)
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6f")
     report.auc_by_regime_wide(summary).to_csv(out / "auc_by_regime.csv", index=False, float_format="%.6f")
     write_figures(out, summary, labels, predictions, names)

@@ -39,12 +39,12 @@ from mai_aug.engine.fingerprint import (
 )
 from mai_aug.engine.network_spec import canonical_name, lookup_network
 from mai_aug.engine.preflight import require_writable_folder
-from mai_aug.engine.presets import check_preset
 from mai_aug.engine.runtime import RunLock, resolve_device
 from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
-from mai_aug.reports.scores import resolve_metrics
-from mai_aug.reports.study import write_report
+from mai_aug.stats.scores import resolve_metrics
+from mai_aug.study.presets import check_preset
+from mai_aug.study.report import write_report
 from mai_aug.transforms.regimes import available_regimes, load_regime
 from mai_aug.utils import Progress
 

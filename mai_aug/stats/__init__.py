@@ -1,0 +1,1 @@
+"""Statistics: per-finding scores, patient bootstraps, paired differences across regimes and seeds."""
