@@ -352,6 +352,41 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("robustness")
+def _robustness_parser(sub: argparse._SubParsersAction) -> None:
+    from mai_aug.engine.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
+
+    p = sub.add_parser("robustness", help="test AUC of a run under graded test-time shifts (rotation, zoom, ...)")
+    _add_run_args(p)
+    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--shifts", nargs="+", default=list(SHIFT_TYPES), choices=list(SHIFT_TYPES),
+                   help="shift types (default: all)")
+    p.add_argument("--levels", nargs="+", default=[], metavar="SHIFT=V1,V2",
+                   help="levels of a shift instead of its defaults; the identity level is always added ("
+                        + "; ".join(f"{s.name}: {','.join(f'{v:g}' for v in s.levels)}, {s.unit}"
+                                    for s in SHIFT_TYPES.values()).replace("%", "%%") + ")")
+    p.add_argument("--site-data", type=Path,
+                   help="a phantom made with --test-shift site (the run's phantom --seed/--n/--size): its images "
+                        "of the test patients become one more shift, 'site'")
+    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
+    p.add_argument("--workers", type=_non_negative_int, default=0, help="data-loader workers")
+    p.set_defaults(handler=_run_robustness)
+
+
+def _run_robustness(args: argparse.Namespace) -> int:
+    from mai_aug.engine import distributed
+    from mai_aug.engine.robustness import robustness_run
+
+    if not distributed.current().is_main:
+        return 0
+    table = robustness_run(args.run, args.shifts, args.levels, args.split, args.checkpoint, args.device,
+                           n_boot=args.bootstrap, workers=args.workers, site_data=args.site_data)
+    macro = table[table["finding"] == "macro"][["shift", "level", "auc", "ci_low", "ci_high"]]
+    print(macro.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {args.run / 'robustness'}/table.csv, <shift>.png, predictions.csv.gz")
+    return 0
+
+
 @command("predict")
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-finding probabilities for image files")

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import DataLoader
+from monai.data import DataLoader, Dataset
 from monai.inferers import SimpleInferer
 
 from mai_aug.data.loader import build_dataset
@@ -69,6 +69,11 @@ class TrainedRun:
         """Sigmoid probabilities (n, findings) for datalist-style items, with the regime's deterministic part."""
         items = [{"image": it["image"], "label": it.get("label", [0] * len(self.names))} for it in items]
         dataset = build_dataset(items, self.regime, train=False, cache="none")
+        return self.predict_dataset(dataset, batch_size, workers)
+
+    @torch.no_grad()
+    def predict_dataset(self, dataset: Dataset, batch_size: int | None = None, workers: int = 0) -> np.ndarray:
+        """Sigmoid probabilities (n, findings) for a dataset of network-ready items (``image`` as the network takes it)."""
         loader = DataLoader(dataset, batch_size=batch_size or self.config.batch_size * 2, num_workers=workers)
         inferer, out = SimpleInferer(), []
         amp = self.amp
