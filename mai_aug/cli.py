@@ -430,7 +430,21 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
                    help="retrain runs in --out whose settings, regime or data differ (the old ones are moved aside)")
     _add_image_check_args(p)
     _add_trust_arg(p)
+    _add_compare_robustness_args(p)
     p.set_defaults(handler=_run_compare)
+
+
+def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
+    from mai_aug.engine.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
+
+    p.add_argument("--robustness", nargs="*", choices=list(SHIFT_TYPES), metavar="SHIFT",
+                   help=f"also sweep every run under test-time shifts ({', '.join(SHIFT_TYPES)}; none named: all) "
+                        "and report macro AUC per level and regime with paired differences")
+    p.add_argument("--robustness-levels", nargs="+", default=[], metavar="SHIFT=V1,V2",
+                   help="levels of a shift instead of its defaults (see `mai-aug robustness --help`)")
+    p.add_argument("--site-data", type=Path,
+                   help="with --robustness: a phantom made with --test-shift site (the study's phantom settings) "
+                        "whose test images become the shift 'site'")
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -443,7 +457,10 @@ def _run_compare(args: argparse.Namespace) -> int:
                           regimes_file=[str(p) for p in args.regimes_file], device=args.device,
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,
                           quiet=args.quiet, retrain=args.retrain, verify_images=args.verify_images,
-                          skip_bad_images=args.skip_bad_images)
+                          skip_bad_images=args.skip_bad_images, robustness=args.robustness,
+                          robustness_levels=args.robustness_levels, site_data=args.site_data)
+    if args.robustness is None and (args.robustness_levels or args.site_data):
+        raise MaiAugError("--robustness-levels and --site-data need --robustness")
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

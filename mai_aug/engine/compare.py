@@ -38,9 +38,12 @@ from mai_aug.engine.fingerprint import (
 )
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.presets import check_preset
+from mai_aug.engine.robustness import robustness_run, site_items, swept_with
 from mai_aug.engine.runtime import RunLock, resolve_device
+from mai_aug.engine.shift_levels import SHIFT_TYPES, parse_levels
 from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
+from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_sweep_report
 from mai_aug.reports.study import write_report
 from mai_aug.transforms.regimes import available_regimes, load_regime
 from mai_aug.utils import Progress
@@ -84,6 +87,9 @@ class CompareOptions:
     retrain: bool = False
     verify_images: bool = False
     skip_bad_images: bool = False
+    robustness: list[str] | None = None  # shift types of the test-time sweep (``--robustness``); None: no sweep
+    robustness_levels: list[str] = field(default_factory=list)
+    site_data: Path | None = None
 
 
 def default_cache_dir() -> Path:
@@ -137,6 +143,10 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     if main:
         require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
     datalist, source = _study_datalist(opts, preset, ctx)
+    if opts.robustness is not None:  # bad levels or site data are refused before anything trains
+        parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES))
+        if opts.site_data is not None:
+            site_items(datalist["test"], Path(opts.site_data))
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]
     plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
@@ -168,7 +178,26 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
               "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot,
               **runs_configuration(out, runs)}
-    return write_report(out, regimes, opts.seeds, datalist, n_boot, config)
+    sections = [] if opts.robustness is None else sweep_runs(out, regimes, opts, n_boot, datalist["labels"])
+    return write_report(out, regimes, opts.seeds, datalist, n_boot, config, sections)
+
+
+def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int, names: list[str]) -> list[str]:
+    """``mai-aug robustness`` of every run (unless its sweep is current), then the paired statistics per shift level:
+    ``robustness.csv``, ``robustness_area.csv``, ``robustness_<shift>.png``; returns report.md's section."""
+    shifts = opts.robustness or list(SHIFT_TYPES)
+    levels = parse_levels(opts.robustness_levels, shifts)
+    for regime in regimes:
+        for seed in range(opts.seeds):
+            run_dir = out / regime / f"seed-{seed}"
+            if not swept_with(run_dir, run_dir / "checkpoints" / BEST_NAME, levels, n_boot, opts.site_data):
+                print(f"robustness sweep of {regime} seed {seed}", file=sys.stderr, flush=True)
+                robustness_run(run_dir, shifts, opts.robustness_levels, "test", "best", opts.device, n_boot=n_boot,
+                               site_data=opts.site_data)
+    baseline = "none" if "none" in regimes else regimes[0]
+    labels, patients, sweeps = load_sweeps(out, regimes, opts.seeds, list(names))
+    curve, area = sweep_statistics(labels, patients, sweeps, list(names), n_boot, baseline)
+    return write_sweep_report(out, curve, area, baseline, opts.seeds, n_boot)
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:

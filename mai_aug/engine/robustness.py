@@ -125,6 +125,18 @@ def long_predictions(predictions: dict[tuple[str, float], np.ndarray], items: li
     return pd.concat(frames, ignore_index=True)
 
 
+def swept_with(run_dir: Path, checkpoint: Path, levels: dict[str, list[float]], n_boot: int,
+               site_data: str | Path | None) -> bool:
+    """Whether ``RUN/robustness/`` holds the test sweep of these levels from ``checkpoint`` as it is now (meta.json)."""
+    try:
+        meta = json.loads((Path(run_dir) / "robustness" / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = {"split": "test", **checkpoint_identity(checkpoint), "levels": levels, "bootstrap": n_boot,
+              "site_data": str(site_data) if site_data is not None else None}
+    return isinstance(meta, dict) and all(meta.get(k) == v for k, v in wanted.items())
+
+
 def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPES), levels: Sequence[str] = (),
                    split: str = "test", checkpoint: str = "best", device: str = "auto", n_boot: int = 1000,
                    workers: int = 0, site_data: str | Path | None = None, trust: bool | None = None) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -105,8 +106,10 @@ def write_figures(out: Path, summary: pd.DataFrame, labels: np.ndarray, predicti
         plt.close(fig)
 
 
-def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict) -> pd.DataFrame:
-    """auc_by_regime.csv/.png, roc_<regime>.png, summary.csv/.md and report.md from the runs' test predictions."""
+def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict,
+                 sections: Sequence[str] = ()) -> pd.DataFrame:
+    """auc_by_regime.csv/.png, roc_<regime>.png, summary.csv/.md and report.md from the runs' test predictions;
+    ``sections``: more report.md lines (``compare --robustness``), placed before the figures."""
     names = list(datalist["labels"])
     labels, patients, predictions = load_predictions(out, regimes, seeds, names)
     scores = report.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0)
@@ -132,6 +135,7 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
         "# mai_aug regime comparison", "",
         f"Data: {config['data']}. Preset: `{config['preset']}`. Regimes: {', '.join(regimes)}. Seeds: {seeds}.", "",
         *md[2:],
+        *sections,
         "## Figures", "", "![AUC by regime](auc_by_regime.png)", "",
         *[f"![ROC {r}](roc_{r}.png)" for r in regimes], "",
         "## Split (images, patients, positives per finding)", "", report.markdown_table(sizes.reset_index().rename(columns={"index": ""}), "{}"), "",
