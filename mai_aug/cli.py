@@ -337,6 +337,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     _add_run_args(p)
     p.add_argument("--split", default="test", choices=["test", "validation"])
     p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
+    p.add_argument("--tta", type=_non_negative_int, default=0, metavar="N",
+                   help="also average predictions over N draws of the regime's random part (test-time augmentation) "
+                        "and write <split>_tta.csv: AUC with and without, and the paired difference (default: off)")
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -346,8 +349,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     if not distributed.current().is_main:  # under torchrun, rank 0 evaluates the whole split
         return 0
-    table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap)
+    table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap, tta=args.tta)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.tta:
+        import pandas as pd
+
+        tta = pd.read_csv(args.run / "eval" / f"{args.split}_tta.csv")
+        columns = [c for c in ("prediction", "auc", "ci_low", "ci_high", "diff_vs_plain", "diff_ci_low", "diff_ci_high")
+                   if c in tta]
+        print(tta[tta["finding"] == "macro"][columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"wrote {args.run / 'eval'}/{args.split}_tta.csv, _tta_predictions.csv")
     print(f"wrote {args.run / 'eval'}/{args.split}_auc.csv, _roc.png, _predictions.csv")
     return 0
 

@@ -131,3 +131,46 @@ def test_bad_input_is_one_line(run, phantom_dir, capsys):
     assert main(["robustness", "--run", str(run), "--site-data", str(phantom_dir)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a phantom made with --test-shift site" in err
+
+
+@pytest.fixture(scope="module")
+def complex_run(run) -> Path:
+    """A run of the same tiny datalist under ``complex`` (a random rotation, zoom and shear)."""
+    out = run.parent / "complex"
+    assert main(["train", "--datalist", str(run.parent / "datalist.json"), "--regime", "complex", "--out", str(out),
+                 "--epochs", "1", "--steps-per-epoch", "2", *TINY]) == 0
+    return out
+
+
+def test_tta_averages_draws_of_the_random_part(complex_run, capsys):
+    from mai_aug.engine.evaluate import TrainedRun, evaluate_run
+    from mai_aug.engine.tta import tta_predictions
+
+    assert main(["evaluate", "--run", str(complex_run), "--bootstrap", "200", "--tta", "2"]) == 0
+    assert "tta2" in capsys.readouterr().out
+    table = pd.read_csv(complex_run / "eval" / "test_tta.csv")
+    assert set(table["prediction"]) == {"plain", "tta2"} and (table["finding"] == "macro").sum() == 2
+    plain = table[table["prediction"] == "plain"].set_index("finding")["auc"]
+    evaluated = pd.read_csv(complex_run / "eval" / "test_auc.csv").set_index("finding")["auc"]
+    assert np.allclose(plain, evaluated.loc[plain.index], equal_nan=True)  # "without" is evaluate's AUC
+    averaged = probabilities(pd.read_csv(complex_run / "eval" / "test_tta_predictions.csv"))
+    reference = probabilities(pd.read_csv(complex_run / "eval" / "test_predictions.csv"))
+    assert np.abs(averaged - reference).max() > 1e-4
+    trained = TrainedRun(complex_run, device="cpu")
+    items = trained.datalist["test"]
+    draws = [tta_predictions(trained, items, 1, workers=w) for w in (0, 1)]  # draw 0, in-process and in a worker
+    assert np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], reference)
+    two = tta_predictions(trained, items, 2)
+    assert np.allclose(averaged, two)  # the average of draws 0 and 1, as evaluate wrote it
+    assert not np.allclose(2 * two - draws[0], draws[0])  # draw 1 is another draw
+    assert json.loads((complex_run / "eval" / "test_meta.json").read_text())["tta"] == 2
+    evaluate_run(complex_run, n_boot=200)  # without --tta: no stale TTA files left to be read as current
+    assert not (complex_run / "eval" / "test_tta.csv").exists()
+
+
+def test_tta_of_a_regime_without_random_part_is_the_plain_prediction(run):
+    assert main(["evaluate", "--run", str(run), "--bootstrap", "200", "--tta", "3"]) == 0
+    averaged = probabilities(pd.read_csv(run / "eval" / "test_tta_predictions.csv"))
+    assert np.array_equal(averaged, probabilities(pd.read_csv(run / "eval" / "test_predictions.csv")))
+    table = pd.read_csv(run / "eval" / "test_tta.csv")
+    assert (table["diff_vs_plain"].dropna() == 0).all()

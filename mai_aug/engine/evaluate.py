@@ -22,6 +22,7 @@ from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.network import build_network
 from mai_aug.engine.preflight import require_writable_file, require_writable_folder
 from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, load_model_state, resolve_device
+from mai_aug.engine.tta import tta_predictions, tta_table
 from mai_aug.errors import MaiAugError, first_line, wrapped_message
 from mai_aug.reports.auc import auc_table
 from mai_aug.reports.roc import roc_figure
@@ -94,10 +95,13 @@ def _trained_with_amp(raw: dict) -> bool:
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
-                 n_boot: int = 1000, workers: int = 0, trust: bool | None = None) -> pd.DataFrame:
+                 n_boot: int = 1000, workers: int = 0, trust: bool | None = None, tta: int = 0) -> pd.DataFrame:
     """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png``, ``_predictions.csv``, ``_meta.json``; return the AUC table.
 
     ``_meta.json`` (written last, atomically) names the checkpoint used by file name, size and sha256.
+
+    ``tta``: also average the predictions over this many draws of the regime's random part and write
+    ``<split>_tta.csv`` (AUC with and without, and the paired difference) and ``<split>_tta_predictions.csv``.
 
     ``trust``: allow code in the run's stored regime spec (``--trust-config``); None: the command line's setting.
     """
@@ -111,26 +115,41 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     require_writable_folder(out_dir, "--run")  # before inference, not after it
     out_dir.mkdir(exist_ok=True)
     meta_path = out_dir / f"{split}_meta.json"
-    with contextlib.suppress(FileNotFoundError):
-        meta_path.unlink()  # until the new outputs are complete, none of them vouches for a checkpoint
+    for stale in (meta_path, out_dir / f"{split}_tta.csv", out_dir / f"{split}_tta_predictions.csv"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()  # until the new outputs are complete, none of them vouches for a checkpoint
     with RunLog(out_dir / "evaluate.log", echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
         probs = run.predict(items, workers=workers)
+        averaged = tta_predictions(run, items, tta, workers, plain=probs) if tta else None
     labels = np.asarray([it["label"] for it in items], dtype=np.int64)
     patients = np.asarray([it["patient"] for it in items])
+    if averaged is not None:
+        tta_table(labels, patients, probs, averaged, run.names, tta, n_boot).to_csv(
+            out_dir / f"{split}_tta.csv", index=False, float_format="%.10g")
+        _prediction_frame(items, patients, labels, averaged, run.names).to_csv(
+            out_dir / f"{split}_tta_predictions.csv", index=False, float_format="%.12g")
     table = auc_table(labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
     table.to_csv(out_dir / f"{split}_auc.csv", index=False, float_format="%.10g")
     fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
     fig.savefig(out_dir / f"{split}_roc.png", dpi=120)
     plt.close(fig)
-    predictions = pd.DataFrame({"image": [it["image"] for it in items], "patient": patients})
-    for j, name in enumerate(run.names):
-        predictions[name] = probs[:, j]
-        predictions[f"true_{name}"] = labels[:, j]
-    predictions.to_csv(out_dir / f"{split}_predictions.csv", index=False, float_format="%.12g")
-    meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint)}, indent=1) + "\n"
+    _prediction_frame(items, patients, labels, probs, run.names).to_csv(
+        out_dir / f"{split}_predictions.csv", index=False, float_format="%.12g")
+    meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint), **({"tta": tta} if tta else {})},
+                      indent=1) + "\n"
     write_text_atomic(meta_path, meta)  # last: it vouches for the files above
     return table
+
+
+def _prediction_frame(items: Sequence[dict], patients: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                      names: Sequence[str]) -> pd.DataFrame:
+    """``<split>_predictions.csv``: image, patient, then each finding's probability and truth."""
+    predictions = pd.DataFrame({"image": [it["image"] for it in items], "patient": patients})
+    for j, name in enumerate(names):
+        predictions[name] = probs[:, j]
+        predictions[f"true_{name}"] = labels[:, j]
+    return predictions
 
 
 def checkpoint_identity(path: Path) -> dict[str, str | int]:
