@@ -453,6 +453,9 @@ def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
                         "and report macro AUC per level and regime with paired differences")
     p.add_argument("--robustness-levels", nargs="+", default=[], metavar="SHIFT=V1,V2",
                    help="levels of a shift instead of its defaults (see `mai-aug robustness --help`)")
+    p.add_argument("--tta", type=_non_negative_int, default=0, metavar="N",
+                   help="also evaluate every run with test-time augmentation (N draws of its regime's random part) "
+                        "and report macro AUC with and without per regime (default: off)")
     p.add_argument("--site-data", type=Path,
                    help="with --robustness: a phantom made with --test-shift site (the study's phantom settings) "
                         "whose test images become the shift 'site'")
@@ -469,7 +472,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,
                           quiet=args.quiet, retrain=args.retrain, verify_images=args.verify_images,
                           skip_bad_images=args.skip_bad_images, robustness=args.robustness,
-                          robustness_levels=args.robustness_levels, site_data=args.site_data)
+                          robustness_levels=args.robustness_levels, site_data=args.site_data, tta=args.tta)
     if args.robustness is None and (args.robustness_levels or args.site_data):
         raise MaiAugError("--robustness-levels and --site-data need --robustness")
     summary = run_compare(opts)

@@ -240,11 +240,16 @@ def test_phantom_cache_folder_follows_the_generator_code(tmp_path, monkeypatch):
 
 
 
-def test_robustness_sweep_of_the_study(comparison, phantom_dir, capsys):
+def test_robustness_sweep_and_tta_of_the_study(comparison, phantom_dir, capsys):
     argv = [*compare_argv(phantom_dir, comparison.parent / "copy.yaml", comparison),
-            "--robustness", "rotation", "noise", "--robustness-levels", "rotation=10", "noise=0.3"]
+            "--robustness", "rotation", "noise", "--robustness-levels", "rotation=10", "noise=0.3", "--tta", "2"]
     assert main(argv) == 0
-    assert capsys.readouterr().err.count("robustness sweep of") == len(REGIMES)
+    err = capsys.readouterr().err
+    assert err.count("robustness sweep of") == len(REGIMES) and err.count(": evaluated,") == len(REGIMES)
+    tta = pd.read_csv(comparison / "tta.csv")
+    assert set(zip(tta["regime"], tta["prediction"])) == {(r, p) for r in REGIMES for p in ("plain", "tta")}
+    assert (tta["diff_vs_plain"].dropna() == 0).all()  # none and basic have no random part to draw
+    assert "## Test-time augmentation" in (comparison / "report.md").read_text()
     for name in ("robustness.csv", "robustness_area.csv", "robustness_rotation.png", "robustness_noise.png"):
         assert (comparison / name).stat().st_size > 100
     report = (comparison / "report.md").read_text()
@@ -268,4 +273,5 @@ def test_robustness_sweep_of_the_study(comparison, phantom_dir, capsys):
     mean = curve[(curve["shift"] == "rotation") & (curve["regime"] == "none")]["auc"].mean()
     assert np.isclose(area.loc[("rotation", "none"), "mean_auc"], mean)  # two levels: the area is their mean
     assert main(argv) == 0
-    assert "robustness sweep of" not in capsys.readouterr().err  # current sweeps are reused
+    err = capsys.readouterr().err
+    assert "robustness sweep of" not in err and err.count(": skipped,") == len(REGIMES)  # current ones are reused

@@ -45,6 +45,7 @@ from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_sweep_report
 from mai_aug.reports.study import write_report
+from mai_aug.reports.tta import tta_section
 from mai_aug.transforms.regimes import available_regimes, load_regime
 from mai_aug.utils import Progress
 
@@ -90,6 +91,7 @@ class CompareOptions:
     robustness: list[str] | None = None  # shift types of the test-time sweep (``--robustness``); None: no sweep
     robustness_levels: list[str] = field(default_factory=list)
     site_data: Path | None = None
+    tta: int = 0  # test-time augmentation draws in each run's evaluation (``--tta``); 0: none
 
 
 def default_cache_dir() -> Path:
@@ -162,7 +164,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         run_dir = out / regime / f"seed-{seed}"
         t0 = time.monotonic()
         state = _train_and_evaluate(run_dir, _run_config(run_dir, regime, seed, train_opts, opts),
-                                    plan["runs"][(regime, seed)], opts.device, n_boot, main)
+                                    plan["runs"][(regime, seed)], opts.device, n_boot, main, opts.tta)
         ctx.barrier()
         if not main:
             continue
@@ -179,6 +181,8 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
               "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot,
               **runs_configuration(out, runs)}
     sections = [] if opts.robustness is None else sweep_runs(out, regimes, opts, n_boot, datalist["labels"])
+    if opts.tta:
+        sections = [*tta_section(out, regimes, opts.seeds, list(datalist["labels"]), n_boot, opts.tta), *sections]
     return write_report(out, regimes, opts.seeds, datalist, n_boot, config, sections)
 
 
@@ -373,14 +377,15 @@ def runs_configuration(out: Path, runs: list[tuple[str, int]]) -> dict[str, Any]
 
 
 def _train_and_evaluate(run_dir: Path, config: TrainConfig, status: str, device: str, n_boot: int,
-                        main: bool = True) -> str:
-    """Train (or resume) one run unless finished, then evaluate it on the test split; returns what happened."""
+                        main: bool = True, tta: int = 0) -> str:
+    """Train (or resume) one run unless finished, then evaluate it on the test split (with ``tta`` draws of
+    test-time augmentation where not 0); returns what happened."""
     finished = status == "finished"
     # reused only where eval/test_meta.json says they came from best.pt as it is now (not `evaluate --checkpoint last`)
-    if finished and evaluated_with(run_dir, "test", run_dir / "checkpoints" / BEST_NAME):
+    if finished and evaluated_with(run_dir, "test", run_dir / "checkpoints" / BEST_NAME, tta):
         return "skipped"
     if not finished:
         train(config)
     if main:
-        evaluate_run(run_dir, "test", "best", device, n_boot=n_boot)
+        evaluate_run(run_dir, "test", "best", device, n_boot=n_boot, tta=tta)
     return "evaluated" if finished else "resumed" if config.resume else "trained"

@@ -161,14 +161,16 @@ def checkpoint_identity(path: Path) -> dict[str, str | int]:
     return {"checkpoint": Path(path).name, "size": Path(path).stat().st_size, "sha256": digest.hexdigest()}
 
 
-def evaluated_with(run_dir: Path, split: str, checkpoint: Path) -> bool:
-    """Whether ``RUN/eval/<split>_*`` were written from ``checkpoint`` as it is now (by its meta file)."""
+def evaluated_with(run_dir: Path, split: str, checkpoint: Path, tta: int = 0) -> bool:
+    """Whether ``RUN/eval/<split>_*`` were written from ``checkpoint`` as it is now (by its meta file), with
+    ``tta`` draws of test-time augmentation where ``tta`` is not 0."""
     meta_path = Path(run_dir) / "eval" / f"{split}_meta.json"
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return False
     return (isinstance(meta, dict) and checkpoint.is_file() and meta.get("split") == split
+            and (not tta or meta.get("tta") == tta)
             and {k: meta.get(k) for k in ("checkpoint", "size", "sha256")} == checkpoint_identity(checkpoint))
 
 

@@ -169,15 +169,15 @@ def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, basel
         table: dict[float, dict[str, str]] = {}
         for d in rows.to_dict("records"):
             cells = table.setdefault(d["level"], {})
-            cells[d["regime"]] = _cell(d["auc"], d["ci_low"], d["ci_high"], signed=False)
+            cells[d["regime"]] = interval_text(d["auc"], d["ci_low"], d["ci_high"], signed=False)
             if d["regime"] != baseline and key in d:
-                cells[f"{d['regime']} vs {baseline}"] = _cell(d[key], d["diff_ci_low"], d["diff_ci_high"],
+                cells[f"{d['regime']} vs {baseline}"] = interval_text(d[key], d["diff_ci_low"], d["diff_ci_high"],
                                                              star=bool(d.get("ci_excludes_0")))
         mean = {"level": "mean over levels"}
         for d in area[area["shift"] == shift].to_dict("records"):
-            mean[d["regime"]] = _cell(d["mean_auc"], d["ci_low"], d["ci_high"], signed=False)
+            mean[d["regime"]] = interval_text(d["mean_auc"], d["ci_low"], d["ci_high"], signed=False)
             if d["regime"] != baseline and key in d:
-                mean[f"{d['regime']} vs {baseline}"] = _cell(d[key], d["diff_ci_low"], d["diff_ci_high"],
+                mean[f"{d['regime']} vs {baseline}"] = interval_text(d[key], d["diff_ci_low"], d["diff_ci_high"],
                                                             star=bool(d["ci_excludes_0"]))
         frame = pd.DataFrame([{"level": f"{lv:g}", **cells} for lv, cells in table.items()] + [mean])
         lines += [f"### {shift} ({shift_unit(shift)})", "", report.markdown_table(frame), "",
@@ -185,7 +185,8 @@ def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, basel
     return lines
 
 
-def _cell(value: float, low: float, high: float, signed: bool = True, star: bool = False) -> str:
+def interval_text(value: float, low: float, high: float, signed: bool = True, star: bool = False) -> str:
+    """``+0.012 [-0.020, +0.044] *``; the value alone without an interval, ``undefined`` without a value."""
     if not np.isfinite(value):
         return "undefined"
     fmt = "{:+.3f}" if signed else "{:.3f}"

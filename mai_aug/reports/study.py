@@ -17,9 +17,10 @@ from mai_aug.reports.auc import MIN_POSITIVE_PATIENTS
 from mai_aug.reports.roc import roc_figure
 
 
-def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
+def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str], file: str = "test_predictions.csv"
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]:
-    """Labels, patients and per-regime, per-seed predictions of every run's ``eval/test_predictions.csv``.
+    """Labels, patients and per-regime, per-seed predictions of every run's ``eval/test_predictions.csv`` (or
+    another ``eval/`` file of that layout: ``test_tta_predictions.csv``).
 
     Raises MaiAugError naming the run folder when a file is missing or unreadable, or when a run's predictions do not
     cover the same images in the same order as the first run's (paired statistics need one test set).
@@ -31,12 +32,12 @@ def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
         for seed in range(seeds):
             run = out / regime / f"seed-{seed}"
             try:
-                frame = pd.read_csv(run / "eval" / "test_predictions.csv")
+                frame = pd.read_csv(run / "eval" / file)
             except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-                raise MaiAugError(f"{run}: cannot read eval/test_predictions.csv ({e})") from None
+                raise MaiAugError(f"{run}: cannot read eval/{file} ({e})") from None
             missing = [c for c in columns if c not in frame]
             if missing:
-                raise MaiAugError(f"{run}: eval/test_predictions.csv lacks column {missing[0]!r}")
+                raise MaiAugError(f"{run}: eval/{file} lacks column {missing[0]!r}")
             keys = frame[["image", "patient", *[f"true_{n}" for n in names]]]
             if reference is None:
                 first, reference = run, keys
