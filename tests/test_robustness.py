@@ -110,6 +110,11 @@ def test_shift_transforms():
         shifted = build_shift(name, level)(image, 0)
         assert type(shifted) is torch.Tensor and shifted.dtype == torch.float32 and shifted.shape == image.shape
         assert not torch.equal(shifted, image), name
+    dot = torch.zeros(1, 33, 33)
+    dot[0, 4, 16] = 1  # above the centre
+    for name, level, where in (("rotation", 90, [16, 28]), ("translation", 4 / 33, [8, 20])):
+        moved = build_shift(name, level)(dot, 0)[0]
+        assert (moved == moved.max()).nonzero().tolist() == [where], name  # clockwise as displayed; down and right
     noise = build_shift("noise", 0.2)
     assert torch.equal(noise(image, 3), noise(image, 3)) and not torch.equal(noise(image, 3), noise(image, 4))
     assert noise_seed(0.2, 3) != noise_seed(0.4, 3)

@@ -85,11 +85,11 @@ def sweep_predictions(run: TrainedRun, items: list[dict], levels: dict[str, list
     base = build_dataset(items, run.regime, train=False, cache="memory", workers=workers, progress=False, online=False)
     transform = run.regime.online_transform(False)
     reference = run.predict_dataset(ShiftedDataset(base, transform, None), workers=workers)
-    out = {}
+    out, total = {}, sum(map(len, levels.values()))
     for name, values in levels.items():
         for level in values:
             shift = build_shift(name, level)
-            logger.info(f"{name} {level:g}")
+            logger.info(f"{name} {level:g} ({len(out) + 1}/{total})")
             out[(name, level)] = reference if shift is None else run.predict_dataset(
                 ShiftedDataset(base, transform, shift), workers=workers)
     if site is not None:
@@ -160,7 +160,7 @@ def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPE
     out_dir.mkdir(exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         (out_dir / "meta.json").unlink()  # until the new outputs are complete, none of them vouches for anything
-    with RunLog(out_dir / "robustness.log", echo=False):
+    with RunLog(out_dir / "robustness.log"):  # on the terminal too: a full test split takes a while per level
         logger.info(f"robustness of {run.checkpoint} on {len(items)} {split} images: {chosen}")
         predictions = sweep_predictions(run, items, chosen, site, workers)
     labels = np.asarray([it["label"] for it in items], dtype=np.int64)

@@ -25,7 +25,7 @@ class ShiftType:
 
 
 SHIFT_TYPES = {s.name: s for s in (
-    ShiftType("rotation", (0, 5, 10, 15, 20), 0.0, -180.0, 180.0, "degrees, counter-clockwise"),
+    ShiftType("rotation", (0, 5, 10, 15, 20), 0.0, -180.0, 180.0, "degrees, clockwise as displayed"),
     ShiftType("zoom", (0.85, 0.925, 1.0, 1.075, 1.15), 1.0, 0.25, 4.0, "zoom factor (image size kept)"),
     ShiftType("gamma", (0.6, 0.8, 1.0, 1.3, 1.6), 1.0, 0.1, 10.0, "gamma on the image's own min-max range"),
     ShiftType("noise", (0, 0.05, 0.1, 0.2, 0.4), 0.0, 0.0, 10.0, "Gaussian noise SD / the image's SD"),

@@ -40,7 +40,8 @@ def build_shift(name: str, level: float) -> ShiftFn | None:
     elif name == "blur":
         transform = GaussianSmooth(sigma=level)
     elif name == "translation":
-        return lambda img, index: _plain(Affine(translate_params=[level * s for s in img.shape[1:]],
+        # Affine moves the sampling grid: the image moves the other way, so the parameters are negated
+        return lambda img, index: _plain(Affine(translate_params=[-level * s for s in img.shape[1:]],
                                                 padding_mode="border", image_only=True)(img))
     else:  # noise
         return lambda img, index: _noise(img, level, index)
