@@ -146,7 +146,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
     datalist, source = _study_datalist(opts, preset, ctx)
     if opts.robustness is not None:  # bad levels or site data are refused before anything trains
-        parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES))
+        parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES), "--robustness-levels")
         if opts.site_data is not None:
             site_items(datalist["test"], Path(opts.site_data))
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}

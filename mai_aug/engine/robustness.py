@@ -72,7 +72,9 @@ def site_items(items: list[dict], site_dir: Path) -> list[dict]:
         if k is None or int(it["patient"]) not in shifted:
             why = "is not in it" if k is None else f"belongs to patient {it['patient']}, not imaged at the shifted site"
             raise MaiAugError(f"--site-data {site_dir}: test image {name} {why}; make it with the run's phantom "
-                              f"--seed, --n and --size, and train with --split official so the test patients match")
+                              f"--seed, --n and --size, and split that phantom by its official lists (train "
+                              f"--split official; compare: a preset with data: {{split: official}}) so the test "
+                              f"patients match")
         if [int(v) for v in table.labels[k]] != [int(v) for v in it["label"]]:
             raise MaiAugError(f"--site-data {site_dir}: test image {name} has other labels there (another phantom)")
         out.append({**it, "image": str(table.frame["image"].iloc[k])})

@@ -34,7 +34,7 @@ SHIFT_TYPES = {s.name: s for s in (
 )}
 
 
-def parse_levels(entries: Sequence[str], shifts: Sequence[str]) -> dict[str, list[float]]:
+def parse_levels(entries: Sequence[str], shifts: Sequence[str], flag: str = "--levels") -> dict[str, list[float]]:
     """The levels of each chosen shift: the defaults, or ``SHIFT=V1,V2,...`` entries; the identity level is added.
 
     Raises:
@@ -47,15 +47,15 @@ def parse_levels(entries: Sequence[str], shifts: Sequence[str]) -> dict[str, lis
     for entry in entries:
         name, _, values = entry.partition("=")
         if name not in levels:
-            raise MaiAugError(f"--levels {entry!r}: {name!r} is not among the chosen shifts ({', '.join(shifts)})")
+            raise MaiAugError(f"{flag} {entry!r}: {name!r} is not among the chosen shifts ({', '.join(shifts)})")
         kind = SHIFT_TYPES[name]
         try:
             parsed = [float(v) for v in values.split(",") if v.strip()]
         except ValueError:
-            raise MaiAugError(f"--levels {entry!r}: expected {name}=V1,V2,... with numbers") from None
+            raise MaiAugError(f"{flag} {entry!r}: expected {name}=V1,V2,... with numbers") from None
         bad = [v for v in parsed if not (math.isfinite(v) and kind.low <= v <= kind.high)]
         if not parsed or bad:
-            raise MaiAugError(f"--levels {entry!r}: {name} levels must be numbers in [{kind.low:g}, {kind.high:g}] "
+            raise MaiAugError(f"{flag} {entry!r}: {name} levels must be numbers in [{kind.low:g}, {kind.high:g}] "
                               f"({kind.unit})")
         levels[name] = parsed
     return {s: sorted({*v, SHIFT_TYPES[s].identity}) for s, v in levels.items()}
