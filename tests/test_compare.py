@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS
@@ -250,6 +251,8 @@ def test_robustness_sweep_and_tta_of_the_study(comparison, phantom_dir, capsys):
     assert set(zip(tta["regime"], tta["prediction"])) == {(r, p) for r in REGIMES for p in ("plain", "tta")}
     assert (tta["diff_vs_plain"].dropna() == 0).all()  # none and basic have no random part to draw
     assert "## Test-time augmentation" in (comparison / "report.md").read_text()
+    config = yaml.safe_load((comparison / "compare_config.yaml").read_text())
+    assert config["tta"] == 2 and config["robustness"]["levels"] == {"rotation": [0, 10], "noise": [0, 0.3]}
     for name in ("robustness.csv", "robustness_area.csv", "robustness_rotation.png", "robustness_noise.png"):
         assert (comparison / name).stat().st_size > 100
     report = (comparison / "report.md").read_text()

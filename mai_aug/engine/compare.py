@@ -179,7 +179,10 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         return None
     config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
               "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot,
-              **runs_configuration(out, runs)}
+              **runs_configuration(out, runs), **({"tta": opts.tta} if opts.tta else {})}
+    if opts.robustness is not None:
+        config["robustness"] = {"levels": parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES)),
+                                "site_data": str(opts.site_data) if opts.site_data is not None else None}
     sections = [] if opts.robustness is None else sweep_runs(out, regimes, opts, n_boot, datalist["labels"])
     if opts.tta:
         sections = [*tta_section(out, regimes, opts.seeds, list(datalist["labels"]), n_boot, opts.tta), *sections]
