@@ -152,7 +152,6 @@ def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, basel
     section (a table per shift: macro AUC and paired difference per level, then the mean over levels)."""
     curve.to_csv(out / "robustness.csv", index=False, float_format="%.6f")
     area.to_csv(out / "robustness_area.csv", index=False, float_format="%.6f")
-    key = f"diff_vs_{baseline}"
     lines = ["## Robustness to test-time shifts", "",
              f"Every run's test images under graded shifts (`mai-aug robustness`; each level's shifted images are the "
              f"same for every regime). Macro AUC [marginal 95% interval] per level; against `{baseline}`, the paired "
@@ -166,23 +165,30 @@ def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, basel
                            shift_unit(shift))
         fig.savefig(out / f"robustness_{shift}.png", dpi=110)
         plt.close(fig)
-        table: dict[float, dict[str, str]] = {}
-        for d in rows.to_dict("records"):
-            cells = table.setdefault(d["level"], {})
-            cells[d["regime"]] = interval_text(d["auc"], d["ci_low"], d["ci_high"], signed=False)
-            if d["regime"] != baseline and key in d:
-                cells[f"{d['regime']} vs {baseline}"] = interval_text(d[key], d["diff_ci_low"], d["diff_ci_high"],
-                                                             star=bool(d.get("ci_excludes_0")))
-        mean = {"level": "mean over levels"}
-        for d in area[area["shift"] == shift].to_dict("records"):
-            mean[d["regime"]] = interval_text(d["mean_auc"], d["ci_low"], d["ci_high"], signed=False)
-            if d["regime"] != baseline and key in d:
-                mean[f"{d['regime']} vs {baseline}"] = interval_text(d[key], d["diff_ci_low"], d["diff_ci_high"],
-                                                            star=bool(d["ci_excludes_0"]))
-        frame = pd.DataFrame([{"level": f"{lv:g}", **cells} for lv, cells in table.items()] + [mean])
+        frame = shift_table(rows, area[area["shift"] == shift], baseline)
         lines += [f"### {shift} ({shift_unit(shift)})", "", report.markdown_table(frame), "",
                   f"![{shift}](robustness_{shift}.png)", ""]
     return lines
+
+
+def shift_table(curve: pd.DataFrame, area: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """One shift's report table: a row per level and one for the mean over levels; per regime its macro AUC
+    [CI], and for the others their difference against ``baseline`` [CI]."""
+    key = f"diff_vs_{baseline}"
+
+    def cells(d: dict, auc: str) -> dict[str, str]:
+        out = {d["regime"]: interval_text(d[auc], d["ci_low"], d["ci_high"], signed=False)}
+        if d["regime"] != baseline and key in d:
+            out[f"{d['regime']} vs {baseline}"] = interval_text(d[key], d["diff_ci_low"], d["diff_ci_high"],
+                                                                star=bool(d.get("ci_excludes_0")))
+        return out
+
+    table: dict[str, dict[str, str]] = {}
+    for d in curve.to_dict("records"):
+        table.setdefault(f"{d['level']:g}", {}).update(cells(d, "auc"))
+    for d in area.to_dict("records"):
+        table.setdefault("mean over levels", {}).update(cells(d, "mean_auc"))
+    return pd.DataFrame([{"level": level, **row} for level, row in table.items()])
 
 
 def interval_text(value: float, low: float, high: float, signed: bool = True, star: bool = False) -> str:
