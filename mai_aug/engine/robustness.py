@@ -83,8 +83,14 @@ def site_items(items: list[dict], site_dir: Path) -> list[dict]:
 
 def sweep_predictions(run: TrainedRun, items: list[dict], levels: dict[str, list[float]],
                       site: list[dict] | None = None, workers: int = 0) -> dict[tuple[str, float], np.ndarray]:
-    """Probabilities (n, findings) per (shift, level); identity levels share one prediction (``evaluate``'s)."""
-    base = build_dataset(items, run.regime, train=False, cache="memory", workers=workers, progress=False, online=False)
+    """Probabilities (n, findings) per (shift, level); identity levels share one prediction (``evaluate``'s).
+
+    The 8-bit images are cached as the run cached them in training (``--cache``: memory, disk under its cache
+    folder, or none: decoded on every level).
+    """
+    cache_dir = Path(run.config.cache_dir) if run.config.cache_dir else run.run_dir / "cache"  # as train.py has it
+    base = build_dataset(items, run.regime, train=False, cache=run.config.cache, cache_dir=cache_dir, workers=workers,
+                         progress=False, online=False)
     transform = run.regime.online_transform(False)
     reference = run.predict_dataset(ShiftedDataset(base, transform, None), workers=workers)
     out, total = {}, sum(map(len, levels.values()))
