@@ -398,6 +398,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["test", "validation"])
     p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
     _add_metrics_arg(p, None, "tabled with intervals, one eval/<split>_<metric>.csv each (default: the run's)")
+    p.add_argument("--tta", type=_non_negative_int, default=0, metavar="N",
+                   help="also average predictions over N draws of the regime's random part (test-time augmentation) "
+                        "and write <split>_tta.csv: AUC with and without, and the paired difference (default: off)")
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -408,14 +411,57 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if not distributed.current().is_main:  # under torchrun, rank 0 evaluates the whole split
         return 0
     table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap,
-                         metrics=args.metrics)
+                         metrics=args.metrics, tta=args.tta)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     keys = ["auc"]
     for name, frame in table.attrs.get("metric_tables", {}).items():
         macro = frame[frame["finding"] == "macro"].iloc[0]
         keys.append(frame.columns[1])
         print(f"{name} macro: {macro.iloc[1]:.3f} [{macro['ci_low']:.3f}, {macro['ci_high']:.3f}]")
+    if args.tta:
+        import pandas as pd
+
+        tta = pd.read_csv(args.run / "eval" / f"{args.split}_tta.csv")
+        columns = [c for c in ("prediction", "auc", "ci_low", "ci_high", "diff_vs_plain", "diff_ci_low", "diff_ci_high")
+                   if c in tta]
+        print(tta[tta["finding"] == "macro"][columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"wrote {args.run / 'eval'}/{args.split}_tta.csv, _tta_predictions.csv")
     print(f"wrote {args.run / 'eval'}/{', '.join(f'{args.split}_{k}.csv' for k in keys)}, _roc.png, _predictions.csv")
+    return 0
+
+
+@command("robustness")
+def _robustness_parser(sub: argparse._SubParsersAction) -> None:
+    from mai_aug.engine.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
+
+    p = sub.add_parser("robustness", help="test AUC of a run under graded test-time shifts (rotation, zoom, ...)")
+    _add_run_args(p)
+    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--shifts", nargs="+", default=list(SHIFT_TYPES), choices=list(SHIFT_TYPES),
+                   help="shift types (default: all)")
+    p.add_argument("--levels", nargs="+", default=[], metavar="SHIFT=V1,V2",
+                   help="levels of a shift instead of its defaults; the identity level is always added ("
+                        + "; ".join(f"{s.name}: {','.join(f'{v:g}' for v in s.levels)}, {s.unit}"
+                                    for s in SHIFT_TYPES.values()).replace("%", "%%") + ")")
+    p.add_argument("--site-data", type=Path,
+                   help="a phantom made with --test-shift site (the run's phantom --seed/--n/--size): its images "
+                        "of the test patients become one more shift, 'site'")
+    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
+    p.add_argument("--workers", type=_non_negative_int, default=0, help="data-loader workers")
+    p.set_defaults(handler=_run_robustness)
+
+
+def _run_robustness(args: argparse.Namespace) -> int:
+    from mai_aug.engine import distributed
+    from mai_aug.engine.robustness import robustness_run
+
+    if not distributed.current().is_main:
+        return 0
+    table = robustness_run(args.run, args.shifts, args.levels, args.split, args.checkpoint, args.device,
+                           n_boot=args.bootstrap, workers=args.workers, site_data=args.site_data)
+    macro = table[table["finding"] == "macro"][["shift", "level", "auc", "ci_low", "ci_high"]]
+    print(macro.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {args.run / 'robustness'}/table.csv, <shift>.png, predictions.csv.gz")
     return 0
 
 
@@ -486,7 +532,24 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
                    help="retrain runs in --out whose settings, regime or data differ (the old ones are moved aside)")
     _add_image_check_args(p)
     _add_trust_arg(p)
+    _add_compare_robustness_args(p)
     p.set_defaults(handler=_run_compare)
+
+
+def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
+    from mai_aug.engine.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
+
+    p.add_argument("--robustness", nargs="*", choices=list(SHIFT_TYPES), metavar="SHIFT",
+                   help=f"also sweep every run under test-time shifts ({', '.join(SHIFT_TYPES)}; none named: all) "
+                        "and report macro AUC per level and regime with paired differences")
+    p.add_argument("--robustness-levels", nargs="+", default=[], metavar="SHIFT=V1,V2",
+                   help="levels of a shift instead of its defaults (see `mai-aug robustness --help`)")
+    p.add_argument("--tta", type=_non_negative_int, default=0, metavar="N",
+                   help="also evaluate every run with test-time augmentation (N draws of its regime's random part) "
+                        "and report macro AUC with and without per regime (default: off)")
+    p.add_argument("--site-data", type=Path,
+                   help="with --robustness: a phantom made with --test-shift site (the study's phantom settings) "
+                        "whose test images become the shift 'site'")
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -499,7 +562,11 @@ def _run_compare(args: argparse.Namespace) -> int:
                           regimes_file=[str(p) for p in args.regimes_file], device=args.device,
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,
                           quiet=args.quiet, retrain=args.retrain, verify_images=args.verify_images,
-                          skip_bad_images=args.skip_bad_images, data_options=_data_options(args))
+                          skip_bad_images=args.skip_bad_images, data_options=_data_options(args),
+                          robustness=args.robustness, robustness_levels=args.robustness_levels,
+                          site_data=args.site_data, tta=args.tta)
+    if args.robustness is None and (args.robustness_levels or args.site_data):
+        raise MaiAugError("--robustness-levels and --site-data need --robustness")
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS
@@ -30,11 +31,15 @@ def comparison(phantom_dir, tmp_path_factory) -> Path:
     copy = tmp / "copy.yaml"
     copy.write_text('regimes:\n  basic-copy: "%regimes#basic"\n')
     out = tmp / "out"
-    argv = ["compare", "--data", str(phantom_dir), "--regimes", *REGIMES, "--regimes-file", str(copy),
+    assert main(compare_argv(phantom_dir, copy, out)) == 0
+    return out
+
+
+def compare_argv(phantom_dir: Path, copy: Path, out: Path) -> list[str]:
+    """The tiny comparison of ``REGIMES`` (``basic-copy`` is ``basic`` under another name)."""
+    return ["compare", "--data", str(phantom_dir), "--regimes", *REGIMES, "--regimes-file", str(copy),
             "--image-size", "32", "--epochs", "1", "--steps-per-epoch", "3", "--workers", "0", "--bootstrap", "200",
             "--quiet", "--out", str(out)]
-    assert main(argv) == 0
-    return out
 
 
 def test_every_file_is_written(comparison, capsys):
@@ -233,3 +238,43 @@ def test_phantom_cache_folder_follows_the_generator_code(tmp_path, monkeypatch):
     other.write_text("# another phantom generator\n")
     monkeypatch.setattr(compare.phantom_module, "__file__", str(other))
     assert compare.phantom_folder(spec, tmp_path) != before
+
+
+
+def test_robustness_sweep_and_tta_of_the_study(comparison, phantom_dir, capsys):
+    argv = [*compare_argv(phantom_dir, comparison.parent / "copy.yaml", comparison),
+            "--robustness", "rotation", "noise", "--robustness-levels", "rotation=10", "noise=0.3", "--tta", "2"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("robustness sweep of") == len(REGIMES) and err.count(": evaluated,") == len(REGIMES)
+    tta = pd.read_csv(comparison / "tta.csv")
+    assert set(zip(tta["regime"], tta["prediction"])) == {(r, p) for r in REGIMES for p in ("plain", "tta")}
+    assert (tta["diff_vs_plain"].dropna() == 0).all()  # none and basic have no random part to draw
+    assert "## Test-time augmentation" in (comparison / "report.md").read_text()
+    config = yaml.safe_load((comparison / "compare_config.yaml").read_text())
+    assert config["tta"] == 2 and config["robustness"]["levels"] == {"rotation": [0, 10], "noise": [0, 0.3]}
+    for name in ("robustness.csv", "robustness_area.csv", "robustness_rotation.png", "robustness_noise.png"):
+        assert (comparison / name).stat().st_size > 100
+    report = (comparison / "report.md").read_text()
+    assert "## Robustness to test-time shifts" in report and "![noise](robustness_noise.png)" in report
+    curve = pd.read_csv(comparison / "robustness.csv")
+    assert sorted(set(zip(curve["shift"], curve["level"]))) == [("noise", 0), ("noise", 0.3), ("rotation", 0),
+                                                               ("rotation", 10)]
+    columns = ["level", "auc", "ci_low", "ci_high", "diff_vs_none", "diff_ci_low", "diff_ci_high"]
+    basic, twin = (curve[curve["regime"] == r][columns].reset_index(drop=True) for r in ("basic", "basic-copy"))
+    pd.testing.assert_frame_equal(basic, twin)  # identical regimes: identical sweep curves
+    assert not np.allclose(curve[curve["regime"] == "none"]["auc"], basic["auc"])
+    summary = pd.read_csv(comparison / "summary.csv")
+    macro = summary[summary["finding"] == "macro"].set_index("regime")
+    for shift in ("rotation", "noise"):  # the unshifted level is the comparison's own test result
+        level0 = curve[(curve["shift"] == shift) & (curve["level"] == 0)].set_index("regime")
+        for column in ("auc", "ci_low", "ci_high", "diff_vs_none", "diff_ci_low", "diff_ci_high"):
+            assert np.allclose(level0[column], macro.loc[level0.index, column], atol=1e-6, equal_nan=True)
+    area = pd.read_csv(comparison / "robustness_area.csv").set_index(["shift", "regime"])
+    numbers = ["mean_auc", "ci_low", "ci_high", "diff_vs_none", "diff_ci_low", "diff_ci_high"]
+    assert np.array_equal(area.loc[("rotation", "basic"), numbers], area.loc[("rotation", "basic-copy"), numbers])
+    mean = curve[(curve["shift"] == "rotation") & (curve["regime"] == "none")]["auc"].mean()
+    assert np.isclose(area.loc[("rotation", "none"), "mean_auc"], mean)  # two levels: the area is their mean
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "robustness sweep of" not in err and err.count(": skipped,") == len(REGIMES)  # current ones are reused

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import DataLoader
+from monai.data import DataLoader, Dataset
 from monai.inferers import SimpleInferer
 
 from mai_aug.data.loader import build_dataset
@@ -23,6 +23,7 @@ from mai_aug.engine.network import build_network
 from mai_aug.engine.network_spec import stored_network
 from mai_aug.engine.preflight import require_writable_file, require_writable_folder
 from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, load_model_state, resolve_device
+from mai_aug.engine.tta import tta_predictions, tta_table
 from mai_aug.errors import MaiAugError, first_line, wrapped_message
 from mai_aug.reports.roc import roc_figure
 from mai_aug.stats.auc import auc_table
@@ -74,6 +75,11 @@ class TrainedRun:
         """Sigmoid probabilities (n, findings) for datalist-style items, with the regime's deterministic part."""
         items = [{"image": it["image"], "label": it.get("label", [0] * len(self.names))} for it in items]
         dataset = build_dataset(items, self.regime, train=False, cache="none")
+        return self.predict_dataset(dataset, batch_size, workers)
+
+    @torch.no_grad()
+    def predict_dataset(self, dataset: Dataset, batch_size: int | None = None, workers: int = 0) -> np.ndarray:
+        """Sigmoid probabilities (n, findings) for a dataset of network-ready items (``image`` as the network takes it)."""
         loader = DataLoader(dataset, batch_size=batch_size or self.config.batch_size * 2, num_workers=workers)
         inferer, out = SimpleInferer(), []
         amp = self.amp
@@ -95,10 +101,13 @@ def _trained_with_amp(raw: dict) -> bool:
 
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
                  n_boot: int = 1000, workers: int = 0, trust: bool | None = None,
-                 metrics: Sequence[str] | None = None) -> pd.DataFrame:
+                 metrics: Sequence[str] | None = None, tta: int = 0) -> pd.DataFrame:
     """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png``, ``_predictions.csv``, ``_meta.json``; return the AUC table.
 
     ``_meta.json`` (written last, atomically) names the checkpoint used by file name, size and sha256.
+
+    ``tta``: also average the predictions over this many draws of the regime's random part and write
+    ``<split>_tta.csv`` (AUC with and without, and the paired difference) and ``<split>_tta_predictions.csv``.
 
     ``trust``: allow code in the run's stored regime spec (``--trust-config``); None: the command line's setting.
     ``metrics``: more metrics (``--metrics``; None: the run's own), one ``<split>_<key>.csv`` each, with intervals
@@ -116,15 +125,22 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     require_writable_folder(out_dir, "--run")  # before inference, not after it
     out_dir.mkdir(exist_ok=True)
     meta_path = out_dir / f"{split}_meta.json"
-    with contextlib.suppress(FileNotFoundError):
-        meta_path.unlink()  # until the new outputs are complete, none of them vouches for a checkpoint
+    for stale in (meta_path, out_dir / f"{split}_tta.csv", out_dir / f"{split}_tta_predictions.csv"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()  # until the new outputs are complete, none of them vouches for a checkpoint
     with RunLog(out_dir / "evaluate.log", echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
         probs = run.predict(items, workers=workers)
+        averaged = tta_predictions(run, items, tta, workers, plain=probs) if tta else None
     labels = np.asarray([it["label"] for it in items], dtype=np.float64)  # NaN: unknown, left out per finding
     if not np.isnan(labels).any():
         labels = labels.astype(np.int64)  # 0/1 columns in _predictions.csv, as before
     patients = np.asarray([it["patient"] for it in items])
+    if averaged is not None:
+        tta_table(labels, patients, probs, averaged, run.names, tta, n_boot).to_csv(
+            out_dir / f"{split}_tta.csv", index=False, float_format="%.10g")
+        _prediction_frame(items, patients, labels, averaged, run.names).to_csv(
+            out_dir / f"{split}_tta_predictions.csv", index=False, float_format="%.12g")
     table = auc_table(labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
     table.to_csv(out_dir / f"{split}_auc.csv", index=False, float_format="%.10g")
     table.attrs["metric_tables"] = {}
@@ -136,14 +152,22 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
     fig.savefig(out_dir / f"{split}_roc.png", dpi=120)
     plt.close(fig)
-    predictions = pd.DataFrame({"image": [it["image"] for it in items], "patient": patients})
-    for j, name in enumerate(run.names):
-        predictions[name] = probs[:, j]
-        predictions[f"true_{name}"] = labels[:, j]
-    predictions.to_csv(out_dir / f"{split}_predictions.csv", index=False, float_format="%.12g")
-    meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint)}, indent=1) + "\n"
+    _prediction_frame(items, patients, labels, probs, run.names).to_csv(
+        out_dir / f"{split}_predictions.csv", index=False, float_format="%.12g")
+    meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint), **({"tta": tta} if tta else {})},
+                      indent=1) + "\n"
     write_text_atomic(meta_path, meta)  # last: it vouches for the files above
     return table
+
+
+def _prediction_frame(items: Sequence[dict], patients: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                      names: Sequence[str]) -> pd.DataFrame:
+    """``<split>_predictions.csv``: image, patient, then each finding's probability and truth."""
+    predictions = pd.DataFrame({"image": [it["image"] for it in items], "patient": patients})
+    for j, name in enumerate(names):
+        predictions[name] = probs[:, j]
+        predictions[f"true_{name}"] = labels[:, j]
+    return predictions
 
 
 def checkpoint_identity(path: Path) -> dict[str, str | int]:
@@ -155,14 +179,16 @@ def checkpoint_identity(path: Path) -> dict[str, str | int]:
     return {"checkpoint": Path(path).name, "size": Path(path).stat().st_size, "sha256": digest.hexdigest()}
 
 
-def evaluated_with(run_dir: Path, split: str, checkpoint: Path) -> bool:
-    """Whether ``RUN/eval/<split>_*`` were written from ``checkpoint`` as it is now (by its meta file)."""
+def evaluated_with(run_dir: Path, split: str, checkpoint: Path, tta: int = 0) -> bool:
+    """Whether ``RUN/eval/<split>_*`` were written from ``checkpoint`` as it is now (by its meta file), with
+    ``tta`` draws of test-time augmentation where ``tta`` is not 0."""
     meta_path = Path(run_dir) / "eval" / f"{split}_meta.json"
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return False
     return (isinstance(meta, dict) and checkpoint.is_file() and meta.get("split") == split
+            and (not tta or meta.get("tta") == tta)
             and {k: meta.get(k) for k in ("checkpoint", "size", "sha256")} == checkpoint_identity(checkpoint))
 
 

@@ -39,9 +39,13 @@ from mai_aug.engine.fingerprint import (
 )
 from mai_aug.engine.network_spec import canonical_name, lookup_network
 from mai_aug.engine.preflight import require_writable_folder
+from mai_aug.engine.robustness import robustness_run, site_items, swept_with
 from mai_aug.engine.runtime import RunLock, resolve_device
+from mai_aug.engine.shift_levels import SHIFT_TYPES, parse_levels
 from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
+from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_sweep_report
+from mai_aug.reports.tta import tta_section
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
@@ -88,6 +92,10 @@ class CompareOptions:
     verify_images: bool = False
     skip_bad_images: bool = False
     data_options: dict[str, Any] = field(default_factory=dict)  # --csv, --dataset and its options (for --data)
+    robustness: list[str] | None = None  # shift types of the test-time sweep (``--robustness``); None: no sweep
+    robustness_levels: list[str] = field(default_factory=list)
+    site_data: Path | None = None
+    tta: int = 0  # test-time augmentation draws in each run's evaluation (``--tta``); 0: none
 
 
 def default_cache_dir() -> Path:
@@ -144,6 +152,10 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     metrics = [m.name for m in resolve_metrics(opts.train_overrides.get("metrics")
                                                or preset.get("train", {}).get("metrics"))]
     datalist, source = _study_datalist(opts, preset, ctx)
+    if opts.robustness is not None:  # bad levels or site data are refused before anything trains
+        parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES), "--robustness-levels")
+        if opts.site_data is not None:
+            site_items(datalist["test"], Path(opts.site_data))
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
     _override_network(train_opts, preset.get("train", {}), opts.train_overrides.get("network"))
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]
@@ -160,7 +172,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         run_dir = out / regime / f"seed-{seed}"
         t0 = time.monotonic()
         state = _train_and_evaluate(run_dir, _run_config(run_dir, regime, seed, train_opts, opts),
-                                    plan["runs"][(regime, seed)], opts.device, n_boot, main)
+                                    plan["runs"][(regime, seed)], opts.device, n_boot, main, opts.tta)
         ctx.barrier()
         if not main:
             continue
@@ -175,8 +187,32 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         return None
     config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
               "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot, "metrics": metrics,
-              **runs_configuration(out, runs)}
-    return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics)
+              **runs_configuration(out, runs), **({"tta": opts.tta} if opts.tta else {})}
+    if opts.robustness is not None:
+        config["robustness"] = {"levels": parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES)),
+                                "site_data": str(opts.site_data) if opts.site_data is not None else None}
+    sections = [] if opts.robustness is None else sweep_runs(out, regimes, opts, n_boot, datalist["labels"])
+    if opts.tta:
+        sections = [*tta_section(out, regimes, opts.seeds, list(datalist["labels"]), n_boot, opts.tta), *sections]
+    return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics, sections)
+
+
+def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int, names: list[str]) -> list[str]:
+    """``mai-aug robustness`` of every run (unless its sweep is current), then the paired statistics per shift level:
+    ``robustness.csv``, ``robustness_area.csv``, ``robustness_<shift>.png``; returns report.md's section."""
+    shifts = opts.robustness or list(SHIFT_TYPES)
+    levels = parse_levels(opts.robustness_levels, shifts)
+    for regime in regimes:
+        for seed in range(opts.seeds):
+            run_dir = out / regime / f"seed-{seed}"
+            if not swept_with(run_dir, run_dir / "checkpoints" / BEST_NAME, levels, n_boot, opts.site_data):
+                print(f"robustness sweep of {regime} seed {seed}", file=sys.stderr, flush=True)
+                robustness_run(run_dir, shifts, opts.robustness_levels, "test", "best", opts.device, n_boot=n_boot,
+                               site_data=opts.site_data)
+    baseline = "none" if "none" in regimes else regimes[0]
+    labels, patients, sweeps = load_sweeps(out, regimes, opts.seeds, list(names))
+    curve, area = sweep_statistics(labels, patients, sweeps, list(names), n_boot, baseline)
+    return write_sweep_report(out, curve, area, baseline, opts.seeds, n_boot)
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:
@@ -366,14 +402,15 @@ def runs_configuration(out: Path, runs: list[tuple[str, int]]) -> dict[str, Any]
 
 
 def _train_and_evaluate(run_dir: Path, config: TrainConfig, status: str, device: str, n_boot: int,
-                        main: bool = True) -> str:
-    """Train (or resume) one run unless finished, then evaluate it on the test split; returns what happened."""
+                        main: bool = True, tta: int = 0) -> str:
+    """Train (or resume) one run unless finished, then evaluate it on the test split (with ``tta`` draws of
+    test-time augmentation where not 0); returns what happened."""
     finished = status == "finished"
     # reused only where eval/test_meta.json says they came from best.pt as it is now (not `evaluate --checkpoint last`)
-    if finished and evaluated_with(run_dir, "test", run_dir / "checkpoints" / BEST_NAME):
+    if finished and evaluated_with(run_dir, "test", run_dir / "checkpoints" / BEST_NAME, tta):
         return "skipped"
     if not finished:
         train(config)
     if main:
-        evaluate_run(run_dir, "test", "best", device, n_boot=n_boot)
+        evaluate_run(run_dir, "test", "best", device, n_boot=n_boot, tta=tta)
     return "evaluated" if finished else "resumed" if config.resume else "trained"

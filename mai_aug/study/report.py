@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,9 +20,10 @@ from mai_aug.stats.auc import MIN_POSITIVE_PATIENTS
 from mai_aug.stats.scores import Metric, resolve_metrics
 
 
-def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
+def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str], file: str = "test_predictions.csv"
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]:
-    """Labels, patients and per-regime, per-seed predictions of every run's ``eval/test_predictions.csv``.
+    """Labels, patients and per-regime, per-seed predictions of every run's ``eval/test_predictions.csv`` (or
+    another ``eval/`` file of that layout: ``test_tta_predictions.csv``).
 
     Raises MaiAugError naming the run folder when a file is missing or unreadable, or when a run's predictions do not
     cover the same images in the same order as the first run's (paired statistics need one test set).
@@ -33,12 +35,12 @@ def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
         for seed in range(seeds):
             run = out / regime / f"seed-{seed}"
             try:
-                frame = pd.read_csv(run / "eval" / "test_predictions.csv")
+                frame = pd.read_csv(run / "eval" / file)
             except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-                raise MaiAugError(f"{run}: cannot read eval/test_predictions.csv ({e})") from None
+                raise MaiAugError(f"{run}: cannot read eval/{file} ({e})") from None
             missing = [c for c in columns if c not in frame]
             if missing:
-                raise MaiAugError(f"{run}: eval/test_predictions.csv lacks column {missing[0]!r}")
+                raise MaiAugError(f"{run}: eval/{file} lacks column {missing[0]!r}")
             keys = frame[["image", "patient", *[f"true_{n}" for n in names]]]
             if reference is None:
                 first, reference = run, keys
@@ -148,9 +150,10 @@ def metric_sections(out: Path, labels: np.ndarray, patients: np.ndarray, predict
 
 
 def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict,
-                 metrics: list[str] | None = None) -> pd.DataFrame:
+                 metrics: list[str] | None = None, sections: Sequence[str] = ()) -> pd.DataFrame:
     """auc_by_regime.csv/.png, roc_<regime>.png, reliability_<regime>.png, summary.csv/.md, summary_<metric>.csv
-    for each metric of ``metrics`` beside AUC, and report.md from the runs' test predictions."""
+    for each metric of ``metrics`` beside AUC, and report.md from the runs' test predictions; ``sections``: more
+    report.md lines (``compare --robustness``, ``--tta``), placed before the figures."""
     extra = resolve_metrics(metrics)[1:]
     names = list(datalist["labels"])
     labels, patients, predictions = load_predictions(out, regimes, seeds, names)
@@ -178,6 +181,7 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
         "# mai_aug regime comparison", "",
         f"Data: {config['data']}. Preset: `{config['preset']}`. Regimes: {', '.join(regimes)}. Seeds: {seeds}.", "",
         *md[2:],
+        *sections,
         "## Figures", "", "![AUC by regime](auc_by_regime.png)", "",
         *[f"![ROC {r}](roc_{r}.png)" for r in regimes], "",
         "Reliability diagrams (test predictions of every finding and seed pooled; bins of `ece`, counts below):", "",

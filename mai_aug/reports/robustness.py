@@ -1,0 +1,202 @@
+"""Figures of a robustness sweep: macro AUC against shift level, one curve (with its interval) per run or regime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from mai_aug.errors import MaiAugError, first_line  # noqa: E402
+from mai_aug.reports import compare as report  # noqa: E402
+from mai_aug.stats import paired as pairedstats  # noqa: E402
+from mai_aug.stats.auc import sd_interval  # noqa: E402
+
+
+def shift_figure(curves: dict[str, pd.DataFrame], shift: str, unit: str) -> plt.Figure:
+    """Macro AUC against level for one shift type: a curve per label with its 95% interval as a band.
+
+    Args:
+        curves: label (a regime) -> that run's rows of ``robustness/table.csv`` for this shift.
+        shift: the shift type (the title).
+        unit: what the level means (the x label).
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cmap = plt.get_cmap("tab10")
+    for k, (label, rows) in enumerate(curves.items()):
+        macro = rows[rows["finding"] == "macro"].sort_values("level")
+        x = macro["level"].to_numpy(float)
+        ax.plot(x, macro["auc"], "o-", color=cmap(k % 10), lw=1.5, ms=4, label=label)
+        if macro["ci_low"].notna().any():
+            ax.fill_between(x, macro["ci_low"].to_numpy(float), macro["ci_high"].to_numpy(float), color=cmap(k % 10),
+                            alpha=0.15, lw=0)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(f"{shift} level ({unit})")
+    ax.set_ylabel("test macro ROC AUC (95% CI)")
+    ax.set_title(f"Robustness to {shift}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_ylim(max(0.0, np.nanmin([ax.get_ylim()[0], 0.45])), min(1.0, ax.get_ylim()[1] + 0.02))
+    fig.tight_layout()
+    return fig
+
+
+def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
+                ) -> tuple[np.ndarray, np.ndarray, dict[tuple[str, float], dict[str, list[np.ndarray]]]]:
+    """Labels, patients and, per (shift, level), each regime's per-seed predictions from ``robustness/predictions.csv.gz``.
+
+    Raises MaiAugError naming the run when its file is missing, or covers other shifts, levels or test images than
+    the first run's (paired statistics need the same shifted images for every regime).
+    """
+    sweeps: dict[tuple[str, float], dict[str, list[np.ndarray]]] = {}
+    reference = first = None
+    keys = ["shift", "level", "image", "patient", *[f"true_{n}" for n in names]]
+    for regime in regimes:
+        for seed in range(seeds):
+            run = out / regime / f"seed-{seed}"
+            try:
+                frame = pd.read_csv(run / "robustness" / "predictions.csv.gz")
+            except (OSError, EOFError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+                raise MaiAugError(f"{run}: cannot read robustness/predictions.csv.gz ({first_line(e)})") from None
+            missing = [c for c in [*keys, *names] if c not in frame]
+            if missing:
+                raise MaiAugError(f"{run}: robustness/predictions.csv.gz lacks column {missing[0]!r}")
+            if reference is None:
+                first, reference = run, frame[keys]
+            elif not frame[keys].equals(reference):
+                raise MaiAugError(f"{run}: its robustness sweep covers other shifts, levels or images than {first}'s; "
+                                  f"re-run it (mai-aug robustness --run {run}) with the same --shifts and --levels")
+            for (shift, level), rows in frame.groupby(["shift", "level"], sort=False):
+                sweeps.setdefault((shift, float(level)), {}).setdefault(regime, []).append(
+                    rows[names].to_numpy(np.float64))
+    level = reference.iloc[: len(reference) // len(sweeps)]  # every (shift, level) lists the same test images
+    return level[[f"true_{n}" for n in names]].to_numpy(np.int64), level["patient"].to_numpy(), sweeps
+
+
+def sweep_statistics(labels: np.ndarray, patients: np.ndarray, sweeps: dict[tuple[str, float], dict[str, list]],
+                     names: list[str], n_boot: int, baseline: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (shift, level, regime) the macro AUC and its paired difference against ``baseline``; per (shift, regime)
+    the mean macro AUC over the levels (the normalised area under the curve) and its paired difference.
+
+    Each level is scored as ``compare`` scores the unshifted test set (``reports.compare.summary_table``: the same
+    patient and seed resamples at every level, so the identity level's rows equal ``summary.csv``'s macro rows);
+    the area's deviations are the same weighted sums of each level's deviations.
+    """
+    curves, parts = [], {}
+    for (shift, level), predictions in sweeps.items():
+        scores = pairedstats.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0)
+        summary = pairedstats.summary_table(scores, names, baseline=baseline)
+        macro = summary[summary["finding"] == "macro"]
+        keep = [c for c in ("regime", "auc", "ci_low", "ci_high", f"diff_vs_{baseline}", "diff_ci_low",
+                            "diff_ci_high", "ci_excludes_0") if c in macro]
+        curves.append(macro[keep].assign(shift=shift, level=level))
+        for regime in predictions:
+            value, patient_part, seed_part = pairedstats.regime_deviations(scores, regime)
+            parts.setdefault(shift, {}).setdefault(regime, []).append((level, value[0], patient_part[:, 0],
+                                                                       seed_part[:, 0]))
+    curve = pd.concat(curves, ignore_index=True)
+    curve = curve[["shift", "level", *[c for c in curve if c not in ("shift", "level")]]]
+    seeds = len(next(iter(sweeps.values()))[baseline]) if sweeps else 1
+    return curve, area_table(parts, baseline, seeds)
+
+
+def level_weights(levels: np.ndarray) -> np.ndarray:
+    """Weights that turn a curve's values at ``levels`` into its trapezoid mean over the level range (1 level: 1)."""
+    if len(levels) < 2:
+        return np.ones(len(levels))
+    return np.trapezoid(np.eye(len(levels)), levels, axis=1) / (levels[-1] - levels[0])
+
+
+def area_table(parts: dict[str, dict[str, list[tuple]]], baseline: str, seeds: int,
+               level: float = 0.95) -> pd.DataFrame:
+    """Per shift and regime: the mean macro AUC over the levels with a marginal interval, and its paired difference
+    against ``baseline`` with a marginal interval (one comparison per regime and shift, not corrected for several)."""
+    z = stats.norm.ppf(1 - (1 - level) / 2)
+    rows = []
+    for shift, by_regime in parts.items():
+        summed = {}
+        for regime, entries in by_regime.items():
+            entries = sorted(entries, key=lambda e: e[0])
+            w = level_weights(np.array([e[0] for e in entries], float))
+            summed[regime] = [sum(wi * e[k] for wi, e in zip(w, entries)) for k in (1, 2, 3)]
+        base = summed.get(baseline)
+        for regime, (value, patient_part, seed_part) in summed.items():
+            se = pairedstats.standard_errors(patient_part[:, None], seed_part[:, None], seeds, z)[0]
+            low, high = sd_interval(value, se, level)
+            row = {"shift": shift, "regime": regime, "mean_auc": value, "ci_low": float(low), "ci_high": float(high)}
+            if base is not None and regime != baseline:
+                diff = value - base[0]
+                dse = pairedstats.standard_errors((patient_part - base[1])[:, None], (seed_part - base[2])[:, None],
+                                             seeds, z)[0]
+                lo, hi = max(diff - z * dse, -1.0), min(diff + z * dse, 1.0)
+                row.update({f"diff_vs_{baseline}": diff, "diff_ci_low": lo, "diff_ci_high": hi,
+                            "ci_excludes_0": bool(dse > 0 and (lo > 0 or hi < 0))})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def shift_unit(shift: str) -> str:
+    """What a level of ``shift`` means, for axis labels."""
+    from mai_aug.engine.shift_levels import SHIFT_TYPES
+
+    return SHIFT_TYPES[shift].unit if shift in SHIFT_TYPES else "0: the test images, 1: the site phantom's"
+
+
+def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, baseline: str, seeds: int,
+                       n_boot: int) -> list[str]:
+    """``robustness.csv``, ``robustness_area.csv`` and ``robustness_<shift>.png`` in ``out``; returns report.md's
+    section (a table per shift: macro AUC and paired difference per level, then the mean over levels)."""
+    curve.to_csv(out / "robustness.csv", index=False, float_format="%.6f")
+    area.to_csv(out / "robustness_area.csv", index=False, float_format="%.6f")
+    lines = ["## Robustness to test-time shifts", "",
+             f"Every run's test images under graded shifts (`mai-aug robustness`; each level's shifted images are the "
+             f"same for every regime). Macro AUC [marginal 95% interval] per level; against `{baseline}`, the paired "
+             f"difference [simultaneous 95% interval over every regime x scored finding at that level, {n_boot} "
+             f"resamples of patients{' and seeds' if seeds > 1 else ''}], `*` where it excludes 0 (not corrected "
+             f"across levels or shifts). Mean over levels: the area under the macro AUC curve divided by the level "
+             f"range, with marginal 95% intervals.", ""]
+    for shift in dict.fromkeys(curve["shift"]):
+        rows = curve[curve["shift"] == shift]
+        fig = shift_figure({r: g.assign(finding="macro") for r, g in rows.groupby("regime", sort=False)}, shift,
+                           shift_unit(shift))
+        fig.savefig(out / f"robustness_{shift}.png", dpi=110)
+        plt.close(fig)
+        frame = shift_table(rows, area[area["shift"] == shift], baseline)
+        lines += [f"### {shift} ({shift_unit(shift)})", "", report.markdown_table(frame), "",
+                  f"![{shift}](robustness_{shift}.png)", ""]
+    return lines
+
+
+def shift_table(curve: pd.DataFrame, area: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """One shift's report table: a row per level and one for the mean over levels; per regime its macro AUC
+    [CI], and for the others their difference against ``baseline`` [CI]."""
+    key = f"diff_vs_{baseline}"
+
+    def cells(d: dict, auc: str) -> dict[str, str]:
+        out = {d["regime"]: interval_text(d[auc], d["ci_low"], d["ci_high"], signed=False)}
+        if d["regime"] != baseline and key in d:
+            out[f"{d['regime']} vs {baseline}"] = interval_text(d[key], d["diff_ci_low"], d["diff_ci_high"],
+                                                                star=bool(d.get("ci_excludes_0")))
+        return out
+
+    table: dict[str, dict[str, str]] = {}
+    for d in curve.to_dict("records"):
+        table.setdefault(f"{d['level']:g}", {}).update(cells(d, "auc"))
+    for d in area.to_dict("records"):
+        table.setdefault("mean over levels", {}).update(cells(d, "mean_auc"))
+    return pd.DataFrame([{"level": level, **row} for level, row in table.items()])
+
+
+def interval_text(value: float, low: float, high: float, signed: bool = True, star: bool = False) -> str:
+    """``+0.012 [-0.020, +0.044] *``; the value alone without an interval, ``undefined`` without a value."""
+    if not np.isfinite(value):
+        return "undefined"
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return fmt.format(value)
+    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{' *' if star else ''}"
