@@ -275,6 +275,14 @@ def test_robustness_sweep_and_tta_of_the_study(comparison, phantom_dir, capsys):
     assert np.array_equal(area.loc[("rotation", "basic"), numbers], area.loc[("rotation", "basic-copy"), numbers])
     mean = curve[(curve["shift"] == "rotation") & (curve["regime"] == "none")]["auc"].mean()
     assert np.isclose(area.loc[("rotation", "none"), "mean_auc"], mean)  # two levels: the area is their mean
+    shows = report.split("## What this study shows")[1].split("\n## ")[0]  # report.md opens with the findings
+    assert report.index("## What this study shows") < report.index("## AUC per finding")
+    for regime in ("basic", "basic-copy"):
+        d = macro.loc[regime]
+        assert f"in distribution (macro AUC): {d['diff_vs_none']:+.3f} [{d['diff_ci_low']:+.3f}" in shows
+        row = curve[(curve["shift"] == "rotation") & (curve["level"] == 10) & (curve["regime"] == regime)].iloc[0]
+        assert f"under rotation 10 (macro AUC): {row['diff_vs_none']:+.3f} [{row['diff_ci_low']:+.3f}" in shows
+    assert "under noise 0.3" in shows and "test patients; 1 seed(s) per regime: seed variance is NOT" in shows
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "robustness sweep of" not in err and err.count(": skipped,") == len(REGIMES)  # current ones are reused

@@ -47,6 +47,7 @@ from mai_aug.errors import MaiAugError
 from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_sweep_report
 from mai_aug.reports.tta import tta_section
 from mai_aug.stats.scores import resolve_metrics
+from mai_aug.study.findings import Evidence, strongest_shifts
 from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
 from mai_aug.transforms.regimes import available_regimes, load_regime
@@ -191,15 +192,18 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     if opts.robustness is not None:
         config["robustness"] = {"levels": parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES)),
                                 "site_data": str(opts.site_data) if opts.site_data is not None else None}
-    sections = [] if opts.robustness is None else sweep_runs(out, regimes, opts, n_boot, datalist["labels"])
+    sections, evidence = ([], []) if opts.robustness is None else sweep_runs(out, regimes, opts, n_boot,
+                                                                              datalist["labels"])
     if opts.tta:
         sections = [*tta_section(out, regimes, opts.seeds, list(datalist["labels"]), n_boot, opts.tta), *sections]
-    return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics, sections)
+    return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics, sections, evidence)
 
 
-def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int, names: list[str]) -> list[str]:
+def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
+               names: list[str]) -> tuple[list[str], list[Evidence]]:
     """``mai-aug robustness`` of every run (unless its sweep is current), then the paired statistics per shift level:
-    ``robustness.csv``, ``robustness_area.csv``, ``robustness_<shift>.png``; returns report.md's section."""
+    ``robustness.csv``, ``robustness_area.csv``, ``robustness_<shift>.png``; returns report.md's section and the
+    differences at each shift's strongest level (for "What this study shows")."""
     shifts = opts.robustness or list(SHIFT_TYPES)
     levels = parse_levels(opts.robustness_levels, shifts)
     for regime in regimes:
@@ -212,7 +216,9 @@ def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
     baseline = "none" if "none" in regimes else regimes[0]
     labels, patients, sweeps = load_sweeps(out, regimes, opts.seeds, list(names))
     curve, area = sweep_statistics(labels, patients, sweeps, list(names), n_boot, baseline)
-    return write_sweep_report(out, curve, area, baseline, opts.seeds, n_boot)
+    identity = {**{name: kind.identity for name, kind in SHIFT_TYPES.items()}, "site": 0.0}
+    return (write_sweep_report(out, curve, area, baseline, opts.seeds, n_boot),
+            strongest_shifts(curve, baseline, identity))
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:

@@ -18,6 +18,7 @@ from mai_aug.reports.roc import roc_figure
 from mai_aug.stats import paired as stats
 from mai_aug.stats.auc import MIN_POSITIVE_PATIENTS
 from mai_aug.stats.scores import Metric, resolve_metrics
+from mai_aug.study.findings import Evidence, findings_section, in_distribution
 
 
 def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str], file: str = "test_predictions.csv"
@@ -150,10 +151,12 @@ def metric_sections(out: Path, labels: np.ndarray, patients: np.ndarray, predict
 
 
 def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict,
-                 metrics: list[str] | None = None, sections: Sequence[str] = ()) -> pd.DataFrame:
+                 metrics: list[str] | None = None, sections: Sequence[str] = (),
+                 evidence: Sequence[Evidence] = ()) -> pd.DataFrame:
     """auc_by_regime.csv/.png, roc_<regime>.png, reliability_<regime>.png, summary.csv/.md, summary_<metric>.csv
     for each metric of ``metrics`` beside AUC, and report.md from the runs' test predictions; ``sections``: more
-    report.md lines (``compare --robustness``, ``--tta``), placed before the figures."""
+    report.md lines (``compare --robustness``, ``--tta``), placed before the figures; ``evidence``: paired
+    differences beside the in-distribution ones for report.md's opening "What this study shows"."""
     extra = resolve_metrics(metrics)[1:]
     names = list(datalist["labels"])
     labels, patients, predictions = load_predictions(out, regimes, seeds, names)
@@ -177,9 +180,12 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
     ]
     (out / "summary.md").write_text("\n".join(md))
     sizes = split_table(datalist)
+    shows = findings_section([*in_distribution(summary, baseline), *evidence], baseline, seeds,
+                             len(np.unique(patients)), str(config["data"]), regimes)
     full = [
         "# mai_aug regime comparison", "",
         f"Data: {config['data']}. Preset: `{config['preset']}`. Regimes: {', '.join(regimes)}. Seeds: {seeds}.", "",
+        *shows,
         *md[2:],
         *sections,
         "## Figures", "", "![AUC by regime](auc_by_regime.png)", "",

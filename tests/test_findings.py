@@ -1,0 +1,45 @@
+"""report.md's "What this study shows": generated from the tables, null comparisons come out null."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mai_aug.study.findings import findings_section, in_distribution, strongest_shifts
+
+
+def _summary(diff: float, low: float, high: float) -> pd.DataFrame:
+    rows = [{"regime": "none", "finding": "macro", "auc": 0.8},
+            {"regime": "complex", "finding": "macro", "auc": 0.8 + diff, "diff_vs_none": diff, "diff_ci_low": low,
+             "diff_ci_high": high, "ci_excludes_0": low > 0 or high < 0},
+            {"regime": "complex", "finding": "Mass", "auc": 0.9, "diff_vs_none": 0.3, "diff_ci_low": 0.2,
+             "diff_ci_high": 0.4, "ci_excludes_0": True}]
+    return pd.DataFrame(rows)
+
+
+def test_null_difference_reads_as_null_and_planted_one_as_shown():
+    null = findings_section(in_distribution(_summary(0.01, -0.03, 0.05), "none"), "none", 3, 120, "phantom",
+                            ["none", "complex"])
+    text = "\n".join(null)
+    assert "in distribution (macro AUC): +0.010 [-0.030, +0.050], no difference shown" in text
+    assert "Mass" not in text  # the macro row speaks for the regime, per-finding rows stay in their table
+    shown = "\n".join(findings_section(in_distribution(_summary(0.08, 0.02, 0.14), "none"), "none", 3, 120,
+                                       "phantom", ["none", "complex"]))
+    assert "+0.080 [+0.020, +0.140], the interval excludes 0" in shown
+    assert "120 test patients; 3 seed(s) per regime." in shown and "synthetic" in shown
+
+
+def test_one_seed_and_real_data_caveats():
+    text = "\n".join(findings_section([], "none", 1, 50, "NIH data /d", ["none"]))
+    assert "No paired difference to report" in text
+    assert "seed variance is NOT in any interval" in text and "synthetic" not in text
+
+
+def test_strongest_shift_levels_are_the_furthest_from_identity():
+    rows = [{"shift": s, "level": lv, "regime": r, "diff_vs_none": 0.01 * lv, "diff_ci_low": -1.0,
+             "diff_ci_high": 1.0, "ci_excludes_0": False}
+            for s, levels in (("rotation", (0, 10, 20)), ("zoom", (0.85, 1.0, 1.15)))
+            for lv in levels for r in ("none", "complex")]
+    found = strongest_shifts(pd.DataFrame(rows), "none", {"rotation": 0.0, "zoom": 1.0})
+    assert sorted(e.what for e in found) == ["under rotation 20 (macro AUC)", "under zoom 0.85 (macro AUC)",
+                                             "under zoom 1.15 (macro AUC)"]
+    assert all(e.regime == "complex" and not e.survives for e in found)
