@@ -404,6 +404,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mai_aug.engine import distributed
     from mai_aug.engine.evaluate import evaluate_run
+    from mai_aug.engine.layout import RunLayout
 
     if not distributed.current().is_main:  # under torchrun, rank 0 evaluates the whole split
         return 0
@@ -415,7 +416,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         macro = frame[frame["finding"] == "macro"].iloc[0]
         keys.append(frame.columns[1])
         print(f"{name} macro: {macro.iloc[1]:.3f} [{macro['ci_low']:.3f}, {macro['ci_high']:.3f}]")
-    print(f"wrote {args.run / 'eval'}/{', '.join(f'{args.split}_{k}.csv' for k in keys)}, _roc.png, _predictions.csv")
+    run = RunLayout(args.run)
+    print(f"wrote {', '.join(str(run.eval_file(args.split, f'{k}.csv')) for k in keys)}, {run.roc(args.split)}, "
+          f"{run.predictions(args.split)}")
     return 0
 
 
@@ -490,6 +493,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    from mai_aug.engine.layout import StudyLayout
     from mai_aug.reports.compare import headline_table
     from mai_aug.study.compare import CompareOptions, run_compare
 
@@ -505,7 +509,8 @@ def _run_compare(args: argparse.Namespace) -> int:
         return 0
     print()
     print(headline_table(summary, "none" if "none" in set(summary["regime"]) else summary["regime"].iloc[0]).to_string(index=False))
-    print(f"\nreport: {args.out / 'report.md'}; TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}")
+    study = StudyLayout(args.out)
+    print(f"\nreport: {study.report}; TensorBoard: tensorboard --logdir {study.tensorboard}")
     return 0
 
 
