@@ -87,7 +87,7 @@ def _at_or_above(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.nd
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K, b) weighted positives at each distinct positive score, and positives and negatives at or above it.
 
-    The tie-grouped layout of ``reports.auc.tie_group_counts`` (scores sorted and tied once, two sparse products per
+    The tie-grouped layout of ``stats.auc.tie_group_counts`` (scores sorted and tied once, two sparse products per
     chunk of resamples): only thresholds at a positive's score change recall or sensitivity, so K is the number of
     distinct positive scores, not of samples.
     """
