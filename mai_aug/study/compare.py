@@ -95,13 +95,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     ctx = distributed.init(resolve_device(opts.device).type)
     main = ctx.is_main
     preset = load_preset(opts.preset)
-    regimes = opts.regimes or preset.get("regimes", ["none", "basic", "complex"])
-    known = available_regimes(opts.regimes_file)
-    for r in regimes:
-        if r not in known:
-            raise MaiAugError(f"--regimes: unknown regime {r!r} (available: {', '.join(known)})")
-    if opts.seeds < 1:
-        raise MaiAugError("--seeds must be at least 1")
+    regimes = _check_runs(opts, preset)
     out = Path(opts.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -124,14 +118,38 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     _report_split(datalist, main and not opts.quiet, main)
 
     n_boot = opts.bootstrap or int(preset.get("bootstrap", 1000))
+    _run_all(opts, runs, plan, train_opts, n_boot, ctx)
+    if not main:
+        return None
+    config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
+              "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot, "metrics": metrics,
+              **runs_configuration(out, runs)}
+    return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics)
+
+
+def _check_runs(opts: CompareOptions, preset: dict[str, Any]) -> list[str]:
+    """The regimes to compare (the command line's, else the preset's), each known; at least one seed."""
+    regimes = opts.regimes or preset.get("regimes", ["none", "basic", "complex"])
+    known = available_regimes(opts.regimes_file)
+    for r in regimes:
+        if r not in known:
+            raise MaiAugError(f"--regimes: unknown regime {r!r} (available: {', '.join(known)})")
+    if opts.seeds < 1:
+        raise MaiAugError("--seeds must be at least 1")
+    return regimes
+
+
+def _run_all(opts: CompareOptions, runs: list[tuple[str, int]], plan: dict, train_opts: dict, n_boot: int,
+             ctx: distributed.DistContext) -> None:
+    """Train and evaluate every planned run in order; rank 0 prints each one's test macro AUC, elapsed time and ETA."""
     started, durations = time.monotonic(), []
     for i, (regime, seed) in enumerate(runs, 1):
-        run_dir = StudyLayout(out).run_dir(regime, seed)
+        run_dir = StudyLayout(opts.out).run_dir(regime, seed)
         t0 = time.monotonic()
         state = _train_and_evaluate(run_dir, _run_config(run_dir, regime, seed, train_opts, opts),
-                                    plan["runs"][(regime, seed)], opts.device, n_boot, main)
+                                    plan["runs"][(regime, seed)], opts.device, n_boot, ctx.is_main)
         ctx.barrier()
-        if not main:
+        if not ctx.is_main:
             continue
         if state != "skipped":
             durations.append(time.monotonic() - t0)
@@ -139,13 +157,6 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         eta = np.mean(durations) * (len(runs) - i) if durations else 0.0
         print(f"[{i}/{len(runs)}] {regime} seed {seed}: {state}, test macro AUC {macro:.3f}; "
               f"elapsed {time.monotonic() - started:.0f}s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
-
-    if not main:
-        return None
-    config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
-              "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot, "metrics": metrics,
-              **runs_configuration(out, runs)}
-    return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics)
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:
