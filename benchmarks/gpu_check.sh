@@ -16,7 +16,8 @@ step env 30 bash -c 'nvidia-smi -L; nproc; python3 -c "import torch, monai, igni
 step stage 90 python3 benchmarks/stage_throughput.py --size 320 --batch-sizes 8 64 256 1024 --steps 20
 PHANTOM=$(timeout 120 python3 -c "
 from pathlib import Path
-from mai_aug.engine.compare import ensure_phantom, load_preset
+from mai_aug.study.compare import load_preset
+from mai_aug.study.phantom_cache import ensure_phantom
 print(ensure_phantom(load_preset('demo')['phantom'], Path('$CACHE'), quiet=True))" | tail -1)
 echo "phantom: $PHANTOM"
 step train 200 python3 benchmarks/train_throughput.py --sizes 320 --batch-size 32 --steps 30 --data "$PHANTOM" \

@@ -407,6 +407,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mai_aug.engine import distributed
     from mai_aug.engine.evaluate import evaluate_run
+    from mai_aug.engine.layout import RunLayout
 
     if not distributed.current().is_main:  # under torchrun, rank 0 evaluates the whole split
         return 0
@@ -421,12 +422,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.tta:
         import pandas as pd
 
-        tta = pd.read_csv(args.run / "eval" / f"{args.split}_tta.csv")
+        tta = pd.read_csv(RunLayout(args.run).eval_file(args.split, "tta.csv"))
         columns = [c for c in ("prediction", "auc", "ci_low", "ci_high", "diff_vs_plain", "diff_ci_low", "diff_ci_high")
                    if c in tta]
         print(tta[tta["finding"] == "macro"][columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"wrote {args.run / 'eval'}/{args.split}_tta.csv, _tta_predictions.csv")
-    print(f"wrote {args.run / 'eval'}/{', '.join(f'{args.split}_{k}.csv' for k in keys)}, _roc.png, _predictions.csv")
+        print(f"wrote {RunLayout(args.run).eval_file(args.split, 'tta.csv')}, _tta_predictions.csv")
+    run = RunLayout(args.run)
+    print(f"wrote {', '.join(str(run.eval_file(args.split, f'{k}.csv')) for k in keys)}, {run.roc(args.split)}, "
+          f"{run.predictions(args.split)}")
     return 0
 
 
@@ -553,6 +556,7 @@ def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    from mai_aug.engine.layout import StudyLayout
     from mai_aug.reports.compare import headline_table
     from mai_aug.study.compare import CompareOptions, run_compare
 
@@ -572,7 +576,8 @@ def _run_compare(args: argparse.Namespace) -> int:
         return 0
     print()
     print(headline_table(summary, "none" if "none" in set(summary["regime"]) else summary["regime"].iloc[0]).to_string(index=False))
-    print(f"\nreport: {args.out / 'report.md'}; TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}")
+    study = StudyLayout(args.out)
+    print(f"\nreport: {study.report}; TensorBoard: tensorboard --logdir {study.tensorboard}")
     return 0
 
 

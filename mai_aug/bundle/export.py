@@ -14,9 +14,10 @@ import yaml
 from mai_aug.bundle.inference import MODEL_FILE, inference_config, network_config
 from mai_aug.bundle.metadata import metadata, readme
 from mai_aug.bundle.transforms import foreign_packages
-from mai_aug.engine.checkpoint import BEST_NAME, save_atomic
+from mai_aug.engine.checkpoint import save_atomic
 from mai_aug.engine.config import read_config
 from mai_aug.engine.evaluate import TrainedRun, _trained_with_amp, checkpoint_identity
+from mai_aug.engine.layout import RunLayout
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.runtime import load_checkpoint
 from mai_aug.errors import MaiAugError
@@ -50,9 +51,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     """
     run_dir, out = Path(run_dir), Path(out)
     raw = read_config(run_dir)
-    best = run_dir / "checkpoints" / BEST_NAME
+    best = RunLayout(run_dir).best
     if not best.is_file():
-        raise MaiAugError(f"--run {run_dir}: no checkpoints/{BEST_NAME} (has the run finished an epoch?)")
+        raise MaiAugError(f"--run {run_dir}: no {best.relative_to(run_dir)} (has the run finished an epoch?)")
     check_out(out, overwrite)
     run = TrainedRun(run_dir, "best", "cpu", trust)  # checks the spec and that the checkpoint fits the network
     raw = {**raw, "resolved": {**(raw.get("resolved") or {}), "findings": run.names}}  # or the datalist's labels

@@ -126,9 +126,12 @@ def inference_config(run_config: dict[str, Any], regime: Regime, names: Sequence
              "batch_transform": f"$lambda batch: [{{'filename_or_obj': b['{PATH_KEY}']}} for b in batch]",
              "output_transform": "$monai.handlers.from_engine(['pred'])"},
         ],
+        # mai_aug.engine.inference.make_evaluator's settings in MONAI's syntax (no mai_aug at run time): the network
+        # in eval mode, non-blocking copies on CUDA, the channel repeat in preprocessing in place of its PrepareBatch;
+        # decollated here because ClassificationSaver writes one row per item
         "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
                       "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
-                      "val_handlers": "@handlers",
+                      "val_handlers": "@handlers", "non_blocking": "$@device.type == 'cuda'",
                       # mixed precision on CUDA where the run trained with it, as predict does
                       "amp": "$@device.type == 'cuda'" if amp else False},
         "initialize": ["$os.makedirs(@output_dir, exist_ok=True)",

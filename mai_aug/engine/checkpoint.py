@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from mai_aug.engine.layout import BEST_NAME as BEST_NAME
+from mai_aug.engine.layout import LAST_PREFIX as LAST_PREFIX
 from mai_aug.errors import MaiAugError
 from mai_aug.utils import atomic_write  # save_atomic looks it up here, where tests replace it
 
 logger = logging.getLogger("mai_aug")
 
-LAST_PREFIX = "last_checkpoint_epoch="
-BEST_NAME = "best.pt"
 _LAST_RE = re.compile(r"^last_checkpoint_epoch=(\d+)(?:_iteration=(\d+))?\.pt$")
 
 

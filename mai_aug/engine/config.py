@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from mai_aug.engine.layout import RunLayout
 from mai_aug.errors import MaiAugError
 from mai_aug.utils import write_text_atomic
 
@@ -98,9 +99,9 @@ def write_config(config: TrainConfig, extra: dict[str, Any], path: Path) -> None
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     """A run's ``config.yaml``, checked: a mapping whose TrainConfig keys hold values of their field's type."""
-    path = Path(run_dir) / "config.yaml"
+    path = RunLayout(run_dir).config
     if not path.is_file():
-        raise MaiAugError(f"--run {run_dir}: no config.yaml (not a mai-aug run folder)")
+        raise MaiAugError(f"--run {run_dir}: no {path.name} (not a mai-aug run folder)")
     try:
         raw = yaml.safe_load(path.read_bytes())
     except yaml.YAMLError as e:

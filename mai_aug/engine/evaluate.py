@@ -14,20 +14,20 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import DataLoader, Dataset
-from monai.inferers import SimpleInferer
 
 from mai_aug.data.loader import build_dataset
 from mai_aug.data.split import load_datalist
 from mai_aug.engine.config import TrainConfig, read_config
+from mai_aug.engine.inference import predict_probabilities
+from mai_aug.engine.layout import LAST_PREFIX, RunLayout
 from mai_aug.engine.network import build_network
 from mai_aug.engine.network_spec import stored_network
 from mai_aug.engine.preflight import require_writable_file, require_writable_folder
-from mai_aug.engine.runtime import RunLog, last_checkpoint, load_checkpoint, load_model_state, resolve_device
+from mai_aug.engine.runtime import RunLog, load_checkpoint, load_model_state, resolve_device
 from mai_aug.engine.tta import tta_predictions, tta_table
 from mai_aug.errors import MaiAugError, first_line, wrapped_message
 from mai_aug.reports.roc import roc_figure
-from mai_aug.stats.auc import auc_table
-from mai_aug.stats.scores import metric_table, resolve_metrics
+from mai_aug.stats.scores import interval_tables, resolve_metrics
 from mai_aug.transforms.regimes import Regime, stored_regime
 from mai_aug.utils import write_text_atomic
 
@@ -41,10 +41,11 @@ class TrainedRun:
     def __init__(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto",
                  trust: bool | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.layout = RunLayout(self.run_dir)
         raw = read_config(self.run_dir)
         self.config = TrainConfig.from_dict(raw)
         self.names: list[str] = list(raw.get("resolved", {}).get("findings", []))
-        self.datalist = load_datalist(self.run_dir / "datalist.json")
+        self.datalist = load_datalist(self.layout.datalist)
         self.names = self.names or list(self.datalist["labels"])
         self.device = resolve_device(device)
         # the regime as trained, from the spec stored in the run folder: editing a regimes file changes nothing here
@@ -59,18 +60,16 @@ class TrainedRun:
         self.network.to(self.device).eval()
 
     def resolve_checkpoint(self, which: str) -> Path:
-        ckpt_dir = self.run_dir / "checkpoints"
         if which == "best":
-            path = ckpt_dir / "best.pt"
+            path = self.layout.best
         elif which == "last":
-            path = last_checkpoint(ckpt_dir) or ckpt_dir / "last_checkpoint_epoch=N.pt"
+            path = self.layout.last or self.layout.checkpoints / f"{LAST_PREFIX}N.pt"
         else:
             path = Path(which)
         if not path.is_file():
             raise MaiAugError(f"--checkpoint {which}: {path} not found (has the run finished an epoch?)")
         return path
 
-    @torch.no_grad()
     def predict(self, items: Sequence[dict], batch_size: int | None = None, workers: int = 0) -> np.ndarray:
         """Sigmoid probabilities (n, findings) for datalist-style items, with the regime's deterministic part."""
         items = [{"image": it["image"], "label": it.get("label", [0] * len(self.names))} for it in items]
@@ -81,16 +80,8 @@ class TrainedRun:
     def predict_dataset(self, dataset: Dataset, batch_size: int | None = None, workers: int = 0) -> np.ndarray:
         """Sigmoid probabilities (n, findings) for a dataset of network-ready items (``image`` as the network takes it)."""
         loader = DataLoader(dataset, batch_size=batch_size or self.config.batch_size * 2, num_workers=workers)
-        inferer, out = SimpleInferer(), []
-        amp = self.amp
-        for batch in loader:
-            image = batch["image"].to(self.device, non_blocking=amp)
-            if self.config.in_channels == 3:
-                image = image.expand(-1, 3, -1, -1)
-            with torch.autocast(device_type=self.device.type, enabled=amp):
-                logits = inferer(image, self.network)
-            out.append(torch.sigmoid(logits.double()).cpu())  # float64: float32 sigmoid ties distinct logits
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.names)))
+        return predict_probabilities(self.network, loader, self.device, self.amp, self.config.in_channels,
+                                     len(self.names))
 
 
 def _trained_with_amp(raw: dict) -> bool:
@@ -113,22 +104,21 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     ``metrics``: more metrics (``--metrics``; None: the run's own), one ``<split>_<key>.csv`` each, with intervals
     from the same patient resamples as the AUC table's; the returned table's ``attrs["metric_tables"]`` lists them.
     """
-    chosen = resolve_metrics(metrics)[1:] if metrics is not None else None  # a bad name stops before inference
+    chosen = resolve_metrics(metrics) if metrics is not None else None  # a bad name stops before inference
     run = TrainedRun(run_dir, checkpoint, device, trust)
-    chosen = resolve_metrics(run.config.metrics)[1:] if chosen is None else chosen
+    chosen = resolve_metrics(run.config.metrics) if chosen is None else chosen
     if split not in SPLIT_KEYS:
         raise MaiAugError(f"--split {split!r}: expected test or validation")
     items = run.datalist[SPLIT_KEYS[split]]
     if not items:
         raise MaiAugError(f"{run.run_dir}: the {split} split is empty")
-    out_dir = run.run_dir / "eval"
-    require_writable_folder(out_dir, "--run")  # before inference, not after it
-    out_dir.mkdir(exist_ok=True)
-    meta_path = out_dir / f"{split}_meta.json"
-    for stale in (meta_path, out_dir / f"{split}_tta.csv", out_dir / f"{split}_tta_predictions.csv"):
+    layout = run.layout
+    require_writable_folder(layout.eval_dir, "--run")  # before inference, not after it
+    layout.eval_dir.mkdir(exist_ok=True)
+    for stale in (layout.meta(split), layout.eval_file(split, "tta.csv"), layout.eval_file(split, "tta_predictions.csv")):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()  # until the new outputs are complete, none of them vouches for a checkpoint
-    with RunLog(out_dir / "evaluate.log", echo=False):
+    with RunLog(layout.eval_log, echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
         probs = run.predict(items, workers=workers)
         averaged = tta_predictions(run, items, tta, workers, plain=probs) if tta else None
@@ -138,26 +128,30 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     patients = np.asarray([it["patient"] for it in items])
     if averaged is not None:
         tta_table(labels, patients, probs, averaged, run.names, tta, n_boot).to_csv(
-            out_dir / f"{split}_tta.csv", index=False, float_format="%.10g")
+            layout.eval_file(split, "tta.csv"), index=False, float_format="%.10g")
         _prediction_frame(items, patients, labels, averaged, run.names).to_csv(
-            out_dir / f"{split}_tta_predictions.csv", index=False, float_format="%.12g")
-    table = auc_table(labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
-    table.to_csv(out_dir / f"{split}_auc.csv", index=False, float_format="%.10g")
-    table.attrs["metric_tables"] = {}
-    for metric in chosen:
-        path = out_dir / f"{split}_{metric.key}.csv"
-        frame = metric_table(metric, labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
-        frame.to_csv(path, index=False, float_format="%.10g")
-        table.attrs["metric_tables"][metric.name] = frame
+            layout.eval_file(split, "tta_predictions.csv"), index=False, float_format="%.12g")
+    tables = interval_tables(chosen, labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
+    table = tables.pop("auc")
+    table.to_csv(layout.auc(split), index=False, float_format="%.10g")
+    for metric in chosen[1:]:
+        tables[metric.name].to_csv(layout.metric(split, metric.key), index=False, float_format="%.10g")
+    table.attrs["metric_tables"] = tables
+    _write_outputs(run, split, items, labels, probs, patients, tta)
+    return table
+
+
+def _write_outputs(run: TrainedRun, split: str, items: Sequence[dict], labels: np.ndarray, probs: np.ndarray,
+                   patients: np.ndarray, tta: int = 0) -> None:
+    """``<split>_roc.png``, ``<split>_predictions.csv``, then ``<split>_meta.json`` (last: it vouches for the rest)."""
     fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
-    fig.savefig(out_dir / f"{split}_roc.png", dpi=120)
+    fig.savefig(run.layout.roc(split), dpi=120)
     plt.close(fig)
     _prediction_frame(items, patients, labels, probs, run.names).to_csv(
-        out_dir / f"{split}_predictions.csv", index=False, float_format="%.12g")
+        run.layout.predictions(split), index=False, float_format="%.12g")
     meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint), **({"tta": tta} if tta else {})},
                       indent=1) + "\n"
-    write_text_atomic(meta_path, meta)  # last: it vouches for the files above
-    return table
+    write_text_atomic(run.layout.meta(split), meta)  # last: it vouches for the files above
 
 
 def _prediction_frame(items: Sequence[dict], patients: np.ndarray, labels: np.ndarray, probs: np.ndarray,
@@ -182,7 +176,7 @@ def checkpoint_identity(path: Path) -> dict[str, str | int]:
 def evaluated_with(run_dir: Path, split: str, checkpoint: Path, tta: int = 0) -> bool:
     """Whether ``RUN/eval/<split>_*`` were written from ``checkpoint`` as it is now (by its meta file), with
     ``tta`` draws of test-time augmentation where ``tta`` is not 0."""
-    meta_path = Path(run_dir) / "eval" / f"{split}_meta.json"
+    meta_path = RunLayout(run_dir).meta(split)
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):

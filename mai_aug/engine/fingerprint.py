@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 import mai_aug
-from mai_aug.engine.checkpoint import checkpoint_epoch, last_checkpoint
+from mai_aug.engine.checkpoint import checkpoint_epoch
 from mai_aug.engine.config import TrainConfig
+from mai_aug.engine.layout import FINGERPRINT_FILE as FINGERPRINT_FILE
+from mai_aug.engine.layout import RunLayout
 from mai_aug.transforms.batched import compile_regime
 from mai_aug.utils import write_text_atomic
-
-FINGERPRINT_FILE = "fingerprint.json"
 
 # TrainConfig fields that do not change what a run computes: where and how fast it runs, what it logs and saves.
 # The data-source fields are left out too: the datalist's content stands for them (paths, CSV, views, split, image
@@ -93,7 +93,7 @@ def fingerprint(parts: dict[str, Any]) -> str:
 
 def write_fingerprint(parts: dict[str, Any], run_dir: Path) -> Path:
     """Write ``run_dir/fingerprint.json`` atomically (fsynced hidden temporary file, then a rename)."""
-    path = Path(run_dir) / FINGERPRINT_FILE
+    path = RunLayout(run_dir).fingerprint
     text = json.dumps({"sha256": fingerprint(parts), "components": parts}, indent=1, sort_keys=True) + "\n"
     write_text_atomic(path, text)
     return path
@@ -101,7 +101,7 @@ def write_fingerprint(parts: dict[str, Any], run_dir: Path) -> Path:
 
 def read_fingerprint(run_dir: Path) -> dict[str, Any] | None:
     """The components stored in ``run_dir``; None where the folder has no fingerprint, ``{}`` where unreadable."""
-    path = Path(run_dir) / FINGERPRINT_FILE
+    path = RunLayout(run_dir).fingerprint
     if not path.is_file():
         return None
     try:
@@ -114,7 +114,7 @@ def read_fingerprint(run_dir: Path) -> dict[str, Any] | None:
 
 def epochs_begun(run_dir: Path) -> int:
     """The epochs a run has started, by its newest checkpoint (one saved inside epoch N counts N)."""
-    last = last_checkpoint(Path(run_dir) / "checkpoints")
+    last = RunLayout(run_dir).last
     if last is None:
         return 0
     return checkpoint_epoch(last) + (1 if "_iteration=" in last.name else 0)
@@ -131,12 +131,12 @@ def run_status(run_dir: Path, expected: dict[str, Any]) -> tuple[str, list[str]]
     run_dir = Path(run_dir)
     stored = read_fingerprint(run_dir)
     if stored is None:
-        if (run_dir / "config.yaml").is_file():
+        if RunLayout(run_dir).config.is_file():
             return "mismatch", [f"no {FINGERPRINT_FILE} (made by an older mai_aug)"]
         return "new", []
     if not stored:
         return "mismatch", [f"unreadable {FINGERPRINT_FILE}"]
-    finished = (run_dir / "DONE").is_file()
+    finished = RunLayout(run_dir).done.is_file()
     diffs = differences(stored, expected, epochs_may_grow=not finished, begun=epochs_begun(run_dir))
     if diffs:
         return "mismatch", diffs

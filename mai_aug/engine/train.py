@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import EarlyStopHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
@@ -28,6 +27,9 @@ from mai_aug.engine.config import TrainConfig, config_differences, read_config, 
 from mai_aug.engine.fingerprint import components as fingerprint_components
 from mai_aug.engine.fingerprint import epochs_begun, write_fingerprint
 from mai_aug.engine.handlers import CosineSchedule, FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
+from mai_aug.engine.inference import PrepareBatch as PrepareBatch
+from mai_aug.engine.inference import make_evaluator
+from mai_aug.engine.layout import RunLayout
 from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
 from mai_aug.engine.network import LoadReport, build_network
@@ -52,44 +54,16 @@ from mai_aug.utils import write_text_atomic
 logger = logging.getLogger("mai_aug")
 
 
-class PrepareBatch:
-    """Move a batch to the device; repeat the grayscale channel for a 3-channel (ImageNet) network.
-
-    With a batched ``stage`` (training on the device path), the batch arrives as cached uint8 images (pinned on
-    CUDA, copied non-blocking) and the stage turns it into the augmented float input on the device, with draws
-    seeded by the (epoch, iteration) that :meth:`attach` records. The evaluator's PrepareBatch has no stage.
-    """
-
-    def __init__(self, in_channels: int = 1, stage: BatchedStage | None = None) -> None:
-        self.in_channels, self.stage = in_channels, stage
-        self.position = (0, 0)  # (epoch, iteration) of the batch being prepared
-
-    def attach(self, engine: Engine) -> None:
-        """Record each iteration's position before its batch is prepared (what seeds the stage's draws)."""
-        engine.add_event_handler(Events.ITERATION_STARTED, self._record)
-
-    def _record(self, engine: Engine) -> None:
-        self.position = (engine.state.epoch, engine.state.iteration)
-
-    def __call__(self, batch: dict, device: torch.device | None = None, non_blocking: bool = False, **kwargs):
-        image = batch["image"].to(device=device, non_blocking=non_blocking)
-        label = batch["label"].to(device=device, non_blocking=non_blocking)
-        if self.stage is not None:
-            image = self.stage(image, *self.position)
-        if self.in_channels == 3 and image.shape[1] == 1:
-            image = image.expand(-1, 3, -1, -1)
-        return image, label
-
-
 def resolve_datalist(config: TrainConfig, run_dir: Path, write: bool = True) -> dict:
     """The run's split: reused from the run folder on resume, else from ``--datalist`` or ``--data``."""
-    saved = run_dir / "datalist.json"
+    layout = RunLayout(run_dir)
+    saved = layout.datalist
     if config.resume and saved.is_file():
         return load_datalist(saved)
     if not config.datalist and not config.data:
         raise MaiAugError("give --data DIR or --datalist JSON")
     datalist = datalist_from_options(config, report=logger.info)
-    datalist = check_images_if_asked(datalist, config, logger.info, run_dir / "bad_images.csv", progress=config.progress)
+    datalist = check_images_if_asked(datalist, config, logger.info, layout.bad_images, progress=config.progress)
     if write:
         write_datalist(datalist, saved)
     return datalist
@@ -109,7 +83,7 @@ def check_config(config: TrainConfig, datalist: dict) -> None:
 def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     """Create the run folder; on ``--resume`` check the config and return the checkpoint to continue from."""
     run_dir = config.run_dir
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = RunLayout(run_dir).checkpoints
     if config.resume:
         old = read_config(run_dir)
         diffs = config_differences(old, config)
@@ -146,8 +120,8 @@ def train(config: TrainConfig) -> dict[str, float]:
         raise MaiAugError(f"--out {run_dir}: cannot create ({e.strerror})") from None
     if ctx.is_main:
         require_writable_folder(run_dir, "--out")  # one line now, not a traceback at the lock file
-    with RunLock(run_dir / ".lock", enabled=ctx.is_main), \
-            RunLog(run_dir / "train.log", echo=config.progress, enabled=ctx.is_main):
+    layout = RunLayout(run_dir)
+    with RunLock(layout.lock, enabled=ctx.is_main), RunLog(layout.log, echo=config.progress, enabled=ctx.is_main):
         result = _train(config, distributed.rank_device(device, ctx), ctx)
     ctx.barrier()
     return result
@@ -171,6 +145,10 @@ class _Run:
     network: NetworkSpec
     net: torch.nn.Module  # built and checked on one image before any caching; seeded by config.seed alone
     weights: LoadReport | None
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
 
     @property
     def names(self) -> list[str]:
@@ -215,7 +193,7 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     done = int(resume_state["trainer"]["iteration"]) if resume_state else 0
     train_loader, val_loader = _loaders(run, train_ds, val_ds, epoch_length, done)
     model = _model(run)
-    tb_dir = Path(config.tensorboard_dir) if config.tensorboard_dir else run.run_dir / "tensorboard"
+    tb_dir = Path(config.tensorboard_dir) if config.tensorboard_dir else run.layout.tensorboard
     writer = SummaryWriter(log_dir=str(tb_dir)) if run.main else None
     engines = _engines(run, model, train_loader, val_loader, epoch_length, writer)
     if not _restore_or_skip(run, engines, resume_state, done):
@@ -242,7 +220,7 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     ctx.barrier()
     check_config(config, datalist)
     # on --resume, the regime as the run stored it (resolved spec in config.yaml), never a regimes file re-read
-    stored = config.resume and (run_dir / "config.yaml").is_file()
+    stored = config.resume and RunLayout(run_dir).config.is_file()
     regime = (stored_regime(read_config(run_dir), f"--resume {run_dir}") if stored
               else load_regime(config.regime, config.image_size, config.regimes_file))
     freq_pos, _ = label_frequencies(datalist["training"], len(datalist["labels"]))
@@ -279,7 +257,7 @@ def _record_run(run: _Run) -> None:
         "findings": run.names, "train_positive_frequency": [round(float(f), 6) for f in run.freq_pos],
         "split_sizes": {k: len(datalist[k]) for k in ("training", "validation", "test")},
         "versions": _versions(), "world_size": ctx.world_size,
-    }, run.run_dir / "config.yaml")
+    }, run.layout.config)
 
 
 def _datasets(run: _Run) -> tuple[Dataset, Dataset]:
@@ -289,7 +267,7 @@ def _datasets(run: _Run) -> tuple[Dataset, Dataset]:
     train_items, val_items = run.ctx.shard(run.datalist["training"]), run.ctx.shard(run.datalist["validation"])
     logger.info(f"caching {len(train_items) + len(val_items)} images as uint8 at {config.image_size} px "
                 f"({config.cache}); the first pass decodes each image once")
-    cache_dir = Path(config.cache_dir) if config.cache_dir else run.run_dir / "cache"
+    cache_dir = Path(config.cache_dir) if config.cache_dir else run.layout.cache
     train_ds = build_dataset(train_items, run.regime, train=True, cache=config.cache, cache_dir=cache_dir,
                              workers=cache_workers, progress=config.progress, online=run.stage is None)
     val_ds = build_dataset(val_items, run.regime, train=False, cache=config.cache,
@@ -334,11 +312,8 @@ def _engines(run: _Run, model: _Model, train_loader: DataLoader, val_loader: Dat
         TensorBoardStatsHandler(summary_writer=writer, iteration_log=False, output_transform=lambda x: None,
                                 global_epoch_transform=lambda epoch: trainer.state.epoch),
     ] if run.main else []
-    evaluator = SupervisedEvaluator(
-        device=device, val_data_loader=val_loader, network=model.model, non_blocking=pin,
-        prepare_batch=PrepareBatch(config.in_channels),  # evaluation never runs the batched stage
-        key_val_metric={MACRO_KEY: auc_metric}, val_handlers=val_handlers, amp=run.amp, decollate=False,
-    )
+    evaluator = make_evaluator(model.model, val_loader, device, run.amp, config.in_channels,
+                               key_val_metric={MACRO_KEY: auc_metric}, val_handlers=val_handlers)
     losses = LossTracker()
     trainer = SupervisedTrainer(
         device=device, max_epochs=config.epochs, train_data_loader=train_loader, network=model.model,
@@ -346,10 +321,9 @@ def _engines(run: _Run, model: _Model, train_loader: DataLoader, val_loader: Dat
         prepare_batch=prepare, train_handlers=None, amp=run.amp, decollate=False,
     )
     prepare.attach(trainer)
-    for engine in (trainer, evaluator):  # the error is re-raised and said once by the caller
-        engine.logger.addFilter(EngineTermination())
+    trainer.logger.addFilter(EngineTermination())  # the error is re-raised and said once by the caller
     losses.attach(trainer, distributed=run.ctx.enabled)  # before the other handlers, so a NaN stops the epoch before anything is saved
-    table = MetricsTable(run.run_dir / "metrics.csv", run.names, trainer, losses, model.optimizer,
+    table = MetricsTable(run.layout.metrics, run.names, trainer, losses, model.optimizer,
                          [m.key for m in auc_metric.extra])
     _attach_train_handlers(run, trainer, evaluator, model.optimizer, writer, epoch_length)
     if run.main:
@@ -389,7 +363,7 @@ def _attach_checkpoints(run: _Run, trainer: SupervisedTrainer, evaluator: Superv
                                  trainer=trainer)
         early.attach(evaluator)
         stateful["early_stop"] = early._handler  # ignite's EarlyStopping: its patience counter and best score
-    checkpoints = CheckpointWriter(run.run_dir / "checkpoints", model.net, model.optimizer, trainer, evaluator,
+    checkpoints = CheckpointWriter(run.layout.checkpoints, model.net, model.optimizer, trainer, evaluator,
                                    stateful, config.checkpoint_every)
     if main:
         checkpoints.attach()  # after ValidationHandler: an epoch's checkpoint follows its validation
@@ -414,8 +388,8 @@ def _restore_or_skip(run: _Run, engines: _Engines, resume_state: dict | None, do
         if run.main:
             engines.table.truncate(start_epoch)
         logger.info(f"resuming {run_dir} after epoch {start_epoch} (iteration {done}) from {resume_from.name}")
-    elif run.main and (run_dir / "metrics.csv").exists():
-        (run_dir / "metrics.csv").unlink()
+    elif run.main and run.layout.metrics.exists():
+        run.layout.metrics.unlink()
     return True
 
 
@@ -444,7 +418,7 @@ def _check_stopped(run: _Run, engines: _Engines) -> None:
     if losses.nan_at is not None:
         if writer:
             writer.close()
-        last = last_checkpoint(run.run_dir / "checkpoints")
+        last = run.layout.last
         kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
         raise MaiAugError(f"training stopped: non-finite loss at epoch {losses.nan_at[0]}, iteration "
                           f"{losses.nan_at[1]} (try a lower --lr); {kept}")
@@ -462,7 +436,7 @@ def _finish(run: _Run, engines: _Engines) -> None:
                            {"hparam/val_auc_macro": float(evaluator.state.metrics.get(MACRO_KEY, np.nan))},
                            run_name=".")
     writer.close()
-    write_text_atomic(run.run_dir / "DONE", json.dumps({"epochs": trainer.state.epoch}) + "\n")
+    write_text_atomic(run.layout.done, json.dumps({"epochs": trainer.state.epoch}) + "\n")
     logger.info(f"finished {run.run_dir}: best validation macro AUC {evaluator.state.best_metric:.4f} "
                 f"at epoch {evaluator.state.best_metric_epoch}")
 

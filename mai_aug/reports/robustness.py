@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from mai_aug.engine.layout import StudyLayout  # noqa: E402
 from mai_aug.errors import MaiAugError, first_line  # noqa: E402
 from mai_aug.reports import compare as report  # noqa: E402
 from mai_aug.stats import paired as pairedstats  # noqa: E402
@@ -58,7 +59,7 @@ def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
     keys = ["shift", "level", "image", "patient", *[f"true_{n}" for n in names]]
     for regime in regimes:
         for seed in range(seeds):
-            run = out / regime / f"seed-{seed}"
+            run = StudyLayout(out).run_dir(regime, seed)
             try:
                 frame = pd.read_csv(run / "robustness" / "predictions.csv.gz")
             except (OSError, EOFError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:

@@ -87,7 +87,7 @@ def _at_or_above(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.nd
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K, b) weighted positives at each distinct positive score, and positives and negatives at or above it.
 
-    The tie-grouped layout of ``reports.auc.tie_group_counts`` (scores sorted and tied once, two sparse products per
+    The tie-grouped layout of ``stats.auc.tie_group_counts`` (scores sorted and tied once, two sparse products per
     chunk of resamples): only thresholds at a positive's score change recall or sensitivity, so K is the number of
     distinct positive scores, not of samples.
     """
@@ -248,3 +248,15 @@ def metric_table(metric: Metric, labels: np.ndarray, scores: np.ndarray, patient
     interval, on the same resamples as every other metric of the same labels, patients and seed."""
     return score_table(labels, scores, patients, names, lambda y, p: per_finding(metric, y, p),
                        lambda y, p, c, i: bootstrap_metric(metric, y, p, c, i), metric.key, n_boot, seed, level)
+
+
+def interval_tables(metrics: Sequence[Metric], labels: np.ndarray, scores: np.ndarray, patients: np.ndarray,
+                    names: Sequence[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+                    ) -> dict[str, pd.DataFrame]:
+    """One run's interval tables: ``metric_table`` of each metric (``auc`` included), keyed by metric name.
+
+    The one construction of a run's tables (``evaluate`` writes them): every table is :func:`score_table` on the
+    same patient resamples, ``auc``'s with its tie-grouped fast path (equal to ``auc_table``).
+    """
+    return {metric.name: metric_table(metric, labels, scores, patients, names, n_boot, seed, level)
+            for metric in metrics}

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
-import os
 import shutil
 import sys
 import time
@@ -19,14 +16,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-import mai_aug.data.phantom as phantom_module
 from mai_aug.data.datasets import DataSource
 from mai_aug.data.images import check_images_if_asked
-from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
 from mai_aug.data.prepare import split_data
 from mai_aug.data.split import load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
-from mai_aug.engine.checkpoint import BEST_NAME
 from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.evaluate import evaluate_run, evaluated_with
 from mai_aug.engine.fingerprint import (
@@ -37,6 +31,7 @@ from mai_aug.engine.fingerprint import (
     resolved_settings,
     run_status,
 )
+from mai_aug.engine.layout import RunLayout, StudyLayout
 from mai_aug.engine.network_spec import canonical_name, lookup_network
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.robustness import robustness_run, site_items, swept_with
@@ -48,10 +43,11 @@ from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_swee
 from mai_aug.reports.tta import tta_section
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.study.findings import Evidence, strongest_shifts
+from mai_aug.study.phantom_cache import default_cache_dir, ensure_phantom, phantom_folder
+from mai_aug.study.phantom_cache import phantom_module as phantom_module  # tests replace its __file__
 from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
 from mai_aug.transforms.regimes import available_regimes, load_regime
-from mai_aug.utils import Progress
 
 PRESETS = ("demo", "article", "full")
 
@@ -99,33 +95,6 @@ class CompareOptions:
     tta: int = 0  # test-time augmentation draws in each run's evaluation (``--tta``); 0: none
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("MAI_AUG_CACHE", Path.home() / ".cache" / "mai_aug"))
-
-
-def phantom_folder(spec: dict[str, Any], cache_dir: Path) -> Path:
-    """Where the phantom of ``spec`` lives in the cache: one folder per distinct spec and phantom code.
-
-    The code is part of the key, so a changed phantom generator never serves images drawn by the old one.
-    """
-    code = Path(phantom_module.__file__).read_bytes()
-    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode() + code).hexdigest()[:10]
-    return cache_dir / "phantom" / f"n{spec.get('n', 3000)}-{spec.get('size', 256)}px-{key}"
-
-
-def ensure_phantom(spec: dict[str, Any], cache_dir: Path, quiet: bool = False) -> Path:
-    """Generate the phantom once per spec into the cache folder, or reuse it."""
-    folder = phantom_folder(spec, cache_dir)
-    if (folder / "COMPLETE").is_file():
-        return folder
-    print(f"generating the phantom dataset into {folder} (once)", file=sys.stderr)
-    phantom = PhantomSpec(out=folder, **spec)
-    write_phantom(phantom, workers=default_workers(), progress=None if quiet else Progress("phantom", phantom.n),
-                  overwrite=True)  # the cache's own folder: an interrupted generation is redone
-    (folder / "COMPLETE").write_text(json.dumps(spec) + "\n")
-    return folder
-
-
 def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     """Train and evaluate each regime x seed into ``OUT/<regime>/seed-<k>`` and write the comparison report.
 
@@ -135,13 +104,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     ctx = distributed.init(resolve_device(opts.device).type)
     main = ctx.is_main
     preset = load_preset(opts.preset)
-    regimes = opts.regimes or preset.get("regimes", ["none", "basic", "complex"])
-    known = available_regimes(opts.regimes_file)
-    for r in regimes:
-        if r not in known:
-            raise MaiAugError(f"--regimes: unknown regime {r!r} (available: {', '.join(known)})")
-    if opts.seeds < 1:
-        raise MaiAugError("--seeds must be at least 1")
+    regimes = _check_runs(opts, preset)
     out = Path(opts.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -168,22 +131,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     _report_split(datalist, main and not opts.quiet, main)
 
     n_boot = opts.bootstrap or int(preset.get("bootstrap", 1000))
-    started, durations = time.monotonic(), []
-    for i, (regime, seed) in enumerate(runs, 1):
-        run_dir = out / regime / f"seed-{seed}"
-        t0 = time.monotonic()
-        state = _train_and_evaluate(run_dir, _run_config(run_dir, regime, seed, train_opts, opts),
-                                    plan["runs"][(regime, seed)], opts.device, n_boot, main, opts.tta)
-        ctx.barrier()
-        if not main:
-            continue
-        if state != "skipped":
-            durations.append(time.monotonic() - t0)
-        macro = pd.read_csv(run_dir / "eval" / "test_auc.csv").set_index("finding").loc["macro", "auc"]
-        eta = np.mean(durations) * (len(runs) - i) if durations else 0.0
-        print(f"[{i}/{len(runs)}] {regime} seed {seed}: {state}, test macro AUC {macro:.3f}; "
-              f"elapsed {time.monotonic() - started:.0f}s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
-
+    _run_all(opts, runs, plan, train_opts, n_boot, ctx)
     if not main:
         return None
     config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
@@ -208,8 +156,8 @@ def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
     levels = parse_levels(opts.robustness_levels, shifts)
     for regime in regimes:
         for seed in range(opts.seeds):
-            run_dir = out / regime / f"seed-{seed}"
-            if not swept_with(run_dir, run_dir / "checkpoints" / BEST_NAME, levels, n_boot, opts.site_data):
+            run_dir = StudyLayout(out).run_dir(regime, seed)
+            if not swept_with(run_dir, RunLayout(run_dir).best, levels, n_boot, opts.site_data):
                 print(f"robustness sweep of {regime} seed {seed}", file=sys.stderr, flush=True)
                 robustness_run(run_dir, shifts, opts.robustness_levels, "test", "best", opts.device, n_boot=n_boot,
                                site_data=opts.site_data)
@@ -219,6 +167,38 @@ def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
     identity = {**{name: kind.identity for name, kind in SHIFT_TYPES.items()}, "site": 0.0}
     return (write_sweep_report(out, curve, area, baseline, opts.seeds, n_boot),
             strongest_shifts(curve, baseline, identity))
+
+
+def _check_runs(opts: CompareOptions, preset: dict[str, Any]) -> list[str]:
+    """The regimes to compare (the command line's, else the preset's), each known; at least one seed."""
+    regimes = opts.regimes or preset.get("regimes", ["none", "basic", "complex"])
+    known = available_regimes(opts.regimes_file)
+    for r in regimes:
+        if r not in known:
+            raise MaiAugError(f"--regimes: unknown regime {r!r} (available: {', '.join(known)})")
+    if opts.seeds < 1:
+        raise MaiAugError("--seeds must be at least 1")
+    return regimes
+
+
+def _run_all(opts: CompareOptions, runs: list[tuple[str, int]], plan: dict, train_opts: dict, n_boot: int,
+             ctx: distributed.DistContext) -> None:
+    """Train and evaluate every planned run in order; rank 0 prints each one's test macro AUC, elapsed time and ETA."""
+    started, durations = time.monotonic(), []
+    for i, (regime, seed) in enumerate(runs, 1):
+        run_dir = StudyLayout(opts.out).run_dir(regime, seed)
+        t0 = time.monotonic()
+        state = _train_and_evaluate(run_dir, _run_config(run_dir, regime, seed, train_opts, opts),
+                                    plan["runs"][(regime, seed)], opts.device, n_boot, ctx.is_main, opts.tta)
+        ctx.barrier()
+        if not ctx.is_main:
+            continue
+        if state != "skipped":
+            durations.append(time.monotonic() - t0)
+        macro = pd.read_csv(RunLayout(run_dir).auc("test")).set_index("finding").loc["macro", "auc"]
+        eta = np.mean(durations) * (len(runs) - i) if durations else 0.0
+        print(f"[{i}/{len(runs)}] {regime} seed {seed}: {state}, test macro AUC {macro:.3f}; "
+              f"elapsed {time.monotonic() - started:.0f}s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:
@@ -243,7 +223,7 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
                         **(opts.data_options if opts.data is not None else {}))
     datalist = split_data(data_dir, report=lambda line: print(line, file=sys.stderr), source=reader, **data_opts)
     datalist = check_images_if_asked(datalist, opts, lambda line: print(line, file=sys.stderr),
-                                     Path(opts.out) / "bad_images.csv", progress=not opts.quiet)
+                                     StudyLayout(opts.out).bad_images, progress=not opts.quiet)
     return datalist, source
 
 
@@ -269,13 +249,13 @@ def _override_network(train_opts: dict, preset_train: dict, network: str | None)
 
 def _run_config(run_dir: Path, regime: str, seed: int, train_opts: dict, opts: CompareOptions) -> TrainConfig:
     """The TrainConfig of one run of the comparison (``resume`` where the folder holds a started run)."""
-    out = Path(opts.out)
+    study = StudyLayout(opts.out)
     return TrainConfig.from_dict({
         **copy.deepcopy(train_opts), "out": str(run_dir), "regime": regime, "seed": seed,
-        "datalist": str(out / "datalist.json"), "regimes_file": [str(p) for p in opts.regimes_file],
-        "device": opts.device, "resume": (run_dir / "config.yaml").is_file(),
-        "tensorboard_dir": str(out / "tensorboard" / f"{regime}-seed{seed}"), "hparams": True,
-        "cache_dir": str(out / "cache"), "progress": not opts.quiet,
+        "datalist": str(study.datalist), "regimes_file": [str(p) for p in opts.regimes_file],
+        "device": opts.device, "resume": RunLayout(run_dir).config.is_file(),
+        "tensorboard_dir": str(study.run_tensorboard(regime, seed)), "hparams": True,
+        "cache_dir": str(study.cache), "progress": not opts.quiet,
     })
 
 
@@ -297,7 +277,7 @@ def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: Co
     statuses, problems = {}, {}
     device = resolve_device(opts.device)
     for regime, seed in runs:
-        run_dir = out / regime / f"seed-{seed}"
+        run_dir = StudyLayout(out).run_dir(regime, seed)
         config = _run_config(run_dir, regime, seed, train_opts, opts)
         if regime not in loaded:
             loaded[regime] = load_regime(regime, config.image_size, config.regimes_file)
@@ -306,8 +286,8 @@ def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: Co
         status, diffs = run_status(run_dir, expected)
         statuses[(regime, seed)] = status
         if diffs:
-            problems[f"{regime}/seed-{seed}"] = diffs
-    old_list = out / "datalist.json"
+            problems[StudyLayout.label(regime, seed)] = diffs
+    old_list = StudyLayout(out).datalist
     new_hash = canonical_sha256(datalist)
     replaced = old_list.is_file() and canonical_sha256(load_datalist(old_list)) != new_hash
     write = replaced or not old_list.is_file()
@@ -321,15 +301,14 @@ def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: Co
 def _orphans(out: Path, planned: dict[tuple[str, int], str], datalist_hash: str) -> list[str]:
     """``<regime>/seed-<k>`` of the run folders in ``out`` outside the plan not made from ``datalist_hash``."""
     labels = []
-    for run_dir in sorted(out.glob("*/seed-*")):
-        seed = run_dir.name.removeprefix("seed-")
-        if not seed.isdigit() or (run_dir.parent.name, int(seed)) in planned:
+    for regime, seed, run_dir in StudyLayout(out).run_dirs():
+        if (regime, seed) in planned:
             continue
         stored = read_fingerprint(run_dir)
-        if stored is None and not (run_dir / "config.yaml").is_file():
+        if stored is None and not RunLayout(run_dir).config.is_file():
             continue  # nothing was trained there
         if stored is None or stored.get("datalist_sha256") != datalist_hash:
-            labels.append(f"{run_dir.parent.name}/{run_dir.name}")
+            labels.append(f"{regime}/{run_dir.name}")  # as the folder is spelled (seed-01 stays seed-01)
     return labels
 
 
@@ -339,7 +318,7 @@ def _refusal(out: Path, problems: dict[str, list[str]], replaced: bool) -> str:
     for label, diffs in problems.items():
         groups.setdefault("; ".join(diffs), []).append(label)
     listed = " | ".join(f"{', '.join(labels)}: {diffs}" for diffs, labels in groups.items())
-    lead = f"--out {out}: {out / 'datalist.json'} holds another split (other --data or split settings); " if replaced else f"--out {out}: "
+    lead = f"--out {out}: {StudyLayout(out).datalist} holds another split (other --data or split settings); " if replaced else f"--out {out}: "
     return (f"{lead}existing runs differ from this command's: {listed}; use a new --out, or pass --retrain to "
             f"retrain the mismatching runs")
 
@@ -352,25 +331,26 @@ def _settle_out(out: Path, plan: dict, datalist: dict) -> None:
     """
     if plan["stale"]:
         # Moved, not deleted: a mistaken --retrain must not destroy hours of training.
-        aside = _unique(out / "replaced" / time.strftime("%Y%m%d-%H%M%S"))
+        aside = _unique(StudyLayout(out).replaced / time.strftime("%Y%m%d-%H%M%S"))
         with contextlib.ExitStack() as locks:
             for run_dir in plan["stale"]:
                 if run_dir.is_dir():
-                    locks.enter_context(RunLock(run_dir / ".lock"))
+                    locks.enter_context(RunLock(RunLayout(run_dir).lock))
             _move_aside(out, plan, aside)
         print(f"--retrain: moved {len(plan['stale'])} replaced run(s) to {aside}", file=sys.stderr)
     if plan["write_datalist"]:
-        write_datalist(datalist, out / "datalist.json")
+        write_datalist(datalist, StudyLayout(out).datalist)
 
 
 def _move_aside(out: Path, plan: dict, aside: Path) -> None:
     """Move the stale runs, their TensorBoard logs and (if replaced) the datalist into ``aside``."""
+    study, moved = StudyLayout(out), StudyLayout(aside)
     for run_dir in plan["stale"]:
-        regime, seed = run_dir.parent.name, run_dir.name.removeprefix("seed-")
-        _move(run_dir, aside / regime / run_dir.name)
-        _move(out / "tensorboard" / f"{regime}-seed{seed}", aside / "tensorboard" / f"{regime}-seed{seed}")
+        regime, seed = run_dir.parent.name, StudyLayout.seed_of(run_dir)
+        _move(run_dir, moved.run_dir(regime, seed))
+        _move(study.run_tensorboard(regime, seed), moved.run_tensorboard(regime, seed))
     if plan["write_datalist"]:
-        _move(out / "datalist.json", aside / "datalist.json")
+        _move(study.datalist, moved.datalist)
 
 
 def _unique(path: Path) -> Path:
@@ -391,7 +371,7 @@ def runs_configuration(out: Path, runs: list[tuple[str, int]]) -> dict[str, Any]
 
     All runs must share every result-changing setting but ``regime`` and ``seed``.
     """
-    configs = {f"{r}/seed-{k}": read_config(out / r / f"seed-{k}") for r, k in runs}
+    configs = {StudyLayout.label(r, k): read_config(StudyLayout(out).run_dir(r, k)) for r, k in runs}
     settings = {label: {k: v for k, v in c.items() if k not in NOT_RESULTS | {"regime", "seed", "resolved"}}
                 for label, c in configs.items()}
     (first_label, first), *others = settings.items()
@@ -413,7 +393,7 @@ def _train_and_evaluate(run_dir: Path, config: TrainConfig, status: str, device:
     test-time augmentation where not 0); returns what happened."""
     finished = status == "finished"
     # reused only where eval/test_meta.json says they came from best.pt as it is now (not `evaluate --checkpoint last`)
-    if finished and evaluated_with(run_dir, "test", run_dir / "checkpoints" / BEST_NAME, tta):
+    if finished and evaluated_with(run_dir, "test", RunLayout(run_dir).best, tta):
         return "skipped"
     if not finished:
         train(config)

@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 
 from mai_aug.data.split import split_table
+from mai_aug.engine.layout import RunLayout, StudyLayout
 from mai_aug.errors import MaiAugError
 from mai_aug.reports import compare as report
 from mai_aug.reports.reliability import reliability_figure
@@ -34,14 +35,15 @@ def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
     columns = ["image", "patient", *names, *[f"true_{n}" for n in names]]
     for regime in regimes:
         for seed in range(seeds):
-            run = out / regime / f"seed-{seed}"
+            run = StudyLayout(out).run_dir(regime, seed)
+            path = RunLayout(run).predictions("test")
             try:
-                frame = pd.read_csv(run / "eval" / file)
+                frame = pd.read_csv(path)
             except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-                raise MaiAugError(f"{run}: cannot read eval/{file} ({e})") from None
+                raise MaiAugError(f"{run}: cannot read {path.relative_to(run)} ({e})") from None
             missing = [c for c in columns if c not in frame]
             if missing:
-                raise MaiAugError(f"{run}: eval/{file} lacks column {missing[0]!r}")
+                raise MaiAugError(f"{run}: {path.relative_to(run)} lacks column {missing[0]!r}")
             keys = frame[["image", "patient", *[f"true_{n}" for n in names]]]
             if reference is None:
                 first, reference = run, keys
@@ -104,14 +106,15 @@ def write_figures(out: Path, summary: pd.DataFrame, labels: np.ndarray, predicti
                   names: list[str]) -> None:
     """auc_by_regime.png, one roc_<regime>.png per regime (each seed's curve, the table's AUC in the legend) and one
     reliability_<regime>.png (pooled over findings and seeds)."""
-    report.auc_plot(summary, out / "auc_by_regime.png")
+    study = StudyLayout(out)
+    report.auc_plot(summary, study.auc_by_regime.with_suffix(".png"))
     for regime, runs in predictions.items():
         seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
         fig = roc_figure(labels, runs, names, title=f"{regime}: test ROC{seeds}")
-        fig.savefig(out / f"roc_{regime}.png", dpi=110)
+        fig.savefig(study.roc(regime), dpi=110)
         plt.close(fig)
         fig = reliability_figure(labels, runs, title=f"{regime}: test reliability{seeds}")
-        fig.savefig(out / f"reliability_{regime}.png", dpi=110)
+        fig.savefig(study.reliability(regime), dpi=110)
         plt.close(fig)
 
 
@@ -134,7 +137,7 @@ def metric_sections(out: Path, labels: np.ndarray, patients: np.ndarray, predict
     for metric in metrics:
         scores = stats.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0, metric=metric.name)
         summary = stats.summary_table(scores, names, baseline=baseline, value_name=metric.key)
-        summary.to_csv(out / f"summary_{metric.key}.csv", index=False, float_format="%.6f")
+        summary.to_csv(StudyLayout(out).metric_summary(metric.key), index=False, float_format="%.6f")
         paired = report.paired_table(summary, baseline)
         better = "higher" if metric.higher_is_better else "lower"
         c = summary["simultaneous_c"].dropna() if "simultaneous_c" in summary else pd.Series(dtype=float)
@@ -163,8 +166,9 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
     scores = stats.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0)
     baseline = "none" if "none" in regimes else regimes[0]
     summary = stats.summary_table(scores, names, baseline=baseline)
-    summary.to_csv(out / "summary.csv", index=False, float_format="%.6f")
-    report.auc_by_regime_wide(summary).to_csv(out / "auc_by_regime.csv", index=False, float_format="%.6f")
+    study = StudyLayout(out)
+    summary.to_csv(study.summary, index=False, float_format="%.6f")
+    report.auc_by_regime_wide(summary).to_csv(study.auc_by_regime, index=False, float_format="%.6f")
     write_figures(out, summary, labels, predictions, names)
     paired = report.paired_table(summary, baseline)
     md = [
@@ -178,7 +182,7 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
         report.markdown_table(paired) if len(paired) else "(no other regime)", "",
         *metric_sections(out, labels, patients, predictions, names, extra, n_boot, baseline),
     ]
-    (out / "summary.md").write_text("\n".join(md))
+    study.summary_md.write_text("\n".join(md))
     sizes = split_table(datalist)
     shows = findings_section([*in_distribution(summary, baseline), *evidence], baseline, seeds,
                              len(np.unique(patients)), str(config["data"]), regimes)
@@ -188,15 +192,15 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
         *shows,
         *md[2:],
         *sections,
-        "## Figures", "", "![AUC by regime](auc_by_regime.png)", "",
-        *[f"![ROC {r}](roc_{r}.png)" for r in regimes], "",
+        "## Figures", "", f"![AUC by regime]({study.auc_by_regime.with_suffix('.png').name})", "",
+        *[f"![ROC {r}]({study.roc(r).name})" for r in regimes], "",
         "Reliability diagrams (test predictions of every finding and seed pooled; bins of `ece`, counts below):", "",
-        *[f"![Reliability {r}](reliability_{r}.png)" for r in regimes], "",
+        *[f"![Reliability {r}]({study.reliability(r).name})" for r in regimes], "",
         "## Split (images, patients, positives per finding)", "", report.markdown_table(sizes.reset_index().rename(columns={"index": ""}), "{}"), "",
-        "## Runs", "", *[f"- `{r}/seed-{k}/`: run folder (config.yaml, metrics.csv, checkpoints, eval/)" for r in regimes for k in range(seeds)],
-        "", f"TensorBoard: `tensorboard --logdir {out / 'tensorboard'}` overlays the runs (HParams tab: regime, seed, image size).", "",
+        "## Runs", "", *[f"- `{StudyLayout.label(r, k)}/`: run folder (config.yaml, metrics.csv, checkpoints, eval/)" for r in regimes for k in range(seeds)],
+        "", f"TensorBoard: `tensorboard --logdir {study.tensorboard}` overlays the runs (HParams tab: regime, seed, image size).", "",
         "## Exact configuration", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", "",
     ]
-    (out / "report.md").write_text("\n".join(full))
-    (out / "compare_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    study.report.write_text("\n".join(full))
+    study.config.write_text(yaml.safe_dump(config, sort_keys=False))
     return summary
