@@ -14,8 +14,8 @@ def test_shipped_presets_pass(name):
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ("train: {epoch: 1}", "train.epoch: unknown key (did you mean 'epochs'?)"),
-    ("train: {split: official}", "train.split: unknown key"),  # belongs in data:, where compare applies it
+    ("train: {epoch: 1}", "train: unknown key 'epoch' (did you mean 'epochs'?)"),
+    ("train: {split: official}", "train: unknown key 'split'"),  # belongs in data:, where compare applies it
     ("trian: {epochs: 1}", "unknown key 'trian' (did you mean 'train'?)"),
     ("train: {epochs: ten}", "train.epochs: expected an integer, got 'ten'"),
     ("train: {image_size: '32'}", "train.image_size: expected an integer, got '32'"),

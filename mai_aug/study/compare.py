@@ -40,6 +40,7 @@ from mai_aug.engine.fingerprint import (
 from mai_aug.engine.network_spec import canonical_name, lookup_network
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.runtime import RunLock, resolve_device
+from mai_aug.engine.settings import build_train_config
 from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
 from mai_aug.stats.scores import resolve_metrics
@@ -228,13 +229,21 @@ def _override_network(train_opts: dict, preset_train: dict, network: str | None)
 def _run_config(run_dir: Path, regime: str, seed: int, train_opts: dict, opts: CompareOptions) -> TrainConfig:
     """The TrainConfig of one run of the comparison (``resume`` where the folder holds a started run)."""
     out = Path(opts.out)
-    return TrainConfig.from_dict({
-        **copy.deepcopy(train_opts), "out": str(run_dir), "regime": regime, "seed": seed,
+    return build_train_config([*_train_layers(train_opts, opts), ("compare", {
+        "out": str(run_dir), "regime": regime, "seed": seed,
         "datalist": str(out / "datalist.json"), "regimes_file": [str(p) for p in opts.regimes_file],
         "device": opts.device, "resume": (run_dir / "config.yaml").is_file(),
         "tensorboard_dir": str(out / "tensorboard" / f"{regime}-seed{seed}"), "hparams": True,
         "cache_dir": str(out / "cache"), "progress": not opts.quiet,
-    })
+    })])
+
+
+def _train_layers(train_opts: dict, opts: CompareOptions) -> list[tuple[str, dict]]:
+    """``train_opts`` as the preset's values and the command line's overrides (``config.yaml``'s sources)."""
+    given = {k for k, v in opts.train_overrides.items() if v is not None}
+    values = copy.deepcopy(train_opts)
+    return [("preset", {k: v for k, v in values.items() if k not in given}),
+            ("cli", {k: v for k, v in values.items() if k in given})]
 
 
 def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: CompareOptions, datalist: dict) -> dict:
