@@ -103,7 +103,7 @@ def _check_section(label: str, values: Any, types: dict[str, Any], sep: str = ".
             hint = f" (did you mean {near!r}?)" if near else f" (valid: {', '.join(sorted(types))})"
             raise MaiAugError(f"{label}: unknown key {key!r}{hint}")
         _check_value(where, value, types[key])
-        if key in CHOICES and value not in CHOICES[key]:
+        if key in CHOICES and value is not None and value not in CHOICES[key]:
             raise MaiAugError(f"{where}: {value!r} is not one of {', '.join(map(str, CHOICES[key]))}")
         if key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
             test, words = RANGES[key]
