@@ -25,7 +25,10 @@ DATA_KEYS: dict[str, Any] = {"split": str, "val_frac": float, "test_frac": float
 NOT_IN_PRESET = {"out", "regime", "data", "datalist", "csv", "images", "resume", "progress", "tensorboard_dir", "hparams",
                  "regimes_file", "device",
                  # the split belongs to the preset's `data:` section, which compare applies once for all runs
-                 "split", "val_frac", "test_frac", "views", "split_seed", "require_all_images", "cache_dir"}
+                 "split", "val_frac", "test_frac", "views", "split_seed", "require_all_images", "cache_dir",
+                 # how --data is read: compare's --dataset and its options (a run's own value would go unused)
+                 "dataset", "uncertain", "image_column", "labels_column", "label_sep", "label_columns",
+                 "patient_column"}
 CHOICES = {"split": ("patient", "official"), "cache": ("memory", "disk", "none"), "test_shift": ("none", "site"),
            "in_channels": (1, 3), "augment_on": ("auto", "loader", "device"), "uncertain": ("ones", "zeros", "ignore")}
 
