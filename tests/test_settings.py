@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -142,3 +143,15 @@ def test_every_compare_flag_is_routed(tmp_path, monkeypatch):
 def test_unknown_layer_key_is_refused():
     with pytest.raises(MaiAugError, match="'learning_rate' is not a TrainConfig field"):
         build_train_config([("cli", {"out": "r", "learning_rate": 0.1})])
+
+
+def test_example_settings_file_trains_as_written(monkeypatch, tmp_path):
+    seen = _captured_train(monkeypatch)
+    example = Path(__file__).parents[1] / "workflows" / "configs" / "my-settings.yaml"
+    assert main(["train", "--settings", str(example), "--datalist", "d.json", "--out", str(tmp_path / "run"),
+                 "--epochs", "1"]) == 0
+    written = yaml.safe_load(example.read_text())
+    config = seen[0]
+    assert config.epochs == 1 and config.sources["epochs"] == "cli"
+    assert config.network == written["network"]["name"] and config.weight_decay == written["weight_decay"]
+    assert {k for k, v in config.sources.items() if v == "file"} == set(written) - {"epochs"} | {"network_args"}
