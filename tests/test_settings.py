@@ -94,6 +94,19 @@ def test_bad_settings_are_one_line(tmp_path, capsys, body, fragment):
     assert not (tmp_path / "run").exists()
 
 
+def test_one_metric_name_one_function(tmp_path, capsys):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("metrics: [{_target_: numpy.mean, name: m1}, {_target_: numpy.median, name: m1}]\n")
+    assert main(["train", "--settings", str(settings), "--datalist", "d.json", "--out", str(tmp_path / "run"),
+                 "--trust-config"]) == 2
+    assert "name 'm1' already names numpy.mean" in capsys.readouterr().err
+
+
+def test_out_is_required_somewhere(tmp_path, capsys):
+    assert main(["train", "--datalist", "d.json"]) == 2
+    assert "give --out DIR (or out: in the --settings file)" in capsys.readouterr().err
+
+
 def test_trusted_target_that_cannot_be_imported(tmp_path, capsys):
     settings = tmp_path / "settings.yaml"
     settings.write_text("dataset: {_target_: no_such_module_here.read}\n")

@@ -189,6 +189,7 @@ _SENS = re.compile(r"sens@spec(0?\.\d+)?")
 
 #: A user's metrics (``{_target_: my_metrics.brier, name: brier}`` in settings), registered by :func:`custom_metric`.
 CUSTOM: dict[str, Metric] = {}
+_TARGETS: dict[str, str] = {}  # each custom name's _target_: one name, one function
 CUSTOM_KEYS = ("_target_", "name", "higher_is_better", "description")
 _NAME = re.compile(r"[A-Za-z][\w.-]*")
 
@@ -237,9 +238,11 @@ def custom_metric(entry: dict, where: str = "metrics", trust: bool | None = None
     if not isinstance(higher, bool):
         raise MaiAugError(f"{where}: higher_is_better {higher!r} must be true or false")
     point = trusted_callable(entry.get("_target_"), f"{where} {name}", trust)
+    if _TARGETS.get(name, entry["_target_"]) != entry["_target_"]:
+        raise MaiAugError(f"{where}: name {name!r} already names {_TARGETS[name]}; give each metric its own name")
     metric = Metric(name, name, str(entry.get("description", f"{name} ({entry['_target_']})")), higher,
                     _labelled_point(point), _repeated(point))
-    CUSTOM[name] = metric
+    CUSTOM[name], _TARGETS[name] = metric, entry["_target_"]
     return metric
 
 
