@@ -352,35 +352,60 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     _add_image_check_args(p)
     _add_regime_args(p, default=_default("regime"))
     _add_train_args(p)
-    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--out", type=Path, help="run folder (required here or as out: in --settings)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--checkpoint-every", type=_non_negative_int, default=_default("checkpoint_every"), metavar="N",
                    help="also checkpoint every N iterations inside an epoch (default %(default)s: at epoch ends only)")
     p.add_argument("--split-seed", type=_seed, default=_default("split_seed"),
                    help="seed of the --data split (--seed seeds training only; default: %(default)s)")
+    p.add_argument("--settings", type=Path, metavar="YAML",
+                   help="settings file: keys are the settings (lr, epochs, network, metrics, dataset...); flags "
+                        "given on the command line override it")
+    _given_only(p)
     p.set_defaults(handler=_run_train)
 
 
-def train_config(args: argparse.Namespace, **overrides) -> TrainConfig:
-    """A TrainConfig from parsed arguments (paths as strings)."""
-    from mai_aug.engine.config import TrainConfig
+# train's parsed arguments that are not settings: every other dest is a TrainConfig field (tests/test_settings.py)
+TRAIN_NOT_SETTINGS = frozenset({"command", "handler", "settings", "trust_config"})
 
-    values = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    values["regimes_file"] = [str(p) for p in args.regimes_file]
-    if values.get("workers") is None:
-        values.pop("workers", None)
-    values.update(overrides)
-    return TrainConfig.from_dict(values)
+
+def _given_only(p: argparse.ArgumentParser) -> None:
+    """Flags that are settings leave their value out unless given, so they override a --settings file only then.
+
+    The defaults stay TrainConfig's alone (``--help`` still shows them); ``argparse.SUPPRESS`` is argparse's own
+    "no attribute unless given".
+    """
+    from mai_aug.engine.settings import setting_names
+
+    names = set(setting_names())
+    for action in p._actions:  # argparse keeps no public list of a parser's arguments
+        if action.dest in names and action.default is not argparse.SUPPRESS:
+            if action.help:
+                action.help = action.help.replace("%(default)s", str(action.default).replace("%", "%%"))
+            action.default = argparse.SUPPRESS
+
+
+def train_config(args: argparse.Namespace, **overrides) -> TrainConfig:
+    """A TrainConfig from parsed arguments that are settings (others ignored) and ``overrides``, over the defaults."""
+    from mai_aug.engine.settings import build_train_config, setting_names
+
+    names = set(setting_names())
+    given = {k: v for k, v in vars(args).items() if k in names and not (k == "workers" and v is None)}
+    return build_train_config([("cli", given), ("cli", overrides)])
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from mai_aug.engine.settings import build_train_config, read_settings
     from mai_aug.engine.train import train
 
-    if args.data is None and args.datalist is None and not args.resume:
-        raise MaiAugError("give --data DIR or --datalist JSON")
-    if args.data is not None and args.datalist is not None:
+    given = {k: v for k, v in vars(args).items() if k not in TRAIN_NOT_SETTINGS}
+    file = read_settings(args.settings) if args.settings else {}
+    config = build_train_config([("file", file), ("cli", given)])
+    if config.data is None and config.datalist is None and not config.resume:
+        raise MaiAugError("give --data DIR or --datalist JSON (or data: or datalist: in --settings)")
+    if config.data is not None and config.datalist is not None:
         raise MaiAugError("give --data DIR or --datalist JSON, not both (the datalist already holds a split)")
-    train(train_config(args))
+    train(config)
     return 0
 
 
@@ -539,6 +564,12 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_compare)
 
 
+# compare's flags that override its preset's train: section (TrainConfig fields; None: the preset's value); its
+# other flags are CompareOptions fields or data options (tests/test_settings.py checks that none is left over)
+COMPARE_TRAIN_FLAGS = ("image_size", "batch_size", "epochs", "steps_per_epoch", "lr", "workers", "pretrained",
+                       "metrics", "network")
+
+
 def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
     from mai_aug.engine.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
 
@@ -560,8 +591,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from mai_aug.reports.compare import headline_table
     from mai_aug.study.compare import CompareOptions, run_compare
 
-    overrides = {k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "steps_per_epoch", "lr",
-                                               "workers", "pretrained", "metrics", "network")}
+    overrides = {k: getattr(args, k) for k in COMPARE_TRAIN_FLAGS}
     opts = CompareOptions(out=args.out, data=args.data, preset=args.preset, regimes=args.regimes, seeds=args.seeds,
                           regimes_file=[str(p) for p in args.regimes_file], device=args.device,
                           cache_dir=args.cache_dir, train_overrides=overrides, bootstrap=args.bootstrap,

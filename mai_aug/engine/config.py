@@ -9,7 +9,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -72,7 +72,10 @@ class TrainConfig:
     hparams: bool = False
     verify_images: bool = False
     skip_bad_images: bool = False
-    metrics: list[str] = field(default_factory=lambda: ["auc"])  # validation metrics (stats/scores.py); auc always
+    # validation metrics (stats/scores.py), auc always; a mapping is a user's metric ({_target_: ..., name: ...})
+    metrics: list[str | dict[str, Any]] = field(default_factory=lambda: ["auc"])
+    # where each setting came from (default, file, preset, cli, compare): not a setting, written under resolved
+    sources: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         from mai_aug.engine.network_spec import canonical_name
@@ -94,7 +97,8 @@ class TrainConfig:
 
 def write_config(config: TrainConfig, extra: dict[str, Any], path: Path) -> None:
     """Write ``config`` and ``extra`` (resolved values: device, regime entry, split sizes) as YAML, atomically."""
-    write_text_atomic(Path(path), yaml.safe_dump({**config.to_dict(), "resolved": extra}, sort_keys=False))
+    resolved = {**extra, "sources": dict(config.sources)} if config.sources else extra
+    write_text_atomic(Path(path), yaml.safe_dump({**config.to_dict(), "resolved": resolved}, sort_keys=False))
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -123,7 +127,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
 
 
 def _is_a(value: Any, kind: Any) -> bool:
@@ -146,7 +151,7 @@ def _is_a(value: Any, kind: Any) -> bool:
 
 def _type_name(kind: Any) -> str:
     if typing.get_origin(kind) is list:
-        return "a list of strings"
+        return "a list of strings" if typing.get_args(kind) == (str,) else "a list"
     if typing.get_origin(kind) is dict:
         return "a mapping"
     return " or ".join("null" if k is type(None) else k.__name__ for k in typing.get_args(kind) or (kind,))

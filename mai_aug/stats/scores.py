@@ -187,8 +187,17 @@ BASE: dict[str, tuple[str, bool]] = {
 _SENS = re.compile(r"sens@spec(0?\.\d+)?")
 
 
+#: A user's metrics (``{_target_: my_metrics.brier, name: brier}`` in settings), registered by :func:`custom_metric`.
+CUSTOM: dict[str, Metric] = {}
+_TARGETS: dict[str, str] = {}  # each custom name's _target_: one name, one function
+CUSTOM_KEYS = ("_target_", "name", "higher_is_better", "description")
+_NAME = re.compile(r"[A-Za-z][\w.-]*")
+
+
 def get_metric(name: str) -> Metric:
     """The registered metric ``name``; raises MaiAugError naming the nearest registered name."""
+    if name in CUSTOM:
+        return CUSTOM[name]
     match = _SENS.fullmatch(name)
     if match:
         spec = float(match.group(1)) if match.group(1) else DEFAULT_SPECIFICITY
@@ -208,11 +217,68 @@ def get_metric(name: str) -> Metric:
     return Metric(name, name, description, higher, *functions[name])
 
 
-def resolve_metrics(names: Sequence[str] | None) -> list[Metric]:
-    """The metrics of ``names`` with ``auc`` first (always on), each once, in the order given."""
+def custom_metric(entry: dict, where: str = "metrics", trust: bool | None = None) -> Metric:
+    """A user's metric, ``{_target_: my_metrics.brier, name: brier, higher_is_better: false}``, registered by name.
+
+    ``_target_`` is a function ``(y, p) -> float`` of one finding, as the built-ins' point functions: 0/1 labels
+    (unlabelled samples dropped) and probabilities. It is code, so it is imported only under ``--trust-config``.
+    """
+    from mai_aug.transforms.trust import trusted_callable  # MONAI transforms: only when a settings entry names code
+
+    unknown = [k for k in entry if k not in CUSTOM_KEYS]
+    if unknown:
+        near = difflib.get_close_matches(str(unknown[0]), CUSTOM_KEYS, n=1)
+        raise MaiAugError(f"{where}: unknown key {unknown[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else
+                          f" (valid: {', '.join(CUSTOM_KEYS)})"))
+    name, higher = entry.get("name"), entry.get("higher_is_better", True)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise MaiAugError(f"{where}: name {name!r} must be a word such as brier (it names files and columns)")
+    if name in BASE or _SENS.fullmatch(name):
+        raise MaiAugError(f"{where}: name {name!r} is a built-in metric; choose another name")
+    if not isinstance(higher, bool):
+        raise MaiAugError(f"{where}: higher_is_better {higher!r} must be true or false")
+    point = trusted_callable(entry.get("_target_"), f"{where} {name}", trust)
+    if _TARGETS.get(name, entry["_target_"]) != entry["_target_"]:
+        raise MaiAugError(f"{where}: name {name!r} already names {_TARGETS[name]}; give each metric its own name")
+    metric = Metric(name, name, str(entry.get("description", f"{name} ({entry['_target_']})")), higher,
+                    _labelled_point(point), _repeated(point))
+    CUSTOM[name], _TARGETS[name] = metric, entry["_target_"]
+    return metric
+
+
+def _labelled_point(point: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``point`` of the labelled samples (NaN labels dropped, labels 0/1); NaN where none are labelled."""
+
+    def score(y: np.ndarray, p: np.ndarray) -> float:
+        y, p, _ = labelled(y, p)
+        return float(point(y, p)) if len(y) else float("nan")
+
+    return score
+
+
+def _repeated(point: Callable[[np.ndarray, np.ndarray], float]) -> Callable[..., np.ndarray]:
+    """The bootstrap of a user's point function: each resample's samples repeated by their count, scored as given.
+
+    Hand-written: neither sklearn nor MONAI resamples an arbitrary function; this is the plain definition (one call
+    per resample), slower than the built-ins' weighted forms but exact for any function.
+    """
+
+    def weighted(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        y, p, groups = labelled(y, p, groups)
+        times = np.rint(np.asarray(counts, dtype=np.float64)).astype(np.int64)[:, groups]  # (b, samples)
+        return np.array([float(point(np.repeat(y, t), np.repeat(p, t))) if t.sum() else float("nan") for t in times])
+
+    return weighted
+
+
+def resolve_metrics(names: Sequence[str | dict] | None) -> list[Metric]:
+    """The metrics of ``names`` with ``auc`` first (always on), each once, in the order given.
+
+    An entry may be a user's metric as a mapping (:func:`custom_metric`); it is registered under its name.
+    """
     metrics = [get_metric("auc")]
     for name in names or ():
-        metric = get_metric(str(name))
+        metric = custom_metric(name) if isinstance(name, dict) else get_metric(str(name))
         if metric.name not in {m.name for m in metrics}:
             metrics.append(metric)
     return metrics

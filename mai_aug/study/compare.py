@@ -36,6 +36,7 @@ from mai_aug.engine.network_spec import canonical_name, lookup_network
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.robustness import robustness_run, site_items, swept_with
 from mai_aug.engine.runtime import RunLock, resolve_device
+from mai_aug.engine.settings import build_train_config
 from mai_aug.engine.shift_levels import SHIFT_TYPES, parse_levels
 from mai_aug.engine.train import train
 from mai_aug.errors import MaiAugError
@@ -250,13 +251,21 @@ def _override_network(train_opts: dict, preset_train: dict, network: str | None)
 def _run_config(run_dir: Path, regime: str, seed: int, train_opts: dict, opts: CompareOptions) -> TrainConfig:
     """The TrainConfig of one run of the comparison (``resume`` where the folder holds a started run)."""
     study = StudyLayout(opts.out)
-    return TrainConfig.from_dict({
-        **copy.deepcopy(train_opts), "out": str(run_dir), "regime": regime, "seed": seed,
+    return build_train_config([*_train_layers(train_opts, opts), ("compare", {
+        "out": str(run_dir), "regime": regime, "seed": seed,
         "datalist": str(study.datalist), "regimes_file": [str(p) for p in opts.regimes_file],
         "device": opts.device, "resume": RunLayout(run_dir).config.is_file(),
         "tensorboard_dir": str(study.run_tensorboard(regime, seed)), "hparams": True,
         "cache_dir": str(study.cache), "progress": not opts.quiet,
-    })
+    })])
+
+
+def _train_layers(train_opts: dict, opts: CompareOptions) -> list[tuple[str, dict]]:
+    """``train_opts`` as the preset's values and the command line's overrides (``config.yaml``'s sources)."""
+    given = {k for k, v in opts.train_overrides.items() if v is not None}
+    values = copy.deepcopy(train_opts)
+    return [("preset", {k: v for k, v in values.items() if k not in given}),
+            ("cli", {k: v for k, v in values.items() if k in given})]
 
 
 def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: CompareOptions, datalist: dict) -> dict:

@@ -25,9 +25,12 @@ DATA_KEYS: dict[str, Any] = {"split": str, "val_frac": float, "test_frac": float
 NOT_IN_PRESET = {"out", "regime", "data", "datalist", "csv", "images", "resume", "progress", "tensorboard_dir", "hparams",
                  "regimes_file", "device",
                  # the split belongs to the preset's `data:` section, which compare applies once for all runs
-                 "split", "val_frac", "test_frac", "views", "split_seed", "require_all_images", "cache_dir"}
+                 "split", "val_frac", "test_frac", "views", "split_seed", "require_all_images", "cache_dir",
+                 # how --data is read: compare's --dataset and its options (a run's own value would go unused)
+                 "dataset", "uncertain", "image_column", "labels_column", "label_sep", "label_columns",
+                 "patient_column"}
 CHOICES = {"split": ("patient", "official"), "cache": ("memory", "disk", "none"), "test_shift": ("none", "site"),
-           "in_channels": (1, 3), "augment_on": ("auto", "loader", "device")}
+           "in_channels": (1, 3), "augment_on": ("auto", "loader", "device"), "uncertain": ("ones", "zeros", "ignore")}
 
 
 def _at_least(low: float, strict: bool = False) -> Callable[[float], bool]:
@@ -43,6 +46,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "images_per_patient": (_at_least(1), "at least 1"), "difficulty": (_at_least(0, True), "above 0"),
     "val_frac": (lambda v: 0 <= v < 1, "in [0, 1)"), "test_frac": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "bootstrap": (_at_least(MIN_BOOTSTRAP), f"at least {MIN_BOOTSTRAP}"),
+    "split_seed": (_at_least(0), "at least 0"), "checkpoint_every": (_at_least(0), "at least 0"),
 }
 
 
@@ -67,8 +71,10 @@ def _check_value(where: str, value: Any, kind: Any) -> None:
             raise MaiAugError(f"{where}: expected a mapping, got {value!r}")
         return
     if typing.get_origin(kind) is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise MaiAugError(f"{where}: expected a list of strings, got {value!r}")
+        items = (str, dict) if typing.get_args(kind) != (str,) else str  # metrics: names or a user's mappings
+        if not isinstance(value, list) or not all(isinstance(v, items) for v in value):
+            words = "strings" if items is str else "names or mappings"
+            raise MaiAugError(f"{where}: expected a list of {words}, got {value!r}")
         return
     ok = {
         bool: isinstance(value, bool),
@@ -80,17 +86,27 @@ def _check_value(where: str, value: Any, kind: Any) -> None:
         raise MaiAugError(f"{where}: expected {_type_name(kind)}{' (finite)' if kind is float else ''}, got {value!r}")
 
 
-def _check_section(name: str, section: str, values: Any, types: dict[str, Any]) -> None:
+def nearest(key: str, names: list[str]) -> str | None:
+    """The valid name nearest ``key``: difflib's closest, else the one ``key``'s initials spell (learning_rate: lr)."""
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return close[0]
+    initials = "".join(word[:1] for word in key.lower().split("_"))
+    return initials if "_" in key and initials in names else None
+
+
+def _check_section(label: str, values: Any, types: dict[str, Any], sep: str = ".") -> None:
+    """Check a mapping's keys and values; messages name ``label``, and ``label{sep}key`` for a key's value."""
     if not isinstance(values, dict):
-        raise MaiAugError(f"--preset {name}: {section}: expected a mapping, got {values!r}")
+        raise MaiAugError(f"{label}: expected a mapping, got {values!r}")
     for key, value in values.items():
-        where = f"--preset {name}: {section + '.' if section else ''}{key}"
+        where = f"{label}{sep}{key}"
         if key not in types:
-            near = difflib.get_close_matches(str(key), list(types), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(sorted(types))})"
-            raise MaiAugError(f"{where}: unknown key{hint}")
+            near = nearest(str(key), list(types))
+            hint = f" (did you mean {near!r}?)" if near else f" (valid: {', '.join(sorted(types))})"
+            raise MaiAugError(f"{label}: unknown key {key!r}{hint}")
         _check_value(where, value, types[key])
-        if key in CHOICES and value not in CHOICES[key]:
+        if key in CHOICES and value is not None and value not in CHOICES[key]:
             raise MaiAugError(f"{where}: {value!r} is not one of {', '.join(map(str, CHOICES[key]))}")
         if key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
             test, words = RANGES[key]
@@ -107,17 +123,60 @@ def check_preset(preset: Any, name: str) -> dict[str, Any]:
             near = difflib.get_close_matches(str(key), SECTIONS, n=1)
             raise MaiAugError(f"--preset {name}: unknown key {key!r}"
                               + (f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(SECTIONS)})"))
-    _check_section(name, "phantom", preset.get("phantom", {}), _field_types(PhantomSpec, {"out"}))
-    _check_section(name, "data", preset.get("data", {}), DATA_KEYS)
-    train = preset.get("train", {})
-    if isinstance(train, dict) and "network" in train:  # a name, {name:, args:} or {_target_: ..., args...}
-        where = f"--preset {name}: train.network"
-        train = {**train, **network_fields(train["network"], where, train.get("network_args"))}
-        lookup_network(train["network"], train.get("network_args"), where=where)  # now, not after the phantom
-        preset["train"] = train
-    _check_section(name, "train", train, _field_types(TrainConfig, NOT_IN_PRESET))
+    _check_section(f"--preset {name}: phantom", preset.get("phantom", {}), _field_types(PhantomSpec, {"out"}))
+    _check_section(f"--preset {name}: data", preset.get("data", {}), DATA_KEYS)
+    if "train" in preset:
+        preset["train"] = check_train_section(preset["train"], f"--preset {name}: train", NOT_IN_PRESET)
     _check_value(f"--preset {name}: regimes", preset.get("regimes", []), list[str])
-    _check_section(name, "", {k: preset[k] for k in ("bootstrap",) if k in preset}, {"bootstrap": int})
+    _check_section(f"--preset {name}", {k: preset[k] for k in ("bootstrap",) if k in preset}, {"bootstrap": int},
+                   sep=": ")
     if "description" in preset:
         _check_value(f"--preset {name}: description", preset["description"], str)
     return preset
+
+
+def check_train_section(values: Any, label: str, skip: set[str] = frozenset(), sep: str = ".") -> dict[str, Any]:
+    """TrainConfig settings typed by hand (a preset's ``train:``, a ``--settings`` file), checked and normalised.
+
+    Known keys only (the nearest one suggested), right types, choices and ranges; the plug-in entries become
+    TrainConfig values: ``network:`` a name, ``{name:, args:}`` or ``{_target_: ..., ...}``; ``dataset:`` a name or
+    ``{_target_: my_adapter.read_mine}``; ``metrics:`` names or ``{_target_: ..., name: ...}`` (a ``_target_``
+    outside MONAI only under ``--trust-config``). Each is resolved now, before any data is read or trained on.
+    """
+    if not isinstance(values, dict):
+        raise MaiAugError(f"{label}: expected a mapping, got {values!r}")
+    values = dict(values)
+    if "network" in values:
+        where = f"{label}{sep}network"
+        values.update(network_fields(values["network"], where, values.get("network_args")))
+        lookup_network(values["network"], values.get("network_args"), where=where)
+    if isinstance(values.get("dataset"), dict):
+        values["dataset"] = _dataset_target(values["dataset"], f"{label}{sep}dataset")
+    _check_section(label, values, _field_types(TrainConfig, skip), sep)
+    if values.get("metrics"):
+        _check_metrics(values["metrics"], f"{label}{sep}metrics")
+    return values
+
+
+def _check_metrics(entries: list, where: str) -> None:
+    """Every metric known, or a user's (registered now, trusted only): one line naming the entry if not."""
+    from mai_aug.stats.scores import custom_metric, get_metric  # torch and sklearn: only when settings name metrics
+
+    for entry in entries:
+        if isinstance(entry, dict):
+            custom_metric(entry, where)
+            continue
+        try:
+            get_metric(entry)
+        except MaiAugError as e:
+            raise MaiAugError(f"{where}: {str(e).removeprefix('--metrics: ')}") from None
+
+
+def _dataset_target(value: dict, where: str) -> str:
+    """``{_target_: my_adapter.read_mine}`` as TrainConfig's ``dataset`` (its dotted path), importable and trusted."""
+    from mai_aug.transforms.trust import trusted_callable
+
+    if set(value) != {"_target_"}:
+        raise MaiAugError(f"{where}: expected a name or {{_target_: my_module.read_function}}, got {value!r}")
+    trusted_callable(value["_target_"], where)
+    return value["_target_"]

@@ -183,3 +183,30 @@ def _allowed_class(obj: Any) -> bool:
     if f"{obj.__module__}.{obj.__qualname__}" in HELPERS:
         return True
     return obj.__module__.startswith(TRANSFORM_PREFIXES) and issubclass(obj, Transform)
+
+
+def trusted_callable(target: Any, where: str, trust: bool | None = None) -> Any:
+    """The function or class a settings entry's ``_target_`` names (a user's dataset adapter or metric).
+
+    A ``_target_`` outside mai_aug is code, so it is imported only under ``--trust-config``; it is looked up as
+    MONAI's ConfigParser looks up a ``_target_`` (``pydoc.locate``).
+
+    Raises:
+        MaiAugError: one line: not trusted, not a dotted name, or nothing callable there.
+    """
+    from pydoc import locate
+
+    if not isinstance(target, str) or not DOTTED.fullmatch(target):
+        raise MaiAugError(f"{where}: _target_ {target!r} is not a dotted name such as my_module.my_function")
+    if not resolve_trust(trust):
+        raise MaiAugError(f"{where}: _target_ {target!r} is code; configs are data by default, {TRUST_HINT}")
+    try:
+        obj = locate(target)
+    except Exception as e:  # pydoc.ErrorDuringImport: the module raised while being imported
+        raise MaiAugError(f"{where}: cannot import _target_ {target!r} ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())})") from None
+    if obj is None:
+        raise MaiAugError(f"{where}: cannot import _target_ {target!r} (no such module or attribute on the path)")
+    if not callable(obj):
+        raise MaiAugError(f"{where}: _target_ {target!r} is a {type(obj).__name__}, not a function")
+    return obj

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mai_aug.data.datasets import chexpert, generic, nih  # noqa: F401  (each registers its adapter)
-from mai_aug.data.datasets.table import DATASETS, DatasetTable, DataSource, register
+from mai_aug.data.datasets.table import DATASETS, DatasetTable, DataSource, Reader, register
 from mai_aug.data.nih import CSV_NAMES
 from mai_aug.errors import MaiAugError
 
@@ -39,15 +39,30 @@ def detect(source: DataSource) -> str:
 def read_dataset(source: DataSource, report: Callable[[str], Any] | None = None) -> DatasetTable:
     """The table of ``source.dataset`` (``auto``: :func:`detect`), after refusing options it would not use."""
     name = detect(source) if source.dataset == "auto" else source.dataset
-    if name not in DATASETS:
-        raise MaiAugError(f"--dataset {name!r}: expected auto or one of {', '.join(DATASETS)}")
+    reader = DATASETS.get(name) or _custom_adapter(name)
     if name != "csv":
         given = [f"--{o.replace('_', '-')}" for o in CSV_OPTIONS if getattr(source, o)]
         if given:
             raise MaiAugError(f"{', '.join(given)}: generic-CSV option(s), but the dataset is {name}")
     if name != "chexpert" and source.uncertain is not None:
         raise MaiAugError(f"--uncertain {source.uncertain}: applies to --dataset chexpert only (the dataset is {name})")
-    return DATASETS[name](source, report)
+    table = reader(source, report)
+    if not isinstance(table, DatasetTable):
+        raise MaiAugError(f"--dataset {name}: the adapter returned a {type(table).__name__}, not a DatasetTable")
+    return table
+
+
+def _custom_adapter(name: str) -> Reader:
+    """A user's adapter named by its dotted path (``dataset: {_target_: my_adapter.read_mine}``): code, so trusted only.
+
+    It is called as the built-ins are, ``read(source, report) -> DatasetTable``.
+    """
+    if "." not in str(name):
+        raise MaiAugError(f"--dataset {name!r}: expected auto, one of {', '.join(DATASETS)}, or a trusted _target_ "
+                          f"such as my_adapter.read_mine")
+    from mai_aug.transforms.trust import trusted_callable  # MONAI transforms: only when a dataset names code
+
+    return trusted_callable(name, "dataset")
 
 
 __all__ = ["DATASETS", "DataSource", "DatasetTable", "detect", "read_dataset", "register"]
