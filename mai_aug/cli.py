@@ -541,8 +541,8 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, help="metadata CSV of --data (default: the adapter's)")
     _add_dataset_args(p)
     p.add_argument("--regimes", nargs="+", help="regimes to compare (default: the preset's)")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="training seeds per regime")
-    p.add_argument("--preset", default="demo", help="demo, article, full, or a preset YAML file")
+    p.add_argument("--seeds", type=_positive_int, help="training seeds per regime (default: the preset's, else 1)")
+    p.add_argument("--preset", default="demo", help="demo, article, full, robustness, or a preset YAML file")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
     p.add_argument("--device", default=_default("device"),
                    help="auto (CUDA when present), cpu or cuda (default: %(default)s)")

@@ -33,6 +33,11 @@ def test_shipped_presets_pass(name):
     ("phantom: {n: 0}", "phantom.n: 0 must be at least 1"),
     ("regimes: none", "regimes: expected a list of strings"),
     ("bootstrap: 199", "bootstrap: 199 must be at least 200"),
+    ("seeds: 0", "seeds: 0 is below 1"),
+    ("seeds: two", "seeds: expected an integer, got 'two'"),
+    ("robustness: {shift: [rotation]}", "robustness: unknown key 'shift' (did you mean 'shifts'?)"),
+    ("robustness: {shifts: [spin]}", "--shifts 'spin': expected some of rotation"),
+    ("robustness: {shifts: [zoom], levels: [zoom=big]}", "robustness: levels 'zoom=big': expected zoom=V1,V2"),
     ("- just\n- a list", "expected a mapping"),
 ])
 def test_bad_preset_is_one_line(tmp_path, capsys, body, fragment):
@@ -42,3 +47,14 @@ def test_bad_preset_is_one_line(tmp_path, capsys, body, fragment):
     err = capsys.readouterr().err.strip()
     assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "out" / "datalist.json").exists()
+
+
+def test_preset_seeds_and_sweep_are_defaults_the_command_line_overrides():
+    from mai_aug.study.compare import CompareOptions, _preset_defaults
+
+    preset = load_preset("robustness")
+    opts = _preset_defaults(CompareOptions(out="o"), preset)
+    assert (opts.seeds, opts.robustness, opts.robustness_levels) == (3, ["rotation", "zoom"], [])
+    given = _preset_defaults(CompareOptions(out="o", seeds=1, robustness=["noise"]), preset)
+    assert (given.seeds, given.robustness) == (1, ["noise"])
+    assert _preset_defaults(CompareOptions(out="o"), load_preset("demo")).robustness is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import shutil
 import sys
 import time
@@ -50,7 +51,7 @@ from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
 from mai_aug.transforms.regimes import available_regimes, load_regime
 
-PRESETS = ("demo", "article", "full")
+PRESETS = ("demo", "article", "full", "robustness")
 
 
 def preset_path(name: str) -> Path:
@@ -79,7 +80,7 @@ class CompareOptions:
     data: Path | None = None
     preset: str = "demo"
     regimes: list[str] | None = None
-    seeds: int = 1
+    seeds: int | None = None  # None: the preset's, else 1
     regimes_file: list[str] = field(default_factory=list)
     device: str = "auto"
     cache_dir: Path | None = None
@@ -105,6 +106,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     ctx = distributed.init(resolve_device(opts.device).type)
     main = ctx.is_main
     preset = load_preset(opts.preset)
+    opts = _preset_defaults(opts, preset)
     regimes = _check_runs(opts, preset)
     out = Path(opts.out)
     try:
@@ -168,6 +170,16 @@ def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
     identity = {**{name: kind.identity for name, kind in SHIFT_TYPES.items()}, "site": 0.0}
     return (write_sweep_report(out, curve, area, baseline, opts.seeds, n_boot),
             strongest_shifts(curve, baseline, identity))
+
+
+def _preset_defaults(opts: CompareOptions, preset: dict[str, Any]) -> CompareOptions:
+    """``opts`` with the preset's ``seeds``, and its ``robustness`` sweep where the command line asked for none."""
+    opts = dataclasses.replace(opts, seeds=opts.seeds or int(preset.get("seeds", 1)))
+    sweep = preset.get("robustness")
+    if opts.robustness is not None or sweep is None:
+        return opts
+    return dataclasses.replace(opts, robustness=list(sweep.get("shifts", [])),
+                               robustness_levels=opts.robustness_levels or list(sweep.get("levels", [])))
 
 
 def _check_runs(opts: CompareOptions, preset: dict[str, Any]) -> list[str]:

@@ -19,7 +19,8 @@ from mai_aug.engine.network_spec import lookup_network, network_fields
 from mai_aug.errors import MaiAugError
 from mai_aug.stats.auc import MIN_BOOTSTRAP
 
-SECTIONS = ("description", "phantom", "data", "regimes", "train", "bootstrap")
+SECTIONS = ("description", "phantom", "data", "regimes", "seeds", "train", "bootstrap", "robustness")
+ROBUSTNESS_KEYS: dict[str, Any] = {"shifts": list[str], "levels": list[str]}  # as --robustness, --robustness-levels
 DATA_KEYS: dict[str, Any] = {"split": str, "val_frac": float, "test_frac": float, "seed": int, "images": str}
 # TrainConfig fields a preset may set: not the run's identity (out, regime, data source) nor per-invocation switches.
 NOT_IN_PRESET = {"out", "regime", "data", "datalist", "csv", "images", "resume", "progress", "tensorboard_dir", "hparams",
@@ -128,11 +129,23 @@ def check_preset(preset: Any, name: str) -> dict[str, Any]:
     if "train" in preset:
         preset["train"] = check_train_section(preset["train"], f"--preset {name}: train", NOT_IN_PRESET)
     _check_value(f"--preset {name}: regimes", preset.get("regimes", []), list[str])
-    _check_section(f"--preset {name}", {k: preset[k] for k in ("bootstrap",) if k in preset}, {"bootstrap": int},
-                   sep=": ")
+    _check_section(f"--preset {name}", {k: preset[k] for k in ("bootstrap", "seeds") if k in preset},
+                   {"bootstrap": int, "seeds": int}, sep=": ")
+    if preset.get("seeds", 1) < 1:
+        raise MaiAugError(f"--preset {name}: seeds: {preset['seeds']} is below 1")
+    if "robustness" in preset:
+        _check_robustness(preset["robustness"], f"--preset {name}: robustness")
     if "description" in preset:
         _check_value(f"--preset {name}: description", preset["description"], str)
     return preset
+
+
+def _check_robustness(values: Any, label: str) -> None:
+    """A preset's ``robustness: {shifts: [...], levels: [SHIFT=V1,V2, ...]}`` (``compare --robustness``'s default)."""
+    from mai_aug.engine.shift_levels import SHIFT_TYPES, parse_levels
+
+    _check_section(label, values, ROBUSTNESS_KEYS)
+    parse_levels(values.get("levels", []), values.get("shifts") or list(SHIFT_TYPES), f"{label}: levels")
 
 
 def check_train_section(values: Any, label: str, skip: set[str] = frozenset(), sep: str = ".") -> dict[str, Any]:
