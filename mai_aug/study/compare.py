@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
 from mai_aug.data.prepare import split_data
 from mai_aug.data.split import load_datalist, split_table, write_datalist
+from mai_aug.data.subsets import check_fractions, fraction_label, nested_subset
 from mai_aug.engine import distributed
 from mai_aug.engine.checkpoint import BEST_NAME
 from mai_aug.engine.config import TrainConfig, read_config
@@ -42,11 +44,12 @@ from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.robustness import robustness_run, site_items, swept_with
 from mai_aug.engine.runtime import RunLock, resolve_device
 from mai_aug.engine.shift_levels import SHIFT_TYPES, parse_levels
-from mai_aug.engine.train import train
+from mai_aug.engine.train import steps_per_epoch, train
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_sweep_report
 from mai_aug.reports.tta import tta_section
 from mai_aug.stats.scores import resolve_metrics
+from mai_aug.study.curves import TrainingSize, curve_statistics, training_size, write_curve_report
 from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
 from mai_aug.transforms.regimes import available_regimes, load_regime
@@ -96,6 +99,7 @@ class CompareOptions:
     robustness_levels: list[str] = field(default_factory=list)
     site_data: Path | None = None
     tta: int = 0  # test-time augmentation draws in each run's evaluation (``--tta``); 0: none
+    train_fractions: list[float] | None = None  # training sizes of the learning curve (``--train-fraction``); None: none
 
 
 def default_cache_dir() -> Path:
@@ -141,6 +145,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
             raise MaiAugError(f"--regimes: unknown regime {r!r} (available: {', '.join(known)})")
     if opts.seeds < 1:
         raise MaiAugError("--seeds must be at least 1")
+    fractions = check_fractions(opts.train_fractions) if opts.train_fractions is not None else None
     out = Path(opts.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +169,8 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     if main:
         _settle_out(out, plan, datalist)
     ctx.barrier()
+    sizes = (plan_curves(out, runs, train_opts, opts, datalist, fractions, int(preset.get("data", {}).get("seed", 0)),
+                         ctx) if fractions else [])
     _report_split(datalist, main and not opts.quiet, main)
 
     n_boot = opts.bootstrap or int(preset.get("bootstrap", 1000))
@@ -182,6 +189,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         eta = np.mean(durations) * (len(runs) - i) if durations else 0.0
         print(f"[{i}/{len(runs)}] {regime} seed {seed}: {state}, test macro AUC {macro:.3f}; "
               f"elapsed {time.monotonic() - started:.0f}s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
+    curve_runs(sizes, runs, opts, n_boot, ctx)
 
     if not main:
         return None
@@ -194,6 +202,11 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     sections = [] if opts.robustness is None else sweep_runs(out, regimes, opts, n_boot, datalist["labels"])
     if opts.tta:
         sections = [*tta_section(out, regimes, opts.seeds, list(datalist["labels"]), n_boot, opts.tta), *sections]
+    if sizes:
+        config["train_fractions"] = {fraction_label(s.fraction): s.record() for s in sizes}
+        baseline = "none" if "none" in regimes else regimes[0]
+        curve = curve_statistics(sizes, regimes, opts.seeds, list(datalist["labels"]), n_boot, baseline)
+        sections = [*sections, *write_curve_report(out, curve, sizes, baseline, opts.seeds, n_boot)]
     return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics, sections)
 
 
@@ -213,6 +226,57 @@ def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
     labels, patients, sweeps = load_sweeps(out, regimes, opts.seeds, list(names))
     curve, area = sweep_statistics(labels, patients, sweeps, list(names), n_boot, baseline)
     return write_sweep_report(out, curve, area, baseline, opts.seeds, n_boot)
+
+
+def plan_curves(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: CompareOptions, datalist: dict,
+                fractions: list[float], split_seed: int, ctx: distributed.DistContext) -> list[TrainingSize]:
+    """The learning curve's training sizes: each fraction's nested subset (seeded by ``split_seed``), its runs
+    planned in its own folder as :func:`plan_runs` plans the study's (refused where stale, unless ``--retrain``),
+    its stale runs moved aside and its datalist written; fraction 1 is the study's own runs.
+
+    Every size trains the full runs' number of steps per epoch, so each run makes the same number of updates.
+    """
+    full = _run_config(out / runs[0][0] / f"seed-{runs[0][1]}", runs[0][0], runs[0][1], train_opts, opts)
+    steps = steps_per_epoch(full, len(datalist["training"]), ctx.world_size)
+    sizes = []
+    for fraction in fractions:
+        subset = datalist if fraction == 1.0 else nested_subset(datalist, fraction, split_seed)
+        size = training_size(out, fraction, subset, datalist, train_opts, steps)
+        if size.n_images < full.batch_size:
+            raise MaiAugError(f"--train-fraction {fraction_label(fraction)}: {size.n_images} training images, "
+                              f"fewer than the batch size {full.batch_size}; use a larger fraction")
+        if fraction != 1.0:
+            size.plan = plan_runs(size.folder, runs, size.train_opts, dataclasses.replace(opts, out=size.folder),
+                                  subset)
+        sizes.append(size)
+    ctx.barrier()
+    if ctx.is_main:
+        for size in sizes:
+            if size.plan is not None:
+                _settle_out(size.folder, size.plan, size.datalist)
+            if size.no_positives:
+                print(f"warning: --train-fraction {fraction_label(size.fraction)} has no training positives for "
+                      f"{', '.join(size.no_positives)}", file=sys.stderr)
+    ctx.barrier()
+    return sizes
+
+
+def curve_runs(sizes: list[TrainingSize], runs: list[tuple[str, int]], opts: CompareOptions, n_boot: int,
+               ctx: distributed.DistContext) -> None:
+    """Train (unless finished) and evaluate on the test split every run of each training size below 1."""
+    for size in sizes:
+        if size.plan is None:
+            continue
+        sub_opts = dataclasses.replace(opts, out=size.folder)
+        for regime, seed in runs:
+            run_dir = size.folder / regime / f"seed-{seed}"
+            config = _run_config(run_dir, regime, seed, size.train_opts, sub_opts)
+            state = _train_and_evaluate(run_dir, config, size.plan["runs"][(regime, seed)], opts.device, n_boot,
+                                        ctx.is_main)
+            ctx.barrier()
+            if ctx.is_main:
+                print(f"fraction {fraction_label(size.fraction)} ({size.n_patients} patients): {regime} seed {seed}: "
+                      f"{state}", file=sys.stderr, flush=True)
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:
