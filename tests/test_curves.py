@@ -88,8 +88,9 @@ def test_fractions_are_checked_sorted_and_end_at_one():
     for bad, said in (("0", "(0, 1]"), ("1.5", "(0, 1]"), ("a", "not a number"), ("nan", "(0, 1]")):
         with pytest.raises(MaiAugError, match=said.replace("(", r"\(").replace("]", r"\]")):
             check_fractions([bad])
-    with pytest.raises(MaiAugError, match="given twice"):
-        check_fractions([0.5, "0.5"])
+    for twice in ([0.5, "0.5"], [0.1, 0.1 + 1e-15]):  # one folder name: refused, not merged
+        with pytest.raises(MaiAugError, match="given twice"):
+            check_fractions(twice)
 
 
 @pytest.mark.parametrize("bad", ["0", "1.5", "a"])

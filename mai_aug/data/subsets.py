@@ -35,15 +35,17 @@ def check_fractions(values: Sequence[str | float]) -> list[float]:
     fractions = [parse_fraction(v) for v in values]
     if not fractions:
         raise MaiAugError("--train-fraction: give at least one fraction, such as 0.1 0.3 1.0")
-    repeated = sorted({f for f in fractions if fractions.count(f) > 1})
+    labels = [fraction_label(f) for f in fractions]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
-        raise MaiAugError(f"--train-fraction: {repeated[0]:g} is given twice")
+        raise MaiAugError(f"--train-fraction: {repeated[0]} is given twice")
     return sorted({*fractions, 1.0})
 
 
 def fraction_label(fraction: float) -> str:
-    """The name of a fraction in folders and tables: ``0.1``, ``0.25``, ``1``."""
-    return f"{fraction:g}"
+    """The name of a fraction in folders and tables: ``0.1``, ``0.25``, ``1`` (12 significant digits; fractions that
+    share a name are refused by :func:`check_fractions`)."""
+    return f"{fraction:.12g}"
 
 
 def patient_order(training: Sequence[dict], seed: int) -> list:

@@ -254,6 +254,9 @@ def plan_curves(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: 
         for size in sizes:
             if size.plan is not None:
                 _settle_out(size.folder, size.plan, size.datalist)
+            if not opts.quiet:
+                print(f"--train-fraction {fraction_label(size.fraction)}: {size.n_patients} training patients, "
+                      f"{size.n_images} images, {steps} steps per epoch", file=sys.stderr)
             if size.no_positives:
                 print(f"warning: --train-fraction {fraction_label(size.fraction)} has no training positives for "
                       f"{', '.join(size.no_positives)}", file=sys.stderr)
