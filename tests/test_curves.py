@@ -180,3 +180,8 @@ def test_rerun_reuses_runs_and_a_changed_subset_is_refused(curves, phantom_dir, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "fraction-0.6" in err and "datalist content differs" in err
     shutil.rmtree(curves / "fraction-0.6")
+    # a subset smaller than one batch is refused before anything trains
+    assert main(_argv(phantom_dir, tmp_path, curves, "0.001")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--train-fraction 0.001" in err and "batch size 200" in err
+    assert not (curves / "fraction-0.001").exists()
