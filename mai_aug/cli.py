@@ -561,6 +561,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     _add_image_check_args(p)
     _add_trust_arg(p)
     _add_compare_robustness_args(p)
+    _add_compare_curve_args(p)
     p.set_defaults(handler=_run_compare)
 
 
@@ -586,6 +587,23 @@ def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
                         "whose test images become the shift 'site'")
 
 
+def _train_fraction(text: str) -> float:
+    """A training fraction in (0, 1] (``compare --train-fraction``)."""
+    from mai_aug.data.subsets import parse_fraction  # plain Python: no torch before a command runs
+
+    try:
+        return parse_fraction(text)
+    except MaiAugError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--train-fraction ")) from None
+
+
+def _add_compare_curve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train-fraction", nargs="+", type=_train_fraction, metavar="F",
+                   help="also train every regime on nested patient subsets of the training split (fractions in "
+                        "(0, 1]; 1 is the study's own runs, always included) and report macro AUC against training "
+                        "size with paired differences at each size")
+
+
 def _run_compare(args: argparse.Namespace) -> int:
     from mai_aug.engine.layout import StudyLayout
     from mai_aug.reports.compare import headline_table
@@ -598,7 +616,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                           quiet=args.quiet, retrain=args.retrain, verify_images=args.verify_images,
                           skip_bad_images=args.skip_bad_images, data_options=_data_options(args),
                           robustness=args.robustness, robustness_levels=args.robustness_levels,
-                          site_data=args.site_data, tta=args.tta)
+                          site_data=args.site_data, tta=args.tta, train_fractions=args.train_fraction)
     if args.robustness is None and (args.robustness_levels or args.site_data):
         raise MaiAugError("--robustness-levels and --site-data need --robustness")
     summary = run_compare(opts)

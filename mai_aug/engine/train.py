@@ -187,8 +187,7 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     run = _setup(config, device, ctx)
     _record_run(run)
     train_ds, val_ds = _datasets(run)
-    # Every rank runs the same number of steps (DDP synchronises each one), whatever its shard's size.
-    epoch_length = config.steps_per_epoch or max(1, len(run.datalist["training"]) // ctx.world_size // config.batch_size)
+    epoch_length = steps_per_epoch(config, len(run.datalist["training"]), ctx.world_size)
     resume_state = load_checkpoint(run.resume_from) if run.resume_from is not None else None  # one clear error if unreadable
     done = int(resume_state["trainer"]["iteration"]) if resume_state else 0
     train_loader, val_loader = _loaders(run, train_ds, val_ds, epoch_length, done)
@@ -204,6 +203,14 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
         return dict(engines.auc_metric.last)
     _finish(run, engines)
     return dict(engines.auc_metric.last)
+
+
+def steps_per_epoch(config: TrainConfig, n_training: int, world_size: int = 1) -> int:
+    """Training steps per epoch: ``config.steps_per_epoch``, else one pass over ``n_training`` images.
+
+    Every rank runs the same number of steps (DDP synchronises each one), whatever its shard's size.
+    """
+    return config.steps_per_epoch or max(1, n_training // world_size // config.batch_size)
 
 
 def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistContext) -> _Run:

@@ -21,6 +21,7 @@ from mai_aug.data.datasets import DataSource
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.prepare import split_data
 from mai_aug.data.split import load_datalist, split_table, write_datalist
+from mai_aug.data.subsets import check_fractions, fraction_label, nested_subset
 from mai_aug.engine import distributed
 from mai_aug.engine.config import TrainConfig, read_config
 from mai_aug.engine.evaluate import evaluate_run, evaluated_with
@@ -39,12 +40,13 @@ from mai_aug.engine.robustness import robustness_run, site_items, swept_with
 from mai_aug.engine.runtime import RunLock, resolve_device
 from mai_aug.engine.settings import build_train_config
 from mai_aug.engine.shift_levels import SHIFT_TYPES, parse_levels
-from mai_aug.engine.train import train
+from mai_aug.engine.train import steps_per_epoch, train
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_sweep_report
 from mai_aug.reports.tta import tta_section
 from mai_aug.stats.scores import resolve_metrics
-from mai_aug.study.findings import Evidence, strongest_shifts
+from mai_aug.study.curves import TrainingSize, curve_statistics, training_size, write_curve_report
+from mai_aug.study.findings import Evidence, smallest_size, strongest_shifts
 from mai_aug.study.phantom_cache import default_cache_dir, ensure_phantom, phantom_folder
 from mai_aug.study.phantom_cache import phantom_module as phantom_module  # tests replace its __file__
 from mai_aug.study.presets import check_preset
@@ -95,6 +97,7 @@ class CompareOptions:
     robustness_levels: list[str] = field(default_factory=list)
     site_data: Path | None = None
     tta: int = 0  # test-time augmentation draws in each run's evaluation (``--tta``); 0: none
+    train_fractions: list[float] | None = None  # training sizes of the learning curve (``--train-fraction``); None: none
 
 
 def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
@@ -104,16 +107,41 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     Under torchrun every rank trains (DDP); rank 0 alone generates data, evaluates and reports (others get None).
     """
     ctx = distributed.init(resolve_device(opts.device).type)
-    main = ctx.is_main
     preset = load_preset(opts.preset)
     opts = _preset_defaults(opts, preset)
+    study = _plan_study(opts, preset, ctx)
+    _run_all(opts, study.runs, study.plan, study.train_opts, study.n_boot, ctx)
+    curve_runs(study.sizes, study.runs, opts, study.n_boot, ctx)
+    if not ctx.is_main:
+        return None
+    return _write_study_report(opts, preset, study)
+
+
+@dataclass
+class _Study:
+    """What :func:`run_compare` planned: the regimes, runs and their plan, the datalist and the learning-curve sizes."""
+
+    regimes: list[str]
+    runs: list[tuple[str, int]]
+    plan: dict
+    train_opts: dict
+    datalist: dict
+    source: str
+    metrics: list[str]
+    n_boot: int
+    sizes: list[TrainingSize]
+
+
+def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> _Study:
+    """Check every setting (before any data is made), split the data, plan and settle the run folders."""
     regimes = _check_runs(opts, preset)
+    fractions = check_fractions(opts.train_fractions) if opts.train_fractions is not None else None
     out = Path(opts.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
-    if main:
+    if ctx.is_main:
         require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
     # an unknown metric (the command line's or the preset's) stops before the phantom is made and the runs train
     metrics = [m.name for m in resolve_metrics(opts.train_overrides.get("metrics")
@@ -128,26 +156,36 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]
     plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
     ctx.barrier()
-    if main:
+    if ctx.is_main:
         _settle_out(out, plan, datalist)
     ctx.barrier()
-    _report_split(datalist, main and not opts.quiet, main)
-
+    sizes = (plan_curves(out, runs, train_opts, opts, datalist, fractions, int(preset.get("data", {}).get("seed", 0)),
+                         ctx) if fractions else [])
+    _report_split(datalist, ctx.is_main and not opts.quiet, ctx.is_main)
     n_boot = opts.bootstrap or int(preset.get("bootstrap", 1000))
-    _run_all(opts, runs, plan, train_opts, n_boot, ctx)
-    if not main:
-        return None
+    return _Study(regimes, runs, plan, train_opts, datalist, source, metrics, n_boot, sizes)
+
+
+def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _Study) -> pd.DataFrame:
+    """The extra studies' sections and evidence (shift sweeps, TTA, learning curve), then report.md."""
+    out, regimes, n_boot, names = Path(opts.out), study.regimes, study.n_boot, list(study.datalist["labels"])
+    baseline = "none" if "none" in regimes else regimes[0]
     config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
-              "data": source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot, "metrics": metrics,
-              **runs_configuration(out, runs), **({"tta": opts.tta} if opts.tta else {})}
+              "data": study.source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot,
+              "metrics": study.metrics, **runs_configuration(out, study.runs), **({"tta": opts.tta} if opts.tta else {})}
+    sections, evidence = [], []
     if opts.robustness is not None:
         config["robustness"] = {"levels": parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES)),
                                 "site_data": str(opts.site_data) if opts.site_data is not None else None}
-    sections, evidence = ([], []) if opts.robustness is None else sweep_runs(out, regimes, opts, n_boot,
-                                                                              datalist["labels"])
+        sections, evidence = sweep_runs(out, regimes, opts, n_boot, names)
     if opts.tta:
-        sections = [*tta_section(out, regimes, opts.seeds, list(datalist["labels"]), n_boot, opts.tta), *sections]
-    return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics, sections, evidence)
+        sections = [*tta_section(out, regimes, opts.seeds, names, n_boot, opts.tta), *sections]
+    if study.sizes:
+        config["train_fractions"] = {fraction_label(s.fraction): s.record() for s in study.sizes}
+        curve = curve_statistics(study.sizes, regimes, opts.seeds, names, n_boot, baseline)
+        sections = [*sections, *write_curve_report(out, curve, study.sizes, baseline, opts.seeds, n_boot)]
+        evidence = [*evidence, *smallest_size(curve, baseline)]
+    return write_report(out, regimes, opts.seeds, study.datalist, n_boot, config, study.metrics, sections, evidence)
 
 
 def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
@@ -212,6 +250,60 @@ def _run_all(opts: CompareOptions, runs: list[tuple[str, int]], plan: dict, trai
         eta = np.mean(durations) * (len(runs) - i) if durations else 0.0
         print(f"[{i}/{len(runs)}] {regime} seed {seed}: {state}, test macro AUC {macro:.3f}; "
               f"elapsed {time.monotonic() - started:.0f}s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
+
+
+def plan_curves(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: CompareOptions, datalist: dict,
+                fractions: list[float], split_seed: int, ctx: distributed.DistContext) -> list[TrainingSize]:
+    """The learning curve's training sizes: each fraction's nested subset (seeded by ``split_seed``), its runs
+    planned in its own folder as :func:`plan_runs` plans the study's (refused where stale, unless ``--retrain``),
+    its stale runs moved aside and its datalist written; fraction 1 is the study's own runs.
+
+    Every size trains the full runs' number of steps per epoch, so each run makes the same number of updates.
+    """
+    full = _run_config(StudyLayout(out).run_dir(*runs[0]), runs[0][0], runs[0][1], train_opts, opts)
+    steps = steps_per_epoch(full, len(datalist["training"]), ctx.world_size)
+    sizes = []
+    for fraction in fractions:
+        subset = datalist if fraction == 1.0 else nested_subset(datalist, fraction, split_seed)
+        size = training_size(out, fraction, subset, datalist, train_opts, steps)
+        if size.n_images < full.batch_size:
+            raise MaiAugError(f"--train-fraction {fraction_label(fraction)}: {size.n_images} training images, "
+                              f"fewer than the batch size {full.batch_size}; use a larger fraction")
+        if fraction != 1.0:
+            size.plan = plan_runs(size.folder, runs, size.train_opts, dataclasses.replace(opts, out=size.folder),
+                                  subset)
+        sizes.append(size)
+    ctx.barrier()
+    if ctx.is_main:
+        for size in sizes:
+            if size.plan is not None:
+                _settle_out(size.folder, size.plan, size.datalist)
+            if not opts.quiet:
+                print(f"--train-fraction {fraction_label(size.fraction)}: {size.n_patients} training patients, "
+                      f"{size.n_images} images, {steps} steps per epoch", file=sys.stderr)
+            if size.no_positives:
+                print(f"warning: --train-fraction {fraction_label(size.fraction)} has no training positives for "
+                      f"{', '.join(size.no_positives)}", file=sys.stderr)
+    ctx.barrier()
+    return sizes
+
+
+def curve_runs(sizes: list[TrainingSize], runs: list[tuple[str, int]], opts: CompareOptions, n_boot: int,
+               ctx: distributed.DistContext) -> None:
+    """Train (unless finished) and evaluate on the test split every run of each training size below 1."""
+    for size in sizes:
+        if size.plan is None:
+            continue
+        sub_opts = dataclasses.replace(opts, out=size.folder)
+        for regime, seed in runs:
+            run_dir = StudyLayout(size.folder).run_dir(regime, seed)
+            config = _run_config(run_dir, regime, seed, size.train_opts, sub_opts)
+            state = _train_and_evaluate(run_dir, config, size.plan["runs"][(regime, seed)], opts.device, n_boot,
+                                        ctx.is_main)
+            ctx.barrier()
+            if ctx.is_main:
+                print(f"fraction {fraction_label(size.fraction)} ({size.n_patients} patients): {regime} seed {seed}: "
+                      f"{state}", file=sys.stderr, flush=True)
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:

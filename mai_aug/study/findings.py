@@ -62,6 +62,16 @@ def strongest_shifts(curve: pd.DataFrame, baseline: str, identity: dict[str, flo
     return found
 
 
+def smallest_size(curve: pd.DataFrame, baseline: str) -> list[Evidence]:
+    """The macro AUC difference at the smallest training size of the learning curve (``learning_curve.csv``)."""
+    key = f"diff_vs_{baseline}"
+    rows = curve[(curve["fraction"] == curve["fraction"].min()) & (curve["regime"] != baseline)]
+    return [Evidence(r["regime"], f"trained on {r['fraction']:g} of the training patients ({int(r['n_train_patients'])}) "
+                                  f"(macro AUC)", r[key], r["diff_ci_low"], r["diff_ci_high"],
+                     bool(r["ci_excludes_0"]), "all regimes x scored findings and macros at that size")
+            for r in rows.to_dict("records") if np.isfinite(r.get("diff_ci_low", np.nan))]
+
+
 def _sentence(e: Evidence) -> str:
     verdict = ("the interval excludes 0" if e.survives else "no difference shown (the interval covers 0)")
     return (f"{e.what}: {e.diff:+.3f} [{e.low:+.3f}, {e.high:+.3f}], {verdict}; simultaneous over {e.correction}")

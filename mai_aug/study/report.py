@@ -79,8 +79,12 @@ def statistics_text(summary: pd.DataFrame, seeds: int, n_boot: int, baseline: st
     lines = [f"Intervals come from {n_boot} bootstrap resamples of the test patients (the same patients for every "
              f"regime: paired) {k_text}." + (" With 2 seeds the intervals are wide; 3 to 5 seeds are advised." if seeds == 2 else "")]
     fam = summary["family_size"].dropna() if "family_size" in summary else pd.Series(dtype=float)
-    if len(fam):
-        c = summary["simultaneous_c"].dropna().iloc[0]
+    c_values = summary["simultaneous_c"].dropna() if "simultaneous_c" in summary else pd.Series(dtype=float)
+    if len(fam) and not len(c_values):  # no spread at all: regimes with identical predictions
+        lines.append(f"Every paired difference against `{baseline}` is the same in every resample (identical "
+                     f"predictions): no interval and no star.")
+    elif len(fam):
+        c = c_values.iloc[0]
         lines.append(f"`*`: the simultaneous 95% interval of the paired difference against `{baseline}` excludes 0. "
                      f"Corrected for: the number of comparisons, all {int(fam.iloc[0])} of them (every other regime x "
                      f"every scored finding, plus each regime's macro difference), by max-statistic intervals of "
