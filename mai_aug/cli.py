@@ -598,7 +598,7 @@ def _train_fraction(text: str) -> float:
 
 
 def _add_compare_curve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train-fraction", nargs="+", type=_train_fraction, metavar="F",
+    p.add_argument("--train-fraction", dest="train_fractions", nargs="+", type=_train_fraction, metavar="F",
                    help="also train every regime on nested patient subsets of the training split (fractions in "
                         "(0, 1]; 1 is the study's own runs, always included) and report macro AUC against training "
                         "size with paired differences at each size")
@@ -616,7 +616,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                           quiet=args.quiet, retrain=args.retrain, verify_images=args.verify_images,
                           skip_bad_images=args.skip_bad_images, data_options=_data_options(args),
                           robustness=args.robustness, robustness_levels=args.robustness_levels,
-                          site_data=args.site_data, tta=args.tta, train_fractions=args.train_fraction)
+                          site_data=args.site_data, tta=args.tta, train_fractions=args.train_fractions)
     if args.robustness is None and (args.robustness_levels or args.site_data):
         raise MaiAugError("--robustness-levels and --site-data need --robustness")
     summary = run_compare(opts)
