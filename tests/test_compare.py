@@ -20,6 +20,7 @@ import yaml
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS
 from mai_aug.stats.paired import score_regimes, summary_table
+from mai_aug.study.report import load_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIMES = ["none", "basic", "basic-copy"]
@@ -251,6 +252,13 @@ def test_robustness_sweep_and_tta_of_the_study(comparison, phantom_dir, capsys):
     assert set(zip(tta["regime"], tta["prediction"])) == {(r, p) for r in REGIMES for p in ("plain", "tta")}
     assert (tta["diff_vs_plain"].dropna() == 0).all()  # none and basic have no random part to draw
     assert "## Test-time augmentation" in (comparison / "report.md").read_text()
+    names = json.loads((comparison / "datalist.json").read_text())["labels"]
+    tta_file = comparison / "basic" / "seed-0" / "eval" / "test_tta_predictions.csv"
+    doctored = pd.read_csv(tta_file)
+    doctored[names] = doctored[names] * 0.5  # the TTA statistics must read this file, not the plain predictions
+    doctored.to_csv(tta_file, index=False)
+    _, _, averaged = load_predictions(comparison, ["basic"], 1, names, what="tta_predictions.csv")
+    assert np.array_equal(averaged["basic"][0], doctored[names].to_numpy(np.float64))
     config = yaml.safe_load((comparison / "compare_config.yaml").read_text())
     assert config["tta"] == 2 and config["robustness"]["levels"] == {"rotation": [0, 10], "noise": [0, 0.3]}
     for name in ("robustness.csv", "robustness_area.csv", "robustness_rotation.png", "robustness_noise.png"):
@@ -283,6 +291,7 @@ def test_robustness_sweep_and_tta_of_the_study(comparison, phantom_dir, capsys):
         row = curve[(curve["shift"] == "rotation") & (curve["level"] == 10) & (curve["regime"] == regime)].iloc[0]
         assert f"under rotation 10 (macro AUC): {row['diff_vs_none']:+.3f} [{row['diff_ci_low']:+.3f}" in shows
     assert "under noise 0.3" in shows and "test patients; 1 seed(s) per regime: seed variance is NOT" in shows
+    assert "data: synthetic phantom (" in shows and "need not transfer to real radiographs" in shows  # --data phantom
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "robustness sweep of" not in err and err.count(": skipped,") == len(REGIMES)  # current ones are reused

@@ -245,6 +245,12 @@ def test_chexpert_ignore_trains_with_names_from_the_datalist(chexpert, tmp_path)
             assert table.loc[name, "auc"] == pytest.approx(roc_auc_score(y, preds.loc[known, name]))
             checked += 1
     assert checked >= 5 and preds[[f"true_{n}" for n in OBSERVATIONS]].isna().any().any()
+    # the shift sweep reads the same unknown labels as unknown (not as negatives), level 0 equal to evaluate
+    assert main(["robustness", "--run", str(run), "--split", "validation", "--shifts", "rotation", "--levels",
+                 "rotation=10", "--bootstrap", "200"]) == 0
+    sweep = pd.read_csv(run / "robustness" / "table.csv")
+    level0 = sweep[(sweep["shift"] == "rotation") & (sweep["level"] == 0)].set_index("finding")
+    assert np.allclose(level0.loc[table.index, "auc"], table["auc"], equal_nan=True)
 
 
 def test_preview_captions_use_the_dataset_names(chexpert, tmp_path):

@@ -17,21 +17,21 @@ def _summary(diff: float, low: float, high: float) -> pd.DataFrame:
 
 
 def test_null_difference_reads_as_null_and_planted_one_as_shown():
-    null = findings_section(in_distribution(_summary(0.01, -0.03, 0.05), "none"), "none", 3, 120, "phantom",
+    null = findings_section(in_distribution(_summary(0.01, -0.03, 0.05), "none"), "none", 3, 120, "synthetic phantom (/p)",
                             ["none", "complex"])
     text = "\n".join(null)
     assert "in distribution (macro AUC): +0.010 [-0.030, +0.050], no difference shown" in text
     assert "Mass" not in text  # the macro row speaks for the regime, per-finding rows stay in their table
     shown = "\n".join(findings_section(in_distribution(_summary(0.08, 0.02, 0.14), "none"), "none", 3, 120,
-                                       "phantom", ["none", "complex"]))
+                                       "synthetic phantom (/p)", ["none", "complex"]))
     assert "+0.080 [+0.020, +0.140], the interval excludes 0" in shown
-    assert "120 test patients; 3 seed(s) per regime." in shown and "synthetic" in shown
+    assert "120 test patients; 3 seed(s) per regime." in shown and "need not transfer to real radiographs" in shown
 
 
 def test_one_seed_and_real_data_caveats():
     text = "\n".join(findings_section([], "none", 1, 50, "NIH data /d", ["none"]))
     assert "No paired difference to report" in text
-    assert "seed variance is NOT in any interval" in text and "synthetic" not in text
+    assert "seed variance is NOT in any interval" in text and "need not transfer" not in text
 
 
 def test_strongest_shift_levels_are_the_furthest_from_identity():

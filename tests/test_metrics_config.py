@@ -222,3 +222,22 @@ def test_preset_metric_is_checked_before_work(tmp_path, capsys):
     assert main(["compare", "--preset", str(preset), "--out", str(tmp_path / "o"), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown metric 'auprc'" in err and not (tmp_path / "o" / "datalist.json").exists()
+
+
+def _logloss(y, p):
+    """A custom metric whose values exceed 1 (mean negative log-likelihood)."""
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def test_custom_metric_intervals_are_not_clipped_to_the_auc_range():
+    from mai_aug.stats.scores import custom_metric, metric_table
+
+    metric = custom_metric({"_target_": "test_metrics_config._logloss", "name": "logloss_test",
+                            "higher_is_better": False}, "settings.yaml: metrics", trust=True)
+    rng = np.random.default_rng(0)
+    labels = (rng.random((120, 2)) < 0.3).astype(float)
+    scores = np.clip(0.5 + 0.45 * rng.standard_normal((120, 2)), 0.01, 0.99)  # badly calibrated: log-loss above 1
+    table = metric_table(metric, labels, scores, np.arange(120) // 2, ["a", "b"], n_boot=200)
+    assert (table["logloss_test"] > 1).any()
+    assert ((table["ci_low"] <= table["logloss_test"]) & (table["logloss_test"] <= table["ci_high"])).all()

@@ -78,7 +78,7 @@ def test_retrain_replaces_mismatching_runs_and_reports_their_settings(comparison
     run = yaml.safe_load((out / "none" / "seed-0" / "config.yaml").read_text())
     assert run["lr"] == pytest.approx(1e-5)
     config = yaml.safe_load((out / "compare_config.yaml").read_text())
-    assert config["train"]["lr"] == pytest.approx(1e-5) and config["data"] == str(other)
+    assert config["train"]["lr"] == pytest.approx(1e-5) and config["data"] == f"synthetic phantom ({other})"
     assert config["train"] == {k: run[k] for k in config["train"]}  # read from the run folder
     assert "lr: 1.0e-05" in (out / "report.md").read_text()
     old = list((out / "replaced").glob("*/none/seed-0/config.yaml"))

@@ -171,7 +171,7 @@ def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPE
     with RunLog(out_dir / "robustness.log"):  # on the terminal too: a full test split takes a while per level
         logger.info(f"robustness of {run.checkpoint} on {len(items)} {split} images: {chosen}")
         predictions = sweep_predictions(run, items, chosen, site, workers)
-    labels = np.asarray([it["label"] for it in items], dtype=np.int64)
+    labels = np.asarray([it["label"] for it in items], dtype=np.float64)  # NaN: unknown, left out per finding
     patients = np.asarray([it["patient"] for it in items])
     table = sweep_table(predictions, labels, patients, run.names, n_boot, run.config.seed)
     table.to_csv(out_dir / "table.csv", index=False, float_format="%.10g")

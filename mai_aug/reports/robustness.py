@@ -76,7 +76,7 @@ def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
                 sweeps.setdefault((shift, float(level)), {}).setdefault(regime, []).append(
                     rows[names].to_numpy(np.float64))
     level = reference.iloc[: len(reference) // len(sweeps)]  # every (shift, level) lists the same test images
-    return level[[f"true_{n}" for n in names]].to_numpy(np.int64), level["patient"].to_numpy(), sweeps
+    return level[[f"true_{n}" for n in names]].to_numpy(np.float64), level["patient"].to_numpy(), sweeps
 
 
 def sweep_statistics(labels: np.ndarray, patients: np.ndarray, sweeps: dict[tuple[str, float], dict[str, list]],

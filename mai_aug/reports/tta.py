@@ -16,7 +16,7 @@ def tta_summary(out: Path, regimes: list[str], seeds: int, names: list[str], n_b
     """Per regime, the ``summary_table`` rows of its plain and its TTA predictions (``prediction``: plain or tta),
     the difference paired by patient and seed; simultaneous intervals over that regime's scored findings."""
     labels, patients, plain = load_predictions(out, regimes, seeds, names)
-    _, _, averaged = load_predictions(out, regimes, seeds, names, file="test_tta_predictions.csv")
+    _, _, averaged = load_predictions(out, regimes, seeds, names, what="tta_predictions.csv")
     tables = []
     for regime in regimes:
         scores = pairedstats.score_regimes(labels, patients, {"plain": plain[regime], "tta": averaged[regime]},

@@ -180,8 +180,10 @@ def bootstrap_sd(deviations: np.ndarray) -> np.ndarray:
     return deviations.std(0, ddof=1) if len(deviations) > 1 else np.zeros(deviations.shape[1:])
 
 
-def sd_interval(point: np.ndarray, se: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric interval ``point +/- z * se`` clipped to [0, 1], z the normal quantile of the two-sided ``level``.
+def sd_interval(point: np.ndarray, se: np.ndarray, level: float = 0.95,
+                bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric interval ``point +/- z * se`` clipped to ``bounds`` (the metric's range: [0, 1] for AUC and the
+    built-in metrics), z the normal quantile of the two-sided ``level``.
 
     The one construction of every AUC interval (``evaluate``'s and ``compare``'s), so a run's eval/test_auc.csv and a
     one-seed comparison's auc_by_regime.csv agree; symmetric because the seed part of ``compare``'s standard error
@@ -189,7 +191,7 @@ def sd_interval(point: np.ndarray, se: np.ndarray, level: float = 0.95) -> tuple
     """
     z = stats.norm.ppf(1 - (1 - level) / 2)
     point, se = np.asarray(point, dtype=float), np.asarray(se, dtype=float)
-    return np.clip(point - z * se, 0.0, 1.0), np.clip(point + z * se, 0.0, 1.0)
+    return np.clip(point - z * se, *bounds), np.clip(point + z * se, *bounds)
 
 
 def auc_table(
@@ -211,6 +213,7 @@ def score_table(
     point_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
     boot_fn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray],
     column: str = "auc", n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+    bounds: tuple[float, float] = (0.0, 1.0),
 ) -> pd.DataFrame:
     """``auc_table`` for any per-finding score: ``point_fn(labels, scores)`` -> (findings,) and
     ``boot_fn(labels, scores, counts, inverse)`` -> (resamples, findings); the value column is ``column``.
@@ -228,7 +231,7 @@ def score_table(
         boot[:, scored] = boot_fn(labels[:, scored], scores[:, scored], counts, inverse)
     boot = np.column_stack([boot[:, scored].mean(1) if scored.any() else boot[:, 0], boot])
     point = np.concatenate([[values[scored].mean() if scored.any() else np.nan], values])
-    low, high = sd_interval(point, bootstrap_sd(boot), level)
+    low, high = sd_interval(point, bootstrap_sd(boot), level, bounds)
     known = ~np.isnan(labels.astype(np.float64))  # unknown labels count as neither positive nor negative
     n_pos = np.concatenate([[np.nansum(labels)], np.nansum(labels, 0)])
     table = pd.DataFrame({

@@ -50,6 +50,7 @@ class StudyScores:
     seed_draws: np.ndarray
     scored: np.ndarray
     positive_patients: np.ndarray
+    bounds: tuple[float, float] = (0.0, 1.0)  # the metric's range (intervals are clipped to it)
 
     @property
     def seeds(self) -> int:
@@ -82,7 +83,7 @@ def score_regimes(labels: np.ndarray, patients: np.ndarray, predictions: dict[st
         for s, p in enumerate(runs):
             if scored.any():
                 boot[regime][s][:, scored] = bootstrap_metric(chosen, labels[:, scored], p[:, scored], counts, inverse)
-    return StudyScores(point, boot, seed_draws, scored, positive_patients(labels, patients))
+    return StudyScores(point, boot, seed_draws, scored, positive_patients(labels, patients), chosen.bounds)
 
 
 def seed_scale(k: int, c: float) -> float:
@@ -182,7 +183,7 @@ def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | Non
     base = regime_deviations(scores, baseline) if baseline in scores.point else None
     for regime in scores.point:
         value, patient_part, seed_part = regime_deviations(scores, regime)
-        low, high = sd_interval(value, standard_errors(patient_part, seed_part, scores.seeds, z), level)
+        low, high = sd_interval(value, standard_errors(patient_part, seed_part, scores.seeds, z), level, scores.bounds)
         per_seed = scored_macro(scores.point[regime], scores.scored)
         for j, finding in enumerate(findings):
             row = {"regime": regime, "finding": finding, value_name: value[j],
@@ -206,7 +207,8 @@ def summary_table(scores: StudyScores, names: Sequence[str], baseline: str | Non
         diff = table.loc[list(idx), f"diff_vs_{baseline}"].to_numpy(float)
         low, high, c = simultaneous_intervals(diff, np.stack(patient_parts, axis=1), np.stack(seed_parts, axis=1),
                                               scores.seeds, level)
-        table.loc[list(idx), ["diff_ci_low", "diff_ci_high"]] = np.column_stack([low, high]).clip(-1.0, 1.0)
+        width = scores.bounds[1] - scores.bounds[0]  # a difference of two values in the metric's range
+        table.loc[list(idx), ["diff_ci_low", "diff_ci_high"]] = np.column_stack([low, high]).clip(-width, width)
         se_positive = high > low  # no star without an interval (se = 0: one resample, identical predictions)
         table.loc[list(idx), "ci_excludes_0"] = ((low > 0) | (high < 0)) & se_positive
         table["simultaneous_c"], table["family_size"] = c, len(family)

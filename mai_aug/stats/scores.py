@@ -55,6 +55,7 @@ class Metric:
     higher_is_better: bool
     point: Callable[[np.ndarray, np.ndarray], float]
     weighted: Callable[..., np.ndarray]
+    bounds: tuple[float, float] = (0.0, 1.0)  # the range intervals are clipped to; a custom metric's is unbounded
 
 
 def labelled(y: np.ndarray, p: np.ndarray, groups: np.ndarray | None = None
@@ -241,7 +242,7 @@ def custom_metric(entry: dict, where: str = "metrics", trust: bool | None = None
     if _TARGETS.get(name, entry["_target_"]) != entry["_target_"]:
         raise MaiAugError(f"{where}: name {name!r} already names {_TARGETS[name]}; give each metric its own name")
     metric = Metric(name, name, str(entry.get("description", f"{name} ({entry['_target_']})")), higher,
-                    _labelled_point(point), _repeated(point))
+                    _labelled_point(point), _repeated(point), bounds=(-np.inf, np.inf))
     CUSTOM[name], _TARGETS[name] = metric, entry["_target_"]
     return metric
 
@@ -313,7 +314,8 @@ def metric_table(metric: Metric, labels: np.ndarray, scores: np.ndarray, patient
     """``auc_table`` for ``metric``: per finding and macro, the value (column ``metric.key``) and its patient-bootstrap
     interval, on the same resamples as every other metric of the same labels, patients and seed."""
     return score_table(labels, scores, patients, names, lambda y, p: per_finding(metric, y, p),
-                       lambda y, p, c, i: bootstrap_metric(metric, y, p, c, i), metric.key, n_boot, seed, level)
+                       lambda y, p, c, i: bootstrap_metric(metric, y, p, c, i), metric.key, n_boot, seed, level,
+                       metric.bounds)
 
 
 def interval_tables(metrics: Sequence[Metric], labels: np.ndarray, scores: np.ndarray, patients: np.ndarray,

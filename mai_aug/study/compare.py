@@ -19,6 +19,7 @@ import yaml
 
 from mai_aug.data.datasets import DataSource
 from mai_aug.data.images import check_images_if_asked
+from mai_aug.data.phantom import RECORD_NAME as PHANTOM_RECORD
 from mai_aug.data.prepare import split_data
 from mai_aug.data.split import load_datalist, split_table, write_datalist
 from mai_aug.data.subsets import check_fractions, fraction_label, nested_subset
@@ -317,7 +318,8 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
         data_dir = phantom_folder(spec, cache_dir)
         source = f"synthetic phantom ({data_dir})"
     else:
-        data_dir, source = Path(opts.data), str(opts.data)
+        data_dir = Path(opts.data)  # a phantom written by `mai-aug phantom` keeps its record: say it is synthetic
+        source = f"synthetic phantom ({data_dir})" if (data_dir / PHANTOM_RECORD).is_file() else str(opts.data)
     images = data_opts.pop("images", None)
     if opts.data is None and any(v not in (None, "auto", "|", []) for v in opts.data_options.values()):
         raise MaiAugError("--csv, --dataset and their options need --data (the phantom is in NIH's layout)")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+SYNTHETIC = "synthetic phantom"  # how compare names phantom data (study/compare.py), for the caveat
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -81,8 +83,8 @@ def caveats(seeds: int, patients: int, data: str) -> list[str]:
     """The plain caveats every reading of the findings needs."""
     lines = [f"{patients} test patients; {seeds} seed(s) per regime"
              + ("" if seeds > 1 else ": seed variance is NOT in any interval, so differences look surer than they are"),
-             f"data: {data}" + (" (synthetic: effects on the phantom need not transfer to real radiographs)"
-                                if "phantom" in data else "")]
+             f"data: {data}" + (": effects on the phantom need not transfer to real radiographs"
+                                if data.startswith(SYNTHETIC) else "")]
     return [f"- {line}." for line in lines]
 
 
