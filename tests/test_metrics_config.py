@@ -203,6 +203,10 @@ def test_evaluate_writes_a_table_per_metric(tiny_run, capsys):
         scored = table[table["scored"]]
         assert ((scored["ci_low"] <= scored[key]) & (scored[key] <= scored["ci_high"])).all()
     assert not (tiny_run / "eval" / "validation_ece.csv").exists()  # --metrics replaces the run's own list
+    assert main(["evaluate", "--run", str(tiny_run), "--split", "validation", "--bootstrap", "200",
+                 "--metrics", "ap"]) == 0  # a re-evaluation leaves no table of the earlier one behind
+    assert not (tiny_run / "eval" / "validation_sens_at_spec0.8.csv").exists()
+    assert (tiny_run / "eval" / "validation_ap.csv").is_file() and (tiny_run / "eval" / "validation_meta.json").is_file()
 
 
 @pytest.mark.parametrize("argv, nearest", [

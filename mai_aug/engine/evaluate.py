@@ -115,9 +115,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     layout = run.layout
     require_writable_folder(layout.eval_dir, "--run")  # before inference, not after it
     layout.eval_dir.mkdir(exist_ok=True)
-    for stale in (layout.meta(split), layout.eval_file(split, "tta.csv"), layout.eval_file(split, "tta_predictions.csv")):
+    # the meta file first: until the new outputs are complete, none of them vouches for a checkpoint; then every
+    # other output of this split (metric and TTA tables of an earlier evaluation must not outlive it)
+    for stale in [layout.meta(split), *sorted(layout.eval_dir.glob(f"{split}_*"))]:
         with contextlib.suppress(FileNotFoundError):
-            stale.unlink()  # until the new outputs are complete, none of them vouches for a checkpoint
+            stale.unlink()
     with RunLog(layout.eval_log, echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
         probs = run.predict(items, workers=workers)
