@@ -81,6 +81,7 @@ def test_out_may_come_from_the_file(tmp_path, monkeypatch):
     ("- lr\n- 0.1", "settings.yaml: expected a mapping"),
     ("lr: [", "settings.yaml: not valid YAML"),
     ("dataset: {_target_: my_adapter.read_mine}", "settings.yaml: dataset: _target_ 'my_adapter.read_mine' is code"),
+    ("dataset: os.system", "settings.yaml: dataset: _target_ 'os.system' is code"),  # a dotted name is code too
     ("metrics: [{_target_: my_metrics.brier, name: brier}]", "_target_ 'my_metrics.brier' is code"),
     ("metrics: [{_target_: my_metrics.brier, name: ap}]", "name 'ap' is a built-in metric"),
     ("metrics: [{_target_: my_metrics.brier, nme: brier}]", "unknown key 'nme' (did you mean 'name'?)"),
@@ -168,3 +169,15 @@ def test_example_settings_file_trains_as_written(monkeypatch, tmp_path):
     assert config.epochs == 1 and config.sources["epochs"] == "cli"
     assert config.network == written["network"]["name"] and config.weight_decay == written["weight_decay"]
     assert {k for k, v in config.sources.items() if v == "file"} == set(written) - {"epochs"} | {"network_args"}
+
+
+@pytest.mark.parametrize("given", [["--uncertain", "zeros"], ["--views", "PA"], ["--split-seed", "3"], ["file"]])
+def test_split_settings_beside_a_datalist_are_refused_not_dropped(tmp_path, capsys, given):
+    if given == ["file"]:
+        settings = tmp_path / "s.yaml"
+        settings.write_text("val_frac: 0.3\n")
+        given = ["--settings", str(settings)]
+    assert main(["train", "--datalist", str(tmp_path / "d.json"), "--out", str(tmp_path / "run"), *given]) == 2
+    err = capsys.readouterr().err
+    assert "is already split" in err and "has no effect" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made

@@ -54,6 +54,20 @@ from mai_aug.utils import write_text_atomic
 logger = logging.getLogger("mai_aug")
 
 
+# settings that read and split --data; with --datalist they would do nothing
+SPLIT_SETTINGS = ("dataset", "uncertain", "image_column", "labels_column", "label_sep", "label_columns",
+                  "patient_column", "csv", "images", "views", "split", "val_frac", "test_frac", "split_seed",
+                  "require_all_images")
+
+
+def check_split_settings(config: TrainConfig) -> None:
+    """With ``--datalist`` (already read and split), a split setting the user gave would be silently dropped: refuse."""
+    ignored = [k for k in SPLIT_SETTINGS if config.datalist and config.sources.get(k) in ("cli", "file")]
+    if ignored:
+        raise MaiAugError(f"--datalist {config.datalist} is already split: --{ignored[0].replace('_', '-')} has no "
+                          f"effect on it (drop it, or give --data to read and split the dataset)")
+
+
 def resolve_datalist(config: TrainConfig, run_dir: Path, write: bool = True) -> dict:
     """The run's split: reused from the run folder on resume, else from ``--datalist`` or ``--data``."""
     layout = RunLayout(run_dir)
@@ -112,6 +126,7 @@ def train(config: TrainConfig) -> dict[str, float]:
     """
     run_dir = Path(config.out)
     resolve_metrics(config.metrics)  # an unknown metric (a preset's, a config's) stops before anything is written
+    check_split_settings(config)
     device = resolve_device(config.device)
     ctx = distributed.init(device.type)
     try:

@@ -163,8 +163,11 @@ def check_train_section(values: Any, label: str, skip: set[str] = frozenset(), s
         where = f"{label}{sep}network"
         values.update(network_fields(values["network"], where, values.get("network_args")))
         lookup_network(values["network"], values.get("network_args"), where=where)
-    if isinstance(values.get("dataset"), dict):
-        values["dataset"] = _dataset_target(values["dataset"], f"{label}{sep}dataset")
+    dataset = values.get("dataset")
+    if isinstance(dataset, dict):
+        values["dataset"] = _dataset_target(dataset, f"{label}{sep}dataset")
+    elif isinstance(dataset, str) and dataset not in ("auto", *_dataset_names()):  # a dotted path is code too
+        values["dataset"] = _dataset_target({"_target_": dataset}, f"{label}{sep}dataset")
     _check_section(label, values, _field_types(TrainConfig, skip), sep)
     if values.get("metrics"):
         _check_metrics(values["metrics"], f"{label}{sep}metrics")
@@ -183,6 +186,13 @@ def _check_metrics(entries: list, where: str) -> None:
             get_metric(entry)
         except MaiAugError as e:
             raise MaiAugError(f"{where}: {str(e).removeprefix('--metrics: ')}") from None
+
+
+def _dataset_names() -> tuple[str, ...]:
+    """The registered dataset adapters (nih, chexpert, csv)."""
+    from mai_aug.data.datasets import DATASETS
+
+    return tuple(DATASETS)
 
 
 def _dataset_target(value: dict, where: str) -> str:
