@@ -617,8 +617,6 @@ def _run_compare(args: argparse.Namespace) -> int:
                           skip_bad_images=args.skip_bad_images, data_options=_data_options(args),
                           robustness=args.robustness, robustness_levels=args.robustness_levels,
                           site_data=args.site_data, tta=args.tta, train_fractions=args.train_fractions)
-    if args.robustness is None and (args.robustness_levels or args.site_data):
-        raise MaiAugError("--robustness-levels and --site-data need --robustness")
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

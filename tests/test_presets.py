@@ -58,3 +58,13 @@ def test_preset_seeds_and_sweep_are_defaults_the_command_line_overrides():
     given = _preset_defaults(CompareOptions(out="o", seeds=1, robustness=["noise"]), preset)
     assert (given.seeds, given.robustness) == (1, ["noise"])
     assert _preset_defaults(CompareOptions(out="o"), load_preset("demo")).robustness is None
+
+
+def test_preset_sweep_takes_command_line_levels_and_levels_alone_are_refused():
+    from mai_aug.errors import MaiAugError
+    from mai_aug.study.compare import CompareOptions, _preset_defaults
+
+    opts = _preset_defaults(CompareOptions(out="o", robustness_levels=["rotation=0,5"]), load_preset("robustness"))
+    assert opts.robustness == ["rotation", "zoom"] and opts.robustness_levels == ["rotation=0,5"]
+    with pytest.raises(MaiAugError, match="need --robustness"):
+        _preset_defaults(CompareOptions(out="o", robustness_levels=["rotation=0,5"]), load_preset("demo"))

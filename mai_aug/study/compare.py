@@ -215,10 +215,12 @@ def _preset_defaults(opts: CompareOptions, preset: dict[str, Any]) -> CompareOpt
     """``opts`` with the preset's ``seeds``, and its ``robustness`` sweep where the command line asked for none."""
     opts = dataclasses.replace(opts, seeds=opts.seeds or int(preset.get("seeds", 1)))
     sweep = preset.get("robustness")
-    if opts.robustness is not None or sweep is None:
-        return opts
-    return dataclasses.replace(opts, robustness=list(sweep.get("shifts", [])),
-                               robustness_levels=opts.robustness_levels or list(sweep.get("levels", [])))
+    if opts.robustness is None and sweep is not None:
+        opts = dataclasses.replace(opts, robustness=list(sweep.get("shifts", [])),
+                                   robustness_levels=opts.robustness_levels or list(sweep.get("levels", [])))
+    if opts.robustness is None and (opts.robustness_levels or opts.site_data):
+        raise MaiAugError("--robustness-levels and --site-data need --robustness (or a preset with a robustness sweep)")
+    return opts
 
 
 def _check_runs(opts: CompareOptions, preset: dict[str, Any]) -> list[str]:
