@@ -607,6 +607,7 @@ def _add_compare_curve_args(p: argparse.ArgumentParser) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from mai_aug.engine.layout import StudyLayout
     from mai_aug.reports.compare import headline_table
+    from mai_aug.stats.paired import baseline_regime
     from mai_aug.study.compare import CompareOptions, run_compare
 
     overrides = {k: getattr(args, k) for k in COMPARE_TRAIN_FLAGS}
@@ -621,7 +622,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     if summary is None:  # a non-zero torchrun rank
         return 0
     print()
-    print(headline_table(summary, "none" if "none" in set(summary["regime"]) else summary["regime"].iloc[0]).to_string(index=False))
+    print(headline_table(summary, baseline_regime(dict.fromkeys(summary["regime"]))).to_string(index=False))
     study = StudyLayout(args.out)
     print(f"\nreport: {study.report}; TensorBoard: tensorboard --logdir {study.tensorboard}")
     return 0

@@ -57,6 +57,12 @@ class StudyScores:
         return self.seed_draws.shape[1]
 
 
+def baseline_regime(regimes: Sequence[str]) -> str:
+    """The regime every other is compared with: ``none`` when compared, else the first."""
+    regimes = list(regimes)
+    return "none" if "none" in regimes else regimes[0]
+
+
 def score_regimes(labels: np.ndarray, patients: np.ndarray, predictions: dict[str, list[np.ndarray]],
                   n_boot: int = 1000, seed: int = 0, metric: str = "auc") -> StudyScores:
     """Point and bootstrap AUCs (or another registered ``metric``) of each regime and seed on one shared set of

@@ -45,6 +45,7 @@ from mai_aug.engine.train import steps_per_epoch, train
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_sweep_report
 from mai_aug.reports.tta import tta_section
+from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.study.curves import TrainingSize, curve_statistics, training_size, write_curve_report
 from mai_aug.study.findings import Evidence, smallest_size, strongest_shifts
@@ -170,7 +171,7 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
 def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _Study) -> pd.DataFrame:
     """The extra studies' sections and evidence (shift sweeps, TTA, learning curve), then report.md."""
     out, regimes, n_boot, names = Path(opts.out), study.regimes, study.n_boot, list(study.datalist["labels"])
-    baseline = "none" if "none" in regimes else regimes[0]
+    baseline = baseline_regime(regimes)
     config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
               "data": study.source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot,
               "metrics": study.metrics, **runs_configuration(out, study.runs), **({"tta": opts.tta} if opts.tta else {})}
@@ -203,7 +204,7 @@ def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
                 print(f"robustness sweep of {regime} seed {seed}", file=sys.stderr, flush=True)
                 robustness_run(run_dir, shifts, opts.robustness_levels, "test", "best", opts.device, n_boot=n_boot,
                                site_data=opts.site_data)
-    baseline = "none" if "none" in regimes else regimes[0]
+    baseline = baseline_regime(regimes)
     labels, patients, sweeps = load_sweeps(out, regimes, opts.seeds, list(names))
     curve, area = sweep_statistics(labels, patients, sweeps, list(names), n_boot, baseline)
     identity = {**{name: kind.identity for name, kind in SHIFT_TYPES.items()}, "site": 0.0}

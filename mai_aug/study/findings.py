@@ -66,8 +66,10 @@ def strongest_shifts(curve: pd.DataFrame, baseline: str, identity: dict[str, flo
 
 def smallest_size(curve: pd.DataFrame, baseline: str) -> list[Evidence]:
     """The macro AUC difference at the smallest training size of the learning curve (``learning_curve.csv``)."""
-    key = f"diff_vs_{baseline}"
-    rows = curve[(curve["fraction"] == curve["fraction"].min()) & (curve["regime"] != baseline)]
+    key, smallest = f"diff_vs_{baseline}", curve["fraction"].min()
+    if smallest == 1.0:  # only the full size: the in-distribution line already says it
+        return []
+    rows = curve[(curve["fraction"] == smallest) & (curve["regime"] != baseline)]
     return [Evidence(r["regime"], f"trained on {r['fraction']:g} of the training patients ({int(r['n_train_patients'])}) "
                                   f"(macro AUC)", r[key], r["diff_ci_low"], r["diff_ci_high"],
                      bool(r["ci_excludes_0"]), "all regimes x scored findings and macros at that size")

@@ -18,6 +18,7 @@ from mai_aug.reports.reliability import reliability_figure
 from mai_aug.reports.roc import roc_figure
 from mai_aug.stats import paired as stats
 from mai_aug.stats.auc import MIN_POSITIVE_PATIENTS
+from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.scores import Metric, resolve_metrics
 from mai_aug.study.findings import Evidence, findings_section, in_distribution
 
@@ -168,7 +169,7 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
     names = list(datalist["labels"])
     labels, patients, predictions = load_predictions(out, regimes, seeds, names)
     scores = stats.score_regimes(labels, patients, predictions, n_boot=n_boot, seed=0)
-    baseline = "none" if "none" in regimes else regimes[0]
+    baseline = baseline_regime(regimes)
     summary = stats.summary_table(scores, names, baseline=baseline)
     study = StudyLayout(out)
     summary.to_csv(study.summary, index=False, float_format="%.6f")
