@@ -87,12 +87,6 @@ class TrainedRun:
                                      len(self.names), amp_dtype=self.amp_dtype)
 
 
-def _trained_with_amp(raw: dict) -> bool:
-    """Whether training used mixed precision: the resolved setting, else ``--amp`` (unset: on with CUDA)."""
-    amp = (raw.get("resolved") or {}).get("amp", raw.get("amp"))
-    return True if amp is None else bool(amp)
-
-
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
                  n_boot: int = 1000, workers: int = 0, trust: bool | None = None,
                  metrics: Sequence[str] | None = None, tta: int = 0) -> pd.DataFrame:
