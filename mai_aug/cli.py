@@ -326,7 +326,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=_default("device"),
                    help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=_default("amp"),
-                   help="mixed precision (default: on with CUDA)")
+                   help="mixed precision: float16 autocast on CUDA (default there), bfloat16 autocast on CPU (opt-in)")
     p.add_argument("--seed", type=_seed, default=_default("seed"), help="default: %(default)s")
     p.add_argument("--workers", type=_non_negative_int, default=None, help="data-loader workers (default: up to 4)")
     p.add_argument("--cache", default=_default("cache"), choices=["memory", "disk", "none"],

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import cut_datalist
 from mai_aug.cli import main
-from mai_aug.engine.evaluate import TrainedRun, _trained_with_amp
+from mai_aug.engine.evaluate import TrainedRun
+from mai_aug.engine.precision import trained_dtype
 from mai_aug.errors import MaiAugError
 from mai_aug.transforms.regimes import default_regimes_file, load_regime
 from mai_aug.transforms.trust import check_data_only
@@ -250,7 +252,9 @@ def test_run_without_a_stored_spec_is_refused_unless_trusted(user_run, capsys):
 
 def test_autocast_at_evaluation_follows_the_run(user_run):
     run, _, _ = user_run
-    assert TrainedRun(run, device="cpu").amp is False  # CPU: never
-    assert _trained_with_amp({"amp": None, "resolved": {"amp": False}}) is False  # a CUDA run trained with --no-amp
-    assert _trained_with_amp({"amp": True, "resolved": {"amp": True}}) is True
-    assert _trained_with_amp({"amp": None}) is True  # older runs: training's default with CUDA
+    assert TrainedRun(run, device="cpu").amp is False  # a CPU run trained without --amp
+    cuda_no_amp = {"amp": False, "resolved": {"amp": False, "device": "cuda"}}  # a CUDA run trained with --no-amp
+    assert trained_dtype(cuda_no_amp) is None
+    assert trained_dtype({"amp": True, "resolved": {"amp": True, "device": "cuda"}}) == torch.float16
+    assert trained_dtype({"amp": None}) == torch.float16  # older runs: training's default with CUDA
+    # more cases (CPU bfloat16 runs, inference on the other device) in test_amp_cpu.py

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import yaml
 
 from mai_aug.bundle.inference import MODEL_FILE, inference_config, network_config
@@ -16,8 +17,9 @@ from mai_aug.bundle.metadata import metadata, readme
 from mai_aug.bundle.transforms import foreign_packages
 from mai_aug.engine.checkpoint import save_atomic
 from mai_aug.engine.config import read_config
-from mai_aug.engine.evaluate import TrainedRun, _trained_with_amp, checkpoint_identity
+from mai_aug.engine.evaluate import TrainedRun, checkpoint_identity
 from mai_aug.engine.layout import RunLayout
+from mai_aug.engine.precision import trained_dtype
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.runtime import load_checkpoint
 from mai_aug.errors import MaiAugError
@@ -58,7 +60,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     run = TrainedRun(run_dir, "best", "cpu", trust)  # checks the spec and that the checkpoint fits the network
     raw = {**raw, "resolved": {**(raw.get("resolved") or {}), "findings": run.names}}  # or the datalist's labels
     network = network_config(raw, trust)
-    config = inference_config(raw, run.regime, run.names, str(out.resolve()), _trained_with_amp(raw))
+    trained = trained_dtype(raw)
+    config = inference_config(raw, run.regime, run.names, str(out.resolve()), trained == torch.float16,
+                              cpu_autocast=trained == torch.bfloat16)
     foreign = foreign_packages(config)
     best_state = load_checkpoint(best)
     identity = {**checkpoint_identity(best), "epoch": best_state.get("epoch"), "metric": best_state.get("metric")}

@@ -88,9 +88,19 @@ def csv_header(names: Sequence[str]) -> str:
     return line.getvalue()
 
 
+# mai_aug.engine.precision.AutocastInferer without mai_aug: the forward under bfloat16 autocast, float32 logits. The
+# autocast object is made outside the inner lambda: a lambda's body cannot see the config's @-references.
+_BF16_INFERER = ("$(lambda autocast: lambda inputs, network, *args, **kwargs: "
+                 "autocast(network)(inputs, *args, **kwargs).float())(torch.autocast(@device.type, dtype=torch.bfloat16))")
+
+
 def inference_config(run_config: dict[str, Any], regime: Regime, names: Sequence[str], bundle_root: str,
-                     amp: bool) -> dict[str, Any]:
-    """The whole ``inference.yaml`` content (see the module docstring for the ids)."""
+                     amp: bool, cpu_autocast: bool = False) -> dict[str, Any]:
+    """The whole ``inference.yaml`` content (see the module docstring for the ids).
+
+    ``amp``: float16 autocast on CUDA (a run trained with ``--amp`` on CUDA); ``cpu_autocast``: bfloat16 autocast of
+    the forward on any device (a run trained with ``--amp`` on CPU), as ``mai-aug predict`` runs each.
+    """
     network = network_config(run_config)
     return {
         "imports": ["$import glob", "$import os", "$import pathlib", "$import torch", "$import monai"],
@@ -112,7 +122,7 @@ def inference_config(run_config: dict[str, Any], regime: Regime, names: Sequence
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": "@batch_size",
                        "shuffle": False, "num_workers": "@num_workers"},
-        "inferer": {"_target_": "SimpleInferer"},
+        "inferer": _BF16_INFERER if cpu_autocast else {"_target_": "SimpleInferer"},
         "postprocessing": {"_target_": "Compose", "transforms": [
             # float64 before the sigmoid, as predict: float32 sigmoids tie distinct logits near 0 and 1
             {"_target_": "CastToTyped", "keys": "pred", "dtype": "$torch.float64"},
@@ -133,7 +143,7 @@ def inference_config(run_config: dict[str, Any], regime: Regime, names: Sequence
                       "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
                       "val_handlers": "@handlers", "non_blocking": "$@device.type == 'cuda'",
                       # mixed precision on CUDA where the run trained with it, as predict does
-                      "amp": "$@device.type == 'cuda'" if amp else False},
+                      "amp": "$@device.type == 'cuda'" if amp and not cpu_autocast else False},
         "initialize": ["$os.makedirs(@output_dir, exist_ok=True)",
                        "$pathlib.Path(@output_dir, @output_filename).write_text(@csv_header)"],
         "run": ["$@evaluator.run()"],

@@ -22,6 +22,7 @@ from mai_aug.engine.inference import predict_probabilities
 from mai_aug.engine.layout import LAST_PREFIX, RunLayout
 from mai_aug.engine.network import build_network
 from mai_aug.engine.network_spec import stored_network
+from mai_aug.engine.precision import inference_dtype, trained_dtype
 from mai_aug.engine.preflight import require_writable_file, require_writable_folder
 from mai_aug.engine.runtime import RunLog, load_checkpoint, load_model_state, resolve_device
 from mai_aug.engine.tta import tta_predictions, tta_table
@@ -50,7 +51,9 @@ class TrainedRun:
         self.device = resolve_device(device)
         # the regime as trained, from the spec stored in the run folder: editing a regimes file changes nothing here
         self.regime: Regime = stored_regime(raw, f"--run {self.run_dir}", trust)
-        self.amp = self.device.type == "cuda" and _trained_with_amp(raw)
+        # autocast as trained: float16 on CUDA, bfloat16 on CPU or CUDA for a CPU-trained run (engine.precision)
+        self.amp_dtype = inference_dtype(trained_dtype(raw), self.device)
+        self.amp = self.amp_dtype is not None
         self.checkpoint = self.resolve_checkpoint(checkpoint)
         # the network as trained, from the spec stored in the run folder (checked like a user's file unless trusted)
         spec = stored_network(raw, len(self.names), f"--run {self.run_dir}", trust)
@@ -81,13 +84,7 @@ class TrainedRun:
         """Sigmoid probabilities (n, findings) for a dataset of network-ready items (``image`` as the network takes it)."""
         loader = DataLoader(dataset, batch_size=batch_size or self.config.batch_size * 2, num_workers=workers)
         return predict_probabilities(self.network, loader, self.device, self.amp, self.config.in_channels,
-                                     len(self.names))
-
-
-def _trained_with_amp(raw: dict) -> bool:
-    """Whether training used mixed precision: the resolved setting, else ``--amp`` (unset: on with CUDA)."""
-    amp = (raw.get("resolved") or {}).get("amp", raw.get("amp"))
-    return True if amp is None else bool(amp)
+                                     len(self.names), amp_dtype=self.amp_dtype)
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",

@@ -22,6 +22,7 @@ from mai_aug.engine.checkpoint import checkpoint_epoch
 from mai_aug.engine.config import TrainConfig
 from mai_aug.engine.layout import FINGERPRINT_FILE as FINGERPRINT_FILE
 from mai_aug.engine.layout import RunLayout
+from mai_aug.engine.precision import resolve_amp
 from mai_aug.transforms.batched import compile_regime
 from mai_aug.utils import write_text_atomic
 
@@ -60,7 +61,7 @@ def code_sha256() -> str:
 
 def resolved_settings(config: TrainConfig, regime: Any, device: torch.device) -> dict[str, Any]:
     """``amp`` and ``augment_on`` as :func:`mai_aug.engine.train.train` resolves them for ``device``."""
-    amp = bool(config.amp) if config.amp is not None else device.type == "cuda"
+    amp = resolve_amp(config.amp, device)
     batched = config.augment_on != "loader" and not isinstance(compile_regime(regime, config.seed), str)
     return {"amp": amp, "augment_on": "device" if batched else "loader"}
 

@@ -17,6 +17,7 @@ from monai.engines import SupervisedEvaluator
 from monai.utils import CommonKeys
 from torch.utils.data import DataLoader
 
+from mai_aug.engine.precision import engine_precision
 from mai_aug.errors import EngineTermination
 from mai_aug.transforms.batched import BatchedStage
 
@@ -51,22 +52,25 @@ class PrepareBatch:
 
 
 def make_evaluator(network: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool, in_channels: int,
-                   key_val_metric: dict | None = None, val_handlers: Sequence | None = None) -> SupervisedEvaluator:
+                   key_val_metric: dict | None = None, val_handlers: Sequence | None = None,
+                   amp_dtype: torch.dtype | None = None) -> SupervisedEvaluator:
     """MONAI's SupervisedEvaluator as every mai_aug inference runs it.
 
     Args:
         network: the network (in eval mode while the evaluator runs, under ``torch.no_grad``).
         loader: batches of ``{"image", "label"}`` (a label of zeros where none is known).
         device: where the network runs; batches are copied there non-blocking on CUDA.
-        amp: autocast on CUDA (the run's resolved ``amp``).
+        amp: autocast (the run's resolved ``amp``): float16 on CUDA, bfloat16 on CPU (see ``engine.precision``).
         in_channels: the network's input channels (3: the grayscale channel repeated).
         key_val_metric: the metric validation tracks (its best value picks ``best.pt``).
         val_handlers: handlers attached to the evaluator.
+        amp_dtype: the autocast dtype where not the device's default (a run trained in another precision).
     """
     evaluator = SupervisedEvaluator(
         device=device, val_data_loader=loader, network=network, non_blocking=device.type == "cuda",
         prepare_batch=PrepareBatch(in_channels),  # evaluation never runs the batched augmentation stage
-        key_val_metric=key_val_metric, val_handlers=val_handlers, amp=amp, decollate=False,
+        key_val_metric=key_val_metric, val_handlers=val_handlers, decollate=False,
+        **engine_precision(device, amp, amp_dtype),
     )
     evaluator.logger.addFilter(EngineTermination())  # the error is re-raised and said once by the caller
     return evaluator
@@ -84,11 +88,11 @@ class _Collect:
 
 
 def predict_probabilities(network: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool,
-                          in_channels: int, n_outputs: int) -> np.ndarray:
+                          in_channels: int, n_outputs: int, amp_dtype: torch.dtype | None = None) -> np.ndarray:
     """(n, ``n_outputs``) sigmoid probabilities of the network on every batch of ``loader``, in order."""
     if len(loader) == 0:
         return np.zeros((0, n_outputs))
-    evaluator = make_evaluator(network, loader, device, amp, in_channels)
+    evaluator = make_evaluator(network, loader, device, amp, in_channels, amp_dtype=amp_dtype)
     collect = _Collect()
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect)
     evaluator.run()

@@ -34,6 +34,7 @@ from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
 from mai_aug.engine.network import LoadReport, build_network
 from mai_aug.engine.network_spec import NetworkSpec, resolve_network, stored_network
+from mai_aug.engine.precision import engine_precision, resolve_amp
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.runtime import (
     RunLock,
@@ -234,9 +235,7 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     # earlier lengths of a run resumed with other --epochs after its schedule diverged (refuses fewer than trained)
     extended = (resumed_epochs(read_config(run_dir), config, checkpoint_epoch(resume_from), epochs_begun(run_dir))
                 if resume_from is not None else [])
-    amp = bool(config.amp) if config.amp is not None else device.type == "cuda"
-    if amp and device.type != "cuda":
-        raise MaiAugError("--amp needs a CUDA device")
+    amp = resolve_amp(config.amp, device)  # float16 autocast on CUDA, bfloat16 on CPU (engine.precision)
     set_determinism(seed=config.seed)
     datalist = resolve_datalist(config, run_dir, write=ctx.is_main)
     ctx.barrier()
@@ -340,7 +339,7 @@ def _engines(run: _Run, model: _Model, train_loader: DataLoader, val_loader: Dat
     trainer = SupervisedTrainer(
         device=device, max_epochs=config.epochs, train_data_loader=train_loader, network=model.model,
         optimizer=model.optimizer, loss_function=model.loss_fn, epoch_length=epoch_length, non_blocking=pin,
-        prepare_batch=prepare, train_handlers=None, amp=run.amp, decollate=False,
+        prepare_batch=prepare, train_handlers=None, decollate=False, **engine_precision(device, run.amp),
     )
     prepare.attach(trainer)
     trainer.logger.addFilter(EngineTermination())  # the error is re-raised and said once by the caller
