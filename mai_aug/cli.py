@@ -465,6 +465,46 @@ def _run_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("saliency")
+def _saliency_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("saliency", help="Grad-CAM of each boxed finding and the pointing game against the boxes")
+    _add_run_args(p)
+    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--max-images", type=_positive_int, help="the first N images with a box (default: all)")
+    p.add_argument("--tolerance", type=_non_negative_float, metavar="PX",
+                   help="a peak this many network-input pixels from a box still hits (default: 2.5%% of the side, "
+                        "8 px at 320)")
+    p.add_argument("--target-layer", help="the network module Grad-CAM reads (default: the last block before "
+                                          "pooling; class_layers.relu for DenseNets)")
+    p.add_argument("--boxes", type=Path, help="box list in NIH's layout (default: BBox_List_2017.csv of the data)")
+    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
+    p.set_defaults(handler=_run_saliency)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number, 0 or more")
+    return value
+
+
+def _run_saliency(args: argparse.Namespace) -> int:
+    from mai_aug.engine import distributed
+    from mai_aug.engine.saliency import saliency_run
+
+    if not distributed.current().is_main:
+        return 0
+    meta = saliency_run(args.run, args.split, args.checkpoint, args.device, args.max_images, args.tolerance,
+                        args.target_layer, args.boxes, args.bootstrap)
+    print((args.run / "saliency" / "summary.md").read_text())
+    print(f"wrote {args.run / 'saliency'}/pointing.csv, hit_rate.csv, grid.png, summary.md, meta.json "
+          f"(tolerance {meta['tolerance_px']:g} px, layer {meta['target_layer']})")
+    return 0
+
+
 @command("predict")
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-finding probabilities for image files")
