@@ -29,6 +29,7 @@ from mai_aug.engine.evaluate import SPLIT_KEYS, TrainedRun, checkpoint_identity
 from mai_aug.errors import MaiAugError
 from mai_aug.stats.pointing import map_box, pointing_hit
 from mai_aug.transforms.probe import probe_pattern
+from mai_aug.transforms.regimes import Regime
 
 logger = logging.getLogger("mai_aug")
 #: Spearman correlation the probe must keep through the run's load and deterministic part (monotone intensity
@@ -64,29 +65,27 @@ def target_layer(network: torch.nn.Module, example: torch.Tensor, requested: str
     return order[-1]
 
 
-def check_geometry(run: TrainedRun, size: tuple[int, int]) -> float:
-    """Spearman correlation of a (width, height) ``size`` probe through the run's load and deterministic part with
-    the probe resized to the input size; raises where boxes could not be mapped by the size ratio."""
+def check_geometry(regime: Regime, side: int, size: tuple[int, int], where: str) -> float:
+    """Spearman correlation of a (width, height) ``size`` probe through ``regime``'s load and deterministic part
+    with the probe resized to ``side`` x ``side``; raises where boxes could not be mapped by the size ratio."""
     width, height = size
-    side = run.config.image_size
     pattern = F.interpolate(probe_pattern(max(size))[None, None], size=(height, width), mode="bilinear")[0, 0]
     pixels = (pattern.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.png"
         Image.fromarray(pixels, mode="L").save(path)
-        item = build_dataset([{"image": str(path), "label": [0] * len(run.names)}], run.regime, train=False,
-                             cache="none")[0]
+        item = build_dataset([{"image": str(path), "label": [0]}], regime, train=False, cache="none")[0]
     got = torch.as_tensor(item["image"]).float()
+    if tuple(got.shape[-2:]) != (side, side):
+        raise MaiAugError(f"{where}: regime {regime.name!r} makes a {tuple(got.shape[-2:])} input from a "
+                          f"{width}x{height} image, not {side}x{side}: boxes cannot be mapped to it")
     expected = F.interpolate(torch.as_tensor(pixels, dtype=torch.float32)[None, None], size=(side, side),
                              mode="area" if min(size) >= side else "bilinear")[0, 0]
-    if tuple(got.shape[-2:]) != (side, side):
-        raise MaiAugError(f"--run {run.run_dir}: regime {run.config.regime!r} makes a {tuple(got.shape[-2:])} input "
-                          f"from a {width}x{height} image, not {side}x{side}: boxes cannot be mapped to it")
     corr = float(stats.spearmanr(got[0].flatten().numpy(), expected.flatten().numpy())[0])
     if not corr >= GEOMETRY_MIN_CORR:
-        raise MaiAugError(f"--run {run.run_dir}: regime {run.config.regime!r} moves pixels in its load or "
-                          f"deterministic part (a probe keeps a rank correlation of {corr:.2f} < {GEOMETRY_MIN_CORR}): "
-                          f"boxes cannot be mapped by the size ratio")
+        raise MaiAugError(f"{where}: regime {regime.name!r} moves pixels in its load or deterministic part (a probe "
+                          f"keeps a rank correlation of {corr:.2f} < {GEOMETRY_MIN_CORR}): boxes cannot be mapped "
+                          f"by the size ratio")
     return corr
 
 
@@ -238,7 +237,8 @@ def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     out_dir.mkdir(exist_ok=True)
     (out_dir / "meta.json").unlink(missing_ok=True)  # until the new outputs are complete, none of them vouches
     sizes = {Path(it["image"]).name: Image.open(it["image"]).size for it in items}
-    corr = {f"{w}x{h}": check_geometry(run, (w, h)) for w, h in sorted(set(sizes.values()))}
+    corr = {f"{w}x{h}": check_geometry(run.regime, side, (w, h), f"--run {run.run_dir}")
+            for w, h in sorted(set(sizes.values()))}
     images = network_inputs(run, items)
     example = images[:1].to(run.device).expand(-1, 3 if run.config.in_channels == 3 else 1, -1, -1)
     layer = target_layer(run.network, example, layer)

@@ -45,7 +45,7 @@ def grid_figure(panels: list[dict], title: str) -> plt.Figure:
             ax.plot(*panel["peak"], marker="x", color="white" if panel["hit"] else "red", markersize=8, mew=2)
             ax.set_title(f"{finding}: {'hit' if panel['hit'] else 'miss'}", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     return fig
 
 
