@@ -590,6 +590,13 @@ def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--site-data", type=Path,
                    help="with --robustness: a phantom made with --test-shift site (the study's phantom settings) "
                         "whose test images become the shift 'site'")
+    p.add_argument("--saliency", action="store_true",
+                   help="also play the pointing game (Grad-CAM peak in a finding's box) on every run and report hit "
+                        "rates per finding and regime with paired differences")
+    p.add_argument("--saliency-tolerance", type=_non_negative_float, metavar="PX",
+                   help="with --saliency: see `mai-aug saliency --tolerance`")
+    p.add_argument("--saliency-max-images", type=_positive_int, metavar="N",
+                   help="with --saliency: the first N test images with a box (default: all)")
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -604,7 +611,10 @@ def _run_compare(args: argparse.Namespace) -> int:
                           quiet=args.quiet, retrain=args.retrain, verify_images=args.verify_images,
                           skip_bad_images=args.skip_bad_images, data_options=_data_options(args),
                           robustness=args.robustness, robustness_levels=args.robustness_levels,
-                          site_data=args.site_data, tta=args.tta)
+                          site_data=args.site_data, tta=args.tta, saliency=args.saliency,
+                          saliency_tolerance=args.saliency_tolerance, saliency_max_images=args.saliency_max_images)
+    if not args.saliency and (args.saliency_tolerance is not None or args.saliency_max_images is not None):
+        raise MaiAugError("--saliency-tolerance and --saliency-max-images need --saliency")
     if args.robustness is None and (args.robustness_levels or args.site_data):
         raise MaiAugError("--robustness-levels and --site-data need --robustness")
     summary = run_compare(opts)

@@ -185,7 +185,7 @@ def orientation(pointing: pd.DataFrame, side: int, finding: str = "Cardiomegaly"
     side_word = "right" if right > len(x) / 2 else "left" if right < len(x) / 2 else "both halves equally"
     patient = {"right": "the patient's left", "left": "the patient's right"}.get(side_word, "neither side")
     sentence = (f"{finding}: Grad-CAM peaks sit on the image {side_word} ({patient} in a frontal view) in "
-                f"{max(right, len(x) - right)} of {len(x)} images; mean peak at {x.mean():.2f} of the width from the "
+                f"{max(right, len(x) - right)} of {len(x)} maps; mean peak at {x.mean():.2f} of the width from the "
                 f"image left (its boxes' centres: {centre.mean():.2f}){flat}.")
     return {"finding": finding, "images": len(x), "right_half": right, "mean_x": float(x.mean()),
             "box_centre_x": float(centre.mean()), "side": side_word, "sentence": sentence}

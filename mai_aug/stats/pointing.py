@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mai_aug.stats.auc import MIN_POSITIVE_PATIENTS, bootstrap_sd, patient_counts, sd_interval
+from mai_aug.stats.paired import StudyScores
 
 #: Default tolerance as a fraction of the network input's side: 8 px at 320 px (a quarter of DenseNet121's last
 #: feature cell, 32 px there); a peak this close to a box counts as a hit.
@@ -114,3 +115,33 @@ def hit_rate_table(hits: np.ndarray, patients: np.ndarray, names: Sequence[str],
                           "hits": np.nansum(hits, 0).astype(int), "n_images": boxed.sum(0),
                           "n_patients": n_patients, "scored": scored})
     return table[table["n_images"] > 0].reset_index(drop=True)
+
+
+def study_scores(hits: dict[str, list[np.ndarray]], patients: np.ndarray, n_boot: int = 1000, seed: int = 0
+                 ) -> StudyScores:
+    """Hit rates of every regime and seed on one shared set of patient and seed resamples, as
+    :func:`mai_aug.stats.paired.score_regimes` scores AUCs: ``paired.summary_table`` then gives marginal intervals
+    and simultaneous paired differences of hit rates.
+
+    ``hits[regime]``: per seed, the (images, findings) matrix of :func:`hit_matrix` over the same images. A finding
+    is scored with ``MIN_POSITIVE_PATIENTS`` boxed patients; resamples keep at least one boxed patient of each.
+    """
+    first = next(iter(hits.values()))[0]
+    k = {len(runs) for runs in hits.values()}
+    if len(k) != 1:
+        raise ValueError(f"every regime needs the same number of seeds, got {sorted(k)}")
+    k_seeds = k.pop()
+    patients = np.asarray(patients)
+    n_patients = boxed_patients(first, patients)
+    scored = n_patients >= MIN_POSITIVE_PATIENTS
+    _, inverse = np.unique(patients, return_inverse=True)
+    counts, inverse = patient_counts(patients, n_boot, seed, keep=keep_masks(first, inverse, scored))
+    seed_draws = np.random.default_rng(seed + 1).integers(0, k_seeds, size=(n_boot, k_seeds))
+    point, boot = {}, {}
+    for regime, runs in hits.items():
+        with np.errstate(invalid="ignore"):
+            point[regime] = np.stack([np.nansum(h, 0) / (~np.isnan(h)).sum(0) for h in runs])
+        boot[regime] = np.full((k_seeds, n_boot, first.shape[1]), np.nan)
+        for s, h in enumerate(runs):
+            boot[regime][s][:, scored] = bootstrap_rates(h[:, scored], counts, inverse)
+    return StudyScores(point, boot, seed_draws, scored, n_patients)

@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 import mai_aug.data.phantom as phantom_module
+from mai_aug.data.boxes import find_box_file
 from mai_aug.data.datasets import DataSource
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
@@ -49,6 +50,7 @@ from mai_aug.reports.tta import tta_section
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
+from mai_aug.study.saliency import saliency_section, sweep_saliency
 from mai_aug.transforms.regimes import available_regimes, load_regime
 from mai_aug.utils import Progress
 
@@ -96,6 +98,9 @@ class CompareOptions:
     robustness_levels: list[str] = field(default_factory=list)
     site_data: Path | None = None
     tta: int = 0  # test-time augmentation draws in each run's evaluation (``--tta``); 0: none
+    saliency: bool = False  # the pointing game of every run (``--saliency``)
+    saliency_tolerance: float | None = None  # pixels at the network input; None: the default fraction of the side
+    saliency_max_images: int | None = None
 
 
 def default_cache_dir() -> Path:
@@ -156,6 +161,8 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES), "--robustness-levels")
         if opts.site_data is not None:
             site_items(datalist["test"], Path(opts.site_data))
+    if opts.saliency:  # no box list: refused before anything trains
+        _require_boxes(datalist, opts.data)
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
     _override_network(train_opts, preset.get("train", {}), opts.train_overrides.get("network"))
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]
@@ -192,6 +199,9 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
         config["robustness"] = {"levels": parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES)),
                                 "site_data": str(opts.site_data) if opts.site_data is not None else None}
     sections = [] if opts.robustness is None else sweep_runs(out, regimes, opts, n_boot, datalist["labels"])
+    if opts.saliency:
+        sections = [*sections, *_saliency_section(out, regimes, opts, n_boot, list(datalist["labels"]))]
+        config["saliency"] = {"tolerance_px": opts.saliency_tolerance, "max_images": opts.saliency_max_images}
     if opts.tta:
         sections = [*tta_section(out, regimes, opts.seeds, list(datalist["labels"]), n_boot, opts.tta), *sections]
     return write_report(out, regimes, opts.seeds, datalist, n_boot, config, metrics, sections)
@@ -213,6 +223,19 @@ def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
     labels, patients, sweeps = load_sweeps(out, regimes, opts.seeds, list(names))
     curve, area = sweep_statistics(labels, patients, sweeps, list(names), n_boot, baseline)
     return write_sweep_report(out, curve, area, baseline, opts.seeds, n_boot)
+
+
+def _require_boxes(datalist: dict, data: Path | None) -> None:
+    """``--saliency`` needs the data's ``BBox_List_2017.csv`` (the phantom writes one)."""
+    if find_box_file([it["image"] for it in datalist["test"]], data) is None:
+        raise MaiAugError("--saliency: the data has no BBox_List_2017.csv beside its images (NIH's box list)")
+
+
+def _saliency_section(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int, names: list[str]
+                      ) -> list[str]:
+    """Each run's pointing game (unless current), then ``saliency.csv`` and report.md's section."""
+    sweep_saliency(out, regimes, opts.seeds, opts.device, n_boot, opts.saliency_tolerance, opts.saliency_max_images)
+    return saliency_section(out, regimes, opts.seeds, names, n_boot)
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:
