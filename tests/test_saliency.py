@@ -39,6 +39,8 @@ def test_pointing_game_scores_a_peak_inside_the_box_as_hit_and_outside_as_miss()
     # one of several boxes is enough; the peak's row matters as much as its column
     assert pointing_hit(gaussian_map(25, 12), [box, (24.0, 11.0, 3.0, 3.0)], 0.0)[0]
     assert not pointing_hit(gaussian_map(11, 2), [box], 0.0)[0]
+    # a constant map (all zero after Grad-CAM's ReLU) has no peak: a miss even where its first pixel is in a box
+    assert not pointing_hit(np.zeros((32, 32)), [(0.0, 0.0, 4.0, 4.0)], 0.0)[0]
 
 
 def test_tolerance_edge():

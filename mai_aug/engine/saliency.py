@@ -27,7 +27,7 @@ from mai_aug.data.boxes import find_box_file, read_boxes
 from mai_aug.data.loader import build_dataset
 from mai_aug.engine.evaluate import SPLIT_KEYS, TrainedRun, checkpoint_identity
 from mai_aug.errors import MaiAugError
-from mai_aug.stats.pointing import map_box, pointing_hit
+from mai_aug.stats.pointing import has_peak, map_box, pointing_hit
 from mai_aug.transforms.probe import probe_pattern
 from mai_aug.transforms.regimes import Regime
 
@@ -105,6 +105,15 @@ def boxed_items(run: TrainedRun, split: str, boxes: pd.DataFrame, max_images: in
     return [by_name[name] for name in chosen], used.reset_index(drop=True), skipped
 
 
+def original_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image file as stored: the frame its boxes are given in."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError) as e:
+        raise MaiAugError(f"{path}: cannot read the image's size ({e})") from None
+
+
 def network_inputs(run: TrainedRun, items: Sequence[dict]) -> torch.Tensor:
     """(n, 1, size, size) network-ready images (the regime's load and deterministic part, as ``evaluate`` runs it)."""
     dataset = build_dataset([{"image": it["image"], "label": it["label"]} for it in items], run.regime,
@@ -112,14 +121,19 @@ def network_inputs(run: TrainedRun, items: Sequence[dict]) -> torch.Tensor:
     return torch.stack([torch.as_tensor(dataset[i]["image"]).float() for i in range(len(dataset))])
 
 
-def gradcam_maps(run: TrainedRun, images: torch.Tensor, finding: int, layer: str, batch_size: int = 16
-                 ) -> np.ndarray:
-    """(n, size, size) Grad-CAM of ``finding`` at the input's size (bilinear from the layer's), unnormalised.
+def gradcam(run: TrainedRun, layer: str) -> GradCAM:
+    """MONAI's Grad-CAM of the run's network at ``layer``, keeping the raw map.
 
     MONAI's default post-processing maps each map's (min, max) to (1, 0), flipping it; the raw map (ReLU of the
-    gradient-weighted activations) is kept, so its largest value is the peak.
+    gradient-weighted activations, upsampled bilinearly to the input) is kept, so its largest value is the peak.
+    One per run: each one hooks the layer for good.
     """
-    cam = GradCAM(nn_module=run.network, target_layers=layer, postprocessing=lambda x: x)
+    return GradCAM(nn_module=run.network, target_layers=layer, postprocessing=lambda x: x)
+
+
+def gradcam_maps(run: TrainedRun, cam: GradCAM, images: torch.Tensor, finding: int, batch_size: int = 16
+                 ) -> np.ndarray:
+    """(n, size, size) Grad-CAM of ``finding`` for network-ready ``images`` (see :func:`gradcam`)."""
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(run.device)
@@ -144,27 +158,26 @@ def feature_size(run: TrainedRun, layer: str, example: torch.Tensor) -> tuple[in
     return shape[0]
 
 
-def score_finding(run: TrainedRun, items: list[dict], images: torch.Tensor, boxes: pd.DataFrame, finding: str,
-                  layer: str, tolerance: float, sizes: dict[str, tuple[int, int]], keep: int
+def score_finding(run: TrainedRun, cam: GradCAM, items: list[dict], images: torch.Tensor, boxes: pd.DataFrame,
+                  finding: str, tolerance: float, sizes: dict[str, tuple[int, int]], keep: int
                   ) -> tuple[list[dict], list[dict]]:
     """``pointing.csv`` rows of one finding (each of its boxed images), and up to ``keep`` panels for the grid."""
     side = run.config.image_size
     mine = boxes[boxes["finding"] == finding]
     index = [i for i, it in enumerate(items) if Path(it["image"]).name in set(mine["image"])]
-    maps = gradcam_maps(run, images[index], run.names.index(finding), layer)
+    maps = gradcam_maps(run, cam, images[index], run.names.index(finding))
     rows, panels = [], []
     for k, i in enumerate(index):
         name = Path(items[i]["image"]).name
         own = mine[mine["image"] == name][["x", "y", "w", "h"]].to_numpy(float)
         mapped = [map_box(b, sizes[name], (side, side)) for b in own]
         hit, col, row, distance = pointing_hit(maps[k], mapped, tolerance)
-        flat = not float(maps[k].max()) > 0.0  # all zero after the ReLU: the peak is the first pixel, not a finding
-        rows.append({"image": name, "patient": items[i]["patient"], "finding": finding, "hit": int(hit and not flat),
-                     "peak_x": col, "peak_y": row, "distance": distance, "boxes": len(own), "flat_map": flat,
+        rows.append({"image": name, "patient": items[i]["patient"], "finding": finding, "hit": int(hit),
+                     "peak_x": col, "peak_y": row, "distance": distance, "boxes": len(own), "flat_map": not has_peak(maps[k]),
                      "box_x": mapped[0][0], "box_y": mapped[0][1], "box_w": mapped[0][2], "box_h": mapped[0][3]})
         if len(panels) < keep:
             panels.append({"finding": finding, "image": images[i, 0].numpy(), "map": maps[k], "boxes": mapped,
-                           "peak": (col, row), "hit": bool(hit and not flat), "name": name})
+                           "peak": (col, row), "hit": hit, "name": name})
     return rows, panels
 
 
@@ -174,11 +187,11 @@ def orientation(pointing: pd.DataFrame, side: int, finding: str = "Cardiomegaly"
     every = pointing[pointing["finding"] == finding]
     if every.empty:
         return None
-    rows = every[~every["flat_map"].astype(bool)]  # an all-zero map has no peak: its first pixel says nothing
-    flat = f" ({len(every) - len(rows)} all-zero maps left out)" if len(rows) < len(every) else ""
+    rows = every[~every["flat_map"].astype(bool)]  # a constant map has no peak: its first pixel says nothing
+    flat = f" ({len(every) - len(rows)} constant maps left out)" if len(rows) < len(every) else ""
     if rows.empty:
         return {"finding": finding, "images": 0, "side": "none",
-                "sentence": f"{finding}: all {len(every)} maps are zero (no peak, no side)."}
+                "sentence": f"{finding}: all {len(every)} maps are constant (no peak, no side)."}
     x = (rows["peak_x"].to_numpy(float) + 0.5) / side
     centre = ((rows["box_x"] + rows["box_w"] / 2) / side).to_numpy(float)
     right = int((x > 0.5).sum())
@@ -199,7 +212,7 @@ def saliency_meta(run: TrainedRun, split: str, box_file: Path, tolerance: float,
             "target_layer": layer, "feature_map": list(feature), "bootstrap": n_boot, "max_images": max_images,
             "boxes_left_out": skipped, "geometry_probe_corr": corr,
             "hit": "the map's peak pixel centre within tolerance_px of one of the finding's boxes (mapped to the "
-                   "network input by the size ratio); an all-zero map is a miss"}
+                   "network input by the size ratio); a constant map (no peak) is a miss"}
 
 
 def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
@@ -236,20 +249,24 @@ def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     require_writable_folder(out_dir, "--run")
     out_dir.mkdir(exist_ok=True)
     (out_dir / "meta.json").unlink(missing_ok=True)  # until the new outputs are complete, none of them vouches
-    sizes = {Path(it["image"]).name: Image.open(it["image"]).size for it in items}
+    sizes = {Path(it["image"]).name: original_size(it["image"]) for it in items}
     corr = {f"{w}x{h}": check_geometry(run.regime, side, (w, h), f"--run {run.run_dir}")
             for w, h in sorted(set(sizes.values()))}
     images = network_inputs(run, items)
     example = images[:1].to(run.device).expand(-1, 3 if run.config.in_channels == 3 else 1, -1, -1)
     layer = target_layer(run.network, example, layer)
     logger.info(f"Grad-CAM at {layer} of {len(items)} {split} images with boxes ({len(used)} boxes)")
-    rows, panels = [], []
+    feature = feature_size(run, layer, example)
+    if feature == (1, 1):
+        logger.warning(f"{layer} is 1x1 at {side} px: every map is constant (no peak, all misses); train at a "
+                       f"larger --image-size or pass an earlier --target-layer")
+    cam, rows, panels = gradcam(run, layer), [], []
     for finding in dict.fromkeys(used["finding"]):
-        got, shown = score_finding(run, items, images, used, finding, layer, tolerance, sizes, keep=4)
+        got, shown = score_finding(run, cam, items, images, used, finding, tolerance, sizes, keep=4)
         rows += got
         panels += shown
     pointing = pd.DataFrame(rows)
-    meta = saliency_meta(run, split, box_file, tolerance, rule, layer, feature_size(run, layer, example), skipped,
+    meta = saliency_meta(run, split, box_file, tolerance, rule, layer, feature, skipped,
                          n_boot, max_images, corr)
     meta["orientation"] = orientation(pointing, side)
     write_outputs(run, out_dir, pointing, panels, meta)

@@ -49,11 +49,17 @@ def peak_of(saliency: np.ndarray) -> tuple[int, int]:
     return int(col), int(row)
 
 
+def has_peak(saliency: np.ndarray) -> bool:
+    """Whether a map has a peak: a constant map (all zero after Grad-CAM's ReLU, or a 1x1 feature map) has none."""
+    return bool(np.max(saliency) > np.min(saliency))
+
+
 def pointing_hit(saliency: np.ndarray, boxes: Sequence[Sequence[float]], tolerance: float) -> tuple[bool, int, int, float]:
-    """(hit, peak col, peak row, distance to the nearest box): a hit when that distance is at most ``tolerance``."""
+    """(hit, peak col, peak row, distance to the nearest box): a hit when that distance is at most ``tolerance``
+    and the map has a peak (a constant map's "peak" is its first pixel: a miss wherever the box is)."""
     col, row = peak_of(saliency)
     distance = min(box_distance((col, row), b) for b in boxes)
-    return distance <= tolerance, col, row, distance
+    return distance <= tolerance and has_peak(saliency), col, row, distance
 
 
 def hit_matrix(frame: pd.DataFrame, images: Sequence[str], names: Sequence[str]) -> np.ndarray:
