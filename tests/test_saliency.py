@@ -210,3 +210,14 @@ def test_compare_saliency_pairs_identical_regimes(phantom_dir, tmp_path, capsys)
     assert "saliency of" not in capsys.readouterr().err  # current ones are reused
     assert main(["compare", "--data", str(phantom_dir), "--out", str(tmp_path / "o2"), "--saliency-tolerance", "2"]) == 2
     assert "need --saliency" in capsys.readouterr().err
+
+
+def test_read_boxes_in_nihs_layout(tmp_path):
+    path = tmp_path / "BBox_List_2017.csv"
+    path.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+                    "00013118_008.png,Atelectasis,225.0847457627119,547.0192837465565,86.77966101694915,79.1864406779\n"
+                    "00014716_007.png,Infiltrate,10,20,30,40\n")
+    boxes = read_boxes(path)
+    assert list(boxes.columns) == ["image", "finding", "x", "y", "w", "h"]
+    assert boxes["finding"].tolist() == ["Atelectasis", "Infiltration"]  # NIH's own spelling of Infiltration
+    assert boxes.iloc[0][["x", "y", "w", "h"]].tolist() == pytest.approx([225.0847, 547.0193, 86.7797, 79.1864], abs=1e-4)
