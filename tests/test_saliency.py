@@ -19,7 +19,7 @@ from mai_aug.data.boxes import read_boxes
 from mai_aug.data.loader import build_dataset
 from mai_aug.engine.saliency import check_geometry, target_layer
 from mai_aug.errors import MaiAugError
-from mai_aug.stats.pointing import box_distance, hit_rate_table, map_box, pointing_hit
+from mai_aug.stats.pointing import box_distance, chance_of_hit, hit_rate_table, map_box, pointing_hit
 from mai_aug.transforms.regimes import load_regime
 
 SIZE = 64  # DenseNet121's last feature map is 2x2 here: the smallest size where a peak has a place
@@ -93,6 +93,12 @@ def test_target_layer_defaults_and_a_bad_name():
         target_layer(dense, x, "nope")
 
 
+def test_chance_is_the_share_of_pixel_centres_near_a_box():
+    assert chance_of_hit([(0.0, 0.0, 8.0, 4.0)], 16, 0.0) == pytest.approx(32 / 256)
+    assert chance_of_hit([(0.0, 0.0, 8.0, 4.0), (0.0, 0.0, 4.0, 8.0)], 16, 0.0) == pytest.approx(48 / 256)
+    assert chance_of_hit([(4.0, 4.0, 2.0, 2.0)], 16, 1.0) == pytest.approx(16 / 256)  # 2x2 box grown by one pixel
+
+
 def test_hit_rates_and_patient_intervals():
     rng = np.random.default_rng(0)
     patients = np.repeat(np.arange(40), 2)
@@ -142,6 +148,7 @@ def test_tiny_run_writes_every_output(run, phantom_dir, capsys):
         assert r.hit == int(near <= meta["tolerance_px"] and not r.flat_map)
     rates = pd.read_csv(out / "hit_rate.csv")
     assert rates["n_images"].sum() == len(pointing) and rates["hit_rate"].between(0, 1).all()
+    assert rates["chance"].between(0, 1).all() and pointing["chance"].gt(0).all()
     assert (rates["hits"] == pointing.groupby("finding")["hit"].sum().reindex(rates["finding"]).to_numpy()).all()
     assert (out / "grid.png").stat().st_size > 10_000
     assert "# Pointing game" in (out / "summary.md").read_text() and "hit_rate.csv" in printed

@@ -27,7 +27,7 @@ from mai_aug.data.boxes import find_box_file, read_boxes
 from mai_aug.data.loader import build_dataset
 from mai_aug.engine.evaluate import SPLIT_KEYS, TrainedRun, checkpoint_identity
 from mai_aug.errors import MaiAugError
-from mai_aug.stats.pointing import has_peak, map_box, pointing_hit
+from mai_aug.stats.pointing import chance_of_hit, has_peak, map_box, pointing_hit
 from mai_aug.transforms.probe import probe_pattern
 from mai_aug.transforms.regimes import Regime
 
@@ -174,6 +174,7 @@ def score_finding(run: TrainedRun, cam: GradCAM, items: list[dict], images: torc
         hit, col, row, distance = pointing_hit(maps[k], mapped, tolerance)
         rows.append({"image": name, "patient": items[i]["patient"], "finding": finding, "hit": int(hit),
                      "peak_x": col, "peak_y": row, "distance": distance, "boxes": len(own), "flat_map": not has_peak(maps[k]),
+                     "chance": chance_of_hit(mapped, side, tolerance),
                      "box_x": mapped[0][0], "box_y": mapped[0][1], "box_w": mapped[0][2], "box_h": mapped[0][3]})
         if len(panels) < keep:
             panels.append({"finding": finding, "image": images[i, 0].numpy(), "map": maps[k], "boxes": mapped,

@@ -58,7 +58,9 @@ def summary_lines(table: pd.DataFrame, meta: dict) -> list[str]:
              f"a {meta['image_size']} px input). A hit: {meta['hit']}; tolerance {meta['tolerance_px']:g} px "
              f"({meta['tolerance']}). Intervals: 95%, patient bootstrap ({meta['bootstrap']} resamples), for findings "
              f"with 5 or more boxed patients.", "",
-             markdown_table(shown[["finding", "hit_rate", "hits", "n_images", "n_patients"]]), ""]
+             markdown_table(shown[["finding", "hit_rate", "chance", "hits", "n_images", "n_patients"]]), "",
+             "`chance`: the hit rate of a peak drawn uniformly over the input (the boxes' share of it, with the "
+             "tolerance), what a map that knows nothing scores.", ""]
     orient = meta.get("orientation")
     lines.append(orient["sentence"] if orient else "Orientation: no Cardiomegaly box among these images.")
     return lines + [""]
@@ -71,6 +73,8 @@ def write_outputs(run, out_dir: Path, pointing: pd.DataFrame, panels: list[dict]
     patients = pointing.drop_duplicates("image").set_index("image").loc[images, "patient"].to_numpy()
     names = [n for n in run.names if n in set(pointing["finding"])]
     table = hit_rate_table(hit_matrix(pointing, images, names), patients, names, meta["bootstrap"], run.config.seed)
+    chance = pointing.groupby("finding")["chance"].mean()
+    table.insert(4, "chance", chance.reindex(table["finding"]).to_numpy())  # a peak drawn uniformly at random
     table.insert(len(table.columns), "tolerance_px", meta["tolerance_px"])
     table.to_csv(out_dir / "hit_rate.csv", index=False, float_format="%.6f")
     fig = grid_figure(panels, f"{run.config.regime}: Grad-CAM ({meta['target_layer']}), boxes green, peak x "

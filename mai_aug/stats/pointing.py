@@ -62,6 +62,19 @@ def pointing_hit(saliency: np.ndarray, boxes: Sequence[Sequence[float]], toleran
     return distance <= tolerance and has_peak(saliency), col, row, distance
 
 
+def chance_of_hit(boxes: Sequence[Sequence[float]], side: int, tolerance: float) -> float:
+    """The hit rate of a peak drawn uniformly over a ``side`` x ``side`` input: the fraction of pixel centres within
+    ``tolerance`` of one of the boxes (what a map that knows nothing scores)."""
+    centres = np.arange(side) + 0.5
+    px, py = np.meshgrid(centres, centres)
+    near = np.zeros((side, side), bool)
+    for x, y, w, h in boxes:
+        dx = np.maximum.reduce([x - px, np.zeros_like(px), px - (x + w)])
+        dy = np.maximum.reduce([y - py, np.zeros_like(py), py - (y + h)])
+        near |= np.hypot(dx, dy) <= tolerance
+    return float(near.mean())
+
+
 def hit_matrix(frame: pd.DataFrame, images: Sequence[str], names: Sequence[str]) -> np.ndarray:
     """(images, findings) 1.0 hit, 0.0 miss, NaN where the image has no box of that finding (``pointing.csv`` rows)."""
     out = np.full((len(images), len(names)), np.nan)

@@ -76,10 +76,11 @@ def saliency_section(out: Path, regimes: list[str], seeds: int, names: list[str]
     frames = load_pointing(out, regimes, seeds)
     summary = saliency_summary(frames, names, n_boot, baseline)
     summary.to_csv(out / "saliency.csv", index=False, float_format="%.6f")
+    chance = next(iter(frames.values()))[0].groupby("finding")["chance"].mean()  # the same boxes for every run
     rows = []
     for (regime, finding), row in summary.set_index(["regime", "finding"]).iterrows():
         diff = row.get(f"diff_vs_{baseline}", np.nan)
-        rows.append({"regime": regime, "finding": finding,
+        rows.append({"regime": regime, "finding": finding, "chance": chance.get(finding, np.nan),
                      "hit rate": interval_text(row["hit_rate"], row["ci_low"], row["ci_high"], signed=False),
                      f"- {baseline}": "" if regime == baseline else interval_text(
                          diff, row.get("diff_ci_low", np.nan), row.get("diff_ci_high", np.nan),
@@ -91,7 +92,7 @@ def saliency_section(out: Path, regimes: list[str], seeds: int, names: list[str]
             f"within {tolerance:g} px of one of the finding's boxes at the {side} px network input. Hit rate "
             f"[marginal 95% interval, patients{seed_words} resampled, {n_boot} resamples]; the difference against "
             f"`{baseline}` is paired by patient{seed_words}, its interval simultaneous over every other regime x "
-            f"scored finding (5+ boxed patients) and macro (the mean over those), `*` where it excludes 0. "
+            f"scored finding (5+ boxed patients) and macro (the mean over those), `*` where it excludes 0. `chance`: the hit rate of a peak drawn uniformly over the input. "
             f"Per run: `<regime>/seed-<k>/saliency/`.", "",
             report.markdown_table(pd.DataFrame(rows)), "",
             "Orientation (pooled over seeds):", "",
