@@ -493,6 +493,46 @@ def _run_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("saliency")
+def _saliency_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("saliency", help="Grad-CAM of each boxed finding and the pointing game against the boxes")
+    _add_run_args(p)
+    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--max-images", type=_positive_int, help="the first N images with a box (default: all)")
+    p.add_argument("--tolerance", type=_non_negative_float, metavar="PX",
+                   help="a peak this many network-input pixels from a box still hits (default: 2.5%% of the side, "
+                        "8 px at 320)")
+    p.add_argument("--target-layer", help="the network module Grad-CAM reads (default: the last block before "
+                                          "pooling; class_layers.relu for DenseNets)")
+    p.add_argument("--boxes", type=Path, help="box list in NIH's layout (default: BBox_List_2017.csv of the data)")
+    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
+    p.set_defaults(handler=_run_saliency)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number, 0 or more")
+    return value
+
+
+def _run_saliency(args: argparse.Namespace) -> int:
+    from mai_aug.engine import distributed
+    from mai_aug.engine.saliency import saliency_run
+
+    if not distributed.current().is_main:
+        return 0
+    meta = saliency_run(args.run, args.split, args.checkpoint, args.device, args.max_images, args.tolerance,
+                        args.target_layer, args.boxes, args.bootstrap)
+    print((args.run / "saliency" / "summary.md").read_text())
+    print(f"wrote {args.run / 'saliency'}/pointing.csv, hit_rate.csv, grid.png, summary.md, meta.json "
+          f"(tolerance {meta['tolerance_px']:g} px, layer {meta['target_layer']})")
+    return 0
+
+
 @command("predict")
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-finding probabilities for image files")
@@ -585,6 +625,13 @@ def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--site-data", type=Path,
                    help="with --robustness: a phantom made with --test-shift site (the study's phantom settings) "
                         "whose test images become the shift 'site'")
+    p.add_argument("--saliency", action="store_true",
+                   help="also play the pointing game (Grad-CAM peak in a finding's box) on every run and report hit "
+                        "rates per finding and regime with paired differences")
+    p.add_argument("--saliency-tolerance", type=_non_negative_float, metavar="PX",
+                   help="with --saliency: see `mai-aug saliency --tolerance`")
+    p.add_argument("--saliency-max-images", type=_positive_int, metavar="N",
+                   help="with --saliency: the first N test images with a box (default: all)")
 
 
 def _train_fraction(text: str) -> float:
@@ -617,7 +664,11 @@ def _run_compare(args: argparse.Namespace) -> int:
                           quiet=args.quiet, retrain=args.retrain, verify_images=args.verify_images,
                           skip_bad_images=args.skip_bad_images, data_options=_data_options(args),
                           robustness=args.robustness, robustness_levels=args.robustness_levels,
-                          site_data=args.site_data, tta=args.tta, train_fractions=args.train_fractions)
+                          site_data=args.site_data, tta=args.tta, train_fractions=args.train_fractions,
+                          saliency=args.saliency, saliency_tolerance=args.saliency_tolerance,
+                          saliency_max_images=args.saliency_max_images)
+    if not args.saliency and (args.saliency_tolerance is not None or args.saliency_max_images is not None):
+        raise MaiAugError("--saliency-tolerance and --saliency-max-images need --saliency")
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mai_aug.data.boxes import find_box_file
 from mai_aug.data.datasets import DataSource
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.phantom import RECORD_NAME as PHANTOM_RECORD
@@ -53,6 +54,7 @@ from mai_aug.study.phantom_cache import default_cache_dir, ensure_phantom, phant
 from mai_aug.study.phantom_cache import phantom_module as phantom_module  # tests replace its __file__
 from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
+from mai_aug.study.saliency import saliency_section, sweep_saliency
 from mai_aug.transforms.regimes import available_regimes, load_regime
 
 PRESETS = ("demo", "article", "full", "robustness")
@@ -99,6 +101,9 @@ class CompareOptions:
     robustness_levels: list[str] = field(default_factory=list)
     site_data: Path | None = None
     tta: int = 0  # test-time augmentation draws in each run's evaluation (``--tta``); 0: none
+    saliency: bool = False  # the pointing game of every run (``--saliency``)
+    saliency_tolerance: float | None = None  # pixels at the network input; None: the default fraction of the side
+    saliency_max_images: int | None = None
     train_fractions: list[float] | None = None  # training sizes of the learning curve (``--train-fraction``); None: none
 
 
@@ -153,6 +158,8 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
         parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES), "--robustness-levels")
         if opts.site_data is not None:
             site_items(datalist["test"], Path(opts.site_data))
+    if opts.saliency:  # no box list: refused before anything trains
+        _require_boxes(datalist, opts.data)
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
     _override_network(train_opts, preset.get("train", {}), opts.train_overrides.get("network"))
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]
@@ -169,7 +176,7 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
 
 
 def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _Study) -> pd.DataFrame:
-    """The extra studies' sections and evidence (shift sweeps, TTA, learning curve), then report.md."""
+    """The extra studies' sections and evidence (shift sweeps, saliency, TTA, learning curve), then report.md."""
     out, regimes, n_boot, names = Path(opts.out), study.regimes, study.n_boot, list(study.datalist["labels"])
     baseline = baseline_regime(regimes)
     config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
@@ -180,6 +187,10 @@ def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _St
         config["robustness"] = {"levels": parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES)),
                                 "site_data": str(opts.site_data) if opts.site_data is not None else None}
         sections, evidence = sweep_runs(out, regimes, opts, n_boot, names)
+    if opts.saliency:
+        lines, pointing = _saliency_section(out, regimes, opts, n_boot, names)
+        sections, evidence = [*sections, *lines], [*evidence, *pointing]
+        config["saliency"] = {"tolerance_px": opts.saliency_tolerance, "max_images": opts.saliency_max_images}
     if opts.tta:
         sections = [*tta_section(out, regimes, opts.seeds, names, n_boot, opts.tta), *sections]
     if study.sizes:
@@ -308,6 +319,19 @@ def curve_runs(sizes: list[TrainingSize], runs: list[tuple[str, int]], opts: Com
             if ctx.is_main:
                 print(f"fraction {fraction_label(size.fraction)} ({size.n_patients} patients): {regime} seed {seed}: "
                       f"{state}", file=sys.stderr, flush=True)
+
+
+def _require_boxes(datalist: dict, data: Path | None) -> None:
+    """``--saliency`` needs the data's ``BBox_List_2017.csv`` (the phantom writes one)."""
+    if find_box_file([it["image"] for it in datalist["test"]], data) is None:
+        raise MaiAugError("--saliency: the data has no BBox_List_2017.csv beside its images (NIH's box list)")
+
+
+def _saliency_section(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int, names: list[str]
+                      ) -> tuple[list[str], list[Evidence]]:
+    """Each run's pointing game (unless current), then ``saliency.csv``, report.md's section and the evidence."""
+    sweep_saliency(out, regimes, opts.seeds, opts.device, n_boot, opts.saliency_tolerance, opts.saliency_max_images)
+    return saliency_section(out, regimes, opts.seeds, names, n_boot)
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:

@@ -40,13 +40,17 @@ class Evidence:
     correction: str
 
 
-def in_distribution(summary: pd.DataFrame, baseline: str) -> list[Evidence]:
-    """The macro AUC difference of every regime against ``baseline`` (``summary.csv``'s macro rows)."""
+def macro_differences(summary: pd.DataFrame, baseline: str, what: str, family: str) -> list[Evidence]:
+    """The macro difference of every regime against ``baseline`` in a ``summary_table`` (AUC, hit rate, ...)."""
     key = f"diff_vs_{baseline}"
     rows = summary[(summary["finding"] == "macro") & (summary["regime"] != baseline)]
-    return [Evidence(r["regime"], "in distribution (macro AUC)", r[key], r["diff_ci_low"], r["diff_ci_high"],
-                     bool(r["ci_excludes_0"]), "all regimes x scored findings and macros")
+    return [Evidence(r["regime"], what, r[key], r["diff_ci_low"], r["diff_ci_high"], bool(r["ci_excludes_0"]), family)
             for r in rows.to_dict("records") if key in r and np.isfinite(r.get("diff_ci_low", np.nan))]
+
+
+def in_distribution(summary: pd.DataFrame, baseline: str) -> list[Evidence]:
+    """The macro AUC difference of every regime against ``baseline`` (``summary.csv``'s macro rows)."""
+    return macro_differences(summary, baseline, "in distribution (macro AUC)", "all regimes x scored findings and macros")
 
 
 def strongest_shifts(curve: pd.DataFrame, baseline: str, identity: dict[str, float]) -> list[Evidence]:
