@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/demo
 
-.PHONY: install demo readme-results test lint bench clean
+.PHONY: install demo readme-results robustness-results test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ readme-results: $(STAMP)
 	rm -rf $(README_OUT)
 	$(BIN)/mai-aug compare --out $(README_OUT)
 	$(BIN)/python docs/readme_results.py $(README_OUT)
+
+# The robustness demo (about 15 minutes on 2 CPU cores) and README's block of its generated findings and figures.
+ROBUSTNESS_OUT ?= runs/robustness
+robustness-results: $(STAMP)
+	rm -rf $(ROBUSTNESS_OUT)
+	$(BIN)/mai-aug compare --preset robustness --out $(ROBUSTNESS_OUT)
+	$(BIN)/python docs/robustness_results.py $(ROBUSTNESS_OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mai_aug workflows tests benchmarks docs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -295,3 +296,26 @@ def test_robustness_sweep_and_tta_of_the_study(comparison, phantom_dir, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "robustness sweep of" not in err and err.count(": skipped,") == len(REGIMES)  # current ones are reused
+
+
+_spec_r = importlib.util.spec_from_file_location("robustness_results", ROOT / "docs" / "robustness_results.py")
+robustness_results = importlib.util.module_from_spec(_spec_r)
+_spec_r.loader.exec_module(robustness_results)
+
+
+def test_robustness_block_is_the_reports_own_findings(comparison, tmp_path):
+    out = tmp_path / "study"
+    out.mkdir()
+    for name in ("report.md", "compare_config.yaml"):
+        shutil.copyfile(comparison / name, out / name)
+    (out / "robustness.csv").write_text("shift,level\n")
+    shutil.copyfile(comparison / "auc_by_regime.png", out / "robustness_rotation.png")
+    readme = tmp_path / "README.md"
+    (tmp_path / "docs").mkdir()
+    readme.write_text(f"intro\n{robustness_results.START}\nstale\n{robustness_results.END}\noutro\n")
+    assert robustness_results.main([str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "stale" not in text
+    shows = (out / "report.md").read_text().split("## What this study shows", 1)[1].split("\n## ", 1)[0].strip()
+    assert shows and shows in text  # the report's generated section, verbatim
+    assert (tmp_path / "docs" / "robustness_rotation.png").read_bytes() == (out / "robustness_rotation.png").read_bytes()
