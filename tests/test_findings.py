@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from mai_aug.study.findings import findings_section, in_distribution, strongest_shifts
 
@@ -43,3 +44,31 @@ def test_strongest_shift_levels_are_the_furthest_from_identity():
     assert sorted(e.what for e in found) == ["under rotation 20 (macro AUC)", "under zoom 0.85 (macro AUC)",
                                              "under zoom 1.15 (macro AUC)"]
     assert all(e.regime == "complex" and not e.survives for e in found)
+
+
+def _parts(rng, offsets: dict[str, float], slope: dict[str, float]) -> dict:
+    """Sweep deviations of two regimes whose seed luck (``offsets``) moves every level of a run together."""
+    parts = {}
+    for r in offsets:  # each regime's runs: large seed deviations shared by all levels, small level-specific noise
+        seed = rng.normal(0, 0.05, (400,))
+        parts[r] = [(lv, 0.8 + offsets[r] + slope[r] * lv, rng.normal(0, 0.005, (400,)), seed + rng.normal(0, 0.002, (400,)))
+                    for lv in (0.0, 10.0, 20.0)]
+    return {"rotation": parts}
+
+
+def test_auc_loss_cancels_the_runs_own_luck_and_finds_a_real_robustness_gain():
+    import numpy as np
+
+    from mai_aug.reports.robustness import loss_table
+    from mai_aug.study.findings import strongest_losses
+
+    rng = np.random.default_rng(0)
+    same = loss_table(_parts(rng, {"none": 0.0, "wide": 0.05}, {"none": -0.003, "wide": -0.003}), "none", 3)
+    row = same[(same["regime"] == "wide") & (same["level"] == 20.0)].iloc[0]
+    assert row["auc_loss"] == pytest.approx(-0.06) and row["diff_vs_none"] == pytest.approx(0.0)
+    assert not row["ci_excludes_0"] and row["family_size"] == 2  # 1 other regime x 2 shifted levels
+    gain = loss_table(_parts(rng, {"none": 0.0, "wide": -0.03}, {"none": -0.003, "wide": 0.0}), "none", 3)
+    found = strongest_losses(gain, "none", {"rotation": 0.0})
+    assert len(found) == 1 and found[0].what == "AUC lost to rotation 20 (shifted minus unshifted)"
+    assert found[0].diff == pytest.approx(0.06) and found[0].survives  # the seed part cancels within each run
+    assert "Bonferroni" in found[0].correction

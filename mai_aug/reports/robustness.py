@@ -80,7 +80,7 @@ def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
 
 
 def sweep_statistics(labels: np.ndarray, patients: np.ndarray, sweeps: dict[tuple[str, float], dict[str, list]],
-                     names: list[str], n_boot: int, baseline: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     names: list[str], n_boot: int, baseline: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Per (shift, level, regime) the macro AUC and its paired difference against ``baseline``; per (shift, regime)
     the mean macro AUC over the levels (the normalised area under the curve) and its paired difference.
 
@@ -103,7 +103,7 @@ def sweep_statistics(labels: np.ndarray, patients: np.ndarray, sweeps: dict[tupl
     curve = pd.concat(curves, ignore_index=True)
     curve = curve[["shift", "level", *[c for c in curve if c not in ("shift", "level")]]]
     seeds = len(next(iter(sweeps.values()))[baseline]) if sweeps else 1
-    return curve, area_table(parts, baseline, seeds)
+    return curve, area_table(parts, baseline, seeds), loss_table(parts, baseline, seeds)
 
 
 def level_weights(levels: np.ndarray) -> np.ndarray:
@@ -141,6 +141,48 @@ def area_table(parts: dict[str, dict[str, list[tuple]]], baseline: str, seeds: i
     return pd.DataFrame(rows)
 
 
+def loss_table(parts: dict[str, dict[str, list[tuple]]], baseline: str, seeds: int,
+               level: float = 0.95) -> pd.DataFrame:
+    """Per shift, level and regime: the macro AUC the shift costs (shifted minus unshifted, the same run's networks
+    on the same patients) and, against ``baseline``, the difference of those losses (a difference in differences).
+
+    Within one run a seed's luck moves the shifted and the unshifted AUC together, so the loss is far less noisy than
+    either AUC; its deviations are the two levels' deviations subtracted, as the area's are their weighted sum.
+    The difference's intervals are Bonferroni-corrected over every other regime x non-identity level of the shift.
+    """
+    from mai_aug.engine.shift_levels import SHIFT_TYPES
+
+    rows = []
+    for shift, by_regime in parts.items():
+        identity = SHIFT_TYPES[shift].identity if shift in SHIFT_TYPES else 0.0
+        losses = {r: _losses(entries, identity) for r, entries in by_regime.items()}
+        family = sum(len(v) for r, v in losses.items() if r != baseline)
+        z = stats.norm.ppf(1 - (1 - level) / (2 * max(family, 1)))
+        base = losses.get(baseline, {})
+        for regime, by_level in losses.items():
+            for lv, (value, patient_part, seed_part) in by_level.items():
+                row = {"shift": shift, "level": lv, "regime": regime, "auc_loss": value}
+                if regime != baseline and lv in base:
+                    b = base[lv]
+                    dse = pairedstats.standard_errors((patient_part - b[1])[:, None], (seed_part - b[2])[:, None],
+                                                      seeds, z)[0]
+                    diff = value - b[0]
+                    lo, hi = diff - z * dse, diff + z * dse
+                    row.update({f"diff_vs_{baseline}": diff, "diff_ci_low": lo, "diff_ci_high": hi,
+                                "ci_excludes_0": bool(dse > 0 and (lo > 0 or hi < 0)), "family_size": family})
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _losses(entries: list[tuple], identity: float) -> dict[float, tuple]:
+    """``{level: (loss, patient deviations, seed deviations)}`` of each non-identity level against the identity."""
+    by_level = {float(e[0]): e[1:] for e in entries}
+    if identity not in by_level:
+        return {}
+    v0, p0, s0 = by_level[identity]
+    return {lv: (v - v0, p - p0, s - s0) for lv, (v, p, s) in sorted(by_level.items()) if lv != identity}
+
+
 def shift_unit(shift: str) -> str:
     """What a level of ``shift`` means, for axis labels."""
     from mai_aug.engine.shift_levels import SHIFT_TYPES
@@ -148,12 +190,14 @@ def shift_unit(shift: str) -> str:
     return SHIFT_TYPES[shift].unit if shift in SHIFT_TYPES else "0: the test images, 1: the site phantom's"
 
 
-def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, baseline: str, seeds: int,
-                       n_boot: int) -> list[str]:
-    """``robustness.csv``, ``robustness_area.csv`` and ``robustness_<shift>.png`` in ``out``; returns report.md's
-    section (a table per shift: macro AUC and paired difference per level, then the mean over levels)."""
+def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, loss: pd.DataFrame, baseline: str,
+                       seeds: int, n_boot: int) -> list[str]:
+    """``robustness.csv``, ``robustness_area.csv``, ``robustness_loss.csv`` and ``robustness_<shift>.png`` in ``out``;
+    returns report.md's section (a table per shift: macro AUC and paired difference per level, the mean over levels,
+    then the AUC each level costs and its difference against the baseline's)."""
     curve.to_csv(out / "robustness.csv", index=False, float_format="%.6f")
     area.to_csv(out / "robustness_area.csv", index=False, float_format="%.6f")
+    loss.to_csv(out / "robustness_loss.csv", index=False, float_format="%.6f")
     lines = ["## Robustness to test-time shifts", "",
              f"Every run's test images under graded shifts (`mai-aug robustness`; each level's shifted images are the "
              f"same for every regime). Macro AUC [marginal 95% interval] per level; against `{baseline}`, the paired "
@@ -169,8 +213,27 @@ def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, basel
         plt.close(fig)
         frame = shift_table(rows, area[area["shift"] == shift], baseline)
         lines += [f"### {shift} ({shift_unit(shift)})", "", report.markdown_table(frame), "",
-                  f"![{shift}](robustness_{shift}.png)", ""]
+                  f"![{shift}](robustness_{shift}.png)", "", *loss_lines(loss[loss["shift"] == shift], baseline)]
     return lines
+
+
+def loss_lines(loss: pd.DataFrame, baseline: str) -> list[str]:
+    """report.md's table of the macro AUC each level costs, per regime, with the paired difference in losses."""
+    if loss.empty:
+        return []
+    key, rows = f"diff_vs_{baseline}", []
+    for lv, group in loss.groupby("level", sort=True):
+        row = {"level": f"{lv:g}"}
+        for r in group.to_dict("records"):
+            row[r["regime"]] = f"{r['auc_loss']:+.3f}"
+            if r["regime"] != baseline and np.isfinite(r.get("diff_ci_low", np.nan)):
+                row[f"{r['regime']} - {baseline}"] = interval_text(r[key], r["diff_ci_low"], r["diff_ci_high"],
+                                                                   star=bool(r["ci_excludes_0"]))
+        rows.append(row)
+    family = int(loss["family_size"].dropna().iloc[0]) if "family_size" in loss and loss["family_size"].notna().any() else 0
+    return [f"AUC lost to the shift (macro AUC at the level minus unshifted, the same networks and patients); against "
+            f"`{baseline}`, the difference of losses [95% interval, Bonferroni over the {family} other-regime x level "
+            f"comparisons of this shift], `*` where it excludes 0:", "", report.markdown_table(pd.DataFrame(rows)), ""]
 
 
 def shift_table(curve: pd.DataFrame, area: pd.DataFrame, baseline: str) -> pd.DataFrame:

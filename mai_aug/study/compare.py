@@ -49,7 +49,7 @@ from mai_aug.reports.tta import tta_section
 from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.study.curves import TrainingSize, curve_statistics, training_size, write_curve_report
-from mai_aug.study.findings import Evidence, smallest_size, strongest_shifts
+from mai_aug.study.findings import Evidence, smallest_size, strongest_losses, strongest_shifts
 from mai_aug.study.phantom_cache import default_cache_dir, ensure_phantom, phantom_folder
 from mai_aug.study.phantom_cache import phantom_module as phantom_module  # tests replace its __file__
 from mai_aug.study.presets import check_preset
@@ -217,10 +217,10 @@ def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,
                                site_data=opts.site_data)
     baseline = baseline_regime(regimes)
     labels, patients, sweeps = load_sweeps(out, regimes, opts.seeds, list(names))
-    curve, area = sweep_statistics(labels, patients, sweeps, list(names), n_boot, baseline)
+    curve, area, loss = sweep_statistics(labels, patients, sweeps, list(names), n_boot, baseline)
     identity = {**{name: kind.identity for name, kind in SHIFT_TYPES.items()}, "site": 0.0}
-    return (write_sweep_report(out, curve, area, baseline, opts.seeds, n_boot),
-            strongest_shifts(curve, baseline, identity))
+    return (write_sweep_report(out, curve, area, loss, baseline, opts.seeds, n_boot),
+            [*strongest_shifts(curve, baseline, identity), *strongest_losses(loss, baseline, identity)])
 
 
 def _preset_defaults(opts: CompareOptions, preset: dict[str, Any]) -> CompareOptions:

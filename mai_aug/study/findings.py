@@ -68,6 +68,22 @@ def strongest_shifts(curve: pd.DataFrame, baseline: str, identity: dict[str, flo
     return found
 
 
+def strongest_losses(loss: pd.DataFrame, baseline: str, identity: dict[str, float]) -> list[Evidence]:
+    """Per shift type, the difference of AUC lost (shifted minus unshifted) at the level(s) furthest from the
+    identity (``robustness_loss.csv``): does a regime lose less to the shift than the baseline?"""
+    key, found = f"diff_vs_{baseline}", []
+    for shift, rows in loss.groupby("shift", sort=False):
+        distance = (rows["level"] - identity.get(shift, 0.0)).abs()
+        strongest = rows[np.isclose(distance, distance.max()) & (rows["regime"] != baseline)]
+        for r in strongest.to_dict("records"):
+            if np.isfinite(r.get("diff_ci_low", np.nan)):
+                found.append(Evidence(r["regime"], f"AUC lost to {shift} {r['level']:g} (shifted minus unshifted)",
+                                      r[key], r["diff_ci_low"], r["diff_ci_high"], bool(r["ci_excludes_0"]),
+                                      f"the {int(r['family_size'])} other-regime x level comparisons of {shift} "
+                                      f"(Bonferroni)"))
+    return found
+
+
 def smallest_size(curve: pd.DataFrame, baseline: str) -> list[Evidence]:
     """The macro AUC difference at the smallest training size of the learning curve (``learning_curve.csv``)."""
     key, smallest = f"diff_vs_{baseline}", curve["fraction"].min()
