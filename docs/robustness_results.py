@@ -22,11 +22,17 @@ SECTION = "## What this study shows"
 
 
 def shows_section(report: str) -> list[str]:
-    """The lines of report.md's "What this study shows" section, without its heading."""
+    """The lines of report.md's "What this study shows" section, without its heading: up to the end of its
+    caveats list (the summary statistics follow it)."""
     if SECTION not in report:
         sys.exit(f"report.md has no '{SECTION}' section")
-    body = report.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    return body.strip("\n").splitlines()
+    lines = report.split(SECTION, 1)[1].split("\n## ", 1)[0].strip("\n").splitlines()
+    if "Caveats:" in lines:
+        end = lines.index("Caveats:") + 2  # the heading and its blank line, then the bullets
+        while end < len(lines) and lines[end].startswith("- "):
+            end += 1
+        lines = lines[:end]
+    return lines
 
 
 def results_block(out: Path, figures: list[str]) -> str:
