@@ -295,7 +295,7 @@ def test_robustness_sweep_and_tta_of_the_study(comparison, phantom_dir, capsys):
     loss = pd.read_csv(comparison / "robustness_loss.csv")
     row = loss[(loss["shift"] == "rotation") & (loss["level"] == 10) & (loss["regime"] == "basic")].iloc[0]
     level0 = curve[(curve["shift"] == "rotation") & (curve["regime"] == "basic")].set_index("level")["auc"]
-    assert row["auc_loss"] == pytest.approx(level0[10] - level0[0], abs=1e-6)  # shifted minus unshifted
+    assert row["auc_loss"] == pytest.approx(level0[10] - level0[0], abs=3e-6)  # shifted minus unshifted (CSVs: 6 decimals)
     assert f"AUC lost to rotation 10 (shifted minus unshifted): {row['diff_vs_none']:+.3f}" in shows
     assert "data: synthetic phantom (" in shows and "need not transfer to real radiographs" in shows  # --data phantom
     assert main(argv) == 0
