@@ -447,11 +447,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.tta:
         import pandas as pd
 
-        tta = pd.read_csv(RunLayout(args.run).eval_file(args.split, "tta.csv"))
+        tta = pd.read_csv(RunLayout(args.run).tta(args.split))
         columns = [c for c in ("prediction", "auc", "ci_low", "ci_high", "diff_vs_plain", "diff_ci_low", "diff_ci_high")
                    if c in tta]
         print(tta[tta["finding"] == "macro"][columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"wrote {RunLayout(args.run).eval_file(args.split, 'tta.csv')}, _tta_predictions.csv")
+        print(f"wrote {RunLayout(args.run).tta(args.split)}, {RunLayout(args.run).tta_predictions(args.split)}")
     run = RunLayout(args.run)
     print(f"wrote {', '.join(str(run.eval_file(args.split, f'{k}.csv')) for k in keys)}, {run.roc(args.split)}, "
           f"{run.predictions(args.split)}")
@@ -481,6 +481,7 @@ def _robustness_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run_robustness(args: argparse.Namespace) -> int:
     from mai_aug.engine import distributed
+    from mai_aug.engine.layout import RunLayout
     from mai_aug.engine.robustness import robustness_run
 
     if not distributed.current().is_main:
@@ -489,7 +490,7 @@ def _run_robustness(args: argparse.Namespace) -> int:
                            n_boot=args.bootstrap, workers=args.workers, site_data=args.site_data)
     macro = table[table["finding"] == "macro"][["shift", "level", "auc", "ci_low", "ci_high"]]
     print(macro.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {args.run / 'robustness'}/table.csv, <shift>.png, predictions.csv.gz")
+    print(f"wrote {RunLayout(args.run).robustness_dir}/table.csv, <shift>.png, predictions.csv.gz")
     return 0
 
 
@@ -521,14 +522,16 @@ def _non_negative_float(text: str) -> float:
 
 def _run_saliency(args: argparse.Namespace) -> int:
     from mai_aug.engine import distributed
+    from mai_aug.engine.layout import RunLayout
     from mai_aug.engine.saliency import saliency_run
 
     if not distributed.current().is_main:
         return 0
     meta = saliency_run(args.run, args.split, args.checkpoint, args.device, args.max_images, args.tolerance,
                         args.target_layer, args.boxes, args.bootstrap)
-    print((args.run / "saliency" / "summary.md").read_text())
-    print(f"wrote {args.run / 'saliency'}/pointing.csv, hit_rate.csv, grid.png, summary.md, meta.json "
+    folder = RunLayout(args.run).saliency_dir
+    print((folder / "summary.md").read_text())
+    print(f"wrote {folder}/pointing.csv, hit_rate.csv, grid.png, summary.md, meta.json "
           f"(tolerance {meta['tolerance_px']:g} px, layer {meta['target_layer']})")
     return 0
 

@@ -103,7 +103,8 @@ def test_no_module_spells_run_folder_names():
     """The names live in engine/layout.py alone (docstrings and messages aside)."""
     package = Path(__file__).resolve().parent.parent / "mai_aug"
     literals = ('"checkpoints"', '"eval"', '"config.yaml"', '"metrics.csv"', '"train.log"', '"best.pt"',
-                '"datalist.json"', '"seed-', '"report.md"', '"summary.csv"', '"tensorboard"', '".lock"')
+                '"datalist.json"', '"seed-', '"report.md"', '"summary.csv"', '"tensorboard"', '".lock"',
+                '/ "robustness"', '/ "saliency"', '"tta.csv"', '"tta_predictions.csv"')
     found = [f"{path.relative_to(package)}: {lit}" for path in package.rglob("*.py") if path.name != "layout.py"
              for lit in literals if lit in path.read_text()]
     assert not found

@@ -127,9 +127,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     patients = np.asarray([it["patient"] for it in items])
     if averaged is not None:
         tta_table(labels, patients, probs, averaged, run.names, tta, n_boot).to_csv(
-            layout.eval_file(split, "tta.csv"), index=False, float_format="%.10g")
+            layout.tta(split), index=False, float_format="%.10g")
         _prediction_frame(items, patients, labels, averaged, run.names).to_csv(
-            layout.eval_file(split, "tta_predictions.csv"), index=False, float_format="%.12g")
+            layout.tta_predictions(split), index=False, float_format="%.12g")
     tables = interval_tables(chosen, labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
     table = tables.pop("auc")
     table.to_csv(layout.auc(split), index=False, float_format="%.10g")

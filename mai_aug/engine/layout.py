@@ -132,6 +132,23 @@ class RunLayout:
         """``eval/<split>_meta.json``: which checkpoint the split's outputs came from (written last)."""
         return self.eval_file(split, "meta.json")
 
+    def tta(self, split: str) -> Path:
+        """``eval/<split>_tta.csv``: AUC with and without test-time augmentation."""
+        return self.eval_file(split, "tta.csv")
+
+    def tta_predictions(self, split: str) -> Path:
+        return self.eval_file(split, "tta_predictions.csv")
+
+    @property
+    def robustness_dir(self) -> Path:
+        """``robustness/``: ``mai-aug robustness`` (table.csv, predictions.csv.gz, <shift>.png, meta.json last)."""
+        return self.root / "robustness"
+
+    @property
+    def saliency_dir(self) -> Path:
+        """``saliency/``: ``mai-aug saliency`` (pointing.csv, hit_rate.csv, grid.png, summary.md, meta.json last)."""
+        return self.root / "saliency"
+
 
 @dataclass(frozen=True)
 class StudyLayout:
@@ -193,6 +210,11 @@ class StudyLayout:
     def replaced(self) -> Path:
         """Where ``--retrain`` moves stale runs (one time-stamped folder per move)."""
         return self.root / "replaced"
+
+    @property
+    def tta(self) -> Path:
+        """``tta.csv``: each regime's macro AUC with and without test-time augmentation (``compare --tta``)."""
+        return self.root / "tta.csv"
 
     @staticmethod
     def label(regime: str, seed: int | str) -> str:

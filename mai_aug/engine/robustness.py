@@ -22,6 +22,7 @@ from mai_aug.data.loader import build_dataset
 from mai_aug.data.nih import read_nih
 from mai_aug.data.split import site_shifted_patients
 from mai_aug.engine.evaluate import SPLIT_KEYS, TrainedRun, checkpoint_identity
+from mai_aug.engine.layout import RunLayout
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.runtime import RunLog
 from mai_aug.engine.shift_levels import SHIFT_TYPES, parse_levels
@@ -137,7 +138,7 @@ def swept_with(run_dir: Path, checkpoint: Path, levels: dict[str, list[float]], 
                site_data: str | Path | None) -> bool:
     """Whether ``RUN/robustness/`` holds the test sweep of these levels from ``checkpoint`` as it is now (meta.json)."""
     try:
-        meta = json.loads((Path(run_dir) / "robustness" / "meta.json").read_text())
+        meta = json.loads((RunLayout(run_dir).robustness_dir / "meta.json").read_text())
     except (OSError, ValueError):
         return False
     wanted = {"split": "test", **checkpoint_identity(checkpoint), "levels": levels, "bootstrap": n_boot,
@@ -163,7 +164,7 @@ def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPE
     if not items:
         raise MaiAugError(f"{run.run_dir}: the {split} split is empty")
     site = site_items(items, Path(site_data)) if site_data is not None else None
-    out_dir = run.run_dir / "robustness"
+    out_dir = RunLayout(run.run_dir).robustness_dir
     require_writable_folder(out_dir, "--run")
     out_dir.mkdir(exist_ok=True)
     with contextlib.suppress(FileNotFoundError):

@@ -26,6 +26,7 @@ from scipy import stats
 from mai_aug.data.boxes import find_box_file, read_boxes
 from mai_aug.data.loader import build_dataset
 from mai_aug.engine.evaluate import SPLIT_KEYS, TrainedRun, checkpoint_identity
+from mai_aug.engine.layout import RunLayout
 from mai_aug.errors import MaiAugError
 from mai_aug.stats.pointing import chance_of_hit, has_peak, map_box, pointing_hit
 from mai_aug.transforms.probe import probe_pattern
@@ -246,7 +247,7 @@ def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     side = run.config.image_size
     rule = "given (--tolerance)" if tolerance is not None else f"default: {100 * default_tolerance(1):g}% of the side"
     tolerance = default_tolerance(side) if tolerance is None else float(tolerance)
-    out_dir = run.run_dir / "saliency"
+    out_dir = RunLayout(run.run_dir).saliency_dir
     require_writable_folder(out_dir, "--run")
     out_dir.mkdir(exist_ok=True)
     (out_dir / "meta.json").unlink(missing_ok=True)  # until the new outputs are complete, none of them vouches
@@ -278,7 +279,7 @@ def saliency_current(run_dir: Path, checkpoint: Path, n_boot: int, tolerance: fl
                      max_images: int | None) -> bool:
     """Whether ``RUN/saliency/`` holds a test pointing game from ``checkpoint`` as it is now with these settings."""
     try:
-        meta = json.loads((Path(run_dir) / "saliency" / "meta.json").read_text())
+        meta = json.loads((RunLayout(run_dir).saliency_dir / "meta.json").read_text())
     except (OSError, ValueError):
         return False
     wanted = {"split": "test", **checkpoint_identity(checkpoint), "bootstrap": n_boot, "max_images": max_images}

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from mai_aug.engine.layout import StudyLayout  # noqa: E402
+from mai_aug.engine.layout import RunLayout, StudyLayout  # noqa: E402
 from mai_aug.errors import MaiAugError, first_line  # noqa: E402
 from mai_aug.reports import compare as report  # noqa: E402
 from mai_aug.stats import paired as pairedstats  # noqa: E402
@@ -61,7 +61,7 @@ def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
         for seed in range(seeds):
             run = StudyLayout(out).run_dir(regime, seed)
             try:
-                frame = pd.read_csv(run / "robustness" / "predictions.csv.gz")
+                frame = pd.read_csv(RunLayout(run).robustness_dir / "predictions.csv.gz")
             except (OSError, EOFError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
                 raise MaiAugError(f"{run}: cannot read robustness/predictions.csv.gz ({first_line(e)})") from None
             missing = [c for c in [*keys, *names] if c not in frame]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mai_aug.engine.layout import RunLayout, StudyLayout
 from mai_aug.reports import compare as report
 from mai_aug.reports.robustness import interval_text
 from mai_aug.stats import paired as pairedstats
@@ -16,7 +17,7 @@ def tta_summary(out: Path, regimes: list[str], seeds: int, names: list[str], n_b
     """Per regime, the ``summary_table`` rows of its plain and its TTA predictions (``prediction``: plain or tta),
     the difference paired by patient and seed; simultaneous intervals over that regime's scored findings."""
     labels, patients, plain = load_predictions(out, regimes, seeds, names)
-    _, _, averaged = load_predictions(out, regimes, seeds, names, what="tta_predictions.csv")
+    _, _, averaged = load_predictions(out, regimes, seeds, names, pick=RunLayout.tta_predictions)
     tables = []
     for regime in regimes:
         scores = pairedstats.score_regimes(labels, patients, {"plain": plain[regime], "tta": averaged[regime]},
@@ -30,7 +31,7 @@ def tta_summary(out: Path, regimes: list[str], seeds: int, names: list[str], n_b
 def tta_section(out: Path, regimes: list[str], seeds: int, names: list[str], n_boot: int, draws: int) -> list[str]:
     """Write ``tta.csv``; return report.md's lines: per regime, macro AUC without and with TTA and the difference."""
     summary = tta_summary(out, regimes, seeds, names, n_boot)
-    summary.to_csv(out / "tta.csv", index=False, float_format="%.6f")
+    summary.to_csv(StudyLayout(out).tta, index=False, float_format="%.6f")
     macro = summary[summary["finding"] == "macro"]
     rows = []
     for regime, group in macro.groupby("regime", sort=False):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -23,10 +23,11 @@ from mai_aug.stats.scores import Metric, resolve_metrics
 from mai_aug.study.findings import Evidence, findings_section, in_distribution
 
 
-def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str], what: str = "predictions.csv"
+def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str],
+                     pick: Callable[[RunLayout, str], Path] = RunLayout.predictions
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]:
-    """Labels, patients and per-regime, per-seed predictions of every run's ``eval/test_<what>``: the predictions,
-    or another file of that layout (``tta_predictions.csv``).
+    """Labels, patients and per-regime, per-seed predictions of every run's test predictions (``pick``: which file of
+    that layout, e.g. ``RunLayout.tta_predictions``).
 
     Raises MaiAugError naming the run folder when a file is missing or unreadable, or when a run's predictions do not
     cover the same images in the same order as the first run's (paired statistics need one test set).
@@ -37,7 +38,7 @@ def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
     for regime in regimes:
         for seed in range(seeds):
             run = StudyLayout(out).run_dir(regime, seed)
-            path = RunLayout(run).eval_file("test", what)
+            path = pick(RunLayout(run), "test")
             try:
                 frame = pd.read_csv(path)
             except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:

@@ -41,7 +41,7 @@ def load_pointing(out: Path, regimes: list[str], seeds: int) -> dict[str, list[p
         for seed in range(seeds):
             run = StudyLayout(out).run_dir(regime, seed)
             try:
-                frame = pd.read_csv(run / "saliency" / "pointing.csv")
+                frame = pd.read_csv(RunLayout(run).saliency_dir / "pointing.csv")
             except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
                 raise MaiAugError(f"{run}: cannot read saliency/pointing.csv ({first_line(e)})") from None
             keys = frame[KEYS].sort_values(KEYS).reset_index(drop=True)
@@ -74,7 +74,7 @@ def saliency_section(out: Path, regimes: list[str], seeds: int, names: list[str]
     """Write ``saliency.csv``; return report.md's lines (hit rates per regime and finding, differences against the
     baseline, where Cardiomegaly's maps sit per regime, and each regime's grid) and the macro hit-rate differences
     (for "What this study shows")."""
-    meta = json.loads((StudyLayout(out).run_dir(regimes[0], 0) / "saliency" / "meta.json").read_text())
+    meta = json.loads((StudyLayout(out).run(regimes[0], 0).saliency_dir / "meta.json").read_text())
     side, tolerance = int(meta["image_size"]), float(meta["tolerance_px"])
     baseline = baseline_regime(regimes)
     frames = load_pointing(out, regimes, seeds)
