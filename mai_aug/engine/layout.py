@@ -35,13 +35,17 @@ SEED_PREFIX = "seed-"
 
 
 @dataclass(frozen=True)
-class RunLayout:
-    """The files and folders of one run folder ``root``."""
+class _Folder:
+    """A folder whose layout a subclass spells out; ``root`` may be given as a string."""
 
     root: Path
 
     def __init__(self, root: str | Path) -> None:
         object.__setattr__(self, "root", Path(root))
+
+
+class RunLayout(_Folder):
+    """The files and folders of one run folder ``root``."""
 
     @property
     def config(self) -> Path:
@@ -150,14 +154,8 @@ class RunLayout:
         return self.root / "saliency"
 
 
-@dataclass(frozen=True)
-class StudyLayout:
+class StudyLayout(_Folder):
     """The files and folders of one study folder ``root`` (``mai-aug compare --out``)."""
-
-    root: Path
-
-    def __init__(self, root: str | Path) -> None:
-        object.__setattr__(self, "root", Path(root))
 
     @property
     def datalist(self) -> Path:
