@@ -409,6 +409,12 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_scored_split_args(p: argparse.ArgumentParser) -> None:
+    """The split a run is scored on and the patient-bootstrap resamples (evaluate, robustness, saliency)."""
+    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file")
@@ -420,8 +426,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="AUC with patient-bootstrap CIs, ROC figure and predictions of a run")
     _add_run_args(p)
-    p.add_argument("--split", default="test", choices=["test", "validation"])
-    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
+    _add_scored_split_args(p)
     _add_metrics_arg(p, None, "tabled with intervals, one eval/<split>_<metric>.csv each (default: the run's)")
     p.add_argument("--tta", type=_non_negative_int, default=0, metavar="N",
                    help="also average predictions over N draws of the regime's random part (test-time augmentation) "
@@ -439,7 +444,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap,
                          metrics=args.metrics, tta=args.tta)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    keys = ["auc"]
+    run, keys = RunLayout(args.run), ["auc"]
     for name, frame in table.attrs.get("metric_tables", {}).items():
         macro = frame[frame["finding"] == "macro"].iloc[0]
         keys.append(frame.columns[1])
@@ -447,12 +452,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.tta:
         import pandas as pd
 
-        tta = pd.read_csv(RunLayout(args.run).tta(args.split))
+        tta = pd.read_csv(run.tta(args.split))
         columns = [c for c in ("prediction", "auc", "ci_low", "ci_high", "diff_vs_plain", "diff_ci_low", "diff_ci_high")
                    if c in tta]
         print(tta[tta["finding"] == "macro"][columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"wrote {RunLayout(args.run).tta(args.split)}, {RunLayout(args.run).tta_predictions(args.split)}")
-    run = RunLayout(args.run)
+        print(f"wrote {run.tta(args.split)}, {run.tta_predictions(args.split)}")
     print(f"wrote {', '.join(str(run.eval_file(args.split, f'{k}.csv')) for k in keys)}, {run.roc(args.split)}, "
           f"{run.predictions(args.split)}")
     return 0
@@ -464,7 +468,7 @@ def _robustness_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("robustness", help="test AUC of a run under graded test-time shifts (rotation, zoom, ...)")
     _add_run_args(p)
-    p.add_argument("--split", default="test", choices=["test", "validation"])
+    _add_scored_split_args(p)
     p.add_argument("--shifts", nargs="+", default=list(SHIFT_TYPES), choices=list(SHIFT_TYPES),
                    help="shift types (default: all)")
     p.add_argument("--levels", nargs="+", default=[], metavar="SHIFT=V1,V2",
@@ -474,7 +478,6 @@ def _robustness_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site-data", type=Path,
                    help="a phantom made with --test-shift site (the run's phantom --seed/--n/--size): its images "
                         "of the test patients become one more shift, 'site'")
-    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
     p.add_argument("--workers", type=_non_negative_int, default=0, help="data-loader workers")
     p.set_defaults(handler=_run_robustness)
 
@@ -498,7 +501,7 @@ def _run_robustness(args: argparse.Namespace) -> int:
 def _saliency_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("saliency", help="Grad-CAM of each boxed finding and the pointing game against the boxes")
     _add_run_args(p)
-    p.add_argument("--split", default="test", choices=["test", "validation"])
+    _add_scored_split_args(p)
     p.add_argument("--max-images", type=_positive_int, help="the first N images with a box (default: all)")
     p.add_argument("--tolerance", type=_non_negative_float, metavar="PX",
                    help="a peak this many network-input pixels from a box still hits (default: 2.5%% of the side, "
@@ -506,7 +509,6 @@ def _saliency_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-layer", help="the network module Grad-CAM reads (default: the last block before "
                                           "pooling; class_layers.relu for DenseNets)")
     p.add_argument("--boxes", type=Path, help="box list in NIH's layout (default: BBox_List_2017.csv of the data)")
-    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
     p.set_defaults(handler=_run_saliency)
 
 

@@ -69,6 +69,13 @@ def test_out_may_come_from_the_file(tmp_path, monkeypatch):
     assert seen[0].out == str(tmp_path / "run") and seen[0].sources["datalist"] == "file"
 
 
+def _train_with_settings(tmp_path: Path, body: str, *extra: str) -> int:
+    """``mai-aug train`` with ``body`` as its settings file (a datalist that need not exist; RUN under tmp_path)."""
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(body + "\n")
+    return main(["train", "--settings", str(settings), "--datalist", "d.json", "--out", str(tmp_path / "run"), *extra])
+
+
 @pytest.mark.parametrize("body, fragment", [
     ("learning_rate: 0.1", "settings.yaml: unknown key 'learning_rate' (did you mean 'lr'?)"),
     ("epoch: 2", "settings.yaml: unknown key 'epoch' (did you mean 'epochs'?)"),
@@ -87,19 +94,15 @@ def test_out_may_come_from_the_file(tmp_path, monkeypatch):
     ("metrics: [{_target_: my_metrics.brier, nme: brier}]", "unknown key 'nme' (did you mean 'name'?)"),
 ])
 def test_bad_settings_are_one_line(tmp_path, capsys, body, fragment):
-    settings = tmp_path / "settings.yaml"
-    settings.write_text(body + "\n")
-    assert main(["train", "--settings", str(settings), "--datalist", "d.json", "--out", str(tmp_path / "run")]) == 2
+    assert _train_with_settings(tmp_path, body) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
 def test_one_metric_name_one_function(tmp_path, capsys):
-    settings = tmp_path / "settings.yaml"
-    settings.write_text("metrics: [{_target_: numpy.mean, name: m1}, {_target_: numpy.median, name: m1}]\n")
-    assert main(["train", "--settings", str(settings), "--datalist", "d.json", "--out", str(tmp_path / "run"),
-                 "--trust-config"]) == 2
+    body = "metrics: [{_target_: numpy.mean, name: m1}, {_target_: numpy.median, name: m1}]"
+    assert _train_with_settings(tmp_path, body, "--trust-config") == 2
     assert "name 'm1' already names numpy.mean" in capsys.readouterr().err
 
 
@@ -109,10 +112,7 @@ def test_out_is_required_somewhere(tmp_path, capsys):
 
 
 def test_trusted_target_that_cannot_be_imported(tmp_path, capsys):
-    settings = tmp_path / "settings.yaml"
-    settings.write_text("dataset: {_target_: no_such_module_here.read}\n")
-    assert main(["train", "--settings", str(settings), "--datalist", "d.json", "--out", str(tmp_path / "run"),
-                 "--trust-config"]) == 2
+    assert _train_with_settings(tmp_path, "dataset: {_target_: no_such_module_here.read}", "--trust-config") == 2
     assert "cannot import _target_ 'no_such_module_here.read'" in capsys.readouterr().err
 
 
