@@ -12,11 +12,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from mai_aug.engine.layout import RunLayout, StudyLayout  # noqa: E402
-from mai_aug.errors import MaiAugError, first_line  # noqa: E402
 from mai_aug.reports import compare as report  # noqa: E402
 from mai_aug.stats import paired as pairedstats  # noqa: E402
 from mai_aug.stats.auc import sd_interval  # noqa: E402
+from mai_aug.study.runs import read_paired  # noqa: E402
 
 
 def shift_figure(curves: dict[str, pd.DataFrame], shift: str, unit: str) -> plt.Figure:
@@ -54,24 +53,15 @@ def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
     Raises MaiAugError naming the run when its file is missing, or covers other shifts, levels or test images than
     the first run's (paired statistics need the same shifted images for every regime).
     """
-    sweeps: dict[tuple[str, float], dict[str, list[np.ndarray]]] = {}
-    reference = first = None
     keys = ["shift", "level", "image", "patient", *[f"true_{n}" for n in names]]
-    for regime in regimes:
-        for seed in range(seeds):
-            run = StudyLayout(out).run_dir(regime, seed)
-            try:
-                frame = pd.read_csv(RunLayout(run).robustness_dir / "predictions.csv.gz")
-            except (OSError, EOFError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-                raise MaiAugError(f"{run}: cannot read robustness/predictions.csv.gz ({first_line(e)})") from None
-            missing = [c for c in [*keys, *names] if c not in frame]
-            if missing:
-                raise MaiAugError(f"{run}: robustness/predictions.csv.gz lacks column {missing[0]!r}")
-            if reference is None:
-                first, reference = run, frame[keys]
-            elif not frame[keys].equals(reference):
-                raise MaiAugError(f"{run}: its robustness sweep covers other shifts, levels or images than {first}'s; "
-                                  f"re-run it (mai-aug robustness --run {run}) with the same --shifts and --levels")
+    tables, reference = read_paired(
+        out, regimes, seeds, lambda run: run.robustness_dir / "predictions.csv.gz", lambda frame: frame[keys],
+        lambda run, first: (f"{run}: its robustness sweep covers other shifts, levels or images than {first}'s; "
+                            f"re-run it (mai-aug robustness --run {run}) with the same --shifts and --levels"),
+        columns=[*keys, *names])
+    sweeps: dict[tuple[str, float], dict[str, list[np.ndarray]]] = {}
+    for regime, frames in tables.items():
+        for frame in frames:
             for (shift, level), rows in frame.groupby(["shift", "level"], sort=False):
                 sweeps.setdefault((shift, float(level)), {}).setdefault(regime, []).append(
                     rows[names].to_numpy(np.float64))

@@ -12,7 +12,6 @@ import yaml
 
 from mai_aug.data.split import split_table
 from mai_aug.engine.layout import RunLayout, StudyLayout
-from mai_aug.errors import MaiAugError
 from mai_aug.reports import compare as report
 from mai_aug.reports.reliability import reliability_figure
 from mai_aug.reports.roc import roc_figure
@@ -21,6 +20,7 @@ from mai_aug.stats.auc import MIN_POSITIVE_PATIENTS
 from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.scores import Metric, resolve_metrics
 from mai_aug.study.findings import Evidence, findings_section, in_distribution
+from mai_aug.study.runs import read_paired
 
 
 def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str],
@@ -32,27 +32,14 @@ def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
     Raises MaiAugError naming the run folder when a file is missing or unreadable, or when a run's predictions do not
     cover the same images in the same order as the first run's (paired statistics need one test set).
     """
-    predictions: dict[str, list[np.ndarray]] = {}
-    first = reference = None
-    columns = ["image", "patient", *names, *[f"true_{n}" for n in names]]
-    for regime in regimes:
-        for seed in range(seeds):
-            run = StudyLayout(out).run_dir(regime, seed)
-            path = pick(RunLayout(run), "test")
-            try:
-                frame = pd.read_csv(path)
-            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-                raise MaiAugError(f"{run}: cannot read {path.relative_to(run)} ({e})") from None
-            missing = [c for c in columns if c not in frame]
-            if missing:
-                raise MaiAugError(f"{run}: {path.relative_to(run)} lacks column {missing[0]!r}")
-            keys = frame[["image", "patient", *[f"true_{n}" for n in names]]]
-            if reference is None:
-                first, reference = run, keys
-            elif not keys.equals(reference):
-                raise MaiAugError(f"{run}: its test predictions do not cover the same images in the same order as "
-                                  f"{first}; re-run its evaluation (mai-aug evaluate --run {run})")
-            predictions.setdefault(regime, []).append(frame[names].to_numpy(dtype=np.float64, copy=True))
+    truth = [f"true_{n}" for n in names]
+    tables, reference = read_paired(
+        out, regimes, seeds, lambda run: pick(run, "test"), lambda frame: frame[["image", "patient", *truth]],
+        lambda run, first: (f"{run}: its test predictions do not cover the same images in the same order as {first}; "
+                            f"re-run its evaluation (mai-aug evaluate --run {run})"),
+        columns=["image", "patient", *names, *truth])
+    predictions = {regime: [frame[names].to_numpy(dtype=np.float64, copy=True) for frame in frames]
+                   for regime, frames in tables.items()}
     labels = reference[[f"true_{n}" for n in names]].to_numpy(dtype=np.float64)  # NaN: unknown (left out per finding)
     return labels, reference["patient"].to_numpy(), predictions
 

@@ -11,13 +11,13 @@ import pandas as pd
 
 from mai_aug.engine.layout import RunLayout, StudyLayout
 from mai_aug.engine.saliency import orientation, saliency_current, saliency_run
-from mai_aug.errors import MaiAugError, first_line
 from mai_aug.reports import compare as report
 from mai_aug.reports.robustness import interval_text
 from mai_aug.stats import paired as pairedstats
 from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.pointing import hit_matrix, study_scores
 from mai_aug.study.findings import Evidence, macro_differences
+from mai_aug.study.runs import read_paired
 
 KEYS = ["image", "patient", "finding"]
 
@@ -35,22 +35,11 @@ def sweep_saliency(out: Path, regimes: list[str], seeds: int, device: str, n_boo
 
 def load_pointing(out: Path, regimes: list[str], seeds: int) -> dict[str, list[pd.DataFrame]]:
     """Every run's ``saliency/pointing.csv``; raises naming the run whose boxes differ from the first run's."""
-    frames: dict[str, list[pd.DataFrame]] = {}
-    reference = first = None
-    for regime in regimes:
-        for seed in range(seeds):
-            run = StudyLayout(out).run_dir(regime, seed)
-            try:
-                frame = pd.read_csv(RunLayout(run).saliency_dir / "pointing.csv")
-            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-                raise MaiAugError(f"{run}: cannot read saliency/pointing.csv ({first_line(e)})") from None
-            keys = frame[KEYS].sort_values(KEYS).reset_index(drop=True)
-            if reference is None:
-                first, reference = run, keys
-            elif not keys.equals(reference):
-                raise MaiAugError(f"{run}: its pointing game scored other images or findings than {first}'s; re-run "
-                                  f"it (mai-aug saliency --run {run}) with the same --max-images")
-            frames.setdefault(regime, []).append(frame)
+    frames, _ = read_paired(
+        out, regimes, seeds, lambda run: run.saliency_dir / "pointing.csv",
+        lambda frame: frame[KEYS].sort_values(KEYS).reset_index(drop=True),
+        lambda run, first: (f"{run}: its pointing game scored other images or findings than {first}'s; re-run it "
+                            f"(mai-aug saliency --run {run}) with the same --max-images"))
     return frames
 
 
