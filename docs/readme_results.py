@@ -19,13 +19,13 @@ import pandas as pd
 import yaml
 
 from mai_aug.reports import compare as report
+from mai_aug.stats.paired import baseline_regime
 
 START, END = "<!-- demo-results:start -->", "<!-- demo-results:end -->"
 
 
 def baseline_of(summary: pd.DataFrame) -> str:
-    regimes = list(dict.fromkeys(summary["regime"]))
-    return "none" if "none" in regimes else regimes[0]
+    return baseline_regime(dict.fromkeys(summary["regime"]))
 
 
 def _starred(value: object) -> bool:

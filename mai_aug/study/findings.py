@@ -53,35 +53,34 @@ def in_distribution(summary: pd.DataFrame, baseline: str) -> list[Evidence]:
     return macro_differences(summary, baseline, "in distribution (macro AUC)", "all regimes x scored findings and macros")
 
 
+def _strongest_rows(table: pd.DataFrame, baseline: str, identity: dict[str, float]) -> list[tuple[str, dict]]:
+    """Per shift type, the non-baseline rows with an interval at the level(s) furthest from the identity (zoom: both
+    ends), as (shift, row)."""
+    found = []
+    for shift, rows in table.groupby("shift", sort=False):
+        distance = (rows["level"] - identity.get(shift, 0.0)).abs()
+        strongest = rows[np.isclose(distance, distance.max()) & (rows["regime"] != baseline)]
+        found += [(shift, r) for r in strongest.to_dict("records") if np.isfinite(r.get("diff_ci_low", np.nan))]
+    return found
+
+
 def strongest_shifts(curve: pd.DataFrame, baseline: str, identity: dict[str, float]) -> list[Evidence]:
     """Per shift type, the macro AUC difference at the level(s) furthest from the identity (``robustness.csv``)."""
-    key, found = f"diff_vs_{baseline}", []
-    for shift, rows in curve.groupby("shift", sort=False):
-        distance = (rows["level"] - identity.get(shift, 0.0)).abs()
-        strongest = rows[np.isclose(distance, distance.max()) & (rows["regime"] != baseline)]  # zoom: both ends
-        for r in strongest.to_dict("records"):
-            level = r["level"]
-            if np.isfinite(r.get("diff_ci_low", np.nan)):
-                found.append(Evidence(r["regime"], f"under {shift} {level:g} (macro AUC)", r[key], r["diff_ci_low"],
-                                      r["diff_ci_high"], bool(r["ci_excludes_0"]),
-                                      f"all regimes x scored findings and macros at {shift} {level:g}"))
-    return found
+    key = f"diff_vs_{baseline}"
+    return [Evidence(r["regime"], f"under {shift} {r['level']:g} (macro AUC)", r[key], r["diff_ci_low"],
+                     r["diff_ci_high"], bool(r["ci_excludes_0"]),
+                     f"all regimes x scored findings and macros at {shift} {r['level']:g}")
+            for shift, r in _strongest_rows(curve, baseline, identity)]
 
 
 def strongest_losses(loss: pd.DataFrame, baseline: str, identity: dict[str, float]) -> list[Evidence]:
     """Per shift type, the difference of AUC lost (shifted minus unshifted) at the level(s) furthest from the
     identity (``robustness_loss.csv``): does a regime lose less to the shift than the baseline?"""
-    key, found = f"diff_vs_{baseline}", []
-    for shift, rows in loss.groupby("shift", sort=False):
-        distance = (rows["level"] - identity.get(shift, 0.0)).abs()
-        strongest = rows[np.isclose(distance, distance.max()) & (rows["regime"] != baseline)]
-        for r in strongest.to_dict("records"):
-            if np.isfinite(r.get("diff_ci_low", np.nan)):
-                found.append(Evidence(r["regime"], f"AUC lost to {shift} {r['level']:g} (shifted minus unshifted)",
-                                      r[key], r["diff_ci_low"], r["diff_ci_high"], bool(r["ci_excludes_0"]),
-                                      f"the {int(r['family_size'])} other-regime x level comparisons of {shift} "
-                                      f"(Bonferroni)"))
-    return found
+    key = f"diff_vs_{baseline}"
+    return [Evidence(r["regime"], f"AUC lost to {shift} {r['level']:g} (shifted minus unshifted)", r[key],
+                     r["diff_ci_low"], r["diff_ci_high"], bool(r["ci_excludes_0"]),
+                     f"the {int(r['family_size'])} other-regime x level comparisons of {shift} (Bonferroni)")
+            for shift, r in _strongest_rows(loss, baseline, identity)]
 
 
 def smallest_size(curve: pd.DataFrame, baseline: str) -> list[Evidence]:
