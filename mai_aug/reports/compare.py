@@ -70,6 +70,15 @@ def _interval(value: float, low: float, high: float, star: bool = False, signed:
     return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{' *' if star else ''}"
 
 
+def interval_text(value: float, low: float, high: float, signed: bool = True, star: bool = False) -> str:
+    """``+0.012 [-0.020, +0.044] *``; the value alone without an interval, ``undefined`` without a value."""
+    if not np.isfinite(value):
+        return "undefined"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return ("{:+.3f}" if signed else "{:.3f}").format(value)
+    return _interval(value, low, high, star, signed)
+
+
 def _too_few(row: dict) -> str:
     """Why a finding has no interval: fewer than MIN_POSITIVE_PATIENTS positive (or, rarely, negative) patients."""
     positives = int(row["positive_patients"])

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mai_aug.reports.robustness import interval_text  # noqa: E402
+from mai_aug.reports.compare import interval_text  # noqa: E402
 
 
 def curve_figure(curve: pd.DataFrame) -> plt.Figure:

@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from mai_aug.reports import compare as report  # noqa: E402
+from mai_aug.reports.compare import interval_text  # noqa: E402
 from mai_aug.stats import paired as pairedstats  # noqa: E402
 from mai_aug.stats.auc import sd_interval  # noqa: E402
 from mai_aug.study.runs import read_paired  # noqa: E402
@@ -244,13 +245,3 @@ def shift_table(curve: pd.DataFrame, area: pd.DataFrame, baseline: str) -> pd.Da
     for d in area.to_dict("records"):
         table.setdefault("mean over levels", {}).update(cells(d, "mean_auc"))
     return pd.DataFrame([{"level": level, **row} for level, row in table.items()])
-
-
-def interval_text(value: float, low: float, high: float, signed: bool = True, star: bool = False) -> str:
-    """``+0.012 [-0.020, +0.044] *``; the value alone without an interval, ``undefined`` without a value."""
-    if not np.isfinite(value):
-        return "undefined"
-    fmt = "{:+.3f}" if signed else "{:.3f}"
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return fmt.format(value)
-    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{' *' if star else ''}"

@@ -15,8 +15,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from mai_aug.engine.layout import RunLayout  # noqa: E402
-from mai_aug.reports.compare import markdown_table  # noqa: E402
-from mai_aug.reports.robustness import interval_text  # noqa: E402
+from mai_aug.reports.compare import (
+    interval_text,  # noqa: E402
+    markdown_table,  # noqa: E402
+)
 from mai_aug.stats.pointing import hit_matrix, hit_rate_table  # noqa: E402
 from mai_aug.utils import write_text_atomic  # noqa: E402
 

@@ -12,7 +12,7 @@ import pandas as pd
 from mai_aug.engine.layout import RunLayout, StudyLayout
 from mai_aug.engine.saliency import orientation, saliency_current, saliency_run
 from mai_aug.reports import compare as report
-from mai_aug.reports.robustness import interval_text
+from mai_aug.reports.compare import interval_text
 from mai_aug.stats import paired as pairedstats
 from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.pointing import hit_matrix, study_scores
