@@ -8,6 +8,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from pathlib import Path
 from pickle import UnpicklingError
@@ -17,6 +18,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD
 from monai.transforms import Compose
 from monai.utils import convert_to_tensor, look_up_option
+from tqdm import tqdm
 
 from mai_aug.data.images import NameBadImage
 from mai_aug.errors import MaiAugError, first_line
@@ -62,6 +64,30 @@ class CheckedPersistentDataset(PersistentDataset):
                                                         pickle_protocol=self.pickle_protocol), durable=False)
 
 
+class JoinedCacheDataset(CacheDataset):
+    """MONAI's CacheDataset whose caching threads are always joined, also when an item fails.
+
+    MONAI 1.6 fills the cache in a ``multiprocessing.pool.ThreadPool`` context: on the first error it
+    ``terminate()``s the pool without joining its threads, and a process that then exits while they are still inside
+    torch aborts (``terminate called without an active exception``, status 134) instead of printing the error. Here
+    the pool is a ``concurrent.futures.ThreadPoolExecutor``: on an error the items not yet started are cancelled and
+    the running ones finish before the error propagates.
+    """
+
+    def _fill_cache(self, indices=None) -> list:
+        if self.cache_num <= 0:
+            return []
+        indices = list(range(self.cache_num)) if indices is None else list(indices)
+        pool = ThreadPoolExecutor(max_workers=self.num_workers)
+        try:
+            loaded = pool.map(self._load_cache_item, indices)
+            if self.progress:
+                loaded = tqdm(loaded, total=len(indices), desc="Loading dataset")
+            return list(loaded)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def build_dataset(
     items: Sequence[dict],
     regime: Regime,
@@ -90,7 +116,7 @@ def build_dataset(
     if cache == "none":
         return Dataset(list(items), transform=Compose([load, regime.online_transform(train)]) if online else load)
     if cache == "memory":
-        base: Dataset = CacheDataset(list(items), transform=load, num_workers=max(workers, 1),
+        base: Dataset = JoinedCacheDataset(list(items), transform=load, num_workers=max(workers, 1),
                                      progress=progress and sys.stderr.isatty(), copy_cache=False)
     elif cache == "disk":
         if cache_dir is None:
