@@ -672,8 +672,6 @@ def _run_compare(args: argparse.Namespace) -> int:
                           site_data=args.site_data, tta=args.tta, train_fractions=args.train_fractions,
                           saliency=args.saliency, saliency_tolerance=args.saliency_tolerance,
                           saliency_max_images=args.saliency_max_images)
-    if not args.saliency and (args.saliency_tolerance is not None or args.saliency_max_images is not None):
-        raise MaiAugError("--saliency-tolerance and --saliency-max-images need --saliency")
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

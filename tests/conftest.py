@@ -13,6 +13,25 @@ from mai_aug.data.nih import HEADER
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+#: The variables through which the code under test finds the machine's caches and settings: each points into one
+#: temporary home per test run, so a test neither reads a cache a previous run left nor writes into the real home.
+HOME_VARIABLES = {"HOME": "", "MAI_AUG_CACHE": ".cache/mai_aug", "XDG_CACHE_HOME": ".cache",
+                  "XDG_CONFIG_HOME": ".config", "TORCH_HOME": ".cache/torch", "MPLCONFIGDIR": ".config/matplotlib"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory):
+    """An empty home for the whole test run (and the commands its tests start): what a new machine has.
+
+    ``MAI_AUG_CACHE`` (the phantom cache of ``compare``), torch's and matplotlib's caches and ``HOME`` itself point
+    into it; the variables are restored at the end.
+    """
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, relative in HOME_VARIABLES.items():
+            patch.setenv(name, str(home / relative))
+        yield home
+
 if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one intra-op thread per worker, or N workers fight over cores
     import torch
 

@@ -448,12 +448,25 @@ CASES = [
 ]
 
 
+#: Rows whose error can only show during the work (an image that stops decoding part-way, a training that
+#: diverges): every other refusal comes before anything is generated, cached or written.
+FOUND_DURING_WORK = {"truncated-png-train", "truncated-png-evaluate", "truncated-png-preview",
+                     "truncated-png-in-loader-worker", "lr-1e6-diverges"}
+
+
+def tree(folder: Path) -> set[Path]:
+    """Every path under ``folder`` (empty when it does not exist)."""
+    return set(folder.rglob("*")) if folder.is_dir() else set()
+
+
 @pytest.mark.parametrize(("build", "status", "fragment"), CASES)
-def test_bad_input(build, status, fragment, env, capsys, monkeypatch):
+def test_bad_input(build, status, fragment, env, capsys, monkeypatch, request):
     argv = build(env)
     # logging as in a fresh process: no pytest handler on the root logger, so a library's unhandled records
     # reach stderr through logging.lastResort, as a user would see them
     monkeypatch.setattr(logging.root, "handlers", [])
+    cache = Path(os.environ["MAI_AUG_CACHE"])
+    before = tree(env.tmp) | tree(cache)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         code = main(argv)
@@ -465,6 +478,8 @@ def test_bad_input(build, status, fragment, env, capsys, monkeypatch):
     if status != 2:
         assert fragment in said
         return
+    created = (tree(env.tmp) | tree(cache)) - before
+    assert not created or request.node.callspec.id in FOUND_DURING_WORK, f"refused, but created {sorted(map(str, created))[:5]}"  # checked before any work
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(f"mai-aug {argv[0]}: error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], err  # the error is one line, the last one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -369,6 +370,8 @@ def test_detection_and_nih_bad_input(tmp_path, nih_rows, chexpert, capsys):
 def test_compare_dataset_options_need_data(tmp_path, capsys):
     err = _fail(capsys, ["compare", "--dataset", "chexpert", "--out", str(tmp_path / "c")])
     assert "--data" in err
+    assert not (tmp_path / "c").exists()  # refused before the phantom is generated or the folder made
+    assert not any(Path(os.environ["MAI_AUG_CACHE"]).glob("phantom/*"))
 
 
 def test_compare_on_chexpert_with_unknown_labels(chexpert, tmp_path):

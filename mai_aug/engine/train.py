@@ -69,18 +69,48 @@ def check_split_settings(config: TrainConfig) -> None:
                           f"effect on it (drop it, or give --data to read and split the dataset)")
 
 
-def resolve_datalist(config: TrainConfig, run_dir: Path, write: bool = True) -> dict:
-    """The run's split: reused from the run folder on resume, else from ``--datalist`` or ``--data``."""
-    layout = RunLayout(run_dir)
-    saved = layout.datalist
-    if config.resume and saved.is_file():
-        return load_datalist(saved)
+@dataclass
+class NewRun:
+    """What a new run is made of, read and checked before its folder is created (nothing is written for a refusal).
+
+    Attributes:
+        datalist: the split (``--datalist`` or ``--data``), before ``--verify-images``/``--skip-bad-images``.
+        report: the split's report lines, logged once the run's log is open.
+        regime: the augmentation regime at the run's image size.
+        network: the network resolved for the split's labels.
+    """
+
+    datalist: dict
+    report: list[str]
+    regime: Regime
+    network: NetworkSpec
+
+
+def check_new_run(config: TrainConfig) -> NewRun | None:
+    """Read and check a new run's split, regime and network; None for a run to resume (its folder holds them)."""
+    if config.resume and RunLayout(config.run_dir).config.is_file():
+        return None
     if not config.datalist and not config.data:
         raise MaiAugError("give --data DIR or --datalist JSON")
-    datalist = datalist_from_options(config, report=logger.info)
-    datalist = check_images_if_asked(datalist, config, logger.info, layout.bad_images, progress=config.progress)
+    report: list[str] = []
+    datalist = datalist_from_options(config, report=report.append)
+    check_config(config, datalist)
+    regime = load_regime(config.regime, config.image_size, config.regimes_file)
+    names = len(datalist["labels"])
+    network = resolve_network(config.network, config.network_args, names, config.in_channels, config.image_size)
+    return NewRun(datalist, report, regime, network)
+
+
+def resolve_datalist(config: TrainConfig, run_dir: Path, new: NewRun | None, write: bool = True) -> dict:
+    """The run's split: reused from the run folder on resume, else the checked new run's (images checked if asked)."""
+    layout = RunLayout(run_dir)
+    if new is None:
+        return load_datalist(layout.datalist)
+    for line in new.report:
+        logger.info(line)
+    datalist = check_images_if_asked(new.datalist, config, logger.info, layout.bad_images, progress=config.progress)
     if write:
-        write_datalist(datalist, saved)
+        write_datalist(datalist, layout.datalist)
     return datalist
 
 
@@ -130,6 +160,7 @@ def train(config: TrainConfig) -> dict[str, float]:
     check_split_settings(config)
     device = resolve_device(config.device)
     ctx = distributed.init(device.type)
+    new = check_new_run(config)  # a bad split, regime or network is refused before the run folder exists
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -138,7 +169,7 @@ def train(config: TrainConfig) -> dict[str, float]:
         require_writable_folder(run_dir, "--out")  # one line now, not a traceback at the lock file
     layout = RunLayout(run_dir)
     with RunLock(layout.lock, enabled=ctx.is_main), RunLog(layout.log, echo=config.progress, enabled=ctx.is_main):
-        result = _train(config, distributed.rank_device(device, ctx), ctx)
+        result = _train(config, distributed.rank_device(device, ctx), ctx, new)
     ctx.barrier()
     return result
 
@@ -198,9 +229,10 @@ class _Engines:
     writer: SummaryWriter | None
 
 
-def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistContext) -> dict[str, float]:
+def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistContext,
+           new: NewRun | None) -> dict[str, float]:
     """The steps of :func:`train` inside the run's lock and log."""
-    run = _setup(config, device, ctx)
+    run = _setup(config, device, ctx, new)
     _record_run(run)
     train_ds, val_ds = _datasets(run)
     epoch_length = steps_per_epoch(config, len(run.datalist["training"]), ctx.world_size)
@@ -229,7 +261,7 @@ def steps_per_epoch(config: TrainConfig, n_training: int, world_size: int = 1) -
     return config.steps_per_epoch or max(1, n_training // world_size // config.batch_size)
 
 
-def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistContext) -> _Run:
+def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistContext, new: NewRun | None) -> _Run:
     """Prepare the run folder, then resolve AMP, the split (checked) and the regime; seed everything."""
     run_dir, resume_from = prepare_run_dir(config)
     # earlier lengths of a run resumed with other --epochs after its schedule diverged (refuses fewer than trained)
@@ -237,18 +269,16 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
                 if resume_from is not None else [])
     amp = resolve_amp(config.amp, device)  # float16 autocast on CUDA, bfloat16 on CPU (engine.precision)
     set_determinism(seed=config.seed)
-    datalist = resolve_datalist(config, run_dir, write=ctx.is_main)
+    datalist = resolve_datalist(config, run_dir, new, write=ctx.is_main)
     ctx.barrier()
     check_config(config, datalist)
     # on --resume, the regime as the run stored it (resolved spec in config.yaml), never a regimes file re-read
-    stored = config.resume and RunLayout(run_dir).config.is_file()
-    regime = (stored_regime(read_config(run_dir), f"--resume {run_dir}") if stored
-              else load_regime(config.regime, config.image_size, config.regimes_file))
+    regime = (new.regime if new is not None
+              else stored_regime(read_config(run_dir), f"--resume {run_dir}"))
     freq_pos, _ = label_frequencies(datalist["training"], len(datalist["labels"]))
     stage = choose_stage(config.augment_on, regime, device, config.seed, ctx.rank)
     names = len(datalist["labels"])
-    network = (stored_network(read_config(run_dir), names, f"--resume {run_dir}") if stored
-               else resolve_network(config.network, config.network_args, names, config.in_channels, config.image_size))
+    network = new.network if new is not None else stored_network(read_config(run_dir), names, f"--resume {run_dir}")
     with torch.random.fork_rng(devices=[]):  # the same initial weights for every regime trained with this seed
         torch.manual_seed(config.seed)
         net, weights = build_network(names, config.in_channels, config.pretrained, network, config.image_size)

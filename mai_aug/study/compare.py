@@ -140,39 +140,69 @@ class _Study:
 
 
 def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> _Study:
-    """Check every setting (before any data is made), split the data, plan and settle the run folders."""
-    regimes = _check_runs(opts, preset)
-    fractions = check_fractions(opts.train_fractions) if opts.train_fractions is not None else None
-    out = Path(opts.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
-    if ctx.is_main:
-        require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
-    # an unknown metric (the command line's or the preset's) stops before the phantom is made and the runs train
-    metrics = [m.name for m in resolve_metrics(opts.train_overrides.get("metrics")
-                                               or preset.get("train", {}).get("metrics"))]
+    """Check every setting (before anything is created), split the data, plan and settle the run folders."""
+    checked = _check_settings(opts, preset, ctx)
     datalist, source = _study_datalist(opts, preset, ctx)
-    if opts.robustness is not None:  # bad levels or site data are refused before anything trains
-        parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES), "--robustness-levels")
-        if opts.site_data is not None:
-            site_items(datalist["test"], Path(opts.site_data))
+    if opts.robustness is not None and opts.site_data is not None:  # refused before anything trains
+        site_items(datalist["test"], Path(opts.site_data))
     if opts.saliency:  # no box list: refused before anything trains
         _require_boxes(datalist, opts.data)
-    train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
-    _override_network(train_opts, preset.get("train", {}), opts.train_overrides.get("network"))
-    runs = [(r, k) for r in regimes for k in range(opts.seeds)]
+    out, train_opts = Path(opts.out), checked.train_opts
+    runs = [(r, k) for r in checked.regimes for k in range(opts.seeds)]
     plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
     ctx.barrier()
     if ctx.is_main:
         _settle_out(out, plan, datalist)
     ctx.barrier()
-    sizes = (plan_curves(out, runs, train_opts, opts, datalist, fractions, int(preset.get("data", {}).get("seed", 0)),
-                         ctx) if fractions else [])
+    sizes = (plan_curves(out, runs, train_opts, opts, datalist, checked.fractions,
+                         int(preset.get("data", {}).get("seed", 0)), ctx) if checked.fractions else [])
     _report_split(datalist, ctx.is_main and not opts.quiet, ctx.is_main)
     n_boot = opts.bootstrap or int(preset.get("bootstrap", 1000))
-    return _Study(regimes, runs, plan, train_opts, datalist, source, metrics, n_boot, sizes)
+    return _Study(checked.regimes, runs, plan, train_opts, datalist, source, checked.metrics, n_boot, sizes)
+
+
+@dataclass
+class _Settings:
+    """The study's settings, checked before any data is made or any folder created."""
+
+    regimes: list[str]
+    fractions: list[float] | None
+    metrics: list[str]
+    train_opts: dict
+
+
+def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> _Settings:
+    """Check every setting and their combinations; nothing is generated, cached or written yet.
+
+    Raises:
+        MaiAugError: the first bad setting, in one line.
+    """
+    regimes = _check_runs(opts, preset)
+    fractions = check_fractions(opts.train_fractions) if opts.train_fractions is not None else None
+    _check_data_options(opts, preset)
+    if not opts.saliency and (opts.saliency_tolerance is not None or opts.saliency_max_images is not None):
+        raise MaiAugError("--saliency-tolerance and --saliency-max-images need --saliency")
+    if ctx.is_main:
+        require_writable_folder(Path(opts.out), "--out")  # before the phantom is generated and the runs train
+    metrics = [m.name for m in resolve_metrics(opts.train_overrides.get("metrics")
+                                               or preset.get("train", {}).get("metrics"))]
+    if opts.robustness is not None:
+        parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES), "--robustness-levels")
+    train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
+    _override_network(train_opts, preset.get("train", {}), opts.train_overrides.get("network"))
+    for regime in regimes:  # each regime (and the run settings) loads at the study's size
+        config = _run_config(StudyLayout(opts.out).run_dir(regime, 0), regime, 0, train_opts, opts)
+        load_regime(regime, config.image_size, config.regimes_file)
+    return _Settings(regimes, fractions, metrics, train_opts)
+
+
+def _check_data_options(opts: CompareOptions, preset: dict[str, Any]) -> None:
+    """The data options combine: dataset options only with ``--data``; the preset's data keys known."""
+    if opts.data is None and any(v not in (None, "auto", "|", []) for v in opts.data_options.values()):
+        raise MaiAugError("--csv, --dataset and their options need --data (the phantom is in NIH's layout)")
+    unknown = set(preset.get("data", {})) - {"split", "val_frac", "test_frac", "seed", "images"}
+    if unknown:
+        raise MaiAugError(f"--preset {opts.preset}: unknown data key(s) {', '.join(sorted(unknown))}")
 
 
 def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _Study) -> pd.DataFrame:
@@ -348,17 +378,21 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
         data_dir = Path(opts.data)  # a phantom written by `mai-aug phantom` keeps its record: say it is synthetic
         source = f"synthetic phantom ({data_dir})" if (data_dir / PHANTOM_RECORD).is_file() else str(opts.data)
     images = data_opts.pop("images", None)
-    if opts.data is None and any(v not in (None, "auto", "|", []) for v in opts.data_options.values()):
-        raise MaiAugError("--csv, --dataset and their options need --data (the phantom is in NIH's layout)")
-    unknown = set(data_opts) - {"split", "val_frac", "test_frac", "seed"}
-    if unknown:
-        raise MaiAugError(f"--preset {opts.preset}: unknown data key(s) {', '.join(sorted(unknown))}")
     reader = DataSource(data=data_dir, images=(data_dir / images) if images else None,
                         **(opts.data_options if opts.data is not None else {}))
     datalist = split_data(data_dir, report=lambda line: print(line, file=sys.stderr), source=reader, **data_opts)
+    _make_out(Path(opts.out))
     datalist = check_images_if_asked(datalist, opts, lambda line: print(line, file=sys.stderr),
                                      StudyLayout(opts.out).bad_images, progress=not opts.quiet)
     return datalist, source
+
+
+def _make_out(out: Path) -> None:
+    """Create the comparison folder (once the data has been read)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
 
 
 def _report_split(datalist: dict, table: bool, warn: bool) -> None:
