@@ -127,6 +127,16 @@ def _metric(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--metrics: ")) from None
 
 
+def _detect(text: str) -> float:
+    """An AUC difference in (0, 1) for ``--detect``."""
+    from mai_aug.study.presets import check_detect  # plain Python: no torch before a command runs
+
+    try:
+        return check_detect(float(text), "--detect")
+    except (ValueError, MaiAugError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number above 0 and below 1") from e
+
+
 def _add_metrics_arg(p: argparse.ArgumentParser, default: list[str] | None, where: str) -> None:
     p.add_argument("--metrics", nargs="+", type=_metric, default=default, metavar="METRIC",
                    help=f"per-finding metrics {where}: auc (always on), ap, ece, sens@spec (specificity 0.9) or "
@@ -579,6 +589,25 @@ def _run_export_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("plan")
+def _plan_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="seeds and test patients a finished comparison needs to detect a difference")
+    p.add_argument("--study", type=Path, required=True, help="comparison folder from `mai-aug compare`")
+    p.add_argument("--detect", type=_detect, default=0.01, metavar="D",
+                   help="the true AUC difference to detect with 80%% power at 95%% (default: %(default)s)")
+    p.set_defaults(handler=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from mai_aug.study.plan import plan_study
+
+    table = plan_study(args.study, args.detect)
+    print(table.drop(columns=["power"]).to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    print("seeds_needed: at these test patients; test_patients_needed: at these seeds; -: not reachable that way, "
+          "or unknown with one seed")
+    return 0
+
+
 @command("compare")
 def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the study: train and evaluate every regime, report paired differences")
@@ -593,6 +622,9 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
                    help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
     p.add_argument("--cache-dir", type=Path, help="where the phantom is generated once (default: ~/.cache/mai_aug)")
     p.add_argument("--bootstrap", type=_bootstrap, help="bootstrap resamples (default: the preset's)")
+    p.add_argument("--detect", type=_detect, metavar="D",
+                   help="the AUC difference the planning section sizes seeds and test patients for (default: the "
+                        "preset's, else 0.01)")
     for name, kind in (("image-size", _image_size), ("batch-size", _positive_int), ("epochs", _positive_int),
                        ("steps-per-epoch", _positive_int), ("lr", _positive_float), ("workers", _non_negative_int)):
         p.add_argument(f"--{name}", type=kind, help="overrides the preset")
@@ -671,7 +703,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                           robustness=args.robustness, robustness_levels=args.robustness_levels,
                           site_data=args.site_data, tta=args.tta, train_fractions=args.train_fractions,
                           saliency=args.saliency, saliency_tolerance=args.saliency_tolerance,
-                          saliency_max_images=args.saliency_max_images)
+                          saliency_max_images=args.saliency_max_images, detect=args.detect)
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

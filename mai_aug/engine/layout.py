@@ -13,7 +13,7 @@ Run folder::
 
 Study folder::
 
-    OUT/datalist.json  report.md  summary.csv  summary.md  summary_<metric>.csv  auc_by_regime.csv/.png
+    OUT/datalist.json  report.md  summary.csv  summary.md  summary_<metric>.csv  plan.csv  auc_by_regime.csv/.png
         roc_<regime>.png  reliability_<regime>.png  compare_config.yaml  bad_images.csv
         <regime>/seed-<k>/   (a run folder)   tensorboard/<regime>-seed<k>/   cache/   replaced/<time>/
 """
@@ -173,6 +173,11 @@ class StudyLayout(_Folder):
     @property
     def summary_md(self) -> Path:
         return self.root / "summary.md"
+
+    @property
+    def plan(self) -> Path:
+        """The planning table: seeds and test patients to detect a difference (``--detect``)."""
+        return self.root / "plan.csv"
 
     def metric_summary(self, key: str) -> Path:
         return self.root / f"summary_{key}.csv"

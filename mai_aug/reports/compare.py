@@ -86,11 +86,15 @@ def _too_few(row: dict) -> str:
             else "too few negative patients")
 
 
-def headline_table(summary: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:
-    """Per regime: macro AUC [CI], findings above chance (interval above 0.5, of the scored ones), SD over seeds and
-    the macro difference against the baseline [simultaneous CI]."""
+def headline_table(summary: pd.DataFrame, baseline: str = "none", primary: str = "macro") -> pd.DataFrame:
+    """Per regime: macro AUC [CI], findings above chance (Bonferroni interval above 0.5, of the scored ones), SD over
+    seeds and the primary difference against the baseline [marginal CI], ``*`` from the primary family."""
     rows = []
+    primary_rows = summary[summary["finding"] == primary].set_index("regime")
     for d in summary[summary["finding"] == "macro"].to_dict("records"):
+        if primary != "macro":
+            d = {**d, **{k: v for k, v in primary_rows.loc[d["regime"]].items()
+                         if k.startswith("diff") or k == "ci_excludes_0"}}
         scored = bool(d["scored"])
         row = {"regime": d["regime"],
                "macro AUC": _interval(d["auc"], d["ci_low"], d["ci_high"], signed=False) if scored else "no scored finding",
@@ -98,8 +102,9 @@ def headline_table(summary: pd.DataFrame, baseline: str = "none") -> pd.DataFram
         if d["seeds"] > 1:
             row["sd over seeds"] = f"{d['auc_sd_over_seeds']:.3f}"
         low = d.get("diff_ci_low", np.nan)
-        row[f"vs {baseline}"] = (_interval(d[f"diff_vs_{baseline}"], low, d["diff_ci_high"], bool(d["ci_excludes_0"]))
-                                 if isinstance(low, float) and np.isfinite(low) else "")
+        label = f"vs {baseline}" if primary == "macro" else f"{primary} vs {baseline}"
+        row[label] = (_interval(d[f"diff_vs_{baseline}"], low, d["diff_ci_high"], bool(d["ci_excludes_0"]))
+                      if isinstance(low, float) and np.isfinite(low) else "")
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -10,12 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from mai_aug.reports import compare as report  # noqa: E402
 from mai_aug.reports.compare import interval_text  # noqa: E402
 from mai_aug.stats import paired as pairedstats  # noqa: E402
-from mai_aug.stats.auc import sd_interval  # noqa: E402
+from mai_aug.stats.seeds import Runs, logit_interval, uncertainty  # noqa: E402
 from mai_aug.study.runs import read_paired  # noqa: E402
 
 
@@ -88,13 +87,11 @@ def sweep_statistics(labels: np.ndarray, patients: np.ndarray, sweeps: dict[tupl
                             "diff_ci_high", "ci_excludes_0") if c in macro]
         curves.append(macro[keep].assign(shift=shift, level=level))
         for regime in predictions:
-            value, patient_part, seed_part = pairedstats.regime_deviations(scores, regime)
-            parts.setdefault(shift, {}).setdefault(regime, []).append((level, value[0], patient_part[:, 0],
-                                                                       seed_part[:, 0]))
+            macro = pairedstats.regime_runs(scores, regime).column(0)
+            parts.setdefault(shift, {}).setdefault(regime, []).append((level, macro))
     curve = pd.concat(curves, ignore_index=True)
     curve = curve[["shift", "level", *[c for c in curve if c not in ("shift", "level")]]]
-    seeds = len(next(iter(sweeps.values()))[baseline]) if sweeps else 1
-    return curve, area_table(parts, baseline, seeds), loss_table(parts, baseline, seeds)
+    return curve, area_table(parts, baseline), loss_table(parts, baseline)
 
 
 def level_weights(levels: np.ndarray) -> np.ndarray:
@@ -104,41 +101,45 @@ def level_weights(levels: np.ndarray) -> np.ndarray:
     return np.trapezoid(np.eye(len(levels)), levels, axis=1) / (levels[-1] - levels[0])
 
 
-def area_table(parts: dict[str, dict[str, list[tuple]]], baseline: str, seeds: int,
+def area_table(parts: dict[str, dict[str, list[tuple[float, Runs]]]], baseline: str,
                level: float = 0.95) -> pd.DataFrame:
     """Per shift and regime: the mean macro AUC over the levels with a marginal interval, and its paired difference
     against ``baseline`` with a marginal interval (one comparison per regime and shift, not corrected for several)."""
-    z = stats.norm.ppf(1 - (1 - level) / 2)
     rows = []
     for shift, by_regime in parts.items():
         summed = {}
         for regime, entries in by_regime.items():
             entries = sorted(entries, key=lambda e: e[0])
             w = level_weights(np.array([e[0] for e in entries], float))
-            summed[regime] = [sum(wi * e[k] for wi, e in zip(w, entries)) for k in (1, 2, 3)]
+            summed[regime] = sum((e[1].weighted(wi) for wi, e in zip(w[1:], entries[1:])), entries[0][1].weighted(w[0]))
         base = summed.get(baseline)
-        for regime, (value, patient_part, seed_part) in summed.items():
-            se = pairedstats.standard_errors(patient_part[:, None], seed_part[:, None], seeds, z)[0]
-            low, high = sd_interval(value, se, level)
-            row = {"shift": shift, "regime": regime, "mean_auc": value, "ci_low": float(low), "ci_high": float(high)}
+        for regime, runs in summed.items():
+            unc = uncertainty([runs])
+            low, high = logit_interval(runs.value, unc.se, unc.marginal_c(level))
+            row = {"shift": shift, "regime": regime, "mean_auc": runs.value[0], "ci_low": float(low[0]),
+                   "ci_high": float(high[0])}
             if base is not None and regime != baseline:
-                diff = value - base[0]
-                dse = pairedstats.standard_errors((patient_part - base[1])[:, None], (seed_part - base[2])[:, None],
-                                             seeds, z)[0]
-                lo, hi = max(diff - z * dse, -1.0), min(diff + z * dse, 1.0)
-                row.update({f"diff_vs_{baseline}": diff, "diff_ci_low": lo, "diff_ci_high": hi,
-                            "ci_excludes_0": bool(dse > 0 and (lo > 0 or hi < 0))})
+                row.update(_difference(runs - base, baseline, level))
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def loss_table(parts: dict[str, dict[str, list[tuple]]], baseline: str, seeds: int,
+def _difference(diff: Runs, baseline: str, level: float) -> dict[str, object]:
+    """A paired difference's columns: value, interval at ``level`` (two-level uncertainty), star."""
+    unc = uncertainty([diff])
+    value, half = diff.value[0], float(np.nan_to_num(unc.marginal_c(level)[0]) * unc.se[0])
+    low, high = max(value - half, -1.0), min(value + half, 1.0)
+    return {f"diff_vs_{baseline}": value, "diff_ci_low": low, "diff_ci_high": high,
+            "ci_excludes_0": bool(unc.se[0] > 0 and (low > 0 or high < 0))}
+
+
+def loss_table(parts: dict[str, dict[str, list[tuple[float, Runs]]]], baseline: str,
                level: float = 0.95) -> pd.DataFrame:
     """Per shift, level and regime: the macro AUC the shift costs (shifted minus unshifted, the same run's networks
     on the same patients) and, against ``baseline``, the difference of those losses (a difference in differences).
 
     Within one run a seed's luck moves the shifted and the unshifted AUC together, so the loss is far less noisy than
-    either AUC; its deviations are the two levels' deviations subtracted, as the area's are their weighted sum.
+    either AUC; its per-seed scores are the two levels' subtracted, as the area's are their weighted sum.
     The difference's intervals are Bonferroni-corrected over every other regime x non-identity level of the shift.
     """
     from mai_aug.engine.shift_levels import SHIFT_TYPES
@@ -148,30 +149,23 @@ def loss_table(parts: dict[str, dict[str, list[tuple]]], baseline: str, seeds: i
         identity = SHIFT_TYPES[shift].identity if shift in SHIFT_TYPES else 0.0
         losses = {r: _losses(entries, identity) for r, entries in by_regime.items()}
         family = sum(len(v) for r, v in losses.items() if r != baseline)
-        z = stats.norm.ppf(1 - (1 - level) / (2 * max(family, 1)))
+        strict = 1 - (1 - level) / max(family, 1)
         base = losses.get(baseline, {})
         for regime, by_level in losses.items():
-            for lv, (value, patient_part, seed_part) in by_level.items():
-                row = {"shift": shift, "level": lv, "regime": regime, "auc_loss": value}
+            for lv, runs in by_level.items():
+                row = {"shift": shift, "level": lv, "regime": regime, "auc_loss": runs.value[0]}
                 if regime != baseline and lv in base:
-                    b = base[lv]
-                    dse = pairedstats.standard_errors((patient_part - b[1])[:, None], (seed_part - b[2])[:, None],
-                                                      seeds, z)[0]
-                    diff = value - b[0]
-                    lo, hi = diff - z * dse, diff + z * dse
-                    row.update({f"diff_vs_{baseline}": diff, "diff_ci_low": lo, "diff_ci_high": hi,
-                                "ci_excludes_0": bool(dse > 0 and (lo > 0 or hi < 0)), "family_size": family})
+                    row.update({**_difference(runs - base[lv], baseline, strict), "family_size": family})
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _losses(entries: list[tuple], identity: float) -> dict[float, tuple]:
-    """``{level: (loss, patient deviations, seed deviations)}`` of each non-identity level against the identity."""
-    by_level = {float(e[0]): e[1:] for e in entries}
+def _losses(entries: list[tuple[float, Runs]], identity: float) -> dict[float, Runs]:
+    """``{level: per-seed loss}`` of each non-identity level against the identity."""
+    by_level = {float(lv): runs for lv, runs in entries}
     if identity not in by_level:
         return {}
-    v0, p0, s0 = by_level[identity]
-    return {lv: (v - v0, p - p0, s - s0) for lv, (v, p, s) in sorted(by_level.items()) if lv != identity}
+    return {lv: runs - by_level[identity] for lv, runs in sorted(by_level.items()) if lv != identity}
 
 
 def shift_unit(shift: str) -> str:
@@ -192,9 +186,9 @@ def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, loss:
     lines = ["## Robustness to test-time shifts", "",
              f"Every run's test images under graded shifts (`mai-aug robustness`; each level's shifted images are the "
              f"same for every regime). Macro AUC [marginal 95% interval] per level; against `{baseline}`, the paired "
-             f"difference [simultaneous 95% interval over every regime x scored finding at that level, {n_boot} "
-             f"resamples of patients{' and seeds' if seeds > 1 else ''}], `*` where it excludes 0 (not corrected "
-             f"across levels or shifts). Mean over levels: the area under the macro AUC curve divided by the level "
+             f"macro difference [marginal 95% interval, {n_boot} resamples of patients{' and seeds' if seeds > 1 else ''}"
+             f"], `*` where its interval corrected over the regimes' macro comparisons at that level excludes 0 (not "
+             f"corrected across levels or shifts). Mean over levels: the area under the macro AUC curve divided by the level "
              f"range, with marginal 95% intervals.", ""]
     for shift in dict.fromkeys(curve["shift"]):
         rows = curve[curve["shift"] == shift]

@@ -44,7 +44,8 @@ def tta_section(out: Path, regimes: list[str], seeds: int, names: list[str], n_b
             f"Each run's test predictions averaged over {draws} draws of its regime's random part (`evaluate --tta "
             f"{draws}`; a regime without a random part is unchanged). Macro AUC [marginal 95% interval]; the "
             f"difference is paired by patient{' and seed' if seeds > 1 else ''} ({n_boot} resamples), its interval "
-            f"simultaneous over the regime's scored findings, `*` where it excludes 0.", "",
+            f"marginal for the macro, simultaneous over the regime's scored findings per finding, `*` where it "
+            f"excludes 0.", "",
             report.markdown_table(pd.DataFrame(rows)), ""]
 
 

@@ -138,7 +138,7 @@ def hit_rate_table(hits: np.ndarray, patients: np.ndarray, names: Sequence[str],
 
 def study_scores(hits: dict[str, list[np.ndarray]], patients: np.ndarray, n_boot: int = 1000, seed: int = 0
                  ) -> StudyScores:
-    """Hit rates of every regime and seed on one shared set of patient and seed resamples, as
+    """Hit rates of every regime and seed on one shared set of patient resamples, as
     :func:`mai_aug.stats.paired.score_regimes` scores AUCs: ``paired.summary_table`` then gives marginal intervals
     and simultaneous paired differences of hit rates.
 
@@ -155,7 +155,6 @@ def study_scores(hits: dict[str, list[np.ndarray]], patients: np.ndarray, n_boot
     scored = n_patients >= MIN_POSITIVE_PATIENTS
     _, inverse = np.unique(patients, return_inverse=True)
     counts, inverse = patient_counts(patients, n_boot, seed, keep=keep_masks(first, inverse, scored))
-    seed_draws = np.random.default_rng(seed + 1).integers(0, k_seeds, size=(n_boot, k_seeds))
     point, boot = {}, {}
     for regime, runs in hits.items():
         with np.errstate(invalid="ignore"):
@@ -163,4 +162,4 @@ def study_scores(hits: dict[str, list[np.ndarray]], patients: np.ndarray, n_boot
         boot[regime] = np.full((k_seeds, n_boot, first.shape[1]), np.nan)
         for s, h in enumerate(runs):
             boot[regime][s][:, scored] = bootstrap_rates(h[:, scored], counts, inverse)
-    return StudyScores(point, boot, seed_draws, scored, n_patients)
+    return StudyScores(point, boot, scored, n_patients)

@@ -46,7 +46,8 @@ from mai_aug.engine.train import steps_per_epoch, train
 from mai_aug.errors import MaiAugError
 from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_sweep_report
 from mai_aug.reports.tta import tta_section
-from mai_aug.stats.paired import baseline_regime
+from mai_aug.stats.paired import baseline_regime, primary_column
+from mai_aug.stats.planning import DEFAULT_DETECT
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.study.curves import TrainingSize, curve_statistics, training_size, write_curve_report
 from mai_aug.study.findings import Evidence, smallest_size, strongest_losses, strongest_shifts
@@ -105,6 +106,7 @@ class CompareOptions:
     saliency_tolerance: float | None = None  # pixels at the network input; None: the default fraction of the side
     saliency_max_images: int | None = None
     train_fractions: list[float] | None = None  # training sizes of the learning curve (``--train-fraction``); None: none
+    detect: float | None = None  # the difference the planning section sizes (``--detect``); None: the preset's, else 0.01
 
 
 def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
@@ -147,6 +149,8 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
         site_items(datalist["test"], Path(opts.site_data))
     if opts.saliency:  # no box list: refused before anything trains
         _require_boxes(datalist, opts.data)
+    if preset.get("primary", "macro") != "macro":  # a primary finding the data has: refused before anything trains
+        primary_column(preset["primary"], datalist["labels"], np.arange(1 + len(datalist["labels"])))
     out, train_opts = Path(opts.out), checked.train_opts
     runs = [(r, k) for r in checked.regimes for k in range(opts.seeds)]
     plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
@@ -228,7 +232,11 @@ def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _St
         curve = curve_statistics(study.sizes, regimes, opts.seeds, names, n_boot, baseline)
         sections = [*sections, *write_curve_report(out, curve, study.sizes, baseline, opts.seeds, n_boot)]
         evidence = [*evidence, *smallest_size(curve, baseline)]
-    return write_report(out, regimes, opts.seeds, study.datalist, n_boot, config, study.metrics, sections, evidence)
+    primary = str(preset.get("primary", "macro"))
+    detect = opts.detect or float(preset.get("detect", DEFAULT_DETECT))
+    config.update(primary=primary, detect=detect)
+    return write_report(out, regimes, opts.seeds, study.datalist, n_boot, config, study.metrics, sections, evidence,
+                        primary, detect)
 
 
 def sweep_runs(out: Path, regimes: list[str], opts: CompareOptions, n_boot: int,

@@ -63,7 +63,7 @@ def training_size(out: Path, fraction: float, subset: dict, full: dict, train_op
 def curve_statistics(sizes: list[TrainingSize], regimes: list[str], seeds: int, names: list[str], n_boot: int,
                      baseline: str) -> pd.DataFrame:
     """``learning_curve.csv``: per size and regime the test macro AUC [marginal CI] and its paired difference against
-    ``baseline`` [simultaneous CI over every other regime x scored finding and macro at that size].
+    ``baseline`` [marginal CI; starred over the regimes' macro comparisons at that size].
 
     Each size is scored as ``compare`` scores its runs (``score_regimes`` with seed 0 on the shared test set), so the
     rows of fraction 1 are summary.csv's macro rows.
@@ -102,9 +102,9 @@ def write_curve_report(out: Path, curve: pd.DataFrame, sizes: list[TrainingSize]
              f"trains the same number of updates ({'/'.join(map(str, steps))} steps per epoch, the full runs' "
              "number, for every size): smaller subsets are seen more often, not trained for less. Fraction 1 is the "
              "study's own runs. Macro AUC [marginal 95% interval] per size; against "
-             f"`{baseline}`, the paired difference [simultaneous 95% interval over every other regime x scored "
-             f"finding and macro **within that size**, {n_boot} resamples of the test patients"
-             f"{' and seeds' if seeds > 1 else ''}], `*` where it excludes 0 (not corrected across sizes).", "",
+             f"`{baseline}`, the paired macro difference [marginal 95% interval, {n_boot} resamples of the test "
+             f"patients{' and seeds' if seeds > 1 else ''}], `*` where its interval corrected over the regimes' macro "
+             f"comparisons **within that size** excludes 0 (not corrected across sizes).", "",
              "![Learning curves](learning_curve.png)", ""]
     for size in sizes:
         rows = curve[curve["fraction"] == size.fraction]

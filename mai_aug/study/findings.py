@@ -48,9 +48,19 @@ def macro_differences(summary: pd.DataFrame, baseline: str, what: str, family: s
             for r in rows.to_dict("records") if key in r and np.isfinite(r.get("diff_ci_low", np.nan))]
 
 
-def in_distribution(summary: pd.DataFrame, baseline: str) -> list[Evidence]:
-    """The macro AUC difference of every regime against ``baseline`` (``summary.csv``'s macro rows)."""
-    return macro_differences(summary, baseline, "in distribution (macro AUC)", "all regimes x scored findings and macros")
+def macro_family(summary: pd.DataFrame) -> str:
+    """In words, the family a ``summary_table``'s macro differences are starred over: the regimes' macro comparisons."""
+    sizes = summary.loc[summary["finding"] == "macro", "family_size"].dropna() if "family_size" in summary else []
+    n = int(sizes.iloc[0]) if len(sizes) else 1
+    return f"marginal 95% interval; starred over the {n} regime(s)' macro comparison(s)"
+
+
+def in_distribution(summary: pd.DataFrame, baseline: str, primary: str = "macro") -> list[Evidence]:
+    """The primary difference (macro AUC unless a finding is named) of every regime against ``baseline``."""
+    if primary == "macro":
+        return macro_differences(summary, baseline, "primary: in distribution (macro AUC)", macro_family(summary))
+    rows = summary[summary["finding"] == primary].assign(finding="macro")
+    return macro_differences(rows, baseline, f"primary: in distribution ({primary} AUC)", macro_family(rows))
 
 
 def _strongest_rows(table: pd.DataFrame, baseline: str, identity: dict[str, float]) -> list[tuple[str, dict]]:
@@ -69,7 +79,7 @@ def strongest_shifts(curve: pd.DataFrame, baseline: str, identity: dict[str, flo
     key = f"diff_vs_{baseline}"
     return [Evidence(r["regime"], f"under {shift} {r['level']:g} (macro AUC)", r[key], r["diff_ci_low"],
                      r["diff_ci_high"], bool(r["ci_excludes_0"]),
-                     f"all regimes x scored findings and macros at {shift} {r['level']:g}")
+                     f"the regimes' macro comparisons at {shift} {r['level']:g} (marginal interval)")
             for shift, r in _strongest_rows(curve, baseline, identity)]
 
 
@@ -91,13 +101,13 @@ def smallest_size(curve: pd.DataFrame, baseline: str) -> list[Evidence]:
     rows = curve[(curve["fraction"] == smallest) & (curve["regime"] != baseline)]
     return [Evidence(r["regime"], f"trained on {r['fraction']:g} of the training patients ({int(r['n_train_patients'])}) "
                                   f"(macro AUC)", r[key], r["diff_ci_low"], r["diff_ci_high"],
-                     bool(r["ci_excludes_0"]), "all regimes x scored findings and macros at that size")
+                     bool(r["ci_excludes_0"]), "the regimes' macro comparisons at that size (marginal interval)")
             for r in rows.to_dict("records") if np.isfinite(r.get("diff_ci_low", np.nan))]
 
 
 def _sentence(e: Evidence) -> str:
-    verdict = ("the interval excludes 0" if e.survives else "no difference shown (the interval covers 0)")
-    return (f"{e.what}: {e.diff:+.3f} [{e.low:+.3f}, {e.high:+.3f}], {verdict}; simultaneous over {e.correction}")
+    verdict = ("starred: the difference holds" if e.survives else "no difference shown")
+    return f"{e.what}: {e.diff:+.3f} [{e.low:+.3f}, {e.high:+.3f}], {verdict}; {e.correction}"
 
 
 def caveats(seeds: int, patients: int, data: str) -> list[str]:

@@ -19,7 +19,7 @@ from mai_aug.engine.network_spec import lookup_network, network_fields
 from mai_aug.errors import MaiAugError
 from mai_aug.stats.auc import MIN_BOOTSTRAP
 
-SECTIONS = ("description", "phantom", "data", "regimes", "seeds", "train", "bootstrap", "robustness")
+SECTIONS = ("description", "phantom", "data", "regimes", "seeds", "train", "bootstrap", "robustness", "primary", "detect")
 ROBUSTNESS_KEYS: dict[str, Any] = {"shifts": list[str], "levels": list[str]}  # as --robustness, --robustness-levels
 DATA_KEYS: dict[str, Any] = {"split": str, "val_frac": float, "test_frac": float, "seed": int, "images": str}
 # TrainConfig fields a preset may set: not the run's identity (out, regime, data source) nor per-invocation switches.
@@ -137,7 +137,18 @@ def check_preset(preset: Any, name: str) -> dict[str, Any]:
         _check_robustness(preset["robustness"], f"--preset {name}: robustness")
     if "description" in preset:
         _check_value(f"--preset {name}: description", preset["description"], str)
+    if "primary" in preset:  # macro or a finding name: checked against the study's findings once the data is read
+        _check_value(f"--preset {name}: primary", preset["primary"], str)
+    if "detect" in preset:
+        check_detect(preset["detect"], f"--preset {name}: detect")
     return preset
+
+
+def check_detect(value: Any, where: str) -> float:
+    """The difference a study is planned to detect (``--detect``, a preset's ``detect:``): a number in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise MaiAugError(f"{where}: {value!r} must be a number above 0 and below 1 (an AUC difference)")
+    return float(value)
 
 
 def _check_robustness(values: Any, label: str) -> None:

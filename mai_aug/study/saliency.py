@@ -16,7 +16,7 @@ from mai_aug.reports.compare import interval_text
 from mai_aug.stats import paired as pairedstats
 from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.pointing import hit_matrix, study_scores
-from mai_aug.study.findings import Evidence, macro_differences
+from mai_aug.study.findings import Evidence, macro_differences, macro_family
 from mai_aug.study.runs import read_paired
 
 KEYS = ["image", "patient", "finding"]
@@ -84,8 +84,9 @@ def saliency_section(out: Path, regimes: list[str], seeds: int, names: list[str]
             f"Grad-CAM (`mai-aug saliency`) of every boxed finding of the test images; a hit when the map's peak lies "
             f"within {tolerance:g} px of one of the finding's boxes at the {side} px network input. Hit rate "
             f"[marginal 95% interval, patients{seed_words} resampled, {n_boot} resamples]; the difference against "
-            f"`{baseline}` is paired by patient{seed_words}, its interval simultaneous over every other regime x "
-            f"scored finding (5+ boxed patients) and macro (the mean over those), `*` where it excludes 0. `chance`: the hit rate of a peak drawn uniformly over the input. "
+            f"`{baseline}` is paired by patient{seed_words}: per finding (5+ boxed patients) simultaneous over every other "
+            f"regime x scored finding; the macro (the mean over those) a marginal interval, starred over the regimes' "
+            f"macro comparisons; `*` where it excludes 0. `chance`: the hit rate of a peak drawn uniformly over the input. "
             f"Per run: `{StudyLayout.label('<regime>', '<k>')}/saliency/`.", "",
             report.markdown_table(pd.DataFrame(rows)), "",
             "Orientation (pooled over seeds):", "",
@@ -93,4 +94,4 @@ def saliency_section(out: Path, regimes: list[str], seeds: int, names: list[str]
               for r, o in zip(frames, orient)], "",
             *[f"![Grad-CAM grid {r}]({StudyLayout.label(r, 0)}/saliency/grid.png)" for r in regimes], ""], \
         macro_differences(summary, baseline, "pointing game (macro hit rate)",
-                          "all regimes x scored boxed findings and macros")
+                          macro_family(summary))
