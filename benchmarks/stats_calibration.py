@@ -94,7 +94,6 @@ def score_study(rng: np.random.Generator, setting: Setting, index: int) -> dict[
     covered = [macro.loc[r, "diff_ci_low"] <= truth[r] <= macro.loc[r, "diff_ci_high"] for r in truth]
     return {"primary_any_star": float(macro["ci_excludes_0"].any()),
             "finding_any_star": float(findings["ci_excludes_0"].any()),
-            "finding_stars_given": float(findings["stars_given"].astype(bool).all()),
             "primary_coverage": float(np.mean(covered)),
             "primary_power": float(macro["ci_excludes_0"].mean()),
             "primary_half_width": float((macro["diff_ci_high"] - macro["diff_ci_low"]).mean() / 2)}

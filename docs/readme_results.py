@@ -34,28 +34,30 @@ def _starred(value: object) -> bool:
 
 
 def findings_sentences(summary: pd.DataFrame, baseline: str) -> list[str]:
-    """What the corrected statistics support, per regime: starred findings only, by direction."""
+    """What the corrected statistics support, per regime: the primary first, then starred secondary findings."""
     key, lines = f"diff_vs_{baseline}", []
     if "ci_excludes_0" not in summary:  # no scored finding: nothing was tested
         return ["- No finding had enough positive test patients for an interval, so no difference is claimed."]
     for regime in dict.fromkeys(summary["regime"]):
         if regime == baseline:
             continue
-        rows = summary[(summary["regime"] == regime) & (summary["finding"] != "macro")]
+        rows = summary[(summary["regime"] == regime) & (summary["family"] == "secondary")]
         starred = rows[[_starred(v) for v in rows["ci_excludes_0"]]]
-        macro = summary[(summary["regime"] == regime) & (summary["finding"] == "macro")].iloc[0]
-        verdict = ("a starred macro difference (its simultaneous interval excludes 0)" if _starred(macro["ci_excludes_0"])
-                   else "no macro difference that the intervals can tell from chance")
+        macro = summary[(summary["regime"] == regime) & (summary["family"] == "primary")].iloc[0]
+        verdict = (f"primary {macro[key]:+.3f} [{macro['diff_ci_low']:+.3f}, {macro['diff_ci_high']:+.3f}], starred"
+                   if _starred(macro["ci_excludes_0"]) else
+                   f"primary {macro[key]:+.3f} [{macro['diff_ci_low']:+.3f}, {macro['diff_ci_high']:+.3f}], no "
+                   f"difference that the intervals can tell from chance")
         if len(starred):
             parts = [f"{r['finding']} {r[key]:+.3f}" for r in starred.to_dict("records")]
-            lines.append(f"- `{regime}` vs `{baseline}`: {verdict}; starred findings: {', '.join(parts)}.")
+            lines.append(f"- `{regime}` vs `{baseline}`: {verdict}; starred findings (secondary): {', '.join(parts)}.")
         else:
             lines.append(f"- `{regime}` vs `{baseline}`: {verdict}; no finding differs after correction.")
     return lines
 
 
-def family_size(summary: pd.DataFrame) -> int:
-    sizes = summary["family_size"].dropna() if "family_size" in summary else []
+def family_size(summary: pd.DataFrame, family: str) -> int:
+    sizes = summary.loc[summary["family"] == family, "family_size"].dropna() if "family" in summary else []
     return int(sizes.iloc[0]) if len(sizes) else 0
 
 
@@ -71,12 +73,13 @@ def results_block(out: Path) -> str:
         f"per regime, {config.get('bootstrap', '?')} bootstrap resamples); do not edit by hand._", "",
         report.markdown_table(report.headline_table(summary, baseline)), "",
         f"Macro AUC: marginal 95% interval over test patients{' and seeds' if seeds > 1 else ''}. `vs {baseline}`: "
-        f"paired difference with a simultaneous 95% interval over all {family_size(summary)} comparisons; `*` where "
-        f"it excludes 0. "
+        f"the primary comparison, the paired macro difference with a marginal 95% interval; `*` where its interval "
+        f"corrected over the {family_size(summary, 'primary')} primary comparisons excludes 0. "
         + ("Seed variance is included." if seeds > 1 else
            "One seed per regime: seed variance is **not** included, so run `--seeds 3` before believing a star."), "",
         *findings_sentences(summary, baseline), "",
-        "<details><summary>Paired difference per finding (positive test patients, simultaneous 95% intervals)"
+        f"<details><summary>Secondary: paired difference per finding (positive test patients, simultaneous 95% "
+        f"intervals over {family_size(summary, 'secondary')} comparisons)"
         "</summary>", "", report.markdown_table(report.paired_table(summary, baseline)), "", "</details>", "",
         "![AUC by regime](docs/demo_auc_by_regime.png)",
         END,

@@ -145,7 +145,7 @@ def test_auc_table_without_any_scored_finding_has_aucs_but_no_intervals():
     assert not table["scored"].any()
 
 
-def test_evaluate_and_compare_give_one_seed_the_same_symmetric_interval():
+def test_evaluate_and_compare_give_one_seed_the_same_logit_interval():
     """eval/test_auc.csv and a one-seed comparison's auc_by_regime.csv: one construction, the same numbers."""
     from mai_aug.stats.paired import score_regimes, summary_table
 
@@ -158,5 +158,5 @@ def test_evaluate_and_compare_give_one_seed_the_same_symmetric_interval():
     summary = summary_table(score_regimes(labels, patients, {"none": [scores]}, n_boot=300), names).set_index("finding")
     for f in ("macro", *names):
         assert table.loc[f, ["ci_low", "ci_high"]].tolist() == pytest.approx(summary.loc[f, ["ci_low", "ci_high"]].tolist())
-        half = table.loc[f, "ci_high"] - table.loc[f, "auc"]
-        assert half > 0 and table.loc[f, "auc"] - table.loc[f, "ci_low"] == pytest.approx(half)  # symmetric, not percentile
+        logit = [np.log(v / (1 - v)) for v in table.loc[f, ["ci_low", "auc", "ci_high"]]]
+        assert logit[2] - logit[1] > 0 and logit[1] - logit[0] == pytest.approx(logit[2] - logit[1])  # symmetric in logit

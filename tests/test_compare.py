@@ -66,15 +66,19 @@ def test_every_file_is_written(comparison, capsys):
     few = findings[findings["positive_patients"] < 5]
     assert len(few) and not few["scored"].any() and few["ci_low"].isna().all() and not few["ci_excludes_0"].any()
     md = (comparison / "summary.md").read_text()
-    assert "| regime | macro AUC |" in md and "Paired difference against `none`" in md
+    assert "| regime | macro AUC |" in md and "paired difference against `none`, per finding" in md
     assert "seed variance is not included" in md and "| finding | positive patients |" in md
     few_none = few[few["regime"] == "none"]
     assert all(f"{f} ({int(n)})" in md for f, n in zip(few_none["finding"], few_none["positive_patients"]))
     report = (comparison / "report.md").read_text()
     assert "auc_by_regime.png" in report and "Exact configuration" in report and "patients" in report
-    assert "the chance of any false star is at most 5%" in report and "Too few positive patients:" in report
-    # the multiplier used is printed, as README says
-    assert f"{summary['simultaneous_c'].dropna().iloc[0]:.2f} standard errors instead of 1.96" in report
+    assert "Primary comparison" in report and "Too few positive patients:" in report
+    assert "across all families together the chance of some false star is higher than 5%" in report
+    # the multiplier of each family is printed, as README says
+    for family in ("primary", "secondary"):
+        c = summary.loc[summary["family"] == family, "simultaneous_c"].dropna().iloc[0]
+        assert f"{c:.2f} standard errors" in report, family
+    assert "## Planning: seeds and test patients" in report and (comparison / "plan.csv").is_file()
 
 
 def test_identical_copy_gives_paired_cis_covering_zero(comparison):

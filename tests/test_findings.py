@@ -25,7 +25,7 @@ def test_null_difference_reads_as_null_and_planted_one_as_shown():
     assert "Mass" not in text  # the macro row speaks for the regime, per-finding rows stay in their table
     shown = "\n".join(findings_section(in_distribution(_summary(0.08, 0.02, 0.14), "none"), "none", 3, 120,
                                        "synthetic phantom (/p)", ["none", "complex"]))
-    assert "+0.080 [+0.020, +0.140], the interval excludes 0" in shown
+    assert "primary: in distribution (macro AUC): +0.080 [+0.020, +0.140], starred: the difference holds" in shown
     assert "120 test patients; 3 seed(s) per regime." in shown and "need not transfer to real radiographs" in shown
 
 
@@ -46,13 +46,19 @@ def test_strongest_shift_levels_are_the_furthest_from_identity():
     assert all(e.regime == "complex" and not e.survives for e in found)
 
 
-def _parts(rng, offsets: dict[str, float], slope: dict[str, float]) -> dict:
-    """Sweep deviations of two regimes whose seed luck (``offsets``) moves every level of a run together."""
+def _parts(rng, offsets: dict[str, float], slope: dict[str, float], seeds: int = 3, resamples: int = 400) -> dict:
+    """Per-seed sweep scores of two regimes whose seed luck (large) moves every level of a run together."""
+    from mai_aug.stats.seeds import Runs
+
+    patient = rng.normal(0, 0.005, resamples)  # the patients' part: the same resamples for every run
     parts = {}
-    for r in offsets:  # each regime's runs: large seed deviations shared by all levels, small level-specific noise
-        seed = rng.normal(0, 0.05, (400,))
-        parts[r] = [(lv, 0.8 + offsets[r] + slope[r] * lv, rng.normal(0, 0.005, (400,)), seed + rng.normal(0, 0.002, (400,)))
-                    for lv in (0.0, 10.0, 20.0)]
+    for r in offsets:
+        luck = rng.normal(0, 0.05, seeds)
+        parts[r] = []
+        for lv in (0.0, 10.0, 20.0):
+            point = 0.8 + offsets[r] + slope[r] * lv + luck
+            boot = point[:, None] + patient + rng.normal(0, 0.002, (seeds, resamples))
+            parts[r].append((lv, Runs(point[:, None], boot[:, :, None])))
     return {"rotation": parts}
 
 
@@ -63,11 +69,11 @@ def test_auc_loss_cancels_the_runs_own_luck_and_finds_a_real_robustness_gain():
     from mai_aug.study.findings import strongest_losses
 
     rng = np.random.default_rng(0)
-    same = loss_table(_parts(rng, {"none": 0.0, "wide": 0.05}, {"none": -0.003, "wide": -0.003}), "none", 3)
+    same = loss_table(_parts(rng, {"none": 0.0, "wide": 0.05}, {"none": -0.003, "wide": -0.003}), "none")
     row = same[(same["regime"] == "wide") & (same["level"] == 20.0)].iloc[0]
     assert row["auc_loss"] == pytest.approx(-0.06) and row["diff_vs_none"] == pytest.approx(0.0)
     assert not row["ci_excludes_0"] and row["family_size"] == 2  # 1 other regime x 2 shifted levels
-    gain = loss_table(_parts(rng, {"none": 0.0, "wide": -0.03}, {"none": -0.003, "wide": 0.0}), "none", 3)
+    gain = loss_table(_parts(rng, {"none": 0.0, "wide": -0.03}, {"none": -0.003, "wide": 0.0}), "none")
     found = strongest_losses(gain, "none", {"rotation": 0.0})
     assert len(found) == 1 and found[0].what == "AUC lost to rotation 20 (shifted minus unshifted)"
     assert found[0].diff == pytest.approx(0.06) and found[0].survives  # the seed part cancels within each run

@@ -14,7 +14,7 @@ from mai_aug.errors import MaiAugError
 from mai_aug.reports.roc import roc_figure
 from mai_aug.stats.auc import per_finding_auc
 from mai_aug.stats.paired import score_regimes, summary_table
-from mai_aug.study.report import load_predictions
+from mai_aug.study.report import load_predictions, statistics_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from stats_calibration import Setting, run_setting  # noqa: E402  (the benchmark's simulator, also tested here)
@@ -52,35 +52,39 @@ def calibration(setting: Setting, studies: int) -> dict[str, float]:
 
 def test_familywise_rates_and_primary_coverage_at_14_findings_with_shared_seed_effects():
     """The fast version of benchmarks/stats_calibration.py: 14 findings, 3 regimes, 3 seeds, seed effects shared by
-    the findings, 100 test patients. Each family's rate of any false star stays at most 7% and the primary's marginal
-    interval covers the true difference in at least 93% of comparisons (60 null studies: binomial SE 2.8 points)."""
+    the findings, 100 test patients. Each family's rate of any false star
+    stays at most 7% and the primary's marginal interval covers the true difference in at least 93% of comparisons
+    (60 null studies: binomial SE 2.8 points)."""
     null = calibration(Setting(3, "shared", 0.0, patients=100, n_boot=100), 60)
-    assert null["finding_stars_given"] == 1.0
     assert null["primary_any_star"] <= 0.07 and null["finding_any_star"] <= 0.07
     assert null["primary_coverage"] >= 0.93
 
 
-def test_with_no_seed_variance_three_seeds_are_at_least_as_powerful_as_one():
-    """The seed spread that is only each run's own test-set noise is not counted twice: more seeds, narrower."""
-    one = calibration(Setting(1, "none", 0.03, patients=100, n_boot=100), 30)
-    three = calibration(Setting(3, "none", 0.03, patients=100, n_boot=100), 30)
-    assert three["primary_half_width"] < one["primary_half_width"]
-    assert three["primary_power"] >= one["primary_power"]
-    assert min(one["primary_coverage"], three["primary_coverage"]) >= 0.9
+def test_with_no_seed_variance_more_seeds_give_narrower_primary_intervals():
+    """The seeds' spread that is only each run's own test-set noise is not counted twice: 5 seeds' interval (which
+    covers the seeds too) is narrower than one seed's (patients only), and both cover."""
+    one = calibration(Setting(1, "none", 0.03, patients=100, n_boot=100), 20)
+    five = calibration(Setting(5, "none", 0.03, patients=100, n_boot=100), 20)
+    assert five["primary_half_width"] < one["primary_half_width"]
+    assert five["primary_power"] >= one["primary_power"]
+    assert min(one["primary_coverage"], five["primary_coverage"]) >= 0.9
 
 
 def test_familywise_false_star_rate_under_a_null_with_seed_variance():
-    """400 small null studies with seed variance, 3 seeds: the rate of any false star stays at most 6%; the former
-    patients-only percentile intervals star most of them."""
+    """400 small null studies with large seed variance, 3 seeds: each family's rate of any false star stays at most
+    6%; the former patients-only percentile intervals star most of them."""
     rng = np.random.default_rng(0)
-    new = old = 0
+    stars = {"primary": 0, "secondary": 0}
+    old = 0
     studies = 400
     for i in range(studies):
         labels, patients, preds = simulated_study(rng)
         scores = score_regimes(labels, patients, preds, n_boot=200, seed=i)
-        new += summary_table(scores, ["A", "B"], baseline="none")["ci_excludes_0"].any()
+        table = summary_table(scores, ["A", "B"], baseline="none")
+        for family in stars:
+            stars[family] += table[table["family"] == family]["ci_excludes_0"].any()
         old += patient_only_star(scores)
-    assert new / studies <= 0.06
+    assert max(stars.values()) / studies <= 0.06, stars
     assert old / studies >= 0.5
 
 
@@ -103,14 +107,17 @@ def test_planted_difference_is_found_with_three_seeds():
     assert (good["diff_ci_low"] >= -1).all() and (good["diff_ci_high"] <= 1).all()
 
 
-def test_two_seeds_give_no_per_finding_stars_but_a_primary():
+def test_two_seeds_find_a_large_difference_in_the_primary_and_per_finding():
     rng = np.random.default_rng(4)
-    labels, patients, preds = simulated_study(rng, effect=2.0, seeds=2, patients=150)
+    # modest seed variance: with 2 seeds it is seen through one degree of freedom (large seed variance, as in
+    # simulated_study's default, makes c about 8 and hides even this difference)
+    labels, patients, preds = simulated_study(rng, effect=2.0, seeds=2, patients=150, seed_sd=0.05)
     summary = summary_table(score_regimes(labels, patients, preds, n_boot=200), ["A", "B"], baseline="none")
     new = summary[summary["regime"] == "new"].set_index("finding")
     assert new.loc["macro", "ci_excludes_0"] and new.loc["macro", "diff_ci_low"] > 0
-    assert not new.loc[["A", "B"], "ci_excludes_0"].any() and not new.loc["A", "stars_given"]
-    assert (new.loc[["A", "B"], "diff_ci_low"] > 0).all()  # the intervals are still there, only unstarred
+    assert (new.loc[["A", "B"], "diff_ci_low"] > 0).all() and new.loc[["A", "B"], "ci_excludes_0"].all()
+    md = "\n".join(statistics_text(summary, 2, 200, "none"))
+    assert "5 or more seeds are advised" in md
 
 
 def test_auc_intervals_stay_inside_0_1_without_clipping_near_the_edge():
@@ -123,7 +130,7 @@ def test_auc_intervals_stay_inside_0_1_without_clipping_near_the_edge():
 
 
 def test_seed_variance_is_net_of_each_runs_test_noise():
-    """Seeds that differ only by their own per-image noise: the pooled seed variance is about 0, so three seeds'
+    """Seeds that differ only by their own per-image noise: the pooled seed variance is about 0, so five seeds'
     interval is narrower than one seed's; real seed variance is found."""
     from mai_aug.stats.paired import regime_runs
     from mai_aug.stats.seeds import pooled_seed_variance
@@ -134,13 +141,13 @@ def test_seed_variance_is_net_of_each_runs_test_noise():
         runs = regime_runs(score_regimes(labels, patients, preds, n_boot=300), "new")
         ratio = pooled_seed_variance(runs.column([1, 2, 3, 4])).ratio
         assert (ratio > 1.0) == expect_positive, ratio
-    labels, patients, preds = simulated_study(rng, seeds=3, patients=150, seed_sd=0.0)
+    labels, patients, preds = simulated_study(rng, seeds=5, patients=150, seed_sd=0.0)
     width = {}
-    for name, p in (("one", {r: v[:1] for r, v in preds.items()}), ("three", preds)):
+    for name, p in (("one", {r: v[:1] for r, v in preds.items()}), ("five", preds)):
         s = summary_table(score_regimes(labels, patients, p, n_boot=200), ["A", "B"], baseline="none")
         row = s[(s["regime"] == "new") & (s["finding"] == "macro")].iloc[0]
         width[name] = row["diff_ci_high"] - row["diff_ci_low"]
-    assert width["three"] < width["one"]
+    assert width["five"] < width["one"]
 
 
 def test_planning_counts_seeds_and_patients():
@@ -148,7 +155,8 @@ def test_planning_counts_seeds_and_patients():
 
     assert seeds_needed(0.0, 0.01**2, 1.96, 0.01, 0.8) == 8  # (2.80 x 0.01 / sqrt(k))^2 <= 0.01^2 from k = 8
     assert seeds_needed(0.01**2, 0.0, 1.96, 0.01, 0.8) is None  # the test set alone is too noisy
-    assert patients_needed(200, 0.005**2, 0.0, 1.96, 0.01, 0.8) == 157
+    # SE 0.005 at 200 patients, SE 0.01 / 2.80 needed: 200 x (0.005 x 2.80 / 0.01)^2 = 392.4
+    assert patients_needed(200, 0.005**2, 0.0, 1.96, 0.01, 0.8) == 393
     assert patients_needed(200, 0.0, 0.01**2, 1.96, 0.01, 0.8) is None  # the seed variance alone is too large
 
 
@@ -200,9 +208,8 @@ def test_null_case_negligible_noise_over_two_seeds_gives_no_star(null_study):
     assert (noise["seeds"] == 2).all() and noise.loc["macro", "auc_sd_over_seeds"] > 0
     md = (null_study / "summary.md").read_text().replace("**", "")
     assert "and the training seeds (2 per regime" in md and "Primary comparison" in md
-    assert "No per-finding stars with 2 seeds" in md and "benchmarks/stats_calibration.py" in md
+    assert "5 or more seeds are advised" in md and "benchmarks/stats_calibration.py" in md
     assert noise.loc["macro", "family"] == "primary"
-    assert not noise.drop("macro").dropna(subset=["family"])["stars_given"].astype(bool).any()
 
 
 def test_too_few_resamples_give_no_interval_and_no_star(capsys):

@@ -11,8 +11,11 @@ Two families of paired differences against the baseline, each corrected on its o
   (``diff_ci_low``/``diff_ci_high``) and a star from the simultaneous interval over the regimes compared
   (``primary_ci_low``/``primary_ci_high``; with one other regime the two are the same);
 - **secondary** (per finding): every other regime x every other scored finding, max-statistic simultaneous
-  intervals; stars only with one seed (patients only) or at least ``MIN_SEEDS_FOR_FINDING_STARS`` seeds, where the
-  pooled seed variance holds its familywise rate (benchmarks/stats_calibration.py).
+  intervals.
+
+Stars are given at every seed count: the generalized-pivot critical values (:mod:`mai_aug.stats.seeds`) hold each
+family's rate from 2 seeds on, with seed effects independent or shared by the findings (benchmarks/
+stats_calibration.py: 0-3.3% per-finding would-be stars with 2 seeds); 2 seeds buy little power, though.
 
 The primary is the macro difference unless a study names a finding (``primary:`` in a preset).
 
@@ -31,11 +34,6 @@ from mai_aug.errors import MaiAugError
 from mai_aug.stats.auc import patient_counts, positive_patients, scored_findings, scored_masks
 from mai_aug.stats.scores import bootstrap_metric, get_metric, per_finding
 from mai_aug.stats.seeds import Runs, Uncertainty, logit_interval, uncertainty
-
-#: Fewest seeds at which per-finding differences get stars (one seed too: its intervals cover the patients only).
-#: With 2 seeds and seed effects shared across findings the pooled seed variance has in effect one degree of
-#: freedom and the family's false-star rate exceeds 5% (benchmarks/stats_calibration.py); from 3 seeds it holds.
-MIN_SEEDS_FOR_FINDING_STARS = 3
 
 
 @dataclass
@@ -182,17 +180,16 @@ def _add_differences(table: pd.DataFrame, scores: StudyScores, runs: dict[str, R
         [diffs[r].value for r in others])
     unc = uncertainty([diffs[r].column(primary) for r in others])
     family = _family([rows_of[r][primary] for r in others], np.array([diffs[r].value[primary] for r in others]), unc,
-                     level, "primary", width, stars=True)
+                     level, "primary", width)
     values, marginal = family["diff"], unc.marginal_c(level) * unc.se
     family["diff_ci_low"], family["diff_ci_high"] = np.maximum(values - marginal, -width), np.minimum(values + marginal, width)
     family["primary_ci_low"], family["primary_ci_high"] = family.pop("low"), family.pop("high")
     frames = [family]
     if secondary:
         unc = uncertainty([diffs[r].column(secondary) for r in others])
-        stars = scores.seeds == 1 or scores.seeds >= MIN_SEEDS_FOR_FINDING_STARS
         rows = np.concatenate([rows_of[r][secondary] for r in others])
         values = np.concatenate([diffs[r].value[secondary] for r in others])
-        frame = _family(rows, values, unc, level, "secondary", width, stars)
+        frame = _family(rows, values, unc, level, "secondary", width)
         frame["diff_ci_low"], frame["diff_ci_high"] = frame.pop("low"), frame.pop("high")
         frames.append(frame)
     for frame in frames:
@@ -202,12 +199,12 @@ def _add_differences(table: pd.DataFrame, scores: StudyScores, runs: dict[str, R
             table.loc[index, column] = values
 
 
-def _family(rows: Sequence[int], diff: np.ndarray, unc: Uncertainty, level: float, name: str, width: float,
-            stars: bool) -> dict[str, object]:
+def _family(rows: Sequence[int], diff: np.ndarray, unc: Uncertainty, level: float, name: str,
+            width: float) -> dict[str, object]:
     """One family's simultaneous intervals and stars as columns for ``rows`` of the table."""
     c = unc.max_c(level)
     half = np.nan_to_num(c) * unc.se
     live = unc.se > 0
     return {"row": np.asarray(rows), "diff": diff, "family": name, "family_size": len(diff), "simultaneous_c": c,
             "low": np.maximum(diff - half, -width), "high": np.minimum(diff + half, width),
-            "ci_excludes_0": live & (np.abs(diff) > half) & stars, "stars_given": stars}
+            "ci_excludes_0": live & (np.abs(diff) > half)}

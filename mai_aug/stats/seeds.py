@@ -92,31 +92,43 @@ class SeedVariance:
     """The net seed variance of some columns, pooled as one ratio to each column's own test-set noise.
 
     Attributes:
-        ratio: the pooled (seed variance / run noise) estimate, before truncation at 0 (NaN with one seed).
+        spread: the pooled ratio of the seeds' spread to the run noise: (seed variance + noise) / noise, observed
+            (NaN with one seed); its sampling law is that ratio's true value x chi2(df) / df.
         noise: (C,) each column's run noise.
         df: the ratio's degrees of freedom, (k-1) x columns.
     """
 
-    ratio: float
+    spread: float
     noise: np.ndarray
     df: int
 
     @property
+    def ratio(self) -> float:
+        """The seed variance over the run noise, median-unbiased (right as often too high as too low), before
+        truncation at 0: with few seeds the spread falls below its mean most of the time."""
+        return self.spread / (stats.chi2.median(self.df) / self.df) - 1.0 if self.df else np.nan
+
+    @property
     def variance(self) -> np.ndarray:
-        """(C,) the net seed variance of each column (0 where the pooled ratio is not positive)."""
+        """(C,) the net seed variance of each column (0 where the ratio is not positive)."""
         return np.nan_to_num(max(self.ratio, 0.0)) * self.noise
+
+    def fiducial(self, rng: np.random.Generator, draws: int) -> np.ndarray:
+        """(draws, 1) draws of the true seed variance / run noise given the observed spread, at least 0
+        (the generalized pivot spread x df / chi2(df) - 1, truncated where it would be negative)."""
+        return np.clip(self.spread * self.df / rng.chisquare(self.df, (draws, 1)) - 1.0, 0.0, None)
 
 
 def pooled_seed_variance(runs: Runs) -> SeedVariance:
-    """The net seed variance of ``runs``' columns: sum of their seed spreads over sum of their run noises, minus 1."""
+    """The net seed variance of ``runs``' columns: the pooled ratio of their seed spreads to their run noises."""
     if runs.seeds < 2:
         return SeedVariance(np.nan, np.zeros(runs.point.shape[1]), 0)
     noise, spread = runs.run_noise(), runs.between_seeds()
+    df = (runs.seeds - 1) * len(noise)
     total = noise.sum()
-    ratio = spread.sum() / total - 1.0 if total > 0 else (np.inf if spread.sum() > 0 else 0.0)
-    if not np.isfinite(ratio):  # no test noise at all (identical resamples): the spread is all seed variance
-        return SeedVariance(1.0, spread, (runs.seeds - 1) * len(noise))
-    return SeedVariance(float(ratio), noise, (runs.seeds - 1) * len(noise))
+    if total <= 0:  # no resampling noise to measure the seeds against (one resample): no seed part, no interval
+        return SeedVariance(np.nan, np.zeros(len(noise)), 0)
+    return SeedVariance(float(spread.sum() / total), noise, df)
 
 
 @dataclass(frozen=True)
@@ -130,9 +142,13 @@ class Uncertainty:
 
     se: np.ndarray
     draws: np.ndarray
+    seeded: bool = True
 
     def marginal_c(self, level: float = 0.95) -> np.ndarray:
-        """(C,) each column's own two-sided critical value (NaN where se = 0)."""
+        """(C,) each column's own two-sided critical value (NaN where se = 0): the normal quantile exactly without a
+        seed part (one seed: the same interval as ``evaluate``'s), else the simulated one."""
+        if not self.seeded:
+            return np.where(self.se > 0, normal_quantile(level), np.nan)
         return np.quantile(self.draws, level, axis=0)
 
     def max_c(self, level: float = 0.95) -> float:
@@ -157,7 +173,7 @@ def uncertainty(groups: Sequence[Runs], draws: int = DRAWS) -> Uncertainty:
     if live.any():
         by_group = [np.flatnonzero(live[part]) for part in _slices(groups)]
         out[:, live] = np.abs(_simulate(patient[:, live], pooled, by_group, k, draws))
-    return Uncertainty(se, out)
+    return Uncertainty(se, out, seeded=any(p.df > 0 for p in pooled))
 
 
 def _slices(groups: Sequence[Runs]) -> list[slice]:
@@ -167,31 +183,28 @@ def _slices(groups: Sequence[Runs]) -> list[slice]:
 
 def _simulate(patient: np.ndarray, pooled: list[SeedVariance], live_by_group: list[np.ndarray], k: int,
               draws: int) -> np.ndarray:
-    """(draws, live columns) studentised deviations: (P + S) / se_hat, se_hat with a re-drawn pooled ratio.
+    """(draws, live columns) deviations over their standard errors: a generalized-pivot simulation.
 
-    Hand-written: no library draws a max-statistic with an estimated, chi-square-distributed variance component.
+    Each draw takes the patient parts normal with their resampled covariance, and a seed part per column normal with
+    a seed variance drawn from its fiducial law given the observed pooled spread (:meth:`SeedVariance.fiducial`),
+    which carries the uncertainty of a variance seen through few seeds without a plug-in that, cut to 0, covers
+    too little. Hand-written: no library draws a max-statistic with such a variance component.
     """
     rng = np.random.default_rng(0)
     cov = np.atleast_2d(np.cov(patient, rowvar=False))
     vals, vecs = np.linalg.eigh(cov)
-    p = rng.standard_normal((draws, len(cov))) @ (vecs * np.sqrt(np.clip(vals, 0, None))).T
-    v_p = np.diag(cov)
-    numerator, seed_hat = p.copy(), np.zeros_like(p)
+    deviation = rng.standard_normal((draws, len(cov))) @ (vecs * np.sqrt(np.clip(vals, 0, None))).T
+    se = np.diag(cov).copy()
     start = 0
     for sv, live in zip(pooled, live_by_group):
         cols = slice(start, start + len(live))
         start += len(live)
         if sv.df == 0 or not len(live):
             continue
-        true_ratio = max(sv.ratio, 0.0)
-        noise = sv.noise[live]
-        numerator[:, cols] += rng.standard_normal((draws, len(live))) * np.sqrt(true_ratio * noise / k)
-        redrawn = (true_ratio + 1) * rng.chisquare(sv.df, (draws, 1)) / sv.df - 1
-        seed_hat[:, cols] = np.clip(redrawn, 0, None) * noise / k
-    se_hat = np.sqrt(v_p + seed_hat)
-    studentised = numerator / np.where(se_hat > 0, se_hat, 1.0)
-    floor = p / np.sqrt(np.where(v_p > 0, v_p, 1.0))  # the patient-only statistic: no interval narrower than k = 1's
-    return np.where(np.abs(studentised) > np.abs(floor), studentised, floor)
+        seed_var = sv.fiducial(rng, draws) * sv.noise[live] / k
+        deviation[:, cols] += rng.standard_normal((draws, len(live))) * np.sqrt(seed_var)
+        se[cols] += sv.variance[live] / k
+    return deviation / np.sqrt(np.where(se > 0, se, 1.0))
 
 
 def logit_interval(value: np.ndarray, se: np.ndarray, c: np.ndarray | float,

@@ -45,11 +45,12 @@ def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str]
     return labels, reference["patient"].to_numpy(), predictions
 
 
-#: What benchmarks/stats_calibration.py measured (14 findings, 3 regimes, 200 test patients, 100 simulated null
-#: studies per setting; Monte Carlo SE about 2 points), quoted next to the 5% claims.
+#: What benchmarks/stats_calibration.py measured (14 findings, 3 regimes, 200 test patients, 60 simulated null
+#: studies per setting: benchmarks/results/stats-null-2026-12-03.csv), quoted next to the 5% claims.
 MEASURED = {
-    "primary": "primary family: 5.0% with 1 seed, at most 6% with 2-10 seeds, with and without seed variance",
-    "secondary": "per-finding family: 3-7% with 1, 3, 5 and 10 seeds",
+    "primary": "primary family 0-6.7% with 1-10 seeds (31.7% with one seed when seed effects are shared by the "
+               "findings: one seed cannot see them)",
+    "secondary": "per-finding family 0-8.3% (Monte Carlo SE up to 3.6 points)",
 }
 
 
@@ -104,15 +105,11 @@ def _family_text(summary: pd.DataFrame, seeds: int, baseline: str, primary: str)
                      f"excludes 0. {false_star_text()}.")
     if "secondary" in fam.index:
         q = fam.loc["secondary"]
-        stars = bool(q["stars_given"])
         lines.append(f"Secondary: the per-finding differences, simultaneous 95% intervals over the "
                      f"{int(q['family_size'])} comparisons (every other regime x every other scored finding; "
-                     f"{q['simultaneous_c']:.2f} standard errors). " + (
-                         "`*` where the interval excludes 0." if stars else
-                         f"**No per-finding stars with {seeds} seeds**: the seed variance pooled over findings then "
-                         f"has in effect too few degrees of freedom to hold the family's 5% when seed effects are "
-                         f"shared by the findings (simulated); read the primary only, or run at least "
-                         f"{stats.MIN_SEEDS_FOR_FINDING_STARS} seeds."))
+                     f"{q['simultaneous_c']:.2f} standard errors); `*` where the interval excludes 0."
+                     + (" With 2 seeds the seed variance is seen through 1 degree of freedom per finding: the "
+                        "intervals hold, but they are wide; 5 or more seeds are advised." if seeds == 2 else ""))
     return lines
 
 
