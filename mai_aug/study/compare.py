@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mai_aug.data.boxes import find_box_file
 from mai_aug.data.datasets import DataSource
@@ -56,6 +55,7 @@ from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
 from mai_aug.study.saliency import saliency_section, sweep_saliency
 from mai_aug.transforms.regimes import available_regimes, load_regime
+from mai_aug.utils import read_user_yaml, write_text_atomic
 
 PRESETS = ("demo", "article", "full", "robustness")
 
@@ -71,10 +71,8 @@ def preset_path(name: str) -> Path:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    try:
-        preset = yaml.safe_load(preset_path(name).read_text()) or {}
-    except yaml.YAMLError as e:
-        raise MaiAugError(f"--preset {name}: not valid YAML ({e})") from None
+    """A preset by name or file, read as data (no aliases) and checked (:func:`mai_aug.study.presets.check_preset`)."""
+    preset = read_user_yaml(preset_path(name), f"--preset {name}") or {}
     return check_preset(preset, name)
 
 
@@ -143,13 +141,12 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
     """Check every setting (before any data is made), split the data, plan and settle the run folders."""
     regimes = _check_runs(opts, preset)
     fractions = check_fractions(opts.train_fractions) if opts.train_fractions is not None else None
+    train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
+    _override_network(train_opts, preset.get("train", {}), opts.train_overrides.get("network"))
+    for regime in regimes:  # every transform built (bad values refused) before any data is made
+        load_regime(regime, int(train_opts.get("image_size", TrainConfig.image_size)), opts.regimes_file)
     out = Path(opts.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
-    if ctx.is_main:
-        require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
+    _claim_out(out, ctx.is_main)
     # an unknown metric (the command line's or the preset's) stops before the phantom is made and the runs train
     metrics = [m.name for m in resolve_metrics(opts.train_overrides.get("metrics")
                                                or preset.get("train", {}).get("metrics"))]
@@ -160,8 +157,6 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
             site_items(datalist["test"], Path(opts.site_data))
     if opts.saliency:  # no box list: refused before anything trains
         _require_boxes(datalist, opts.data)
-    train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
-    _override_network(train_opts, preset.get("train", {}), opts.train_overrides.get("network"))
     runs = [(r, k) for r in regimes for k in range(opts.seeds)]
     plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
     ctx.barrier()
@@ -173,6 +168,30 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
     _report_split(datalist, ctx.is_main and not opts.quiet, ctx.is_main)
     n_boot = opts.bootstrap or int(preset.get("bootstrap", 1000))
     return _Study(regimes, runs, plan, train_opts, datalist, source, metrics, n_boot, sizes)
+
+
+def _claim_out(out: Path, main: bool) -> None:
+    """Make ``out`` a comparison folder: new, empty, or one already (:meth:`StudyLayout.is_study`); marked first.
+
+    A non-empty folder that is not a comparison (a user's own ``datalist.json``, ``report.md``...) is refused:
+    the comparison would overwrite files it did not write.
+    """
+    study = StudyLayout(out)
+    if out.exists() and not out.is_dir():
+        raise MaiAugError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and not study.is_study() and any(out.iterdir()):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        raise MaiAugError(f"--out {out}: not empty and not a comparison folder (it holds {shown}...; no "
+                          f"{study.marker.name} or run folders); give a new or empty folder, its files would be "
+                          f"overwritten")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
+    if main:
+        require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
+        if not study.marker.is_file():
+            write_text_atomic(study.marker, "a mai-aug compare folder: its runs, datalist and reports\n")
 
 
 def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _Study) -> pd.DataFrame:
@@ -242,6 +261,10 @@ def _check_runs(opts: CompareOptions, preset: dict[str, Any]) -> list[str]:
     for r in regimes:
         if r not in known:
             raise MaiAugError(f"--regimes: unknown regime {r!r} (available: {', '.join(known)})")
+    repeated = sorted({r for r in regimes if regimes.count(r) > 1})
+    if repeated:
+        raise MaiAugError(f"--regimes: {', '.join(map(repr, repeated))} given more than once; name each regime once "
+                          f"(--seeds N trains N seeds of each)")
     if opts.seeds < 1:
         raise MaiAugError("--seeds must be at least 1")
     return regimes
