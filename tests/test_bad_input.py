@@ -450,7 +450,12 @@ CASES = [
 
 @pytest.mark.parametrize(("build", "status", "fragment"), CASES)
 def test_bad_input(build, status, fragment, env, capsys, monkeypatch):
-    argv = build(env)
+    check_outcome(build(env), status, fragment, env, capsys, monkeypatch)
+
+
+def check_outcome(argv: list[str], status: int, fragment: str, env: Env, capsys, monkeypatch) -> None:
+    """Run ``mai-aug argv``: no traceback, exit ``status``, no code run; a status-2 error is one line (the last,
+    said once) holding ``fragment``; any other status prints ``fragment`` somewhere."""
     # logging as in a fresh process: no pytest handler on the root logger, so a library's unhandled records
     # reach stderr through logging.lastResort, as a user would see them
     monkeypatch.setattr(logging.root, "handlers", [])
