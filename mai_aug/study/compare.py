@@ -146,7 +146,7 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
     for regime in regimes:  # every transform built (bad values refused) before any data is made
         load_regime(regime, int(train_opts.get("image_size", TrainConfig.image_size)), opts.regimes_file)
     out = Path(opts.out)
-    _claim_out(out, ctx.is_main)
+    _claim_out(out, ctx)
     # an unknown metric (the command line's or the preset's) stops before the phantom is made and the runs train
     metrics = [m.name for m in resolve_metrics(opts.train_overrides.get("metrics")
                                                or preset.get("train", {}).get("metrics"))]
@@ -170,11 +170,11 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
     return _Study(regimes, runs, plan, train_opts, datalist, source, metrics, n_boot, sizes)
 
 
-def _claim_out(out: Path, main: bool) -> None:
+def _claim_out(out: Path, ctx: distributed.DistContext) -> None:
     """Make ``out`` a comparison folder: new, empty, or one already (:meth:`StudyLayout.is_study`); marked first.
 
     A non-empty folder that is not a comparison (a user's own ``datalist.json``, ``report.md``...) is refused:
-    the comparison would overwrite files it did not write.
+    the comparison would overwrite files it did not write. Every rank checks before rank 0 writes anything.
     """
     study = StudyLayout(out)
     if out.exists() and not out.is_dir():
@@ -184,11 +184,12 @@ def _claim_out(out: Path, main: bool) -> None:
         raise MaiAugError(f"--out {out}: not empty and not a comparison folder (it holds {shown}...; no "
                           f"{study.marker.name} or run folders); give a new or empty folder, its files would be "
                           f"overwritten")
+    ctx.barrier()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
-    if main:
+    if ctx.is_main:
         require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
         if not study.marker.is_file():
             write_text_atomic(study.marker, "a mai-aug compare folder: its runs, datalist and reports\n")
