@@ -227,13 +227,13 @@ CASES = [
     # YAML aliases are refused in every user file (they expanded to 10**9 nodes)
     pytest.param(alias_bomb("regimes"), 2, "bomb.yaml: YAML alias *a at line 2 is not accepted", id="alias-bomb-regimes"),
     pytest.param(alias_bomb("regimes", "--trust-config"), 2, "bomb.yaml: YAML alias", id="alias-bomb-regimes-trusted"),
-    pytest.param(alias_bomb("preset"), 2, "--preset", id="alias-bomb-preset"),
-    pytest.param(alias_bomb("settings"), 2, "--settings", id="alias-bomb-settings"),
+    pytest.param(alias_bomb("preset"), 2, "bomb.yaml: YAML alias *a at line 3", id="alias-bomb-preset"),
+    pytest.param(alias_bomb("settings"), 2, "bomb.yaml: YAML alias *a at line 3", id="alias-bomb-settings"),
     pytest.param(alias_bomb("run-config"), 2, "config.yaml: YAML alias", id="alias-bomb-run-config"),
     pytest.param(cli("train", "--data", "{tmp}/data", "--out", "{tmp}/run", "--network-args", "{a: &a [1], b: *a}"),
                  2, "YAML alias *a", id="alias-network-args"),
     # bytes that are not text
-    pytest.param(preset(b"train: {epochs: 1}\n# \xff\xfe\n"), 2, "--preset", id="preset-non-utf8"),
+    pytest.param(preset(b"train: {epochs: 1}\n# \xff\xfe\n"), 2, "preset.yaml: not UTF-8 text (byte 21", id="preset-non-utf8"),
     pytest.param(settings(b"epochs: \xff\n"), 2, "settings.yaml: not UTF-8 text", id="settings-non-utf8"),
     # numbers beyond any transform's range: one line naming the regime, transform and value
     pytest.param(huge_number("prob: 1e400"), 2, "regime 'mine', random[0] RandAffined: prob = '1e400' is not a finite",
