@@ -35,7 +35,7 @@ def require_writable_folder(folder: str | Path, option: str) -> None:
     folder = Path(folder)
     target = _existing_ancestor(folder)
     if not target.is_dir():
-        raise MaiAugError(f"{option} {folder}: {target} is not a folder")
+        raise MaiAugError(f"{option} {folder}: cannot write there ({target} is not a folder)")
     try:
         with tempfile.TemporaryFile(dir=target):
             pass
