@@ -20,6 +20,7 @@ import pytest
 from test_bad_input import Env, check_outcome
 
 from conftest import write_nih
+from mai_aug.cli import main
 from mai_aug.engine.layout import StudyLayout
 from mai_aug.errors import MaiAugError
 
@@ -286,3 +287,12 @@ def test_a_comparison_folder_is_recognised_by_its_marker_or_its_old_run_folders(
     assert not study.is_study()
     study.marker.write_text("x")
     assert study.is_study()
+
+
+def test_split_writes_through_a_unique_temporary_file(env, capsys):
+    """The old fixed ``<out>.tmp`` raced between two processes: one in the way (here a folder) must not matter."""
+    out = env.tmp / "dl.json"
+    (env.tmp / "dl.json.tmp").mkdir()
+    assert main(["split", "--data", str(env.phantom), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert '"training"' in out.read_text()
+    assert sorted(p.name for p in env.tmp.iterdir()) == ["data", "dl.json", "dl.json.tmp"]
