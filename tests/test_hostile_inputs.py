@@ -212,6 +212,9 @@ CASES = [
     pytest.param(preset(f"train: {{batch_size: {BIG}}}\n"), 2, "train.batch_size", id="preset-batch-size-huge"),
     pytest.param(settings(f"image_size: {BIG}\n"), 2, "settings.yaml: image_size: 10000000000 is above",
                  id="settings-image-size-huge"),
+    pytest.param(lambda env: ["evaluate", "--run", str(env.write("run/config.yaml", f"out: run\nimage_size: {BIG}\n")
+                                                        .parent), "--bootstrap", "200"],
+                 2, "config.yaml: image_size: 10000000000 is above", id="run-config-image-size-huge"),
     # an --out that is not a regular file is never replaced; a symlink is written through
     pytest.param(special_out("fifo"), 2, "out.json: exists and is not a regular file", id="split-out-fifo"),
     pytest.param(special_out("folder"), 2, "out.json: exists and is a folder", id="split-out-folder"),

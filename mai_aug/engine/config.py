@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from mai_aug.engine.layout import RunLayout
 from mai_aug.errors import MaiAugError
+from mai_aug.limits import check_limit
 from mai_aug.utils import dump_yaml, read_user_yaml, write_text_atomic
 
 # Settings that may change when a run resumes: they do not change what is computed, or extend it.
@@ -113,6 +114,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     for name, kind in _field_types().items():
         if name in raw and not _is_a(raw[name], kind):
             raise MaiAugError(f"{path}: {name}: {raw[name]!r} is not {_type_name(kind)}")
+        check_limit(name, raw.get(name), f"{path}: {name}")
     if "out" not in raw:
         raise MaiAugError(f"{path}: the key 'out' is missing (not a mai-aug run config)")
     if not isinstance(raw.get("resolved", {}), dict):
