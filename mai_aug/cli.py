@@ -62,6 +62,25 @@ def _bootstrap(text: str) -> int:
     value = _int(text)
     if value < MIN_BOOTSTRAP:
         raise argparse.ArgumentTypeError(f"{text} is below {MIN_BOOTSTRAP} (too few resamples for an interval)")
+    return _within_limit(value, "bootstrap")
+
+
+def _capped(parse: Callable[[str], Any], key: str) -> Callable[[str], Any]:
+    """``parse``, then refuse a value above the limit of count ``key`` (mai_aug/limits.py)."""
+
+    def parse_capped(text: str) -> Any:
+        return _within_limit(parse(text), key)
+
+    parse_capped.__name__ = parse.__name__
+    return parse_capped
+
+
+def _within_limit(value: Any, key: str) -> Any:
+    from mai_aug.limits import limit_problem  # plain Python: no torch before a command runs
+
+    problem = limit_problem(key, value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 
@@ -90,17 +109,17 @@ def _image_size(text: str) -> int:
     value = _int(text)
     if value < 32:
         raise argparse.ArgumentTypeError(f"{text}: must be at least 32 px (DenseNet121 downsamples 32x)")
-    return value
+    return _within_limit(value, "image_size")
 
 
 def _yaml_mapping(text: str) -> dict:
-    """A YAML (or JSON) mapping given on the command line: data only, read with yaml.safe_load."""
-    import yaml
+    """A YAML (or JSON) mapping given on the command line: data only (no aliases), see utils.load_user_yaml."""
+    from mai_aug.utils import load_user_yaml
 
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid YAML ({' '.join(str(e).split())})") from None
+        value = load_user_yaml(text, repr(text))
+    except MaiAugError as e:
+        raise argparse.ArgumentTypeError(str(e).replace(": not valid YAML", " is not valid YAML", 1)) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"{text!r} is not a mapping such as '{{patch_size: 8}}'")
     return value
@@ -219,14 +238,14 @@ def _run_split(args: argparse.Namespace) -> int:
 def _phantom_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("phantom", help="write the synthetic chest X-ray phantom in NIH's layout")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
-    p.add_argument("--n", type=_positive_int, default=3000, help="number of images")
-    p.add_argument("--size", type=_int, default=256, help="image size in pixels")
+    p.add_argument("--n", type=_capped(_positive_int, "n"), default=3000, help="number of images")
+    p.add_argument("--size", type=_capped(_positive_int, "size"), default=256, help="image size in pixels")
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--images-per-patient", type=_positive_float, default=3.0, help="mean images per patient")
+    p.add_argument("--images-per-patient", type=_capped(_positive_float, "images_per_patient"), default=3.0, help="mean images per patient")
     p.add_argument("--difficulty", type=_positive_float, default=1.0, help="higher makes findings subtler")
     p.add_argument("--test-shift", default="none", choices=["none", "site"],
                    help="site: test patients are imaged with wider positioning and exposure ranges")
-    p.add_argument("--workers", type=_non_negative_int, default=0, help="processes (0: one per core)")
+    p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=0, help="processes (0: one per core)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out (replaces its dataset)")
     p.set_defaults(handler=_run_phantom)
 
@@ -294,8 +313,8 @@ def _preview_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preview", help="write augmented samples of a few images and a captioned grid")
     _add_data_args(p)
     _add_regime_args(p)
-    p.add_argument("--n", type=_positive_int, default=8, help="images to preview")
-    p.add_argument("--samples", type=_positive_int, default=4, help="augmented samples per image")
+    p.add_argument("--n", type=_capped(_positive_int, "n"), default=8, help="images to preview")
+    p.add_argument("--samples", type=_capped(_positive_int, "samples"), default=4, help="augmented samples per image")
     p.add_argument("--size", type=_image_size, default=256, help="training image size")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", type=Path, required=True, help="folder for <stem>_<k>.png and grid.png")
@@ -317,9 +336,9 @@ def _run_preview(args: argparse.Namespace) -> int:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=_image_size, default=_default("image_size"),
                    help="training image size (px; default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=_default("batch_size"), help="default: %(default)s")
-    p.add_argument("--epochs", type=_positive_int, default=_default("epochs"), help="default: %(default)s")
-    p.add_argument("--steps-per-epoch", type=_positive_int, help="iterations per epoch (default: one pass)")
+    p.add_argument("--batch-size", type=_capped(_positive_int, "batch_size"), default=_default("batch_size"), help="default: %(default)s")
+    p.add_argument("--epochs", type=_capped(_positive_int, "epochs"), default=_default("epochs"), help="default: %(default)s")
+    p.add_argument("--steps-per-epoch", type=_capped(_positive_int, "steps_per_epoch"), help="iterations per epoch (default: one pass)")
     p.add_argument("--lr", type=_positive_float, default=_default("lr"),
                    help="Adam learning rate (cosine schedule over the epochs; default: %(default)s)")
     p.add_argument("--network", default=_default("network"),
@@ -338,7 +357,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=_default("amp"),
                    help="mixed precision: float16 autocast on CUDA (default there), bfloat16 autocast on CPU (opt-in)")
     p.add_argument("--seed", type=_seed, default=_default("seed"), help="default: %(default)s")
-    p.add_argument("--workers", type=_non_negative_int, default=None, help="data-loader workers (default: up to 4)")
+    p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=None, help="data-loader workers (default: up to 4)")
     p.add_argument("--cache", default=_default("cache"), choices=["memory", "disk", "none"],
                    help="where decoded 8-bit images are kept (default: %(default)s)")
     p.add_argument("--augment-on", default=_default("augment_on"), choices=["auto", "loader", "device"],
@@ -346,7 +365,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "(auto: device where the regime compiles; default: %(default)s)")
     p.add_argument("--no-weighted-loss", dest="weighted_loss", action="store_false",
                    help="plain BCE instead of class-balanced BCE")
-    p.add_argument("--early-stop", type=_non_negative_int, default=_default("early_stop"), metavar="PATIENCE",
+    p.add_argument("--early-stop", type=_capped(_non_negative_int, "early_stop"), default=_default("early_stop"), metavar="PATIENCE",
                    help="stop after PATIENCE epochs without gain (default: %(default)s, never)")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no progress output on the terminal")
     _add_metrics_arg(p, _default("metrics"), "logged at each validation (TensorBoard, metrics.csv)")
@@ -364,7 +383,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     p.add_argument("--out", type=Path, help="run folder (required here or as out: in --settings)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--checkpoint-every", type=_non_negative_int, default=_default("checkpoint_every"), metavar="N",
+    p.add_argument("--checkpoint-every", type=_capped(_non_negative_int, "checkpoint_every"), default=_default("checkpoint_every"), metavar="N",
                    help="also checkpoint every N iterations inside an epoch (default %(default)s: at epoch ends only)")
     p.add_argument("--split-seed", type=_seed, default=_default("split_seed"),
                    help="seed of the --data split (--seed seeds training only; default: %(default)s)")
@@ -438,7 +457,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     _add_run_args(p)
     _add_scored_split_args(p)
     _add_metrics_arg(p, None, "tabled with intervals, one eval/<split>_<metric>.csv each (default: the run's)")
-    p.add_argument("--tta", type=_non_negative_int, default=0, metavar="N",
+    p.add_argument("--tta", type=_capped(_non_negative_int, "tta"), default=0, metavar="N",
                    help="also average predictions over N draws of the regime's random part (test-time augmentation) "
                         "and write <split>_tta.csv: AUC with and without, and the paired difference (default: off)")
     p.set_defaults(handler=_run_evaluate)
@@ -488,7 +507,7 @@ def _robustness_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site-data", type=Path,
                    help="a phantom made with --test-shift site (the run's phantom --seed/--n/--size): its images "
                         "of the test patients become one more shift, 'site'")
-    p.add_argument("--workers", type=_non_negative_int, default=0, help="data-loader workers")
+    p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=0, help="data-loader workers")
     p.set_defaults(handler=_run_robustness)
 
 
@@ -512,7 +531,7 @@ def _saliency_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("saliency", help="Grad-CAM of each boxed finding and the pointing game against the boxes")
     _add_run_args(p)
     _add_scored_split_args(p)
-    p.add_argument("--max-images", type=_positive_int, help="the first N images with a box (default: all)")
+    p.add_argument("--max-images", type=_capped(_positive_int, "max_images"), help="the first N images with a box (default: all)")
     p.add_argument("--tolerance", type=_non_negative_float, metavar="PX",
                    help="a peak this many network-input pixels from a box still hits (default: 2.5%% of the side, "
                         "8 px at 320)")
@@ -615,7 +634,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, help="metadata CSV of --data (default: the adapter's)")
     _add_dataset_args(p)
     p.add_argument("--regimes", nargs="+", help="regimes to compare (default: the preset's)")
-    p.add_argument("--seeds", type=_positive_int, help="training seeds per regime (default: the preset's, else 1)")
+    p.add_argument("--seeds", type=_capped(_positive_int, "seeds"), help="training seeds per regime (default: the preset's, else 1)")
     p.add_argument("--preset", default="demo", help="demo, article, full, robustness, or a preset YAML file")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
     p.add_argument("--device", default=_default("device"),
@@ -625,8 +644,10 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detect", type=_detect, metavar="D",
                    help="the AUC difference the planning section sizes seeds and test patients for (default: the "
                         "preset's, else 0.01)")
-    for name, kind in (("image-size", _image_size), ("batch-size", _positive_int), ("epochs", _positive_int),
-                       ("steps-per-epoch", _positive_int), ("lr", _positive_float), ("workers", _non_negative_int)):
+    for name, kind in (("image-size", _image_size), ("batch-size", _capped(_positive_int, "batch_size")),
+                       ("epochs", _capped(_positive_int, "epochs")),
+                       ("steps-per-epoch", _capped(_positive_int, "steps_per_epoch")), ("lr", _positive_float),
+                       ("workers", _capped(_non_negative_int, "workers"))):
         p.add_argument(f"--{name}", type=kind, help="overrides the preset")
     p.add_argument("--pretrained", help="overrides the preset: none, imagenet or a .pth")
     _add_metrics_arg(p, None, "logged in validation and reported with paired differences (overrides the preset)")
@@ -656,7 +677,7 @@ def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
                         "and report macro AUC per level and regime with paired differences")
     p.add_argument("--robustness-levels", nargs="+", default=[], metavar="SHIFT=V1,V2",
                    help="levels of a shift instead of its defaults (see `mai-aug robustness --help`)")
-    p.add_argument("--tta", type=_non_negative_int, default=0, metavar="N",
+    p.add_argument("--tta", type=_capped(_non_negative_int, "tta"), default=0, metavar="N",
                    help="also evaluate every run with test-time augmentation (N draws of its regime's random part) "
                         "and report macro AUC with and without per regime (default: off)")
     p.add_argument("--site-data", type=Path,
@@ -667,7 +688,7 @@ def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
                         "rates per finding and regime with paired differences")
     p.add_argument("--saliency-tolerance", type=_non_negative_float, metavar="PX",
                    help="with --saliency: see `mai-aug saliency --tolerance`")
-    p.add_argument("--saliency-max-images", type=_positive_int, metavar="N",
+    p.add_argument("--saliency-max-images", type=_capped(_positive_int, "saliency_max_images"), metavar="N",
                    help="with --saliency: the first N test images with a box (default: all)")
 
 

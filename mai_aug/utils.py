@@ -1,4 +1,4 @@
-"""Small helpers shared by the commands: progress lines and files written all-or-nothing."""
+"""Small helpers shared by the commands: progress lines, files written all-or-nothing, user YAML read safely."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import yaml
 
 from mai_aug.errors import MaiAugError
 
@@ -38,14 +40,16 @@ class Progress:
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool = True) -> None:
     """Write ``path`` through ``write(file)`` so that it is either complete or absent, never partial.
 
-    The bytes go to a hidden temporary file in the same folder, then are renamed over ``path``; with ``durable``
-    the file is fsynced before the rename and the folder after it (checkpoints, run records; a recomputable cache
-    entry skips the fsyncs). A failure (disk full, I/O error) removes the temporary file, leaves any previous
-    ``path`` as it was, and becomes one :class:`MaiAugError` naming the file.
+    The bytes go to a hidden, uniquely named temporary file in the same folder, then are renamed over ``path``
+    (a symlink's target, see :func:`output_file`); with ``durable`` the file is fsynced before the rename and the
+    folder after it (checkpoints, run records; a recomputable cache entry skips the fsyncs). A failure (disk full,
+    I/O error, a read-only folder) removes the temporary file, leaves any previous ``path`` as it was, and becomes
+    one :class:`MaiAugError` naming the file.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    path = output_file(path)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             if durable:
@@ -54,17 +58,44 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool =
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the mode open() would have
         os.replace(tmp, path)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _remove(tmp)
         reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
         kept = "the previous file is kept" if path.exists() else "nothing was written"
         raise MaiAugError(f"{path}: cannot write ({reason}); {kept}") from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
     if durable:
         _fsync_dir(path.parent)
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def output_file(path: str | Path, label: str | None = None) -> Path:
+    """The file to write for ``path``: ``path`` itself, or a symlink's target; refuses anything but a regular file.
+
+    Writing renames a new file over the old one, so a FIFO, a device node (``/dev/null``) or a folder named as
+    an output would be replaced (or, opened, would block or swallow the output): they are refused; a symlink
+    is followed, so its target is written and the link kept.
+
+    Args:
+        path: the output file (it need not exist).
+        label: what named it, for the message (``--out``); default: the path alone.
+
+    Raises:
+        MaiAugError: ``path`` exists and is not a regular file.
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.exists() and not target.is_file():
+        kind = "a folder" if target.is_dir() else "not a regular file (a FIFO, socket or device)"
+        named = f"{label} {path}" if label else str(path)
+        raise MaiAugError(f"{named}: exists and is {kind}; give the name of a regular file to write")
+    return target
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -86,3 +117,68 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class _AliasRefused(yaml.YAMLError):
+    """An alias met by :class:`_DataOnlyLoader`."""
+
+
+class _DataOnlyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases: shared anchors (``b: [*a, *a, ...]``) expand exponentially when
+    walked, so a 1 KB file could keep a command busy indefinitely."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(f"alias *{event.anchor} at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+
+def load_user_yaml(text: str | bytes, label: str) -> Any:
+    """Parse YAML typed by a user (the command line, a file's content): data only, no aliases.
+
+    Raises:
+        MaiAugError: one line, ``label: not valid YAML (...)`` or ``label: YAML alias ... is not accepted``.
+    """
+    try:
+        return yaml.load(text, Loader=_DataOnlyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _AliasRefused as e:
+        raise MaiAugError(f"{label}: YAML {e} is not accepted (anchors and aliases can expand without bound; "
+                          f"write the values out)") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: an integer of over 4300 digits
+        raise MaiAugError(f"{label}: not valid YAML ({' '.join(str(e).split())})") from None
+
+
+def read_user_yaml(path: str | Path, label: str) -> Any:
+    """Read a user's YAML file (regimes file, preset, settings, a run's ``config.yaml``) with :func:`load_user_yaml`.
+
+    Args:
+        path: the file.
+        label: what named it, for messages (``--preset mine.yaml``).
+
+    Raises:
+        MaiAugError: one line naming ``label``: missing, unreadable, not UTF-8, not valid YAML, or with aliases.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise MaiAugError(f"{label}: file not found") from None
+    except OSError as e:
+        raise MaiAugError(f"{label}: cannot read ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MaiAugError(f"{label}: not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
+    return load_user_yaml(text, label)
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, writing a value shared twice in full instead of as an anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(data: Any, **options: Any) -> str:
+    """``data`` as YAML without anchors or aliases, so that :func:`read_user_yaml` reads back what mai_aug wrote."""
+    return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False, **options)

@@ -461,7 +461,15 @@ def tree(folder: Path) -> set[Path]:
 
 @pytest.mark.parametrize(("build", "status", "fragment"), CASES)
 def test_bad_input(build, status, fragment, env, capsys, monkeypatch, request):
-    argv = build(env)
+    check_outcome(build(env), status, fragment, env, capsys, monkeypatch,
+                  during_work=request.node.callspec.id in FOUND_DURING_WORK)
+
+
+def check_outcome(argv: list[str], status: int, fragment: str, env: Env, capsys, monkeypatch,
+                  during_work: bool = False) -> None:
+    """Run ``mai-aug argv``: no traceback, exit ``status``, no code run; a status-2 error is one line (the last,
+    said once) holding ``fragment`` and, unless the error can only show ``during_work``, nothing was created in the
+    test's folder or the cache; any other status prints ``fragment`` somewhere."""
     # logging as in a fresh process: no pytest handler on the root logger, so a library's unhandled records
     # reach stderr through logging.lastResort, as a user would see them
     monkeypatch.setattr(logging.root, "handlers", [])
@@ -479,7 +487,7 @@ def test_bad_input(build, status, fragment, env, capsys, monkeypatch, request):
         assert fragment in said
         return
     created = (tree(env.tmp) | tree(cache)) - before
-    assert not created or request.node.callspec.id in FOUND_DURING_WORK, f"refused, but created {sorted(map(str, created))[:5]}"  # checked before any work
+    assert not created or during_work, f"refused, but created {sorted(map(str, created))[:5]}"  # checked before work
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(f"mai-aug {argv[0]}: error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], err  # the error is one line, the last one

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
 from mai_aug.bundle.inference import MODEL_FILE, inference_config, network_config
 from mai_aug.bundle.metadata import metadata, readme
@@ -23,7 +22,7 @@ from mai_aug.engine.precision import trained_dtype
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.engine.runtime import load_checkpoint
 from mai_aug.errors import MaiAugError
-from mai_aug.utils import write_text_atomic
+from mai_aug.utils import dump_yaml, write_text_atomic
 
 YAML_HEADER = ("# MONAI bundle inference config written by `mai-aug export-bundle`; run it with\n"
                "#   python -m monai.bundle run --config_file configs/inference.yaml "
@@ -70,7 +69,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     for folder in ("configs", "models", "docs"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     save_atomic(run.network.state_dict(), out / MODEL_FILE)  # MONAI's convention: the bare state dict
-    write_text_atomic(out / "configs" / "inference.yaml", YAML_HEADER + yaml.safe_dump(config, sort_keys=False, width=120))
+    write_text_atomic(out / "configs" / "inference.yaml", YAML_HEADER + dump_yaml(config, width=120))
     write_text_atomic(out / "configs" / "metadata.json", json.dumps(meta, indent=4) + "\n")
     write_text_atomic(out / "docs" / "README.md", readme(meta, foreign))
     return out

@@ -10,6 +10,7 @@ from mai_aug.data.datasets import DataSource, read_dataset
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.nih import VIEWS
 from mai_aug.data.split import load_datalist, make_datalist, resolve_split, split_table, write_datalist
+from mai_aug.engine.preflight import require_writable_file
 
 
 def split_data(
@@ -57,6 +58,8 @@ def datalist_from_options(options: Any, report: Callable[[str], Any] | None = pr
 
 def datalist_from_args(options: Any, out: Path | None = None) -> dict:
     """``mai-aug split``: the datalist, its per-split table printed, written to ``out``."""
+    if out is not None:  # a folder, FIFO or device as --out, or an unwritable one: refused before the data is read
+        require_writable_file(out, "--out")
     datalist = datalist_from_options(options)
     if out is not None:
         datalist = check_images_if_asked(datalist, options, print, Path(out).with_name(f"{Path(out).stem}_bad_images.csv"))

@@ -22,6 +22,7 @@ from mai_aug.data.datasets.nih import from_nih
 from mai_aug.data.datasets.table import POOL, TEST, DatasetTable
 from mai_aug.data.nih import FINDINGS, NIHTable, read_name_list
 from mai_aug.errors import MaiAugError
+from mai_aug.utils import output_file, write_text_atomic
 
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
 # A finding needs this many positive patients before validation and test are each promised one.
@@ -210,16 +211,20 @@ def _plain(patient: Any) -> int | str:
 
 
 def write_datalist(datalist: dict, out: str | Path) -> Path:
-    """Write ``datalist`` as JSON, creating the parent folder."""
+    """Write ``datalist`` as JSON, creating the parent folder; all-or-nothing, never over a non-regular file.
+
+    The JSON goes through :func:`mai_aug.utils.atomic_write` (a uniquely named temporary file renamed over
+    ``out``, or over a symlink's target), so two processes cannot race on one temporary name and a FIFO or
+    device named as ``out`` is refused rather than replaced.
+    """
     out = Path(out)
+    output_file(out, "--out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        # an unknown label (NaN in memory) is written as JSON's null; load_datalist reads it back as NaN
-        tmp.write_text(json.dumps(_nan_to_null(datalist), indent=1, allow_nan=False))
-        tmp.replace(out)
     except OSError as e:
         raise MaiAugError(f"--out {out}: cannot write ({e.strerror})") from None
+    # an unknown label (NaN in memory) is written as JSON's null; load_datalist reads it back as NaN
+    write_text_atomic(out, json.dumps(_nan_to_null(datalist), indent=1, allow_nan=False))
     return out
 
 

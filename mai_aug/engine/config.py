@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
 from mai_aug.engine.layout import RunLayout
 from mai_aug.errors import MaiAugError
-from mai_aug.utils import write_text_atomic
+from mai_aug.limits import check_limit
+from mai_aug.utils import dump_yaml, read_user_yaml, write_text_atomic
 
 # Settings that may change when a run resumes: they do not change what is computed, or extend it.
 RESUMABLE = {"resume", "epochs", "workers", "device", "out", "progress", "cache", "cache_dir", "checkpoint_every",
@@ -98,7 +97,7 @@ class TrainConfig:
 def write_config(config: TrainConfig, extra: dict[str, Any], path: Path) -> None:
     """Write ``config`` and ``extra`` (resolved values: device, regime entry, split sizes) as YAML, atomically."""
     resolved = {**extra, "sources": dict(config.sources)} if config.sources else extra
-    write_text_atomic(Path(path), yaml.safe_dump({**config.to_dict(), "resolved": resolved}, sort_keys=False))
+    write_text_atomic(Path(path), dump_yaml({**config.to_dict(), "resolved": resolved}))
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -106,10 +105,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     path = RunLayout(run_dir).config
     if not path.is_file():
         raise MaiAugError(f"--run {run_dir}: no {path.name} (not a mai-aug run folder)")
-    try:
-        raw = yaml.safe_load(path.read_bytes())
-    except yaml.YAMLError as e:
-        raise MaiAugError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    raw = read_user_yaml(path, str(path))
     if raw is None:
         raise MaiAugError(f"{path}: empty (not a mai-aug run config)")
     if not isinstance(raw, dict):
@@ -118,6 +114,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     for name, kind in _field_types().items():
         if name in raw and not _is_a(raw[name], kind):
             raise MaiAugError(f"{path}: {name}: {raw[name]!r} is not {_type_name(kind)}")
+        check_limit(name, raw.get(name), f"{path}: {name}")
     if "out" not in raw:
         raise MaiAugError(f"{path}: the key 'out' is missing (not a mai-aug run config)")
     if not isinstance(raw.get("resolved", {}), dict):

@@ -202,5 +202,5 @@ def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | 
     frame = pd.DataFrame(probs, columns=run.names)
     frame.insert(0, "image", [str(p) for p in images])
     if out is not None:
-        frame.to_csv(out, index=False, float_format="%.6f")
+        write_text_atomic(Path(out), frame.to_csv(index=False, float_format="%.6f"))
     return frame

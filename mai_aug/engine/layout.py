@@ -13,7 +13,8 @@ Run folder::
 
 Study folder::
 
-    OUT/datalist.json  report.md  summary.csv  summary.md  summary_<metric>.csv  plan.csv  auc_by_regime.csv/.png
+    OUT/.mai-aug-compare (written first: marks a comparison folder)
+        datalist.json  report.md  summary.csv  summary.md  summary_<metric>.csv  plan.csv  auc_by_regime.csv/.png
         roc_<regime>.png  reliability_<regime>.png  compare_config.yaml  bad_images.csv
         <regime>/seed-<k>/   (a run folder)   tensorboard/<regime>-seed<k>/   cache/   replaced/<time>/
 """
@@ -24,6 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mai_aug.errors import MaiAugError
+from mai_aug.names import check_name
+
 #: The best checkpoint's file name in ``checkpoints/``.
 BEST_NAME = "best.pt"
 #: The stem of the resumable checkpoints, ``last_checkpoint_epoch=N.pt``.
@@ -32,6 +36,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 CONFIG_FILE = "config.yaml"
 DATALIST_FILE = "datalist.json"
 SEED_PREFIX = "seed-"
+STUDY_MARKER = ".mai-aug-compare"
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,12 @@ class _Folder:
 
     def __init__(self, root: str | Path) -> None:
         object.__setattr__(self, "root", Path(root))
+
+    @staticmethod
+    def part(name: str, what: str) -> str:
+        """``name`` as one path component of this folder: a safe name (:mod:`mai_aug.names`), never ``..`` or a
+        path, so that nothing built from user data leaves the folder."""
+        return check_name(name, what)
 
 
 class RunLayout(_Folder):
@@ -188,14 +199,26 @@ class StudyLayout(_Folder):
         return self.root / "auc_by_regime.csv"
 
     def roc(self, regime: str) -> Path:
-        return self.root / f"roc_{regime}.png"
+        return self.root / f"roc_{self.part(regime, 'regime')}.png"
 
     def reliability(self, regime: str) -> Path:
-        return self.root / f"reliability_{regime}.png"
+        return self.root / f"reliability_{self.part(regime, 'regime')}.png"
 
     @property
     def config(self) -> Path:
         return self.root / "compare_config.yaml"
+
+    @property
+    def marker(self) -> Path:
+        """``.mai-aug-compare``: written into ``--out`` before anything else, it marks a comparison folder."""
+        return self.root / STUDY_MARKER
+
+    def is_study(self) -> bool:
+        """Whether ``root`` is a comparison folder: its marker, ``compare_config.yaml`` or a run folder of older code."""
+        if self.marker.is_file() or self.config.is_file():
+            return True
+        return any((RunLayout(path).fingerprint.is_file() or RunLayout(path).config.is_file())
+                   for _, _, path in self.run_dirs())
 
     @property
     def bad_images(self) -> Path:
@@ -222,17 +245,17 @@ class StudyLayout(_Folder):
     @staticmethod
     def label(regime: str, seed: int | str) -> str:
         """``<regime>/seed-<k>``: a run's folder relative to the study folder."""
-        return f"{regime}/{SEED_PREFIX}{seed}"
+        return f"{StudyLayout.part(regime, 'regime')}/{SEED_PREFIX}{_seed_part(seed)}"
 
     def run_dir(self, regime: str, seed: int | str) -> Path:
-        return self.root / regime / f"{SEED_PREFIX}{seed}"
+        return self.root / self.part(regime, "regime") / f"{SEED_PREFIX}{_seed_part(seed)}"
 
     def run(self, regime: str, seed: int | str) -> RunLayout:
         return RunLayout(self.run_dir(regime, seed))
 
     def run_tensorboard(self, regime: str, seed: int | str, root: Path | None = None) -> Path:
         """``tensorboard/<regime>-seed<k>`` (under ``root`` in place of the study's TensorBoard folder)."""
-        return (self.tensorboard if root is None else root) / f"{regime}-seed{seed}"
+        return (self.tensorboard if root is None else root) / f"{self.part(regime, 'regime')}-seed{_seed_part(seed)}"
 
     def run_dirs(self) -> Iterator[tuple[str, int, Path]]:
         """(regime, seed, folder) of every ``<regime>/seed-<k>`` folder present, sorted."""
@@ -245,3 +268,11 @@ class StudyLayout(_Folder):
     def seed_of(run_dir: Path) -> str:
         """``k`` of a ``.../seed-<k>`` folder."""
         return Path(run_dir).name.removeprefix(SEED_PREFIX)
+
+
+def _seed_part(seed: int | str) -> str:
+    """A seed as a path part: digits only (``seed-01`` of an older folder stays as spelled)."""
+    text = str(seed)
+    if not text.isdigit():
+        raise MaiAugError(f"seed {seed!r}: not a seed number (digits only)")
+    return text

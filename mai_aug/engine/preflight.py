@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from mai_aug.errors import MaiAugError
+from mai_aug.utils import output_file
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -34,7 +35,7 @@ def require_writable_folder(folder: str | Path, option: str) -> None:
     folder = Path(folder)
     target = _existing_ancestor(folder)
     if not target.is_dir():
-        raise MaiAugError(f"{option} {folder}: {target} is not a folder")
+        raise MaiAugError(f"{option} {folder}: cannot write there ({target} is not a folder)")
     try:
         with tempfile.TemporaryFile(dir=target):
             pass
@@ -43,15 +44,14 @@ def require_writable_folder(folder: str | Path, option: str) -> None:
 
 
 def require_writable_file(path: str | Path, option: str) -> None:
-    """Raise a one-line error unless ``path`` can be (over)written: its folder takes files, an existing file is writable.
+    """Raise a one-line error unless ``path`` can be (over)written: its folder takes files, an existing file is a
+    regular file (a symlink's target) and writable.
 
     Args:
         path: the file the command will write.
         option: the option that named it, for the message.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise MaiAugError(f"{option} {path}: is a folder, expected a file name")
+    path = output_file(path, option)  # a symlink's target; a folder, FIFO or device is refused (never opened)
     require_writable_folder(path.parent, option)
     if path.exists():
         try:

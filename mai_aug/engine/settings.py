@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mai_aug.engine.config import TrainConfig
 from mai_aug.errors import MaiAugError
+from mai_aug.utils import read_user_yaml
 
 #: Where a value may come from, lowest first (``compare`` marks what the study sets per run: out, regime, seed...).
 SOURCES = ("default", "file", "preset", "cli", "compare")
@@ -39,12 +38,7 @@ def read_settings(path: str | Path) -> dict[str, Any]:
     from mai_aug.study.presets import check_train_section  # the preset checks' tables: one set of rules
 
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise MaiAugError(f"--settings {path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise MaiAugError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    raw = read_user_yaml(path, f"--settings {path}")
     return check_train_section({} if raw is None else raw, str(path), sep=": ")
 
 

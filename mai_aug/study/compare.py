@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mai_aug.data.boxes import find_box_file
 from mai_aug.data.datasets import DataSource
@@ -57,6 +56,7 @@ from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
 from mai_aug.study.saliency import saliency_section, sweep_saliency
 from mai_aug.transforms.regimes import available_regimes, load_regime
+from mai_aug.utils import read_user_yaml, write_text_atomic
 
 PRESETS = ("demo", "article", "full", "robustness")
 
@@ -72,10 +72,8 @@ def preset_path(name: str) -> Path:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    try:
-        preset = yaml.safe_load(preset_path(name).read_text()) or {}
-    except yaml.YAMLError as e:
-        raise MaiAugError(f"--preset {name}: not valid YAML ({e})") from None
+    """A preset by name or file, read as data (no aliases) and checked (:func:`mai_aug.study.presets.check_preset`)."""
+    preset = read_user_yaml(preset_path(name), f"--preset {name}") or {}
     return check_preset(preset, name)
 
 
@@ -186,6 +184,7 @@ def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     _check_data_options(opts, preset)
     if not opts.saliency and (opts.saliency_tolerance is not None or opts.saliency_max_images is not None):
         raise MaiAugError("--saliency-tolerance and --saliency-max-images need --saliency")
+    _check_out(Path(opts.out))
     if ctx.is_main:
         require_writable_folder(Path(opts.out), "--out")  # before the phantom is generated and the runs train
     metrics = [m.name for m in resolve_metrics(opts.train_overrides.get("metrics")
@@ -207,6 +206,37 @@ def _check_data_options(opts: CompareOptions, preset: dict[str, Any]) -> None:
     unknown = set(preset.get("data", {})) - {"split", "val_frac", "test_frac", "seed", "images"}
     if unknown:
         raise MaiAugError(f"--preset {opts.preset}: unknown data key(s) {', '.join(sorted(unknown))}")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` that is a file, or a non-empty folder that is not a comparison (nothing is written)."""
+    study = StudyLayout(out)
+    if out.exists() and not out.is_dir():
+        raise MaiAugError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and not study.is_study() and any(out.iterdir()):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+        raise MaiAugError(f"--out {out}: not empty and not a comparison folder (it holds {shown}...; no "
+                          f"{study.marker.name} or run folders); give a new or empty folder, its files would be "
+                          f"overwritten")
+
+
+def _claim_out(out: Path, ctx: distributed.DistContext) -> None:
+    """Make ``out`` a comparison folder: new, empty, or one already (:meth:`StudyLayout.is_study`); marked first.
+
+    A non-empty folder that is not a comparison (a user's own ``datalist.json``, ``report.md``...) is refused:
+    the comparison would overwrite files it did not write. Every rank checks before rank 0 writes anything.
+    """
+    study = StudyLayout(out)
+    _check_out(out)
+    ctx.barrier()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
+    if ctx.is_main:
+        require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
+        if not study.marker.is_file():
+            write_text_atomic(study.marker, "a mai-aug compare folder: its runs, datalist and reports\n")
 
 
 def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _Study) -> pd.DataFrame:
@@ -280,6 +310,10 @@ def _check_runs(opts: CompareOptions, preset: dict[str, Any]) -> list[str]:
     for r in regimes:
         if r not in known:
             raise MaiAugError(f"--regimes: unknown regime {r!r} (available: {', '.join(known)})")
+    repeated = sorted({r for r in regimes if regimes.count(r) > 1})
+    if repeated:
+        raise MaiAugError(f"--regimes: {', '.join(map(repr, repeated))} given more than once; name each regime once "
+                          f"(--seeds N trains N seeds of each)")
     if opts.seeds < 1:
         raise MaiAugError("--seeds must be at least 1")
     return regimes
@@ -389,18 +423,10 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     reader = DataSource(data=data_dir, images=(data_dir / images) if images else None,
                         **(opts.data_options if opts.data is not None else {}))
     datalist = split_data(data_dir, report=lambda line: print(line, file=sys.stderr), source=reader, **data_opts)
-    _make_out(Path(opts.out))
+    _claim_out(Path(opts.out), ctx)  # once the data has been read: a refused split creates nothing
     datalist = check_images_if_asked(datalist, opts, lambda line: print(line, file=sys.stderr),
                                      StudyLayout(opts.out).bad_images, progress=not opts.quiet)
     return datalist, source
-
-
-def _make_out(out: Path) -> None:
-    """Create the comparison folder (once the data has been read)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
 
 
 def _report_split(datalist: dict, table: bool, warn: bool) -> None:

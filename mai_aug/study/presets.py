@@ -17,6 +17,7 @@ from mai_aug.data.phantom import PhantomSpec
 from mai_aug.engine.config import TrainConfig
 from mai_aug.engine.network_spec import lookup_network, network_fields
 from mai_aug.errors import MaiAugError
+from mai_aug.limits import check_limit
 from mai_aug.stats.auc import MIN_BOOTSTRAP
 
 SECTIONS = ("description", "phantom", "data", "regimes", "seeds", "train", "bootstrap", "robustness", "primary", "detect")
@@ -113,6 +114,7 @@ def _check_section(label: str, values: Any, types: dict[str, Any], sep: str = ".
             test, words = RANGES[key]
             if not test(value):
                 raise MaiAugError(f"{where}: {value!r} must be {words}")
+        check_limit(str(key), value, where)
 
 
 def check_preset(preset: Any, name: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import yaml
 
 from mai_aug.data.split import split_table
 from mai_aug.engine.layout import RunLayout, StudyLayout
@@ -22,6 +21,7 @@ from mai_aug.stats.planning import DEFAULT_DETECT, plan_table
 from mai_aug.stats.scores import Metric, resolve_metrics
 from mai_aug.study.findings import Evidence, findings_section, in_distribution
 from mai_aug.study.runs import read_paired
+from mai_aug.utils import dump_yaml
 
 
 def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str],
@@ -242,8 +242,8 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
         "## Split (images, patients, positives per finding)", "", report.markdown_table(sizes.reset_index().rename(columns={"index": ""}), "{}"), "",
         "## Runs", "", *[f"- `{StudyLayout.label(r, k)}/`: run folder (config.yaml, metrics.csv, checkpoints, eval/)" for r in regimes for k in range(seeds)],
         "", f"TensorBoard: `tensorboard --logdir {study.tensorboard}` overlays the runs (HParams tab: regime, seed, image size).", "",
-        "## Exact configuration", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", "",
+        "## Exact configuration", "", "```yaml", dump_yaml(config).rstrip(), "```", "",
     ]
     study.report.write_text("\n".join(full))
-    study.config.write_text(yaml.safe_dump(config, sort_keys=False))
+    study.config.write_text(dump_yaml(config))
     return summary

@@ -10,22 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from monai.bundle import ConfigParser
 from monai.bundle.utils import ID_REF_KEY
 from monai.transforms import Compose, EnsureTyped, ScaleIntensityRanged
 
 from mai_aug.errors import MaiAugError
+from mai_aug.names import check_name
 from mai_aug.transforms.guard import check_deterministic, check_no_mirror
 from mai_aug.transforms.intensity import ToUint8d
 from mai_aug.transforms.lazy import fused
-from mai_aug.transforms.trust import check_data_only, resolve_trust
+from mai_aug.transforms.trust import check_data_only, resolve_trust, walk_config
+from mai_aug.utils import read_user_yaml
 
 IMAGE, LABEL = "image", "label"
 MIN_IMAGE_SIZE = 32
 PARTS = ("load", "deterministic", "random")
 SPEC_KEYS = frozenset({"description", *PARTS, "allow_lateral_flip"})
 MAX_REFERENCE_DEPTH = 20
+MAX_MAGNITUDE = 1e12  # no transform argument (probability, range, size, angle) is anywhere near this
 
 
 def default_regimes_file() -> Path:
@@ -34,16 +36,7 @@ def default_regimes_file() -> Path:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MaiAugError(f"--regimes-file {path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise MaiAugError(f"--regimes-file {path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
-    except OSError as e:
-        raise MaiAugError(f"--regimes-file {path}: cannot read ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        raise MaiAugError(f"--regimes-file {path}: not valid YAML ({e})") from None
+    content = read_user_yaml(path, f"--regimes-file {path}")
     if not isinstance(content, dict) or not isinstance(content.get("regimes"), dict):
         keys = f" (it has {', '.join(map(repr, content))})" if isinstance(content, dict) else ""
         raise MaiAugError(f"--regimes-file {path}: expected a mapping with a 'regimes' mapping{keys}")
@@ -58,6 +51,8 @@ def merged_config(regimes_files: Sequence[str | Path] = (), trust: bool | None =
     config = _read_yaml(default_regimes_file())
     for path in regimes_files:
         user = _read_yaml(Path(path))
+        for name in user["regimes"]:  # names become folders (OUT/<regime>/seed-<k>) and ConfigParser ids
+            check_name(name, f"--regimes-file {path}: regime")
         check_data_only(user, f"--regimes-file {path}", trust)
         config["regimes"].update(user.get("regimes", {}))
         if "load" in user:
@@ -228,6 +223,7 @@ def regime_from_spec(name: str, spec: dict, image_size: int, trust: bool = False
     unknown = set(spec) - SPEC_KEYS
     if unknown:
         raise MaiAugError(f"regime {name!r}: unknown key(s) {', '.join(sorted(unknown))}")
+    _check_numbers(name, spec)
     parser = ConfigParser({"image_size": int(image_size), "spec": copy.deepcopy(spec)})
     parts = {part: _instantiate(parser, name, part) for part in PARTS}
     regime = Regime(
@@ -246,6 +242,37 @@ def regime_from_spec(name: str, spec: dict, image_size: int, trust: bool = False
         check_no_mirror(name, regime.load, regime.deterministic, regime.random)
     check_deterministic(name, regime.deterministic)
     return regime
+
+
+def _check_numbers(name: str, spec: dict) -> None:
+    """Refuse a number no transform takes (``prob: 1e400``, a 400-digit integer) before MONAI tries to build it.
+
+    Raises:
+        MaiAugError: one line naming the regime, part, transform, argument and value.
+    """
+    for part in PARTS:
+        entries = spec.get(part) or []
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            target = entry.get("_target_", f"entry {i}") if isinstance(entry, dict) else f"entry {i}"
+            for where, _, value in walk_config(entry, "", None):
+                if _out_of_range(value):
+                    shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}... ({len(repr(value))} characters)"
+                    raise MaiAugError(f"regime {name!r}, {part}[{i}] {target}: {where} = {shown} is not a finite "
+                                      f"number of at most {MAX_MAGNITUDE:g} in size")
+
+
+def _out_of_range(value: Any) -> bool:
+    """A number (or a string YAML left unparsed, such as ``1e400``) that is infinite, NaN or beyond MAX_MAGNITUDE."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except (ValueError, OverflowError):
+            return False
+    if isinstance(value, int):
+        return abs(value) > MAX_MAGNITUDE
+    return isinstance(value, float) and not abs(value) <= MAX_MAGNITUDE
 
 
 def _instantiate(parser: ConfigParser, name: str, part: str) -> list:

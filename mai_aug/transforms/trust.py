@@ -74,25 +74,25 @@ def check_data_only(config: Any, source: str, trust: bool | None = None) -> None
     if resolve_trust(trust):
         return
     locator = ComponentLocator()  # a fresh one sees the modules ConfigParser's own will see
-    for where, key, value in _walk(config, "", None):
+    for where, key, value in walk_config(config, "", None):
         problem = _problem(key, value, locator)
         if problem:
             raise MaiAugError(f"{source}: {where or 'top level'}: {problem}; configs are data by default, "
                               f"{TRUST_HINT}")
 
 
-def _walk(node: Any, where: str, parent: str | None) -> Iterator[tuple[str, str | None, Any]]:
+def walk_config(node: Any, where: str, parent: str | None) -> Iterator[tuple[str, str | None, Any]]:
     """Every (location, key, value) in a YAML tree; a list's items come with the list's key."""
     if isinstance(node, dict):
         for k, v in node.items():
             here = f"{where}.{k}" if where else str(k)
             yield here, str(k), v
-            yield from _walk(v, here, str(k))
+            yield from walk_config(v, here, str(k))
     elif isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
             here = f"{where}[{i}]"
             yield here, parent, v
-            yield from _walk(v, here, parent)
+            yield from walk_config(v, here, parent)
 
 
 def _problem(key: str | None, value: Any, locator: ComponentLocator) -> str | None:
