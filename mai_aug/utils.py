@@ -44,7 +44,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool =
     ``path`` as it was, and becomes one :class:`MaiAugError` naming the file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise MaiAugError(f"{path}: cannot write ({write_reason(e)})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -53,23 +56,54 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool =
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the mode open() would have
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        cause = os_error_of(e)
+        if cause is None:
+            raise
         kept = "the previous file is kept" if path.exists() else "nothing was written"
-        raise MaiAugError(f"{path}: cannot write ({reason}); {kept}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        raise MaiAugError(f"{path}: cannot write ({write_reason(cause)}); {kept}") from None
     if durable:
         _fsync_dir(path.parent)
+
+
+def os_error_of(error: BaseException) -> OSError | None:
+    """``error`` if it is an OSError, else the OSError it wraps: torch's zip writer turns a failed write (disk
+    full) into ``RuntimeError: ... unexpected pos``, with the OSError only as its context."""
+    if isinstance(error, OSError) or not isinstance(error, RuntimeError):
+        return error if isinstance(error, OSError) else None
+    seen = error.__cause__ or error.__context__
+    for _ in range(10):  # a context chain is short; the bound guards against a cycle
+        if seen is None or isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def write_reason(error: OSError) -> str:
+    """A failed write's cause in words (``no space left on the device`` for ENOSPC)."""
+    return "no space left on the device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """:func:`atomic_write` of a text file (UTF-8)."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a command's output file: atomically (:func:`atomic_write`) when ``path`` is a regular file or absent;
+    directly when it is a device or pipe (``--out /dev/stdout``), which a rename would replace. A failed write
+    (disk full: ``/dev/full``) becomes one :class:`MaiAugError` naming the file."""
+    path = Path(path)
+    if not path.exists() or path.is_file():
+        write_text_atomic(path, text)
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise MaiAugError(f"{path}: cannot write ({write_reason(e)})") from None
 
 
 def _umask() -> int:

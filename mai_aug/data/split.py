@@ -10,6 +10,7 @@ All draws come from one seeded generator, so the same seed gives the same split.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 
 from mai_aug.data.datasets.nih import from_nih
 from mai_aug.data.datasets.table import POOL, TEST, DatasetTable
+from mai_aug.data.images import file_problem
 from mai_aug.data.nih import FINDINGS, NIHTable, read_name_list
 from mai_aug.errors import MaiAugError
 
@@ -237,7 +239,8 @@ def load_datalist(path: str | Path, check_files: bool = True) -> dict:
 
     Checked: UTF-8 JSON, the ``labels`` and split keys, every item's ``image``, ``label`` (one 0/1 or null per label;
     null, an unknown label, is read as NaN)
-    and ``patient``, that the image files exist (``check_files``) and that no patient is in two splits.
+    and ``patient``, that the image files exist and are regular files (``check_files``), that no image is listed
+    twice and that no patient is in two splits.
     Relative image paths are taken from the datalist's folder, as MONAI's ``load_decathlon_datalist`` does.
 
     Raises:
@@ -270,6 +273,7 @@ def load_datalist(path: str | Path, check_files: bool = True) -> dict:
             _absolute_image(item, path.parent)
     if check_files:
         _check_files(datalist, path)
+    _check_duplicates(datalist, path)
     _check_patient_overlap(datalist, path)
     return datalist
 
@@ -301,11 +305,35 @@ def _absolute_image(item: dict, base: Path) -> None:
 
 
 def _check_files(datalist: dict, path: Path) -> None:
-    missing = [(key, it["image"]) for key in SPLITS for it in datalist[key] if not Path(it["image"]).is_file()]
-    if missing:
+    """Every image is an existing regular file (a folder or a device is named as such, not as missing)."""
+    bad = [(key, it["image"], problem) for key in SPLITS for it in datalist[key]
+           if (problem := file_problem(it["image"])) not in (None, "empty file (0 bytes)")]  # empty: named later
+    if bad:
         total = sum(len(datalist[key]) for key in SPLITS)
-        raise MaiAugError(f"--datalist {path}: {len(missing)} of {total} image files are missing, e.g. "
-                          f"{missing[0][1]} ({missing[0][0]})")
+        key, image, problem = bad[0]
+        what = "are missing" if all(p == "file not found" for *_, p in bad) else "are missing or not files"
+        raise MaiAugError(f"--datalist {path}: {len(bad)} of {total} image files {what}, e.g. {image} ({key}: {problem})")
+
+
+def _check_duplicates(datalist: dict, path: Path) -> None:
+    """Refuse an image listed twice: with conflicting labels it is trained on both; in two splits it leaks; even
+    with the same labels it silently weighs twice."""
+    seen: dict[str, tuple[str, int, list]] = {}
+    for key in SPLITS:
+        for i, item in enumerate(datalist[key]):
+            image = os.path.normpath(item["image"])
+            if image not in seen:
+                seen[image] = (key, i, item["label"])
+                continue
+            first_key, first_i, first_label = seen[image]
+            conflict = " with conflicting labels" if not _same_label(first_label, item["label"]) else ""
+            raise MaiAugError(f"--datalist {path}: {item['image']} is listed twice{conflict} ({first_key} item "
+                              f"{first_i} and {key} item {i}); list each image once")
+
+
+def _same_label(a: list, b: list) -> bool:
+    """Equal label lists, an unknown (NaN) matching an unknown."""
+    return all(x == y or (x != x and y != y) for x, y in zip(a, b))
 
 
 def _check_patient_overlap(datalist: dict, path: Path) -> None:
