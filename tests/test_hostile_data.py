@@ -22,6 +22,7 @@ import pytest
 import test_bad_input as bad_input
 from PIL import Image
 from test_bad_input import Env
+from test_datasets import write_chexpert
 
 import mai_aug.engine.checkpoint as checkpoint_module
 import mai_aug.engine.evaluate as evaluate_module
@@ -161,6 +162,14 @@ def nih_rows(edit: str) -> Callable[[Env], list[str]]:
     return build
 
 
+def chexpert_row_twice(env: Env) -> list[str]:
+    """CheXpert's train.csv with one row repeated: the image would be trained on twice."""
+    top = write_chexpert(env.tmp / "chexpert", n_train=6, n_valid=3)
+    lines = (top / "train.csv").read_text().splitlines()
+    (top / "train.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
+    return ["split", "--data", str(top), "--out", str(env.tmp / "dl.json")]
+
+
 def preview_with(kind: str) -> Callable[[Env], list[str]]:
     def build(env: Env) -> list[str]:
         rows = [("00000001_000.png", "No Finding", 1, "PA"), ("00000002_000.png", "Effusion", 2, "PA")]
@@ -275,6 +284,8 @@ CASES = [
                  "row 3 (image '00000002_000.png'): 'No Finding' together with a finding",
                  id="nih-no-finding-with-a-finding"),
     pytest.param(nih_rows("duplicate-row"), 2, "duplicate image name", id="nih-duplicate-row"),
+    pytest.param(chexpert_row_twice, 2, "train.csv: image 'CheXpert-v1.0-small/train/patient00001/study1/"
+                 "view1_frontal.jpg' is listed twice", id="chexpert-row-twice"),
     pytest.param(nih_rows("huge-patient"), 2, "row 3 (image '00000002_000.png'): patient id too large",
                  id="nih-patient-id-above-int64"),
     # full disks
@@ -347,3 +358,14 @@ def test_header_check_reads_only_the_header(kind, problem, tmp_path):
     good = tmp_path / "good.dcm"  # a PNG named .dcm is judged by its content too
     good.write_bytes(_encode(Image.fromarray(_xray())))
     assert header_problem(good) is None
+
+
+def test_dicom_goes_to_the_load_step_when_pydicom_is_installed(tmp_path, monkeypatch):
+    """With the ``dicom`` extra a DICOM is left to MONAI's PydicomReader (a load step that uses it), not refused."""
+    import mai_aug.data.images as images
+
+    path = tmp_path / "scan.dcm"
+    path.write_bytes(DICOM)
+    assert "pip install mai-aug[dicom]" in images.header_problem(path)
+    monkeypatch.setattr(images, "dicom_readable", lambda: True)
+    assert images.header_problem(path) is None and images.image_problem(path) is None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import stat
 import struct
@@ -25,8 +26,8 @@ SPLITS: tuple[str, ...] = ("training", "validation", "test")
 MAGIC: tuple[tuple[bytes, str], ...] = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
                                        (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 DICOM_MAGIC = (128, b"DICM")  # the preamble, then the marker
-DICOM_HINT = ("a DICOM file: the load step reads PNG, JPEG, BMP or TIFF; convert it, or read DICOM with pydicom "
-              "(pip install mai-aug[dicom]) and a --regimes-file whose load step uses MONAI's PydicomReader")
+DICOM_HINT = ("a DICOM file, and pydicom is not installed: convert it to PNG, or pip install mai-aug[dicom] and "
+              "give a --regimes-file whose load step uses MONAI's PydicomReader")
 MIN_SIDE = 8  # px: a smaller "image" (1x1, 2x2) is a placeholder or a thumbnail, not a radiograph
 ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 is "as stored"
 HEADER_BYTES = 132  # enough for every magic number above, DICOM's included
@@ -59,6 +60,16 @@ def content_kind(head: bytes) -> str | None:
     return "DICOM" if head[offset:offset + len(marker)] == marker else None
 
 
+def dicom_readable() -> bool:
+    """Whether pydicom (the ``dicom`` extra, behind MONAI's PydicomReader) is installed."""
+    return importlib.util.find_spec("pydicom") is not None
+
+
+def _is_dicom(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        return content_kind(f.read(HEADER_BYTES)) == "DICOM"
+
+
 def header_problem(path: str | Path) -> str | None:
     """Why ``path`` is not a usable image, from its first bytes and header alone (no pixels decoded), or None.
 
@@ -76,8 +87,8 @@ def header_problem(path: str | Path) -> str | None:
             kind = content_kind(head)
             if kind is None:
                 return f"not an image (its content starts with {head[:16]!r}; expected PNG, JPEG, BMP or TIFF)"
-            if kind == "DICOM":
-                return DICOM_HINT
+            if kind == "DICOM":  # MONAI's PydicomReader decodes it, in a load step that uses it
+                return None if dicom_readable() else DICOM_HINT
             f.seek(0)
             with _header(f, str(path), kind) as image:
                 return _size_problem(image.size) or _orientation_problem(image)
@@ -131,7 +142,7 @@ def _orientation_problem(image: Image.Image) -> str | None:
 def image_problem(path: str | Path) -> str | None:
     """Why ``path`` cannot be used: :func:`header_problem`, or pixel data that does not decode (truncated); or None."""
     problem = header_problem(path)
-    if problem is not None:
+    if problem is not None or _is_dicom(path):  # a DICOM gets this far only when pydicom reads it, not Pillow
         return problem
     try:
         with Image.open(path) as image:

@@ -183,6 +183,7 @@ def make_datalist(
         raise MaiAugError(f"--val-frac {val_frac} and --test-frac {test_frac} must be in [0, 1) and sum below 1")
     if len(table) == 0:
         raise MaiAugError(f"{table.source}: no images left to split (check the image folder and --views)")
+    _check_table_duplicates(table)
     patients = table.patients
     if split == "patient":
         assignment = stratified_patient_split(patients, known_positives(table.labels),
@@ -315,20 +316,39 @@ def _check_files(datalist: dict, path: Path) -> None:
         raise MaiAugError(f"--datalist {path}: {len(bad)} of {total} image files {what}, e.g. {image} ({key}: {problem})")
 
 
+def first_repeat(images: Sequence[str]) -> tuple[int, int] | None:
+    """Positions of the first image path listed twice (compared normalised), or None.
+
+    Every way in refuses a repeated image (a datalist, a dataset table): with conflicting labels it would be
+    trained on both, in two splits it leaks, and even with the same labels it silently counts twice.
+    """
+    seen: dict[str, int] = {}
+    for j, image in enumerate(images):
+        i = seen.setdefault(os.path.normpath(image), j)
+        if i != j:
+            return i, j
+    return None
+
+
 def _check_duplicates(datalist: dict, path: Path) -> None:
-    """Refuse an image listed twice: with conflicting labels it is trained on both; in two splits it leaks; even
-    with the same labels it silently weighs twice."""
-    seen: dict[str, tuple[str, int, list]] = {}
-    for key in SPLITS:
-        for i, item in enumerate(datalist[key]):
-            image = os.path.normpath(item["image"])
-            if image not in seen:
-                seen[image] = (key, i, item["label"])
-                continue
-            first_key, first_i, first_label = seen[image]
-            conflict = " with conflicting labels" if not _same_label(first_label, item["label"]) else ""
-            raise MaiAugError(f"--datalist {path}: {item['image']} is listed twice{conflict} ({first_key} item "
-                              f"{first_i} and {key} item {i}); list each image once")
+    """Refuse a datalist that lists an image twice (:func:`first_repeat`), naming both places."""
+    places = [(key, i, item) for key in SPLITS for i, item in enumerate(datalist[key])]
+    repeat = first_repeat([item["image"] for *_, item in places])
+    if repeat is None:
+        return
+    (key_a, i_a, a), (key_b, i_b, b) = places[repeat[0]], places[repeat[1]]
+    conflict = "" if _same_label(a["label"], b["label"]) else " with conflicting labels"
+    raise MaiAugError(f"--datalist {path}: {b['image']} is listed twice{conflict} ({key_a} item {i_a} and "
+                      f"{key_b} item {i_b}); list each image once")
+
+
+def _check_table_duplicates(table: DatasetTable) -> None:
+    """Refuse a dataset table that lists an image twice (:func:`first_repeat`; e.g. in both of CheXpert's CSVs)."""
+    repeat = first_repeat(table.images)
+    if repeat is not None:
+        i, j = repeat
+        raise MaiAugError(f"{table.source}: image {table.names[j]!r} is listed twice (as {table.names[i]!r} too: "
+                          f"{table.images[j]}); list each image once")
 
 
 def _same_label(a: list, b: list) -> bool:
