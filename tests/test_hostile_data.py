@@ -369,3 +369,41 @@ def test_dicom_goes_to_the_load_step_when_pydicom_is_installed(tmp_path, monkeyp
     assert "pip install mai-aug[dicom]" in images.header_problem(path)
     monkeypatch.setattr(images, "dicom_readable", lambda: True)
     assert images.header_problem(path) is None and images.image_problem(path) is None
+
+
+def _tmpfs(env: Env, folder: Path, size: str) -> Path:
+    """A real small file system at ``folder`` (a tmpfs: needs root and mount), unmounted when the test ends."""
+    folder.mkdir(parents=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a real full disk needs root (mount -t tmpfs)")
+    import subprocess
+
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    env.cleanups.append(lambda: subprocess.run(["umount", str(folder)], check=True))
+    return folder
+
+
+def test_train_on_a_real_full_disk(env, capsys, monkeypatch):
+    """A run folder on a 16 MiB file system: the 28 MB best.pt meets ENOSPC inside torch.save (RuntimeError
+    ``unexpected pos``), which is one line naming the file; nothing partial is left."""
+    out = _tmpfs(env, env.tmp / "small-disk", "16m") / "run"
+    one_line_check(lambda env: env.train(out=out), 2, "best.pt: cannot write (no space left on the device)", env,
+                   capsys, monkeypatch)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == []
+
+
+def test_evaluate_on_a_real_full_disk(env, capsys, monkeypatch):
+    """A run folder on a full file system: refused before inference, in one line."""
+    disk = _tmpfs(env, env.tmp / "full-disk", "1m")
+    run = Path(shutil.copytree(env.run, disk / "run", ignore=shutil.ignore_patterns("checkpoints", "cache",
+                                                                                    "tensorboard")))
+    with open(disk / "filler", "wb") as f:  # fill what is left
+        with pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+    argv = ["evaluate", "--run", str(run), "--checkpoint", str(env.run / "checkpoints" / "best.pt"),
+            "--bootstrap", "200"]
+    one_line_check(lambda env: argv, 2, "no space left on the device", env, capsys, monkeypatch)
