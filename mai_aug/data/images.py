@@ -1,5 +1,7 @@
-"""Image files that cannot be decoded: found quickly up front (``--verify-images``), dropped on request
-(``--skip-bad-images``), and named with their cause when a loader meets one."""
+"""Image files that cannot be used: refused by content before any long work (:func:`check_image_headers`: magic
+bytes and header, for split, train, evaluate, predict and compare), fully decoded up front on request
+(``--verify-images``), dropped on request (``--skip-bad-images``), and named with their cause when a loader meets
+one (:class:`NameBadImage`)."""
 
 from __future__ import annotations
 
@@ -156,18 +158,19 @@ def image_problem(path: str | Path) -> str | None:
     return None
 
 
-def check_image_headers(paths: Sequence[str], where: str = "", workers: int | None = None) -> None:
+def check_image_headers(paths: Sequence[str], hint: str = "", workers: int | None = None) -> None:
     """Raise one :class:`MaiAugError` naming the first of ``paths`` that :func:`header_problem` refuses.
 
     Cheap (the first bytes and the header of each file, read by threads): run before any long work (training,
     inference), so that a bad file stops the command at once with its name rather than deep in a transform.
+    ``hint`` ends the message when several files are refused (what the command offers to drop them).
     """
     workers = workers or min(16, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         bad = [(p, problem) for p, problem in zip(paths, pool.map(header_problem, paths)) if problem is not None]
     if bad:
-        more = f" ({len(bad)} of {len(paths)} images are not usable; --skip-bad-images drops them)" if len(bad) > 1 else ""
-        raise MaiAugError(f"{where}{bad[0][0]}: {bad[0][1]}{more}")
+        more = f" ({len(bad)} of {len(paths)} images are not usable{hint})" if len(bad) > 1 else ""
+        raise MaiAugError(f"{bad[0][0]}: {bad[0][1]}{more}")
 
 
 def find_bad_images(paths: Sequence[str], workers: int | None = None, progress: bool = True) -> list[tuple[str, str]]:
@@ -275,6 +278,6 @@ def check_images_if_asked(datalist: dict, options: Any, report: Callable[[str], 
     of every listed image, and ``datalist`` unchanged."""
     skip = bool(getattr(options, "skip_bad_images", False))
     if not (skip or getattr(options, "verify_images", False)):
-        check_image_headers([it["image"] for key in SPLITS for it in datalist[key]])
+        check_image_headers([it["image"] for key in SPLITS for it in datalist[key]], "; --skip-bad-images drops them")
         return datalist
     return check_datalist_images(datalist, skip=skip, report=report, bad_list=bad_list, progress=progress)

@@ -312,8 +312,10 @@ def _check_files(datalist: dict, path: Path) -> None:
     if bad:
         total = sum(len(datalist[key]) for key in SPLITS)
         key, image, problem = bad[0]
-        what = "are missing" if all(p == "file not found" for *_, p in bad) else "are missing or not files"
-        raise MaiAugError(f"--datalist {path}: {len(bad)} of {total} image files {what}, e.g. {image} ({key}: {problem})")
+        if all(p == "file not found" for *_, p in bad):
+            raise MaiAugError(f"--datalist {path}: {len(bad)} of {total} image files are missing, e.g. {image} ({key})")
+        raise MaiAugError(f"--datalist {path}: {len(bad)} of {total} image files are missing or not files, e.g. "
+                          f"{image} ({key}: {problem})")
 
 
 def first_repeat(images: Sequence[str]) -> tuple[int, int] | None:
