@@ -407,3 +407,17 @@ def test_evaluate_on_a_real_full_disk(env, capsys, monkeypatch):
     argv = ["evaluate", "--run", str(run), "--checkpoint", str(env.run / "checkpoints" / "best.pt"),
             "--bootstrap", "200"]
     one_line_check(lambda env: argv, 2, "no space left on the device", env, capsys, monkeypatch)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_log_on_a_full_disk_is_one_warning_not_a_traceback_per_line(capsys):
+    import logging
+
+    from mai_aug.engine.runtime import RunLog
+
+    with RunLog(Path("/dev/full"), echo=False) as logger:
+        for i in range(3):
+            logger.info(f"line {i}")
+    err = capsys.readouterr().err
+    assert err == "warning: cannot write /dev/full (no space left on the device); it stops here\n"
+    assert not logging.getLogger("mai_aug").handlers  # removed on exit as before
