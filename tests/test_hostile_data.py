@@ -421,3 +421,20 @@ def test_a_log_on_a_full_disk_is_one_warning_not_a_traceback_per_line(capsys):
     err = capsys.readouterr().err
     assert err == "warning: cannot write /dev/full (no space left on the device); it stops here\n"
     assert not logging.getLogger("mai_aug").handlers  # removed on exit as before
+
+
+def test_dicom_the_load_step_cannot_read_is_named(tmp_path, monkeypatch):
+    """pydicom installed but the shipped load step (PILReader): the loader's failure names the file, in one line."""
+    import mai_aug.data.images as images
+    from mai_aug.data.loader import build_dataset
+    from mai_aug.errors import wrapped_message
+    from mai_aug.transforms.regimes import load_regime
+
+    path = tmp_path / "scan.dcm"
+    path.write_bytes(DICOM)
+    monkeypatch.setattr(images, "dicom_readable", lambda: True)
+    dataset = build_dataset([{"image": str(path), "label": [0.0] * 14}], load_regime("basic", 32), train=False,
+                            cache="none")
+    with pytest.raises(RuntimeError) as caught:  # MONAI wraps it; the command line prints the MaiAugError inside
+        dataset[0]
+    assert wrapped_message(caught.value).startswith(f"{path}: a DICOM file that the load step cannot read")

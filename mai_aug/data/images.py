@@ -254,13 +254,23 @@ class NameBadImage(Transform):
         try:
             out = self.transform(data)
         except Exception:
-            problem = image_problem(path) if isinstance(path, str | Path) else None
+            problem = load_problem(path) if isinstance(path, str | Path) else None
             if problem is None:
                 raise
             raise MaiAugError(f"{path}: {problem}") from None
         if isinstance(out, dict):
             warn_if_constant(path, out.get(self.key))
         return out
+
+
+def load_problem(path: str | Path) -> str | None:
+    """Why the load step failed on ``path``: :func:`image_problem`, or a DICOM (accepted because pydicom is
+    installed) that the load step's reader cannot read; None when the file is not the cause."""
+    problem = image_problem(path)
+    if problem is None and file_problem(path) is None and _is_dicom(path):
+        return ("a DICOM file that the load step cannot read (the shipped one reads with PILReader): give a "
+                "--regimes-file whose load step uses MONAI's PydicomReader, or convert it to PNG")
+    return problem
 
 
 def warn_if_constant(path: Any, image: Any) -> None:
