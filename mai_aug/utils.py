@@ -57,14 +57,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool =
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the mode open() would have
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         _remove(tmp)
-        reason = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        cause = os_error_of(e)
+        if cause is None:
+            raise
         kept = "the previous file is kept" if path.exists() else "nothing was written"
-        raise MaiAugError(f"{path}: cannot write ({reason}); {kept}") from None
-    except BaseException:
-        _remove(tmp)
-        raise
+        raise MaiAugError(f"{path}: cannot write ({write_reason(cause)}); {kept}") from None
     if durable:
         _fsync_dir(path.parent)
 
@@ -96,6 +95,24 @@ def output_file(path: str | Path, label: str | None = None) -> Path:
         named = f"{label} {path}" if label else str(path)
         raise MaiAugError(f"{named}: exists and is {kind}; give the name of a regular file to write")
     return target
+
+
+def os_error_of(error: BaseException) -> OSError | None:
+    """``error`` if it is an OSError, else the OSError it wraps: torch's zip writer turns a failed write (disk
+    full) into ``RuntimeError: ... unexpected pos``, with the OSError only as its context."""
+    if isinstance(error, OSError) or not isinstance(error, RuntimeError):
+        return error if isinstance(error, OSError) else None
+    seen = error.__cause__ or error.__context__
+    for _ in range(10):  # a context chain is short; the bound guards against a cycle
+        if seen is None or isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def write_reason(error: OSError) -> str:
+    """A failed write's cause in words (``no space left on the device`` for ENOSPC)."""
+    return "no space left on the device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
 
 
 def write_text_atomic(path: Path, text: str) -> None:

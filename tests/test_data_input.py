@@ -94,7 +94,8 @@ CORRUPTIONS = {
     "zero-byte": lambda data: b"",
     "not an image": lambda data: b"this is a text file, not a PNG\n",
 }
-CAUSES = {"truncated": "cannot decode image", "zero-byte": "empty file (0 bytes)", "not an image": "cannot decode image"}
+CAUSES = {"truncated": "cannot decode image", "zero-byte": "empty file (0 bytes)",
+          "not an image": "not an image (its content starts with b'this is a text f'"}  # refused by content
 
 
 @pytest.fixture
@@ -230,7 +231,7 @@ def test_compare_checks_images_before_caching(nih, tmp_path, capsys):
     bad = corrupt(nih / "images" / "00000003_000.png", "not an image")
     args = ["compare", "--data", str(nih), "--regimes", "none", "--image-size", "32", "--workers", "0", "--quiet"]
     err = run_bad([*args, "--out", str(tmp_path / "a"), "--verify-images"], capsys)
-    assert f"{bad}: cannot decode image" in err
+    assert f"{bad}: {CAUSES['not an image']}" in err
     # With --skip-bad-images the image is dropped and listed; --batch-size 99 then stops before any training.
     err = run_bad([*args, "--out", str(tmp_path / "b"), "--skip-bad-images", "--batch-size", "99"], capsys)
     assert "larger than the training split" in err

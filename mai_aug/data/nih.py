@@ -51,6 +51,7 @@ COLUMNS: tuple[str, ...] = (
     "OriginalImagePixelSpacing y",
 )
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 @dataclass
@@ -137,6 +138,8 @@ def _validate_rows(frame: pd.DataFrame, csv_path: Path) -> None:
     _first_bad(frame, frame["Image Index"] == "", "Image Index", csv_path, "empty image name")
     pid = frame["Patient ID"].str.strip()
     _first_bad(frame, ~pid.str.fullmatch(r"\d+"), "Patient ID", csv_path, "non-integer patient id")
+    too_large = pid.map(lambda text: int(text) > INT64_MAX)
+    _first_bad(frame, too_large, "Patient ID", csv_path, f"patient id too large (above {INT64_MAX})")
     frame["Patient ID"] = pid.astype(np.int64)
     view = frame["View Position"].str.strip()
     _first_bad(frame, ~view.isin(VIEWS), "View Position", csv_path, f"unknown view (expected {'/'.join(VIEWS)})")
@@ -158,6 +161,11 @@ def binarize_labels(frame: pd.DataFrame, csv_path: Path | str = "CSV") -> np.nda
         )
     empty = frame["Finding Labels"].str.strip() == ""
     _first_bad(frame, empty, "Finding Labels", Path(csv_path), "empty labels (use 'No Finding')")
+    no_finding = NO_FINDING.replace(" ", "")
+    if no_finding in dummies.columns:  # "No Finding|Effusion": is the image normal or not? refuse to guess
+        found = dummies[[c for c in dummies.columns if c != no_finding]].sum(axis=1) > 0
+        _first_bad(frame, (dummies[no_finding] > 0) & found, "Finding Labels", Path(csv_path),
+                   f"{NO_FINDING!r} together with a finding")
     labels = np.zeros((len(frame), len(FINDINGS)), dtype=np.uint8)
     for j, name in enumerate(FINDINGS):
         if name in dummies.columns:

@@ -10,6 +10,7 @@ All draws come from one seeded generator, so the same seed gives the same split.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 
 from mai_aug.data.datasets.nih import from_nih
 from mai_aug.data.datasets.table import POOL, TEST, DatasetTable
+from mai_aug.data.images import file_problem
 from mai_aug.data.nih import FINDINGS, NIHTable, read_name_list
 from mai_aug.errors import MaiAugError
 from mai_aug.utils import output_file, write_text_atomic
@@ -182,6 +184,7 @@ def make_datalist(
         raise MaiAugError(f"--val-frac {val_frac} and --test-frac {test_frac} must be in [0, 1) and sum below 1")
     if len(table) == 0:
         raise MaiAugError(f"{table.source}: no images left to split (check the image folder and --views)")
+    _check_table_duplicates(table)
     patients = table.patients
     if split == "patient":
         assignment = stratified_patient_split(patients, known_positives(table.labels),
@@ -242,7 +245,8 @@ def load_datalist(path: str | Path, check_files: bool = True) -> dict:
 
     Checked: UTF-8 JSON, the ``labels`` and split keys, every item's ``image``, ``label`` (one 0/1 or null per label;
     null, an unknown label, is read as NaN)
-    and ``patient``, that the image files exist (``check_files``) and that no patient is in two splits.
+    and ``patient``, that the image files exist and are regular files (``check_files``), that no image is listed
+    twice and that no patient is in two splits.
     Relative image paths are taken from the datalist's folder, as MONAI's ``load_decathlon_datalist`` does.
 
     Raises:
@@ -275,6 +279,7 @@ def load_datalist(path: str | Path, check_files: bool = True) -> dict:
             _absolute_image(item, path.parent)
     if check_files:
         _check_files(datalist, path)
+    _check_duplicates(datalist, path)
     _check_patient_overlap(datalist, path)
     return datalist
 
@@ -306,11 +311,56 @@ def _absolute_image(item: dict, base: Path) -> None:
 
 
 def _check_files(datalist: dict, path: Path) -> None:
-    missing = [(key, it["image"]) for key in SPLITS for it in datalist[key] if not Path(it["image"]).is_file()]
-    if missing:
+    """Every image is an existing regular file (a folder or a device is named as such, not as missing)."""
+    bad = [(key, it["image"], problem) for key in SPLITS for it in datalist[key]
+           if (problem := file_problem(it["image"])) not in (None, "empty file (0 bytes)")]  # empty: named later
+    if bad:
         total = sum(len(datalist[key]) for key in SPLITS)
-        raise MaiAugError(f"--datalist {path}: {len(missing)} of {total} image files are missing, e.g. "
-                          f"{missing[0][1]} ({missing[0][0]})")
+        key, image, problem = bad[0]
+        if all(p == "file not found" for *_, p in bad):
+            raise MaiAugError(f"--datalist {path}: {len(bad)} of {total} image files are missing, e.g. {image} ({key})")
+        raise MaiAugError(f"--datalist {path}: {len(bad)} of {total} image files are missing or not files, e.g. "
+                          f"{image} ({key}: {problem})")
+
+
+def first_repeat(images: Sequence[str]) -> tuple[int, int] | None:
+    """Positions of the first image path listed twice (compared normalised), or None.
+
+    Every way in refuses a repeated image (a datalist, a dataset table): with conflicting labels it would be
+    trained on both, in two splits it leaks, and even with the same labels it silently counts twice.
+    """
+    seen: dict[str, int] = {}
+    for j, image in enumerate(images):
+        i = seen.setdefault(os.path.normpath(image), j)
+        if i != j:
+            return i, j
+    return None
+
+
+def _check_duplicates(datalist: dict, path: Path) -> None:
+    """Refuse a datalist that lists an image twice (:func:`first_repeat`), naming both places."""
+    places = [(key, i, item) for key in SPLITS for i, item in enumerate(datalist[key])]
+    repeat = first_repeat([item["image"] for *_, item in places])
+    if repeat is None:
+        return
+    (key_a, i_a, a), (key_b, i_b, b) = places[repeat[0]], places[repeat[1]]
+    conflict = "" if _same_label(a["label"], b["label"]) else " with conflicting labels"
+    raise MaiAugError(f"--datalist {path}: {b['image']} is listed twice{conflict} ({key_a} item {i_a} and "
+                      f"{key_b} item {i_b}); list each image once")
+
+
+def _check_table_duplicates(table: DatasetTable) -> None:
+    """Refuse a dataset table that lists an image twice (:func:`first_repeat`; e.g. in both of CheXpert's CSVs)."""
+    repeat = first_repeat(table.images)
+    if repeat is not None:
+        i, j = repeat
+        raise MaiAugError(f"{table.source}: image {table.names[j]!r} is listed twice (as {table.names[i]!r} too: "
+                          f"{table.images[j]}); list each image once")
+
+
+def _same_label(a: list, b: list) -> bool:
+    """Equal label lists, an unknown (NaN) matching an unknown."""
+    return all(x == y or (x != x and y != y) for x, y in zip(a, b))
 
 
 def _check_patient_overlap(datalist: dict, path: Path) -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from monai.data import DataLoader, Dataset
 
+from mai_aug.data.images import check_image_headers
 from mai_aug.data.loader import build_dataset
 from mai_aug.data.split import load_datalist
 from mai_aug.engine.config import TrainConfig, read_config
@@ -23,16 +24,18 @@ from mai_aug.engine.layout import LAST_PREFIX, RunLayout
 from mai_aug.engine.network import build_network
 from mai_aug.engine.network_spec import stored_network
 from mai_aug.engine.precision import inference_dtype, trained_dtype
-from mai_aug.engine.preflight import require_writable_file, require_writable_folder
+from mai_aug.engine.preflight import require_free_space, require_writable_file, require_writable_folder
 from mai_aug.engine.runtime import RunLog, load_checkpoint, load_model_state, resolve_device
 from mai_aug.engine.tta import tta_predictions, tta_table
 from mai_aug.errors import MaiAugError, first_line, wrapped_message
 from mai_aug.reports.roc import roc_figure
 from mai_aug.stats.scores import interval_tables, resolve_metrics
 from mai_aug.transforms.regimes import Regime, stored_regime
-from mai_aug.utils import write_text_atomic
+from mai_aug.utils import atomic_write, write_text_atomic
 
 logger = logging.getLogger("mai_aug")
+# free space evaluate wants before inference: the ROC figure and tables, plus each image's predictions row
+EVAL_BYTES, EVAL_BYTES_PER_IMAGE = 1 << 20, 1 << 10
 SPLIT_KEYS = {"test": "test", "validation": "validation", "training": "training"}
 
 
@@ -69,6 +72,10 @@ class TrainedRun:
             path = self.layout.last or self.layout.checkpoints / f"{LAST_PREFIX}N.pt"
         else:
             path = Path(which)
+        if path.is_dir():
+            raise MaiAugError(f"--checkpoint {which}: {path} is a folder; give a checkpoint file (or best, last)")
+        if path.exists() and not path.is_file():
+            raise MaiAugError(f"--checkpoint {which}: {path} is not a regular file")
         if not path.is_file():
             raise MaiAugError(f"--checkpoint {which}: {path} not found (has the run finished an epoch?)")
         return path
@@ -109,8 +116,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     items = run.datalist[SPLIT_KEYS[split]]
     if not items:
         raise MaiAugError(f"{run.run_dir}: the {split} split is empty")
+    check_image_headers([it["image"] for it in items])
     layout = run.layout
     require_writable_folder(layout.eval_dir, "--run")  # before inference, not after it
+    require_free_space(layout.eval_dir, EVAL_BYTES + EVAL_BYTES_PER_IMAGE * len(items) * (2 if tta else 1), "--run")
     layout.eval_dir.mkdir(exist_ok=True)
     # the meta file first: until the new outputs are complete, none of them vouches for a checkpoint; then every
     # other output of this split (metric and TTA tables of an earlier evaluation must not outlive it)
@@ -126,15 +135,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
         labels = labels.astype(np.int64)  # 0/1 columns in _predictions.csv, as before
     patients = np.asarray([it["patient"] for it in items])
     if averaged is not None:
-        tta_table(labels, patients, probs, averaged, run.names, tta, n_boot).to_csv(
-            layout.tta(split), index=False, float_format="%.10g")
-        _prediction_frame(items, patients, labels, averaged, run.names).to_csv(
-            layout.tta_predictions(split), index=False, float_format="%.12g")
+        write_csv(layout.tta(split), tta_table(labels, patients, probs, averaged, run.names, tta, n_boot), "%.10g")
+        write_csv(layout.tta_predictions(split), _prediction_frame(items, patients, labels, averaged, run.names),
+                  "%.12g")
     tables = interval_tables(chosen, labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
     table = tables.pop("auc")
-    table.to_csv(layout.auc(split), index=False, float_format="%.10g")
+    write_csv(layout.auc(split), table, "%.10g")
     for metric in chosen[1:]:
-        tables[metric.name].to_csv(layout.metric(split, metric.key), index=False, float_format="%.10g")
+        write_csv(layout.metric(split, metric.key), tables[metric.name], "%.10g")
     table.attrs["metric_tables"] = tables
     _write_outputs(run, split, items, labels, probs, patients, tta)
     return table
@@ -144,10 +152,11 @@ def _write_outputs(run: TrainedRun, split: str, items: Sequence[dict], labels: n
                    patients: np.ndarray, tta: int = 0) -> None:
     """``<split>_roc.png``, ``<split>_predictions.csv``, then ``<split>_meta.json`` (last: it vouches for the rest)."""
     fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
-    fig.savefig(run.layout.roc(split), dpi=120)
-    plt.close(fig)
-    _prediction_frame(items, patients, labels, probs, run.names).to_csv(
-        run.layout.predictions(split), index=False, float_format="%.12g")
+    try:
+        atomic_write(run.layout.roc(split), lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+    write_csv(run.layout.predictions(split), _prediction_frame(items, patients, labels, probs, run.names), "%.12g")
     meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint), **({"tta": tta} if tta else {})},
                       indent=1) + "\n"
     write_text_atomic(run.layout.meta(split), meta)  # last: it vouches for the files above
@@ -187,10 +196,15 @@ def evaluated_with(run_dir: Path, split: str, checkpoint: Path, tta: int = 0) ->
 
 def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | Path | None = None,
                   checkpoint: str = "best", device: str = "auto", trust: bool | None = None) -> pd.DataFrame:
-    """Per-finding probabilities for image files; written to ``out`` as CSV when given."""
-    missing = [str(p) for p in images if not Path(p).is_file()]
+    """Per-finding probabilities for image files; written to ``out`` as CSV when given.
+
+    Each file is checked by its content first (:func:`~mai_aug.data.images.check_image_headers`): a folder, a
+    text file or a DICOM is named in one line before the network is loaded.
+    """
+    missing = [str(p) for p in images if not Path(p).exists()]
     if missing:
         raise MaiAugError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    check_image_headers([str(p) for p in images])
     if out is not None:
         require_writable_file(out, "--out")  # before inference, not after it
     run = TrainedRun(run_dir, checkpoint, device, trust)
@@ -204,3 +218,8 @@ def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | 
     if out is not None:
         write_text_atomic(Path(out), frame.to_csv(index=False, float_format="%.6f"))
     return frame
+
+
+def write_csv(path: Path, frame: pd.DataFrame, float_format: str) -> None:
+    """One output table, written all-or-nothing (a full disk is one line naming the file, no partial CSV)."""
+    write_text_atomic(path, frame.to_csv(index=False, float_format=float_format))

@@ -7,6 +7,7 @@ and an unwritable ``predict --out`` after inference has finished, each with an `
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -59,3 +60,19 @@ def require_writable_file(path: str | Path, option: str) -> None:
                 pass
         except OSError as e:
             raise MaiAugError(f"{option} {path}: cannot write ({e.strerror or e})") from None
+
+
+def require_free_space(folder: str | Path, needed: int, option: str) -> None:
+    """Raise a one-line error when the file system of ``folder`` has less than ``needed`` bytes free.
+
+    A full disk found after inference would cost the whole run; where the size of the outputs can be estimated,
+    it is found first. (A file system that cannot say how full it is passes.)
+    """
+    target = _existing_ancestor(Path(folder))
+    try:
+        free = shutil.disk_usage(target).free
+    except OSError:
+        return
+    if free < needed:
+        raise MaiAugError(f"{option} {folder}: no space left on the device ({free // 1024} KiB free in {target}, "
+                          f"about {needed // 1024} KiB needed)")

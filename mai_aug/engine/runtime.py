@@ -14,6 +14,7 @@ import torch
 from mai_aug.engine.checkpoint import checkpoint_epoch as checkpoint_epoch  # re-exported for callers
 from mai_aug.engine.checkpoint import last_checkpoint as last_checkpoint
 from mai_aug.errors import MaiAugError, ShortUserErrors
+from mai_aug.utils import write_reason
 
 LOGGER = "mai_aug"
 
@@ -27,6 +28,28 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise MaiAugError(f"--device {name}: expected auto, cpu or cuda")
     return torch.device(name)
+
+
+class LogFile(logging.FileHandler):
+    """``RUN/<command>.log``: a write that fails (disk full) is said once on stderr, in one line, instead of
+    logging's ``--- Logging error ---`` traceback for every record; the command goes on (its outputs report
+    their own write errors)."""
+
+    failed = False
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the last buffered lines could not be written either
+            self.handleError(None)
+
+    def handleError(self, record: logging.LogRecord | None) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        error = sys.exc_info()[1]
+        reason = write_reason(error) if isinstance(error, OSError) else str(error)
+        print(f"warning: cannot write {self.baseFilename} ({reason}); it stops here", file=sys.stderr)
 
 
 class RunLog:
@@ -48,7 +71,7 @@ class RunLog:
             self.handlers[-1].addFilter(ShortUserErrors())
             logger.addHandler(self.handlers[-1])
             return logger
-        self.handlers.append(logging.FileHandler(self.path))
+        self.handlers.append(LogFile(self.path))
         if self.echo:
             self.handlers.append(logging.StreamHandler(sys.stderr))
         for h in self.handlers:
