@@ -17,6 +17,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD
 from monai.transforms import Compose
 from monai.utils import convert_to_tensor, look_up_option
+from torch.utils.data import DataLoader
 
 from mai_aug.data.images import NameBadImage
 from mai_aug.errors import MaiAugError, first_line
@@ -60,6 +61,15 @@ class CheckedPersistentDataset(PersistentDataset):
         with contextlib.suppress(MaiAugError):  # a read-only or full cache still trains, uncached
             atomic_write(hashfile, lambda f: torch.save(entry, f, pickle_module=pickle_module,
                                                         pickle_protocol=self.pickle_protocol), durable=False)
+
+
+def shutdown_workers(loader: DataLoader) -> None:
+    """Stop a loader's worker processes now: a ``persistent_workers`` loader keeps them until it is collected."""
+    iterator = getattr(loader, "_iterator", None)
+    loader._iterator = None
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # a single-process iterator has no workers
+    if shutdown is not None:
+        shutdown()
 
 
 def build_dataset(
