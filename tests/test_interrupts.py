@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -59,11 +60,16 @@ def interrupted(target: str, count: int, sig: signal.Signals, argv: list[str]) -
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def check_interrupted(proc: subprocess.CompletedProcess, command: str, sig: signal.Signals) -> None:
-    """Exit 128 + signal, and stderr is the one line naming the signal: no traceback, nothing else."""
+def check_interrupted(proc: subprocess.CompletedProcess, command: str, sig: signal.Signals, only: bool = True) -> None:
+    """Exit 128 + signal, and stderr ends with the one line naming the signal, with no traceback.
+
+    ``only``: that line is all of stderr (``--quiet`` train and evaluate); else progress lines may precede it.
+    """
     assert proc.returncode == 128 + sig, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines() == [f"mai-aug {command}: interrupted ({sig.name})"], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == f"mai-aug {command}: interrupted ({sig.name})", proc.stderr[-3000:]
+    assert proc.stderr.count(": interrupted (") == 1 and (len(lines) == 1 or not only), proc.stderr[-3000:]
 
 
 def check_run_folder(run: Path) -> None:
@@ -147,7 +153,8 @@ def test_robustness_interrupted_between_levels_writes_no_meta(trained):
     argv = ["robustness", "--run", str(trained), "--bootstrap", "200", "--shifts", "rotation", "--levels",
             "rotation=0,10"]
     sig = signal.SIGINT
-    check_interrupted(interrupted("mai_aug.engine.robustness:build_shift", 2, sig, argv), "robustness", sig)
+    check_interrupted(interrupted("mai_aug.engine.robustness:build_shift", 2, sig, argv), "robustness", sig,
+                      only=False)  # it logs each level
     out = trained / "robustness"
     assert not (out / "meta.json").exists() and not list(out.glob(".*.tmp"))
     assert main(argv) == 0
@@ -171,7 +178,8 @@ def test_compare_interrupted_in_its_second_run_resumes_it(tmp_path):
             "--quiet", "--out", str(out)]
     sig = signal.SIGINT
     # the 3rd step is the first of the second run (the first run trains 2 steps)
-    check_interrupted(interrupted("monai.engines:SupervisedTrainer._iteration", 3, sig, argv), "compare", sig)
+    check_interrupted(interrupted("monai.engines:SupervisedTrainer._iteration", 3, sig, argv), "compare", sig,
+                      only=False)  # each run's line
     first, second = out / "none" / "seed-0", out / "basic" / "seed-0"
     assert (first / "eval" / "test_meta.json").is_file()
     assert not (second / "DONE").exists() and not list((second / "checkpoints").iterdir())
@@ -192,3 +200,150 @@ def test_raise_on_signals_raises_once_then_restores_the_handlers():
         os.kill(os.getpid(), signal.SIGINT)  # while unwinding: ignored, and the next one is the OS default
         assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+# The SIGKILL soak: one process imports torch and MONAI once (a few seconds), then forks each training process;
+# each child SIGKILLs itself at its planned moment, whatever it is doing, as the OOM killer or a node failure would.
+SOAK = r"""
+import io, json, os, signal, sys
+from pathlib import Path
+
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+
+import mai_aug.engine.train as train_module
+from mai_aug import utils
+from mai_aug.cli import main
+from mai_aug.engine import checkpoint, handlers
+
+reference, argv, run, kills = json.loads(sys.argv[1]), json.loads(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4])
+target = None  # [point, position] where this process dies
+
+
+def die_at(point, position):
+    if target == [point, position]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def half_then_die(path, content):
+    def write(f):
+        f.write(content[: len(content) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    utils.atomic_write(path, write)
+
+
+def step_or_die(original, point, position):
+    def step(self, engine, batch):
+        die_at(point, position(engine))
+        return original(self, engine, batch)
+    return step
+
+
+def checkpoint_or_die(original):
+    def write(path, fill, *args, **kwargs):
+        if target == ["save", path.name]:
+            buffer = io.BytesIO()
+            fill(buffer)
+            half_then_die(path, buffer.getvalue())
+        original(path, fill, *args, **kwargs)
+        die_at("saved", path.name)  # renamed into place, the older one not yet removed
+    return write
+
+
+def metrics_or_die(original):
+    def write(path, text):
+        rows = text.strip().splitlines()[1:]
+        epoch = rows[-1].split(",")[0] if path.name == "metrics.csv" and rows else None
+        if target == ["metrics", epoch]:
+            half_then_die(path, text.encode())
+        original(path, text)
+        die_at("metrics-done", epoch)
+    return write
+
+
+def done_or_die(original):
+    def write(path, text):
+        die_at("finish", "")
+        original(path, text)
+    return write
+
+
+SupervisedTrainer._iteration = step_or_die(SupervisedTrainer._iteration, "step", lambda e: str(e.state.iteration))
+SupervisedEvaluator._iteration = step_or_die(SupervisedEvaluator._iteration, "validation",
+                                             lambda e: f"{e.state.epoch}.{e.state.iteration}")
+checkpoint.atomic_write = checkpoint_or_die(checkpoint.atomic_write)
+handlers.write_text_atomic = metrics_or_die(handlers.write_text_atomic)
+train_module.write_text_atomic = done_or_die(train_module.write_text_atomic)
+
+
+def child(args, kill):
+    global target
+    pid = os.fork()
+    if pid == 0:
+        target, code = kill, 1
+        try:
+            code = main(args)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def state():
+    metrics = run / "metrics.csv"
+    epochs = [line.split(",")[0] for line in metrics.read_text().splitlines()[1:]] if metrics.is_file() else []
+    return {"epochs": epochs, "files": sorted(p.name for p in (run / "checkpoints").iterdir())}
+
+
+report = {"reference": child(reference, None), "kills": []}
+for i, kill in enumerate(kills):
+    report["kills"].append({"status": child([*argv, *(["--resume"] if i else [])], kill), **state()})
+report["final"] = child([*argv, "--resume"], None)
+print(json.dumps(report))
+"""
+
+
+def soak_moments(epochs: int, steps: int, every: int, val_batches: int) -> list[list[str]]:
+    """Every moment of a run in order, as [point, position]: each step, each mid-epoch checkpoint write (half
+    written, or renamed with the older one still there), each validation batch, each metrics.csv write, each
+    epoch's checkpoint write, and the DONE file."""
+    moments = []
+    for epoch in range(1, epochs + 1):
+        for i in range(1, steps + 1):
+            iteration = (epoch - 1) * steps + i
+            moments.append(["step", str(iteration)])
+            if i % every == 0 and i != steps:
+                name = f"last_checkpoint_epoch={epoch}_iteration={iteration}.pt"
+                moments += [["save", name], ["saved", name]]
+        moments += [["validation", f"{epoch}.{b}"] for b in range(1, val_batches + 1)]
+        moments += [["metrics", str(epoch)], ["metrics-done", str(epoch)]]
+        moments += [["save", f"last_checkpoint_epoch={epoch}.pt"], ["saved", f"last_checkpoint_epoch={epoch}.pt"]]
+    return [*moments, ["finish", ""]]
+
+
+def test_sigkill_soak_resumes_to_the_uninterrupted_run(small_datalist, tmp_path):
+    """20 SIGKILLs at seeded moments of a 3-epoch run, each followed by ``train --resume``."""
+    epochs, steps, every = 3, 6, 2
+    moments = soak_moments(epochs, steps, every, val_batches=2)  # 32 validation images in batches of 16
+    kills = [moments[k] for k in sorted(random.Random(18).sample(range(len(moments)), 20))]
+    assert {"step", "save", "saved", "validation", "metrics", "metrics-done"} <= {point for point, _ in kills}
+    options = ["--epochs", str(epochs), "--checkpoint-every", str(every), *TINY, "--steps-per-epoch", str(steps)]
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    argv = ["train", "--datalist", str(small_datalist), *options]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::UserWarning"}
+    proc = subprocess.run([sys.executable, "-c", SOAK, json.dumps([*argv, "--out", str(reference)]),
+                           json.dumps([*argv, "--out", str(run)]), str(run), json.dumps(kills)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["reference"] == 0, proc.stderr[-3000:]
+    for kill, after in zip(kills, report["kills"]):
+        assert after["status"] == -signal.SIGKILL, (kill, proc.stderr[-3000:])  # died there: never refused
+        assert after["epochs"] == [str(e) for e in range(1, len(after["epochs"]) + 1)], (kill, after)
+    assert report["final"] == 0, proc.stderr[-3000:]
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["best.pt", f"last_checkpoint_epoch={epochs}.pt"]
+    assert load_checkpoint(run / "checkpoints" / names[1])["trainer"]["iteration"] == epochs * steps
+    assert (run / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()
+    assert (run / "DONE").is_file() and not list(run.rglob(".*.tmp"))
