@@ -42,8 +42,9 @@ original, calls = getattr(owner, path[-1]), []
 
 def signalling(*args, **kwargs):
     calls.append(1)
-    if len(calls) == int(count):
-        os.kill(os.getpid(), getattr(signal, name))
+    if len(calls) == int(count):  # group:SIGINT is Ctrl-C: the whole process group, loader workers too
+        group, _, name_ = name.rpartition(":")
+        os.killpg(os.getpgid(0), getattr(signal, name_)) if group else os.kill(os.getpid(), getattr(signal, name_))
     return original(*args, **kwargs)
 
 setattr(owner, path[-1], signalling)
@@ -51,13 +52,16 @@ sys.exit(main(sys.argv[5:]))
 """
 
 
-def interrupted(target: str, count: int, sig: signal.Signals, argv: list[str]) -> subprocess.CompletedProcess:
-    """Run ``mai-aug argv`` in a subprocess whose ``count``-th call of ``module:attribute`` sends it ``sig``."""
+def interrupted(target: str, count: int, sig: signal.Signals, argv: list[str],
+                group: bool = False) -> subprocess.CompletedProcess:
+    """Run ``mai-aug argv`` in a subprocess (its own process group) whose ``count``-th call of ``module:attribute``
+    sends ``sig`` to it, or with ``group`` to its whole process group as Ctrl-C in a terminal does."""
     module, attribute = target.split(":")
     script = textwrap.dedent(SIGNALLER)
     env = {**os.environ, "PYTHONWARNINGS": "ignore::UserWarning"}  # undefined AUCs of a tiny split: not our line
-    return subprocess.run([sys.executable, "-c", script, module, attribute, str(count), sig.name, *argv],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    name = f"group:{sig.name}" if group else sig.name
+    return subprocess.run([sys.executable, "-c", script, module, attribute, str(count), name, *argv],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
 
 
 def check_interrupted(proc: subprocess.CompletedProcess, command: str, sig: signal.Signals, only: bool = True) -> None:
@@ -106,6 +110,7 @@ MOMENTS = {
                    ("--cache", "disk")),
     "step": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGINT, ()),
     "step-workers": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGTERM, ("--workers", "2")),
+    "ctrl-c-workers": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGINT, ("--workers", "2")),
     "validation": ("monai.engines:SupervisedEvaluator._iteration", 3, signal.SIGTERM, ()),
     "checkpoint-save": ("torch:save", 3, signal.SIGINT, ()),
     "metrics-write": ("mai_aug.engine.handlers:write_text_atomic", 2, signal.SIGTERM, ()),
@@ -117,7 +122,7 @@ def test_train_interrupted_then_resumed_equals_an_uninterrupted_run(moment, smal
     target, count, sig, extra = MOMENTS[moment]
     run = tmp_path / "run"
     argv = train_argv(small_datalist, run, 2, "--checkpoint-every", "1", *extra)
-    check_interrupted(interrupted(target, count, sig, argv), "train", sig)
+    check_interrupted(interrupted(target, count, sig, argv, group=moment.startswith("ctrl-c")), "train", sig)
     check_run_folder(run)
     assert "DONE" not in {p.name for p in run.iterdir()}
     log = (run / "train.log").read_text()
