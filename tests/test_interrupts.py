@@ -142,12 +142,16 @@ def trained(small_datalist, tmp_path_factory) -> Path:
     return run
 
 
-def test_evaluate_interrupted_in_its_prediction_loop_leaves_no_outputs(trained, small_datalist):
+@pytest.mark.parametrize("target, count, sig, complete", [
+    ("mai_aug.engine.inference:_Collect.__call__", 2, signal.SIGTERM, []),  # in the prediction loop
+    ("mai_aug.utils:atomic_write", 2, signal.SIGINT, ["test_auc.csv"]),  # writing its outputs, the ROC figure next
+])
+def test_evaluate_interrupted_leaves_no_partial_output(target, count, sig, complete, trained, small_datalist):
     argv = ["evaluate", "--run", str(trained), "--bootstrap", "200"]
-    sig = signal.SIGTERM
-    check_interrupted(interrupted("mai_aug.engine.inference:_Collect.__call__", 2, sig, argv), "evaluate", sig)
+    check_interrupted(interrupted(target, count, sig, argv), "evaluate", sig)
     eval_dir = trained / "eval"
-    assert not list(eval_dir.glob("test_*")) and not list(eval_dir.glob(".*.tmp"))  # nothing vouches, nothing half
+    assert sorted(p.name for p in eval_dir.glob("test_*")) == complete
+    assert not list(eval_dir.glob(".*.tmp"))  # nothing half-written; no meta: nothing vouches for them
     check_run_folder(trained)
     assert main(train_argv(small_datalist, trained, 1, "--resume")) == 0  # not refused: nothing holds the run
     assert main(argv) == 0

@@ -30,7 +30,7 @@ from mai_aug.errors import MaiAugError, first_line, wrapped_message
 from mai_aug.reports.roc import roc_figure
 from mai_aug.stats.scores import interval_tables, resolve_metrics
 from mai_aug.transforms.regimes import Regime, stored_regime
-from mai_aug.utils import write_text_atomic
+from mai_aug.utils import save_figure_atomic, write_csv_atomic, write_text_atomic
 
 logger = logging.getLogger("mai_aug")
 SPLIT_KEYS = {"test": "test", "validation": "validation", "training": "training"}
@@ -126,15 +126,15 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
         labels = labels.astype(np.int64)  # 0/1 columns in _predictions.csv, as before
     patients = np.asarray([it["patient"] for it in items])
     if averaged is not None:
-        tta_table(labels, patients, probs, averaged, run.names, tta, n_boot).to_csv(
-            layout.tta(split), index=False, float_format="%.10g")
-        _prediction_frame(items, patients, labels, averaged, run.names).to_csv(
-            layout.tta_predictions(split), index=False, float_format="%.12g")
+        write_csv_atomic(tta_table(labels, patients, probs, averaged, run.names, tta, n_boot), layout.tta(split),
+                         index=False, float_format="%.10g")
+        write_csv_atomic(_prediction_frame(items, patients, labels, averaged, run.names),
+                         layout.tta_predictions(split), index=False, float_format="%.12g")
     tables = interval_tables(chosen, labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
     table = tables.pop("auc")
-    table.to_csv(layout.auc(split), index=False, float_format="%.10g")
+    write_csv_atomic(table, layout.auc(split), index=False, float_format="%.10g")
     for metric in chosen[1:]:
-        tables[metric.name].to_csv(layout.metric(split, metric.key), index=False, float_format="%.10g")
+        write_csv_atomic(tables[metric.name], layout.metric(split, metric.key), index=False, float_format="%.10g")
     table.attrs["metric_tables"] = tables
     _write_outputs(run, split, items, labels, probs, patients, tta)
     return table
@@ -144,10 +144,10 @@ def _write_outputs(run: TrainedRun, split: str, items: Sequence[dict], labels: n
                    patients: np.ndarray, tta: int = 0) -> None:
     """``<split>_roc.png``, ``<split>_predictions.csv``, then ``<split>_meta.json`` (last: it vouches for the rest)."""
     fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
-    fig.savefig(run.layout.roc(split), dpi=120)
+    save_figure_atomic(fig, run.layout.roc(split), dpi=120)
     plt.close(fig)
-    _prediction_frame(items, patients, labels, probs, run.names).to_csv(
-        run.layout.predictions(split), index=False, float_format="%.12g")
+    write_csv_atomic(_prediction_frame(items, patients, labels, probs, run.names), run.layout.predictions(split),
+                     index=False, float_format="%.12g")
     meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint), **({"tta": tta} if tta else {})},
                       indent=1) + "\n"
     write_text_atomic(run.layout.meta(split), meta)  # last: it vouches for the files above
