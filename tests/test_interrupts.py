@@ -145,7 +145,7 @@ def trained(small_datalist, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("target, count, sig, complete", [
     ("mai_aug.engine.inference:_Collect.__call__", 2, signal.SIGTERM, []),  # in the prediction loop
     ("mai_aug.utils:atomic_write", 2, signal.SIGINT, ["test_auc.csv"]),  # writing its outputs, the ROC figure next
-])
+], ids=["predicting", "writing"])
 def test_evaluate_interrupted_leaves_no_partial_output(target, count, sig, complete, trained, small_datalist):
     argv = ["evaluate", "--run", str(trained), "--bootstrap", "200"]
     check_interrupted(interrupted(target, count, sig, argv), "evaluate", sig)
@@ -168,6 +168,34 @@ def test_robustness_interrupted_between_levels_writes_no_meta(trained):
     assert not (out / "meta.json").exists() and not list(out.glob(".*.tmp"))
     assert main(argv) == 0
     assert json.loads((out / "meta.json").read_text())["levels"] == {"rotation": [0.0, 10.0]}
+
+
+CTRL_C_IN_A_WORKER = """
+import os, signal, sys, time
+from mai_aug.cli import main
+from mai_aug.data import phantom
+
+render = phantom._render_patient
+
+def render_or_press_ctrl_c(job):
+    if job[1] == 12:  # one patient, in one rendering process: Ctrl-C to the terminal's process group
+        os.killpg(os.getpgid(0), signal.SIGINT)
+        time.sleep(2)
+    return render(job)
+
+phantom._render_patient = render_or_press_ctrl_c
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_processes_render_the_phantom(tmp_path):
+    """The rendering processes ignore it; the command stops them and says one line, without their tracebacks."""
+    out = tmp_path / "phantom"
+    argv = ["phantom", "--out", str(out), "--n", "400", "--size", "32", "--workers", "2"]
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(CTRL_C_IN_A_WORKER), *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, start_new_session=True)
+    check_interrupted(proc, "phantom", signal.SIGINT, only=False)
+    assert not (out / "Data_Entry_2017_v2020.csv").exists()  # the dataset's index is written last
 
 
 PRESET = """
