@@ -102,27 +102,31 @@ def reference(small_datalist, tmp_path_factory) -> str:
     return (run / "metrics.csv").read_text()
 
 
-# (what is interrupted, its N-th call, the signal, extra train options); 2 steps and 2 validation batches an
-# epoch, a checkpoint every step: torch.save's 3rd call is last_checkpoint_epoch=1.pt (after iteration 1's and best.pt)
+# moment: (what is interrupted, its N-th call, the signal, to the whole process group, extra train options).
+# 2 steps and 2 validation batches an epoch, a checkpoint every step: torch.save's 3rd call is
+# last_checkpoint_epoch=1.pt (after iteration 1's and best.pt); handlers.write_text_atomic's 2nd is epoch 2's row.
+# A process group gets Ctrl-C in a terminal and SIGTERM from SLURM's scancel; Kubernetes signals the main process.
 MOMENTS = {
-    "memory-cache": ("monai.data:CacheDataset._load_cache_item", 5, signal.SIGTERM, ()),
-    "disk-cache": ("mai_aug.data.loader:CheckedPersistentDataset._write_atomically", 5, signal.SIGINT,
+    "memory-cache": ("monai.data:CacheDataset._load_cache_item", 5, signal.SIGTERM, False, ()),
+    "disk-cache": ("mai_aug.data.loader:CheckedPersistentDataset._write_atomically", 5, signal.SIGINT, False,
                    ("--cache", "disk")),
-    "step": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGINT, ()),
-    "step-workers": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGTERM, ("--workers", "2")),
-    "ctrl-c-workers": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGINT, ("--workers", "2")),
-    "validation": ("monai.engines:SupervisedEvaluator._iteration", 3, signal.SIGTERM, ()),
-    "checkpoint-save": ("torch:save", 3, signal.SIGINT, ()),
-    "metrics-write": ("mai_aug.engine.handlers:write_text_atomic", 2, signal.SIGTERM, ()),
+    "step": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGINT, False, ()),
+    "step-workers": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGTERM, False, ("--workers", "2")),
+    "ctrl-c-workers": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGINT, True, ("--workers", "2")),
+    "validation": ("monai.engines:SupervisedEvaluator._iteration", 3, signal.SIGTERM, False, ()),
+    "scancel-validation-workers": ("monai.engines:SupervisedEvaluator._iteration", 3, signal.SIGTERM, True,
+                                   ("--workers", "2")),
+    "checkpoint-save": ("torch:save", 3, signal.SIGINT, False, ()),
+    "metrics-write": ("mai_aug.engine.handlers:write_text_atomic", 2, signal.SIGTERM, False, ()),
 }
 
 
 @pytest.mark.parametrize("moment", list(MOMENTS))
 def test_train_interrupted_then_resumed_equals_an_uninterrupted_run(moment, small_datalist, reference, tmp_path):
-    target, count, sig, extra = MOMENTS[moment]
+    target, count, sig, group, extra = MOMENTS[moment]
     run = tmp_path / "run"
     argv = train_argv(small_datalist, run, 2, "--checkpoint-every", "1", *extra)
-    check_interrupted(interrupted(target, count, sig, argv, group=moment.startswith("ctrl-c")), "train", sig)
+    check_interrupted(interrupted(target, count, sig, argv, group), "train", sig)
     check_run_folder(run)
     assert "DONE" not in {p.name for p in run.iterdir()}
     log = (run / "train.log").read_text()
