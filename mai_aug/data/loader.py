@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from copy import deepcopy
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from pickle import UnpicklingError
 
@@ -16,7 +17,7 @@ import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD
 from monai.transforms import Compose
-from monai.utils import convert_to_tensor, look_up_option
+from monai.utils import convert_to_tensor, look_up_option, optional_import
 from torch.utils.data import DataLoader
 
 from mai_aug.data.images import NameBadImage
@@ -25,6 +26,7 @@ from mai_aug.transforms.regimes import Regime
 from mai_aug.utils import atomic_write
 
 CACHE_MODES = ("memory", "disk", "none")
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
 
 def cache_key(regime: Regime, image_size: int) -> str:
@@ -61,6 +63,28 @@ class CheckedPersistentDataset(PersistentDataset):
         with contextlib.suppress(MaiAugError):  # a read-only or full cache still trains, uncached
             atomic_write(hashfile, lambda f: torch.save(entry, f, pickle_module=pickle_module,
                                                         pickle_protocol=self.pickle_protocol), durable=False)
+
+
+class JoinedCacheDataset(CacheDataset):
+    """MONAI's CacheDataset whose decoding threads have all stopped when the cache fill ends, however it ends.
+
+    MONAI fills the cache in ``with ThreadPool(...)``, whose exit calls ``terminate()``, which does not join a
+    thread pool's threads: interrupted (Ctrl-C, SIGTERM) while images decode, a thread was still inside torch as
+    the interpreter exited, and the process aborted (``terminate called without an active exception``, SIGABRT).
+    """
+
+    def _fill_cache(self, indices=None) -> list:
+        if self.cache_num <= 0:
+            return []
+        indices = list(range(self.cache_num)) if indices is None else indices
+        pool = ThreadPool(self.num_workers)
+        try:
+            items = pool.imap(self._load_cache_item, indices)
+            return list(tqdm(items, total=len(indices), desc="Loading dataset") if self.progress and has_tqdm
+                        else items)
+        finally:
+            pool.terminate()  # the items not started are dropped
+            pool.join()  # the ones being decoded finish first
 
 
 def shutdown_workers(loader: DataLoader) -> None:
@@ -100,7 +124,7 @@ def build_dataset(
     if cache == "none":
         return Dataset(list(items), transform=Compose([load, regime.online_transform(train)]) if online else load)
     if cache == "memory":
-        base: Dataset = CacheDataset(list(items), transform=load, num_workers=max(workers, 1),
+        base: Dataset = JoinedCacheDataset(list(items), transform=load, num_workers=max(workers, 1),
                                      progress=progress and sys.stderr.isatty(), copy_cache=False)
     elif cache == "disk":
         if cache_dir is None:
