@@ -43,8 +43,11 @@ original, calls = getattr(owner, path[-1]), []
 def signalling(*args, **kwargs):
     calls.append(1)
     if len(calls) == int(count):  # group:SIGINT is Ctrl-C: the whole process group, loader workers too
-        group, _, name_ = name.rpartition(":")
-        os.killpg(os.getpgid(0), getattr(signal, name_)) if group else os.kill(os.getpid(), getattr(signal, name_))
+        group, _, signame = name.rpartition(":")
+        if group:
+            os.killpg(os.getpgid(0), getattr(signal, signame))
+        else:
+            os.kill(os.getpid(), getattr(signal, signame))
     return original(*args, **kwargs)
 
 setattr(owner, path[-1], signalling)
