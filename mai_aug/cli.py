@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mai_aug.errors import MaiAugError, wrapped_message
+from mai_aug.interrupts import exit_status, interrupted_message, raise_on_signals
 
 if TYPE_CHECKING:
     from mai_aug.engine.config import TrainConfig
@@ -752,13 +753,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mai-aug`` with ``argv``; user errors print one line and return 2."""
+    """Run ``mai-aug`` with ``argv``; user errors print one line and return 2, SIGINT/SIGTERM 130/143."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # a bad argument (one line, status 2) or --help (status 0)
         return int(e.code or 0)
     try:
-        with _trust_context(args):
+        with raise_on_signals(), _trust_context(args):  # SIGTERM too: the ``finally`` blocks run, the lock is freed
             return int(args.handler(args) or 0)
     except MaiAugError as e:
         print(f"mai-aug {args.command}: error: {e}", file=sys.stderr)
@@ -766,9 +767,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print(f"mai-aug {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line, the shell's status (130, 143)
+        print(f"mai-aug {args.command}: {interrupted_message(e)}", file=sys.stderr)
+        return exit_status(e)
     except Exception as e:  # a MaiAugError raised inside MONAI (a transform, a DataLoader worker) arrives wrapped
         message = wrapped_message(e)
         if message is None:

@@ -3,6 +3,8 @@
 import logging
 import re
 
+from mai_aug.interrupts import interrupted_message
+
 MAX_MESSAGE = 600  # characters of a user error; a library's message embedded in it can run to pages
 
 
@@ -55,8 +57,15 @@ def wrapped_message(error: BaseException) -> str | None:
     return found.group(1) if found else None
 
 
+def _short_message(error: BaseException) -> str | None:
+    """What a user error or an interrupt (Ctrl-C, SIGTERM) logs instead of its traceback; None for other errors."""
+    if isinstance(error, KeyboardInterrupt):
+        return interrupted_message(error)
+    return wrapped_message(error)
+
+
 class ShortUserErrors(logging.Filter):
-    """Log a user error (a MaiAugError, wrapped or not) once, as one line without its traceback.
+    """Log a user error (a MaiAugError, wrapped or not) or an interrupt once, as one line without its traceback.
 
     MONAI's StatsHandler logs every exception with its traceback, once per engine (the evaluator's error
     reaches the trainer too): a repeat of a user error already logged through this filter is dropped.
@@ -74,7 +83,7 @@ class ShortUserErrors(logging.Filter):
         message = getattr(record, "user_error", None)  # set when another handler's filter shortened it
         if message is None:
             error = record.exc_info[1] if record.exc_info else None
-            message = wrapped_message(error) if error is not None else None
+            message = _short_message(error) if error is not None else None
             if message is None:
                 return True
             record.msg, record.args, record.exc_info, record.exc_text = f"stopped: {message}", (), None, None

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
 from mai_aug.errors import MaiAugError
+
+if TYPE_CHECKING:  # pandas and matplotlib are imported by the commands that write tables and figures
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 
 class Progress:
@@ -118,6 +123,18 @@ def write_reason(error: OSError) -> str:
 def write_text_atomic(path: Path, text: str) -> None:
     """:func:`atomic_write` of a text file (UTF-8)."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path, **options: Any) -> None:
+    """``frame.to_csv(path, **options)`` through :func:`atomic_write` (gzip-compressed where ``path`` ends in .gz)."""
+    buffer = io.BytesIO()  # rendered first: gzip would name the temporary file in its header
+    frame.to_csv(buffer, compression="gzip" if Path(path).suffix == ".gz" else None, **options)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def save_figure_atomic(figure: Figure, path: Path, **options: Any) -> None:
+    """``figure.savefig(path, **options)`` through :func:`atomic_write`, in the format of ``path``'s suffix."""
+    atomic_write(path, lambda f: figure.savefig(f, format=Path(path).suffix.lstrip("."), **options))
 
 
 def _umask() -> int:

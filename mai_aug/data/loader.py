@@ -18,6 +18,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD
 from monai.transforms import Compose
 from monai.utils import convert_to_tensor, look_up_option
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mai_aug.data.images import NameBadImage
@@ -70,8 +71,8 @@ class JoinedCacheDataset(CacheDataset):
     MONAI 1.6 fills the cache in a ``multiprocessing.pool.ThreadPool`` context: on the first error it
     ``terminate()``s the pool without joining its threads, and a process that then exits while they are still inside
     torch aborts (``terminate called without an active exception``, status 134) instead of printing the error. Here
-    the pool is a ``concurrent.futures.ThreadPoolExecutor``: on an error the items not yet started are cancelled and
-    the running ones finish before the error propagates.
+    the pool is a ``concurrent.futures.ThreadPoolExecutor``: on an error or an interrupt (Ctrl-C, SIGTERM) the items
+    not yet started are cancelled and the running ones finish before it propagates.
     """
 
     def _fill_cache(self, indices=None) -> list:
@@ -86,6 +87,15 @@ class JoinedCacheDataset(CacheDataset):
             return list(loaded)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def shutdown_workers(loader: DataLoader) -> None:
+    """Stop a loader's worker processes now: a ``persistent_workers`` loader keeps them until it is collected."""
+    iterator = getattr(loader, "_iterator", None)
+    loader._iterator = None
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # a single-process iterator has no workers
+    if shutdown is not None:
+        shutdown()
 
 
 def build_dataset(

@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import signal
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -614,6 +615,11 @@ def write_record(spec: PhantomSpec, plan: list[tuple[int, int, bool]]) -> Path:
     return path
 
 
+def _ignore_sigint() -> None:
+    """A rendering process ignores Ctrl-C (sent to the terminal's whole process group): the parent stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, int], None] | None = None,
                   overwrite: bool = False) -> Path:
     """Write the phantom dataset in NIH's layout under ``spec.out``; same arguments, byte-identical files.
@@ -630,7 +636,7 @@ def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, 
     jobs = [(spec, pid, k, t) for pid, k, t in plan]
     results: Iterator
     if workers > 1:
-        pool = ProcessPoolExecutor(max_workers=workers)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
         results = pool.map(_render_patient, jobs, chunksize=8)
     else:
         pool, results = None, map(_render_patient, jobs)
@@ -646,8 +652,8 @@ def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, 
             if progress is not None:
                 progress(done, spec.n)
     finally:
-        if pool is not None:
-            pool.shutdown()
+        if pool is not None:  # interrupted: the jobs not started are dropped, not rendered first
+            pool.shutdown(cancel_futures=True)
     with open(spec.out / "Data_Entry_2017_v2020.csv", "w", newline="") as f:
         f.write(",".join(HEADER) + "\n")
         csv.writer(f, lineterminator="\n").writerows(entries)

@@ -65,6 +65,13 @@ def last_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def remove_older_checkpoints(folder: Path, newest: Path) -> None:
+    """Delete every last checkpoint in ``folder`` but ``newest`` (a kill between a save and this leaves two)."""
+    for old in last_checkpoints(folder):
+        if old != newest:
+            old.unlink(missing_ok=True)
+
+
 def checkpoint_epoch(path: Path) -> int:
     """The number of epochs completed when ``path`` was written."""
     epoch, position = _order(Path(path))
@@ -146,9 +153,7 @@ class CheckpointWriter:
             return  # a failed write stopped the run; the previous checkpoint stays the newest
         path = self.folder / name
         if self._save(self.state_dict(), path, self._resume_note()):
-            for old in last_checkpoints(self.folder):
-                if old != path:
-                    old.unlink(missing_ok=True)
+            remove_older_checkpoints(self.folder, path)
 
     def _resume_note(self) -> str:
         previous = last_checkpoint(self.folder)

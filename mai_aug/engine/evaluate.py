@@ -31,7 +31,7 @@ from mai_aug.errors import MaiAugError, first_line, wrapped_message
 from mai_aug.reports.roc import roc_figure
 from mai_aug.stats.scores import interval_tables, resolve_metrics
 from mai_aug.transforms.regimes import Regime, stored_regime
-from mai_aug.utils import atomic_write, write_text_atomic
+from mai_aug.utils import save_figure_atomic, write_csv_atomic, write_text_atomic
 
 logger = logging.getLogger("mai_aug")
 # free space evaluate wants before inference: the ROC figure and tables, plus each image's predictions row
@@ -135,14 +135,15 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
         labels = labels.astype(np.int64)  # 0/1 columns in _predictions.csv, as before
     patients = np.asarray([it["patient"] for it in items])
     if averaged is not None:
-        write_csv(layout.tta(split), tta_table(labels, patients, probs, averaged, run.names, tta, n_boot), "%.10g")
-        write_csv(layout.tta_predictions(split), _prediction_frame(items, patients, labels, averaged, run.names),
-                  "%.12g")
+        write_csv_atomic(tta_table(labels, patients, probs, averaged, run.names, tta, n_boot), layout.tta(split),
+                         index=False, float_format="%.10g")
+        write_csv_atomic(_prediction_frame(items, patients, labels, averaged, run.names),
+                         layout.tta_predictions(split), index=False, float_format="%.12g")
     tables = interval_tables(chosen, labels, probs, patients, run.names, n_boot=n_boot, seed=run.config.seed)
     table = tables.pop("auc")
-    write_csv(layout.auc(split), table, "%.10g")
+    write_csv_atomic(table, layout.auc(split), index=False, float_format="%.10g")
     for metric in chosen[1:]:
-        write_csv(layout.metric(split, metric.key), tables[metric.name], "%.10g")
+        write_csv_atomic(tables[metric.name], layout.metric(split, metric.key), index=False, float_format="%.10g")
     table.attrs["metric_tables"] = tables
     _write_outputs(run, split, items, labels, probs, patients, tta)
     return table
@@ -152,11 +153,10 @@ def _write_outputs(run: TrainedRun, split: str, items: Sequence[dict], labels: n
                    patients: np.ndarray, tta: int = 0) -> None:
     """``<split>_roc.png``, ``<split>_predictions.csv``, then ``<split>_meta.json`` (last: it vouches for the rest)."""
     fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
-    try:
-        atomic_write(run.layout.roc(split), lambda f: fig.savefig(f, format="png", dpi=120))
-    finally:
-        plt.close(fig)
-    write_csv(run.layout.predictions(split), _prediction_frame(items, patients, labels, probs, run.names), "%.12g")
+    save_figure_atomic(fig, run.layout.roc(split), dpi=120)
+    plt.close(fig)
+    write_csv_atomic(_prediction_frame(items, patients, labels, probs, run.names), run.layout.predictions(split),
+                     index=False, float_format="%.12g")
     meta = json.dumps({"split": split, **checkpoint_identity(run.checkpoint), **({"tta": tta} if tta else {})},
                       indent=1) + "\n"
     write_text_atomic(run.layout.meta(split), meta)  # last: it vouches for the files above
@@ -219,7 +219,3 @@ def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | 
         write_text_atomic(Path(out), frame.to_csv(index=False, float_format="%.6f"))
     return frame
 
-
-def write_csv(path: Path, frame: pd.DataFrame, float_format: str) -> None:
-    """One output table, written all-or-nothing (a full disk is one line naming the file, no partial CSV)."""
-    write_text_atomic(path, frame.to_csv(index=False, float_format=float_format))

@@ -30,7 +30,7 @@ from mai_aug.errors import MaiAugError
 from mai_aug.reports.robustness import shift_figure
 from mai_aug.stats.auc import auc_table
 from mai_aug.transforms.shifts import ShiftFn, build_shift
-from mai_aug.utils import write_text_atomic
+from mai_aug.utils import save_figure_atomic, write_csv_atomic, write_text_atomic
 
 logger = logging.getLogger("mai_aug")
 SITE = "site"
@@ -175,13 +175,13 @@ def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPE
     labels = np.asarray([it["label"] for it in items], dtype=np.float64)  # NaN: unknown, left out per finding
     patients = np.asarray([it["patient"] for it in items])
     table = sweep_table(predictions, labels, patients, run.names, n_boot, run.config.seed)
-    table.to_csv(out_dir / "table.csv", index=False, float_format="%.10g")
-    long_predictions(predictions, items, run.names).to_csv(out_dir / "predictions.csv.gz", index=False,
-                                                           float_format="%.12g")
+    write_csv_atomic(table, out_dir / "table.csv", index=False, float_format="%.10g")
+    write_csv_atomic(long_predictions(predictions, items, run.names), out_dir / "predictions.csv.gz", index=False,
+                     float_format="%.12g")
     for name in dict.fromkeys(table["shift"]):
         unit = SHIFT_TYPES[name].unit if name in SHIFT_TYPES else "0: the run's test images, 1: the site phantom's"
         fig = shift_figure({run.config.regime: table[table["shift"] == name]}, name, unit)
-        fig.savefig(out_dir / f"{name}.png", dpi=110)
+        save_figure_atomic(fig, out_dir / f"{name}.png", dpi=110)
         plt.close(fig)
     meta = {"split": split, **checkpoint_identity(run.checkpoint), "levels": chosen, "bootstrap": n_boot,
             "site_data": str(site_data) if site_data is not None else None}

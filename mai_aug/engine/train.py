@@ -18,11 +18,11 @@ from monai.utils import set_determinism
 from torch.utils.tensorboard import SummaryWriter
 
 from mai_aug.data.images import check_images_if_asked
-from mai_aug.data.loader import build_dataset
+from mai_aug.data.loader import build_dataset, shutdown_workers
 from mai_aug.data.prepare import datalist_from_options
 from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
-from mai_aug.engine.checkpoint import CheckpointWriter, remove_temporaries
+from mai_aug.engine.checkpoint import CheckpointWriter, remove_older_checkpoints, remove_temporaries
 from mai_aug.engine.config import TrainConfig, config_differences, read_config, resumed_epochs, write_config
 from mai_aug.engine.fingerprint import components as fingerprint_components
 from mai_aug.engine.fingerprint import epochs_begun, write_fingerprint
@@ -242,7 +242,18 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     model = _model(run)
     tb_dir = Path(config.tensorboard_dir) if config.tensorboard_dir else run.layout.tensorboard
     writer = SummaryWriter(log_dir=str(tb_dir)) if run.main else None
-    engines = _engines(run, model, train_loader, val_loader, epoch_length, writer)
+    try:  # however training ends (an error, Ctrl-C, SIGTERM): no worker process or writer thread outlives it
+        engines = _engines(run, model, train_loader, val_loader, epoch_length, writer)
+        return _run_engines(run, engines, resume_state, done)
+    finally:
+        for loader in (train_loader, val_loader):
+            shutdown_workers(loader)
+        if writer is not None:
+            writer.close()
+
+
+def _run_engines(run: _Run, engines: _Engines, resume_state: dict | None, done: int) -> dict[str, float]:
+    """Restore (or skip a finished run), train, check why training stopped, and on rank 0 finish the run."""
     if not _restore_or_skip(run, engines, resume_state, done):
         return {}
     _run_trainer(engines, run.resume_from)
@@ -431,8 +442,10 @@ def _restore_or_skip(run: _Run, engines: _Engines, resume_state: dict | None, do
     start_epoch = checkpoint_epoch(resume_from) if resume_from is not None else 0
     if start_epoch >= run.config.epochs:
         logger.info(f"{run_dir}: already trained for {start_epoch} epochs")
-        if engines.writer:
-            engines.writer.close()
+        if run.main:  # killed after its last checkpoint: the older one and the missing DONE are settled now
+            remove_older_checkpoints(run.layout.checkpoints, resume_from)
+            if not run.layout.done.is_file():
+                write_text_atomic(run.layout.done, json.dumps({"epochs": start_epoch}) + "\n")
         return False
     if resume_state is not None:
         _restore(engines.checkpoints, resume_state, resume_from)
@@ -461,14 +474,10 @@ def _run_trainer(engines: _Engines, resume_from: Path | None) -> None:
 
 def _check_stopped(run: _Run, engines: _Engines) -> None:
     """Raise what stopped training early: a failed checkpoint write, or a non-finite loss."""
-    writer, losses = engines.writer, engines.losses
+    losses = engines.losses
     if engines.checkpoints.error is not None:
-        if writer:
-            writer.close()
         raise engines.checkpoints.error
     if losses.nan_at is not None:
-        if writer:
-            writer.close()
         last = run.layout.last
         kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
         raise MaiAugError(f"training stopped: non-finite loss at epoch {losses.nan_at[0]}, iteration "
