@@ -450,7 +450,7 @@ CASES = [
 
 #: Rows whose error can only show during the work (an image that stops decoding part-way, a training that
 #: diverges): every other refusal comes before anything is generated, cached or written.
-FOUND_DURING_WORK = {"truncated-png-train", "truncated-png-evaluate", "truncated-png-preview",
+FOUND_DURING_WORK = {"truncated-png-train", "truncated-png-evaluate",
                      "truncated-png-in-loader-worker", "lr-1e6-diverges"}
 
 

@@ -162,7 +162,7 @@ def test_bad_training_input(datalist, tmp_path, capsys):
     assert "unknown regime 'nope'" in capsys.readouterr().err
     assert main([*base, "--image-size", "16", "--quiet"]) == 2
     assert "at least 32" in capsys.readouterr().err
-    assert main([*base, "--image-size", "32", "--batch-size", "100000", "--quiet"]) == 2
+    assert main([*base, "--image-size", "32", "--batch-size", "60000", "--quiet"]) == 2
     assert "larger than the training split" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main([*base, "--image-size", "32", "--device", "cuda", "--quiet"]) == 2

@@ -223,8 +223,10 @@ def test_code_in_a_run_folder_sent_to_you_never_runs(user_run, tmp_path, capsys)
         tamper(run, lambda c: c["resolved"]["regime"]["deterministic"][0].update(
             {"_target_": "NormalizeIntensityd", "nonzero": touch_expression(marker)}))
         for command in (["evaluate", "--run", str(run)], ["predict", "--run", str(run), str(run / "x.png")]):
-            if command[0] == "predict":
-                (run / "x.png").write_bytes(b"")
+            if command[0] == "predict":  # a real image: the run's config is what must be refused
+                from PIL import Image
+
+                Image.new("L", (32, 32), 100).save(run / "x.png")
             assert main(command) == 2
             err = capsys.readouterr().err.strip()
             assert len(err.splitlines()) == 1

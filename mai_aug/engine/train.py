@@ -95,6 +95,8 @@ def check_new_run(config: TrainConfig) -> NewRun | None:
     report: list[str] = []
     datalist = datalist_from_options(config, report=report.append)
     check_config(config, datalist)
+    if not (config.verify_images or config.skip_bad_images):  # the cheap header check; a full decode comes later
+        check_images_if_asked(datalist, config, None, RunLayout(config.run_dir).bad_images)
     regime = load_regime(config.regime, config.image_size, config.regimes_file)
     names = len(datalist["labels"])
     network = resolve_network(config.network, config.network_args, names, config.in_channels, config.image_size)
@@ -108,7 +110,9 @@ def resolve_datalist(config: TrainConfig, run_dir: Path, new: NewRun | None, wri
         return load_datalist(layout.datalist)
     for line in new.report:
         logger.info(line)
-    datalist = check_images_if_asked(new.datalist, config, logger.info, layout.bad_images, progress=config.progress)
+    datalist = new.datalist
+    if config.verify_images or config.skip_bad_images:  # a full decode of every image; headers were checked before
+        datalist = check_images_if_asked(datalist, config, logger.info, layout.bad_images, progress=config.progress)
     if write:
         write_datalist(datalist, layout.datalist)
     return datalist

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mai_aug.data.datasets import DataSource, read_dataset  # noqa: E402
-from mai_aug.data.images import image_problem
+from mai_aug.data.images import check_image_headers, image_problem
 from mai_aug.data.nih import FINDINGS  # noqa: E402
 from mai_aug.engine.preflight import require_writable_folder
 from mai_aug.errors import MaiAugError  # noqa: E402
@@ -41,31 +41,38 @@ def write_preview(
         raise MaiAugError(f"--data {data_dir}: no images to preview")
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(table), size=min(n, len(table)), replace=False))
+    samples_of = _augmented(table, picks, regime, samples, seed)  # every image decoded before anything is written
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
     require_writable_folder(out, "--out")
-    deterministic, augment = regime.full_transform(train=False), regime.full_transform(train=True)
-    augment.set_random_state(seed)
-    written, rows = [], []
-    for i in picks:
-        item = {"image": table.images[i], "label": table.labels[i].tolist()}
-        stem = Path(item["image"]).stem
-        problem = image_problem(item["image"])  # one named error, not MONAI's nested transform traceback
-        if problem is not None:
-            raise MaiAugError(f"{item['image']}: {problem}")
-        original = to_uint8(deterministic(dict(item))["image"])
-        row = [original]
-        for k in range(samples):
-            pixels = to_uint8(augment(dict(item))["image"])
+    written = []
+    for stem, _, row in samples_of:
+        for k, pixels in enumerate(row[1:]):
             path = out / f"{stem}_{k}.png"
             Image.fromarray(pixels, mode="L").save(path)
             written.append(path)
-            row.append(pixels)
-        rows.append((stem, caption(table.labels[i], table.label_names), row))
-    _grid(rows, regime.name, out / "grid.png")
+    _grid(samples_of, regime.name, out / "grid.png")
     return written
+
+
+def _augmented(table, picks: np.ndarray, regime: Regime, samples: int,
+               seed: int) -> list[tuple[str, str, list[np.ndarray]]]:
+    """Per picked image: its stem, caption, and the deterministic image followed by ``samples`` augmented ones."""
+    check_image_headers([table.images[i] for i in picks])
+    deterministic, augment = regime.full_transform(train=False), regime.full_transform(train=True)
+    augment.set_random_state(seed)
+    rows = []
+    for i in picks:
+        item = {"image": table.images[i], "label": table.labels[i].tolist()}
+        problem = image_problem(item["image"])  # one named error, not MONAI's nested transform traceback
+        if problem is not None:
+            raise MaiAugError(f"{item['image']}: {problem}")
+        row = [to_uint8(deterministic(dict(item))["image"])]
+        row += [to_uint8(augment(dict(item))["image"]) for _ in range(samples)]
+        rows.append((Path(item["image"]).stem, caption(table.labels[i], table.label_names), row))
+    return rows
 
 
 def _grid(rows: list[tuple[str, str, list[np.ndarray]]], regime: str, path: Path) -> None:

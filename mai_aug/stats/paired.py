@@ -152,7 +152,7 @@ def _regime_rows(scores: StudyScores, regime: str, runs: Runs, columns: np.ndarr
     above = 0
     if len(columns):
         unc = uncertainty([runs.column(0), runs.column(columns[1:])] if len(columns) > 1 else [runs.column(0)])
-        low[columns], high[columns] = logit_interval(value[columns], unc.se, unc.marginal_c(level), scores.bounds)
+        low[columns], high[columns] = logit_interval(value[columns], unc.se, np.nan_to_num(unc.marginal_c(level)), scores.bounds)
         if value_name == "auc" and len(columns) > 1:  # above chance: Bonferroni over the scored findings
             strict = unc.marginal_c(1 - (1 - level) / (len(columns) - 1))
             above = int((logit_interval(value[columns], unc.se, strict, scores.bounds)[0][1:] > 0.5).sum())
@@ -181,7 +181,7 @@ def _add_differences(table: pd.DataFrame, scores: StudyScores, runs: dict[str, R
     unc = uncertainty([diffs[r].column(primary) for r in others])
     family = _family([rows_of[r][primary] for r in others], np.array([diffs[r].value[primary] for r in others]), unc,
                      level, "primary", width)
-    values, marginal = family["diff"], unc.marginal_c(level) * unc.se
+    values, marginal = family["diff"], np.nan_to_num(unc.marginal_c(level)) * unc.se  # se 0: a point
     family["diff_ci_low"], family["diff_ci_high"] = np.maximum(values - marginal, -width), np.minimum(values + marginal, width)
     family["primary_ci_low"], family["primary_ci_high"] = family.pop("low"), family.pop("high")
     frames = [family]

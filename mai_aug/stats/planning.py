@@ -27,7 +27,7 @@ DEFAULT_POWER = 0.8
 def seeds_needed(common: float, per_seed: float, c: float, detect: float, power: float) -> int | None:
     """Fewest seeds k with (c + z_power) sqrt(common + per_seed / k) <= detect; None if no k up to MAX_SEEDS does."""
     target = (detect / (c + stats.norm.ppf(power))) ** 2
-    if target <= common:
+    if not np.isfinite(target) or target <= common:  # no interval (identical predictions): nothing to plan
         return None
     k = math.ceil(per_seed / (target - common)) if per_seed > 0 else 1
     return max(k, 1) if k <= MAX_SEEDS else None
@@ -36,7 +36,7 @@ def seeds_needed(common: float, per_seed: float, c: float, detect: float, power:
 def patients_needed(n: int, test_part: float, seed_part: float, c: float, detect: float, power: float) -> int | None:
     """Test patients at the current seeds for (c + z_power) sqrt(test_part n / n' + seed_part) <= detect."""
     target = (detect / (c + stats.norm.ppf(power))) ** 2
-    if target <= seed_part:
+    if not np.isfinite(target) or target <= seed_part:
         return None
     return math.ceil(n * test_part / (target - seed_part))
 

@@ -212,6 +212,9 @@ def logit_interval(value: np.ndarray, se: np.ndarray, c: np.ndarray | float,
     """``value +/- c x se`` on the logit scale of ``bounds`` (delta method): inside the range without clipping, and
     asymmetric near an edge, where a symmetric interval under-covers (5 positive patients at AUC 0.95: 72%)."""
     lo, hi = bounds
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # an unbounded metric (a user's): the symmetric interval
+        half = np.asarray(c) * np.asarray(se, float)
+        return np.asarray(value, float) - half, np.asarray(value, float) + half
     width = hi - lo
     frac = np.clip((np.asarray(value, float) - lo) / width, EDGE, 1 - EDGE)
     half = np.asarray(c) * np.asarray(se, float) / width / (frac * (1 - frac))
