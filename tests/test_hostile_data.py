@@ -215,7 +215,7 @@ def fill_disk_while_writing(env: Env, names: tuple[str, ...], room: int = 100) -
             return original(path, write, durable)
         return original(path, lambda f: write(_FullDisk(f, room)), durable)
 
-    for module in (utils_module, checkpoint_module, evaluate_module):
+    for module in (m for m in (utils_module, checkpoint_module, evaluate_module) if hasattr(m, "atomic_write")):
         module_original = module.atomic_write
         module.atomic_write = full
         env.cleanups.append(lambda m=module, o=module_original: setattr(m, "atomic_write", o))

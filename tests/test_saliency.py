@@ -197,7 +197,7 @@ def test_compare_saliency_pairs_identical_regimes(phantom_dir, tmp_path, capsys)
     argv = ["compare", "--data", str(phantom_dir), "--regimes", "none", "basic", "basic-copy", "--regimes-file", str(copy),
             "--image-size", str(SIZE), "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--bootstrap",
             "200", "--quiet", "--out", str(out), "--saliency", "--saliency-max-images", "24"]
-    assert main(argv) == 0
+    assert main(argv) == 0, capsys.readouterr().err[-1500:]
     assert capsys.readouterr().err.count("saliency of") == 3
     summary = pd.read_csv(out / "saliency.csv")
     basic, twin = (summary[summary["regime"] == r].reset_index(drop=True) for r in ("basic", "basic-copy"))

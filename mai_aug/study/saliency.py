@@ -87,7 +87,7 @@ def saliency_section(out: Path, regimes: list[str], seeds: int, names: list[str]
             f"`{baseline}` is paired by patient{seed_words}: per finding (5+ boxed patients) simultaneous over every other "
             f"regime x scored finding; the macro (the mean over those) a marginal interval, starred over the regimes' "
             f"macro comparisons; `*` where it excludes 0. `chance`: the hit rate of a peak drawn uniformly over the input. "
-            f"Per run: `{StudyLayout.label('<regime>', '<k>')}/saliency/`.", "",
+            "Per run: `<regime>/seed-<k>/saliency/`.", "",
             report.markdown_table(pd.DataFrame(rows)), "",
             "Orientation (pooled over seeds):", "",
             *[f"- `{r}`: {o['sentence'] if o else 'no Cardiomegaly box among the images.'}"
