@@ -493,4 +493,4 @@ def check_outcome(argv: list[str], status: int, fragment: str, env: Env, capsys,
     assert len(errors) == 1 and lines[-1] == errors[0], err  # the error is one line, the last one
     assert fragment in errors[0]
     message = errors[0].split(": error: ", 1)[1]
-    assert [line for line in lines if message[:80] in line] == errors, err  # said once, not echoed by a logger
+    assert [line for line in lines if message[-80:] in line] == errors, err  # said once, not echoed by a logger

@@ -219,7 +219,9 @@ def logit_interval(value: np.ndarray, se: np.ndarray, c: np.ndarray | float,
     frac = np.clip((np.asarray(value, float) - lo) / width, EDGE, 1 - EDGE)
     half = np.asarray(c) * np.asarray(se, float) / width / (frac * (1 - frac))
     centre = np.log(frac / (1 - frac))
-    return lo + width * _expit(centre - half), lo + width * _expit(centre + half)
+    value = np.asarray(value, float)  # a value at the very edge (AUC 1) stays inside its own interval
+    return (np.minimum(lo + width * _expit(centre - half), value),
+            np.maximum(lo + width * _expit(centre + half), value))
 
 
 def _expit(x: np.ndarray) -> np.ndarray:
