@@ -56,7 +56,7 @@ MEASURED = {
 
 def false_star_text() -> str:
     """The measured familywise false-star rates of the two families."""
-    return (f"measured in simulated studies with no real difference (benchmarks/stats_calibration.py): "
+    return (f"Measured in simulated studies with no real difference (benchmarks/stats_calibration.py): "
             f"{MEASURED['primary']}; {MEASURED['secondary']}")
 
 
