@@ -473,7 +473,8 @@ def check_outcome(argv: list[str], status: int, fragment: str, env: Env, capsys,
     # logging as in a fresh process: no pytest handler on the root logger, so a library's unhandled records
     # reach stderr through logging.lastResort, as a user would see them
     monkeypatch.setattr(logging.root, "handlers", [])
-    cache = Path(os.environ["MAI_AUG_CACHE"])
+    cache = env.tmp / "empty-cache"  # an empty phantom cache, as on a new machine: a refusal must not fill it
+    monkeypatch.setenv("MAI_AUG_CACHE", str(cache))
     before = tree(env.tmp) | tree(cache)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
