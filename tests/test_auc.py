@@ -160,3 +160,22 @@ def test_evaluate_and_compare_give_one_seed_the_same_logit_interval():
         assert table.loc[f, ["ci_low", "ci_high"]].tolist() == pytest.approx(summary.loc[f, ["ci_low", "ci_high"]].tolist())
         logit = [np.log(v / (1 - v)) for v in table.loc[f, ["ci_low", "auc", "ci_high"]]]
         assert logit[2] - logit[1] > 0 and logit[1] - logit[0] == pytest.approx(logit[2] - logit[1])  # symmetric in logit
+
+
+def test_findings_above_chance_are_counted_at_the_bonferroni_level():
+    """One seed: a finding is above chance when its interval at 1 - 0.05 / (scored findings), not at 95%, is above
+    0.5 (auc_table's own intervals at that level give the same count)."""
+    from mai_aug.stats.paired import score_regimes, summary_table
+
+    rng = np.random.default_rng(9)
+    patients = np.arange(300) // 2
+    labels = (rng.random((300, 6)) < 0.3).astype(int)
+    scores = labels * np.array([0.0, 0.2, 0.35, 0.5, 1.0, 2.0]) + rng.normal(0, 1.0, labels.shape)
+    names = [f"F{j}" for j in range(6)]
+    summary = summary_table(score_regimes(labels, patients, {"none": [scores]}, n_boot=400), names)
+    above = int(summary.loc[summary["finding"] == "macro", "findings_above_0.5"].iloc[0])
+    strict = auc_table(labels, scores, patients, names, n_boot=400, level=1 - 0.05 / 6)
+    marginal = auc_table(labels, scores, patients, names, n_boot=400)
+    per_finding = lambda t: int((t[t["finding"] != "macro"]["ci_low"] > 0.5).sum())  # noqa: E731
+    assert above == per_finding(strict)
+    assert per_finding(strict) < per_finding(marginal)  # the correction matters in this example

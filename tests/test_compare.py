@@ -79,6 +79,10 @@ def test_every_file_is_written(comparison, capsys):
         c = summary.loc[summary["family"] == family, "simultaneous_c"].dropna().iloc[0]
         assert f"{c:.2f} standard errors" in report, family
     assert "## Planning: seeds and test patients" in report and (comparison / "plan.csv").is_file()
+    primary = summary[summary["family"] == "primary"]
+    assert len(primary) and primary["finding"].eq("macro").all()  # the primary rows carry the planning columns
+    assert {"primary_ci_low", "primary_ci_high", "half_width", "seeds_needed", "test_patients_needed"} <= set(summary)
+    assert primary["half_width"].notna().all()
 
 
 def test_identical_copy_gives_paired_cis_covering_zero(comparison):
