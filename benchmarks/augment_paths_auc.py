@@ -22,9 +22,9 @@ import argparse
 import json
 from pathlib import Path
 
+from mai_aug.analyses.outputs import load_predictions
 from mai_aug.reports.compare import headline_table, markdown_table
 from mai_aug.stats.paired import score_regimes, summary_table
-from mai_aug.study.report import load_predictions
 
 
 def _args() -> argparse.Namespace:

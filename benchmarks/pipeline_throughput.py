@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 from monai.data import DataLoader
 
+from mai_aug.core.devices import resolve_device
 from mai_aug.data.loader import build_dataset
 from mai_aug.data.nih import FINDINGS, index_images, read_nih
-from mai_aug.engine.runtime import resolve_device
 from mai_aug.transforms.batched import compile_regime
 from mai_aug.transforms.regimes import load_regime
 

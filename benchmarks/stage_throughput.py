@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from mai_aug.engine.runtime import resolve_device
+from mai_aug.core.devices import resolve_device
 from mai_aug.transforms.batched import compile_regime
 from mai_aug.transforms.regimes import load_regime
 

@@ -26,11 +26,11 @@ from monai.engines import SupervisedTrainer
 from monai.networks.nets import DenseNet121
 from monai.utils import CommonKeys
 
+from mai_aug.core.devices import resolve_device
 from mai_aug.data.loader import build_dataset
 from mai_aug.data.nih import read_nih
 from mai_aug.engine.inference import PrepareBatch
 from mai_aug.engine.loss import WeightedBCEWithLogits
-from mai_aug.engine.runtime import resolve_device
 from mai_aug.transforms.batched import compile_regime
 from mai_aug.transforms.regimes import load_regime
 

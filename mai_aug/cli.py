@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mai_aug.errors import MaiAugError, wrapped_message
-from mai_aug.interrupts import exit_status, interrupted_message, raise_on_signals
+from mai_aug.core.errors import MaiAugError, wrapped_message
+from mai_aug.core.interrupts import exit_status, interrupted_message, raise_on_signals
 
 if TYPE_CHECKING:
-    from mai_aug.engine.config import TrainConfig
+    from mai_aug.settings.config import TrainConfig
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
@@ -36,7 +36,7 @@ def _default(name: str) -> Any:
     """``TrainConfig``'s default for the setting ``name``: each training default is written once, there."""
     import dataclasses
 
-    from mai_aug.engine.config import TrainConfig  # yaml and the dataclass only: no torch before a command runs
+    from mai_aug.settings.config import TrainConfig  # yaml and the dataclass only: no torch before a command runs
 
     field = TrainConfig.__dataclass_fields__[name]
     return field.default_factory() if field.default is dataclasses.MISSING else field.default
@@ -67,7 +67,7 @@ def _bootstrap(text: str) -> int:
 
 
 def _capped(parse: Callable[[str], Any], key: str) -> Callable[[str], Any]:
-    """``parse``, then refuse a value above the limit of count ``key`` (mai_aug/limits.py)."""
+    """``parse``, then refuse a value above the limit of count ``key`` (mai_aug/core/limits.py)."""
 
     def parse_capped(text: str) -> Any:
         return _within_limit(parse(text), key)
@@ -77,7 +77,7 @@ def _capped(parse: Callable[[str], Any], key: str) -> Callable[[str], Any]:
 
 
 def _within_limit(value: Any, key: str) -> Any:
-    from mai_aug.limits import limit_problem  # plain Python: no torch before a command runs
+    from mai_aug.core.limits import limit_problem  # plain Python: no torch before a command runs
 
     problem = limit_problem(key, value)
     if problem:
@@ -114,8 +114,8 @@ def _image_size(text: str) -> int:
 
 
 def _yaml_mapping(text: str) -> dict:
-    """A YAML (or JSON) mapping given on the command line: data only (no aliases), see utils.load_user_yaml."""
-    from mai_aug.utils import load_user_yaml
+    """A YAML (or JSON) mapping given on the command line: data only (no aliases), see core.user_yaml.load_user_yaml."""
+    from mai_aug.core.user_yaml import load_user_yaml
 
     try:
         value = load_user_yaml(text, repr(text))
@@ -149,7 +149,7 @@ def _metric(text: str) -> str:
 
 def _detect(text: str) -> float:
     """An AUC difference in (0, 1) for ``--detect``."""
-    from mai_aug.study.presets import check_detect  # plain Python: no torch before a command runs
+    from mai_aug.settings.presets import check_detect  # plain Python: no torch before a command runs
 
     try:
         return check_detect(float(text), "--detect")
@@ -252,8 +252,8 @@ def _phantom_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_phantom(args: argparse.Namespace) -> int:
+    from mai_aug.core.progress import Progress
     from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
-    from mai_aug.utils import Progress
 
     spec = PhantomSpec(out=args.out, n=args.n, size=args.size, seed=args.seed,
                        images_per_patient=args.images_per_patient, difficulty=args.difficulty,
@@ -283,7 +283,7 @@ def _trust_context(args: argparse.Namespace) -> contextlib.AbstractContextManage
     """Regimes load under --trust-config within the command (transforms imported only when it is given)."""
     if not getattr(args, "trust_config", False):
         return contextlib.nullcontext()
-    from mai_aug.transforms.trust import trusted_configs
+    from mai_aug.core.trust import trusted_configs
 
     return trusted_configs(True)
 
@@ -405,7 +405,7 @@ def _given_only(p: argparse.ArgumentParser) -> None:
     The defaults stay TrainConfig's alone (``--help`` still shows them); ``argparse.SUPPRESS`` is argparse's own
     "no attribute unless given".
     """
-    from mai_aug.engine.settings import setting_names
+    from mai_aug.settings.layers import setting_names
 
     names = set(setting_names())
     for action in p._actions:  # argparse keeps no public list of a parser's arguments
@@ -417,7 +417,7 @@ def _given_only(p: argparse.ArgumentParser) -> None:
 
 def train_config(args: argparse.Namespace, **overrides) -> TrainConfig:
     """A TrainConfig from parsed arguments that are settings (others ignored) and ``overrides``, over the defaults."""
-    from mai_aug.engine.settings import build_train_config, setting_names
+    from mai_aug.settings.layers import build_train_config, setting_names
 
     names = set(setting_names())
     given = {k: v for k, v in vars(args).items() if k in names and not (k == "workers" and v is None)}
@@ -425,8 +425,8 @@ def train_config(args: argparse.Namespace, **overrides) -> TrainConfig:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from mai_aug.engine.settings import build_train_config, read_settings
     from mai_aug.engine.train import train
+    from mai_aug.settings.layers import build_train_config, read_settings
 
     given = {k: v for k, v in vars(args).items() if k not in TRAIN_NOT_SETTINGS}
     file = read_settings(args.settings) if args.settings else {}
@@ -465,9 +465,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from mai_aug.analyses.evaluate.run import evaluate_run
+    from mai_aug.core.layout import RunLayout
     from mai_aug.engine import distributed
-    from mai_aug.engine.evaluate import evaluate_run
-    from mai_aug.engine.layout import RunLayout
 
     if not distributed.current().is_main:  # under torchrun, rank 0 evaluates the whole split
         return 0
@@ -494,7 +494,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 @command("robustness")
 def _robustness_parser(sub: argparse._SubParsersAction) -> None:
-    from mai_aug.engine.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
+    from mai_aug.transforms.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
 
     p = sub.add_parser("robustness", help="test AUC of a run under graded test-time shifts (rotation, zoom, ...)")
     _add_run_args(p)
@@ -513,9 +513,9 @@ def _robustness_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_robustness(args: argparse.Namespace) -> int:
+    from mai_aug.analyses.robustness.run import robustness_run
+    from mai_aug.core.layout import RunLayout
     from mai_aug.engine import distributed
-    from mai_aug.engine.layout import RunLayout
-    from mai_aug.engine.robustness import robustness_run
 
     if not distributed.current().is_main:
         return 0
@@ -553,9 +553,9 @@ def _non_negative_float(text: str) -> float:
 
 
 def _run_saliency(args: argparse.Namespace) -> int:
+    from mai_aug.analyses.saliency.run import saliency_run
+    from mai_aug.core.layout import RunLayout
     from mai_aug.engine import distributed
-    from mai_aug.engine.layout import RunLayout
-    from mai_aug.engine.saliency import saliency_run
 
     if not distributed.current().is_main:
         return 0
@@ -578,8 +578,8 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from mai_aug.analyses.evaluate.predict import predict_files
     from mai_aug.engine import distributed
-    from mai_aug.engine.evaluate import predict_files
 
     if not distributed.current().is_main:
         return 0
@@ -671,7 +671,7 @@ COMPARE_TRAIN_FLAGS = ("image_size", "batch_size", "epochs", "steps_per_epoch", 
 
 
 def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
-    from mai_aug.engine.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
+    from mai_aug.transforms.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
 
     p.add_argument("--robustness", nargs="*", choices=list(SHIFT_TYPES), metavar="SHIFT",
                    help=f"also sweep every run under test-time shifts ({', '.join(SHIFT_TYPES)}; none named: all) "
@@ -711,7 +711,7 @@ def _add_compare_curve_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from mai_aug.engine.layout import StudyLayout
+    from mai_aug.core.layout import StudyLayout
     from mai_aug.reports.compare import headline_table
     from mai_aug.stats.paired import baseline_regime
     from mai_aug.study.compare import CompareOptions, run_compare

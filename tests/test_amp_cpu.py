@@ -11,10 +11,10 @@ import torch
 import yaml
 
 from conftest import cut_datalist
+from mai_aug.analyses.trained_run import TrainedRun
 from mai_aug.cli import main
-from mai_aug.engine.evaluate import TrainedRun
-from mai_aug.engine.fingerprint import differences
 from mai_aug.engine.precision import AutocastInferer, engine_precision, inference_dtype, trained_dtype
+from mai_aug.settings.fingerprint import differences
 
 TRAIN = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0",
          "--cache", "none", "--regime", "basic", "--device", "cpu", "--quiet"]

@@ -25,7 +25,7 @@ import yaml
 
 from conftest import cut_datalist, write_nih
 from mai_aug.cli import main
-from mai_aug.engine.runtime import RunLock
+from mai_aug.core.locks import RunLock
 
 TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0",
         "--cache", "disk"]

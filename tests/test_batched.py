@@ -30,9 +30,9 @@ from scipy.stats import binomtest, ks_2samp
 
 from conftest import cut_datalist
 from mai_aug.cli import main
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.loader import build_dataset
 from mai_aug.engine import train as train_module
-from mai_aug.errors import MaiAugError
 from mai_aug.transforms.batched import BatchedStage, Resample, choose_stage, compile_regime, compile_transforms
 from mai_aug.transforms.batched_affine import AffineDraw, RotateDraw, ZoomDraw
 from mai_aug.transforms.probe import looks_mirrored, probe_pattern

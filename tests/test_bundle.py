@@ -26,8 +26,8 @@ from mai_aug.bundle.inference import preprocessing
 from mai_aug.bundle.metadata import required_packages
 from mai_aug.bundle.transforms import SMOOTH_RESIZE, foreign_packages
 from mai_aug.cli import main
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.loader import build_dataset
-from mai_aug.errors import MaiAugError
 from mai_aug.transforms.regimes import Regime, available_regimes, load_regime, regime_from_spec
 
 SIZE = 32
@@ -260,8 +260,8 @@ def test_network_def_builds_the_runs_network(name):
     from monai.bundle import ConfigParser
 
     from mai_aug.bundle.inference import network_config
-    from mai_aug.engine.network import instantiate
-    from mai_aug.engine.network_spec import resolve_network
+    from mai_aug.networks.build import instantiate
+    from mai_aug.networks.spec import resolve_network
 
     spec = resolve_network(name, {}, 3, 1, 64)
     raw = {"resolved": {"network": spec.to_dict(), "findings": ["a", "b", "c"]}, "in_channels": 1, "image_size": 64}
@@ -272,7 +272,7 @@ def test_network_def_builds_the_runs_network(name):
 
 def test_vit_run_is_refused_in_one_line():
     from mai_aug.bundle.inference import network_config
-    from mai_aug.engine.network_spec import resolve_network
+    from mai_aug.networks.spec import resolve_network
 
     spec = resolve_network("vit", {"patch_size": 8}, 3, 1, 32)
     with pytest.raises(MaiAugError, match="cannot be exported yet"):

@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from mai_aug.analyses.outputs import load_predictions
 from mai_aug.cli import main
+from mai_aug.core.layout import RunLayout
 from mai_aug.data.nih import FINDINGS
-from mai_aug.engine.layout import RunLayout
 from mai_aug.stats.paired import score_regimes, summary_table
-from mai_aug.study.report import load_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIMES = ["none", "basic", "basic-copy"]

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from mai_aug.cli import main
+from mai_aug.core.errors import MaiAugError
+from mai_aug.core.layout import last_checkpoint
 from mai_aug.data.split import load_datalist
 from mai_aug.data.subsets import (
     check_fractions,
@@ -22,9 +24,7 @@ from mai_aug.data.subsets import (
     patient_order,
     subset_size,
 )
-from mai_aug.engine.checkpoint import last_checkpoint
-from mai_aug.engine.runtime import load_checkpoint
-from mai_aug.errors import MaiAugError
+from mai_aug.engine.checkpoint import load_checkpoint
 
 REGIMES = ["basic", "basic-copy"]  # basic-copy is basic under another name: identical runs
 

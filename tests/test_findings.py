@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mai_aug.study.findings import findings_section, in_distribution, strongest_shifts
+from mai_aug.reports.findings import findings_section, in_distribution, strongest_shifts
 
 
 def _summary(diff: float, low: float, high: float) -> pd.DataFrame:
@@ -65,8 +65,8 @@ def _parts(rng, offsets: dict[str, float], slope: dict[str, float], seeds: int =
 def test_auc_loss_cancels_the_runs_own_luck_and_finds_a_real_robustness_gain():
     import numpy as np
 
-    from mai_aug.reports.robustness import loss_table
-    from mai_aug.study.findings import strongest_losses
+    from mai_aug.analyses.robustness.section import loss_table
+    from mai_aug.reports.findings import strongest_losses
 
     rng = np.random.default_rng(0)
     same = loss_table(_parts(rng, {"none": 0.0, "wide": 0.05}, {"none": -0.003, "wide": -0.003}), "none")

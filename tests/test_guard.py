@@ -12,7 +12,7 @@ import torch
 from monai.transforms import MapTransform
 from PIL import Image
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 from mai_aug.transforms.probe import dihedral, probe_pattern
 from mai_aug.transforms.regimes import available_regimes, load_regime
 from mai_aug.transforms.resize import SmoothResized

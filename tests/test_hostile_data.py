@@ -24,13 +24,13 @@ from PIL import Image
 from test_bad_input import Env
 from test_datasets import write_chexpert
 
+import mai_aug.analyses.evaluate.run as evaluate_module
+import mai_aug.core.files as utils_module
+import mai_aug.core.preflight as preflight_module
 import mai_aug.engine.checkpoint as checkpoint_module
-import mai_aug.engine.evaluate as evaluate_module
-import mai_aug.engine.preflight as preflight_module
-import mai_aug.utils as utils_module
 from conftest import write_nih
+from mai_aug.analyses.evaluate.predict import predict_files
 from mai_aug.data.nih import read_csv
-from mai_aug.engine.evaluate import predict_files
 
 # the bad-input suite's fixtures (its tiny shared run) and its judge, under a name pytest does not collect again
 small_datalist, shared_run, env = bad_input.small_datalist, bad_input.shared_run, bad_input.env
@@ -420,7 +420,7 @@ def test_evaluate_on_a_real_full_disk(env, capsys, monkeypatch):
 def test_a_log_on_a_full_disk_is_one_warning_not_a_traceback_per_line(capsys):
     import logging
 
-    from mai_aug.engine.runtime import LogFile, RunLog
+    from mai_aug.core.logs import LogFile, RunLog
 
     with RunLog(Path("/dev/full"), echo=False) as logger:
         for i in range(3):
@@ -433,8 +433,8 @@ def test_a_log_on_a_full_disk_is_one_warning_not_a_traceback_per_line(capsys):
 def test_dicom_the_load_step_cannot_read_is_named(tmp_path, monkeypatch):
     """pydicom installed but the shipped load step (PILReader): the loader's failure names the file, in one line."""
     import mai_aug.data.images as images
+    from mai_aug.core.errors import wrapped_message
     from mai_aug.data.loader import build_dataset
-    from mai_aug.errors import wrapped_message
     from mai_aug.transforms.regimes import load_regime
 
     path = tmp_path / "scan.dcm"

@@ -21,8 +21,8 @@ from test_bad_input import Env, check_outcome
 
 from conftest import write_nih
 from mai_aug.cli import main
-from mai_aug.engine.layout import StudyLayout
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
+from mai_aug.core.layout import StudyLayout
 
 TIME_LIMIT_S = 120  # an alias bomb used to keep the process busy indefinitely: fail instead of hanging
 ROWS = [(f"{i:08d}_000.png", "No Finding" if i % 3 else "Effusion", i, "PA") for i in range(1, 31)]

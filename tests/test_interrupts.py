@@ -22,8 +22,9 @@ import pytest
 
 from conftest import cut_datalist
 from mai_aug.cli import main
-from mai_aug.engine.runtime import RunLock, load_checkpoint
-from mai_aug.interrupts import Interrupted, raise_on_signals
+from mai_aug.core.interrupts import Interrupted, raise_on_signals
+from mai_aug.core.locks import RunLock
+from mai_aug.engine.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = ["--network", "densenet", "--network-args", "{init_features: 8, growth_rate: 4, block_config: [2, 2]}"]
@@ -151,7 +152,7 @@ def trained(small_datalist, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("target, count, sig, complete", [
     ("mai_aug.engine.inference:_Collect.__call__", 2, signal.SIGTERM, []),  # in the prediction loop
-    ("mai_aug.utils:atomic_write", 2, signal.SIGINT, ["test_auc.csv"]),  # writing its outputs, the ROC figure next
+    ("mai_aug.core.files:atomic_write", 2, signal.SIGINT, ["test_auc.csv"]),  # writing its outputs, the ROC figure next
 ], ids=["predicting", "writing"])
 def test_evaluate_interrupted_leaves_no_partial_output(target, count, sig, complete, trained, small_datalist):
     argv = ["evaluate", "--run", str(trained), "--bootstrap", "200"]
@@ -169,7 +170,7 @@ def test_robustness_interrupted_between_levels_writes_no_meta(trained):
     argv = ["robustness", "--run", str(trained), "--bootstrap", "200", "--shifts", "rotation", "--levels",
             "rotation=0,10"]
     sig = signal.SIGINT
-    check_interrupted(interrupted("mai_aug.engine.robustness:build_shift", 2, sig, argv), "robustness", sig,
+    check_interrupted(interrupted("mai_aug.analyses.robustness.run:build_shift", 2, sig, argv), "robustness", sig,
                       only=False)  # it logs each level
     out = trained / "robustness"
     assert not (out / "meta.json").exists() and not list(out.glob(".*.tmp"))
@@ -255,7 +256,7 @@ from pathlib import Path
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 
 import mai_aug.engine.train as train_module
-from mai_aug import utils
+from mai_aug.core import files as utils
 from mai_aug.cli import main
 from mai_aug.engine import checkpoint, handlers
 

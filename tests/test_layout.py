@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
+from mai_aug.core.layout import RunLayout, StudyLayout
 from mai_aug.engine.inference import PrepareBatch, make_evaluator, predict_probabilities
-from mai_aug.engine.layout import RunLayout, StudyLayout
 from mai_aug.stats.auc import auc_table
 from mai_aug.stats.scores import interval_tables, metric_table, resolve_metrics
 

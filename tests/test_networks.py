@@ -14,14 +14,14 @@ import yaml
 from monai.networks.nets import ResNet, resnet18
 
 from conftest import cut_datalist
+from mai_aug.analyses.trained_run import TrainedRun
 from mai_aug.cli import main
-from mai_aug.engine.config import TrainConfig
-from mai_aug.engine.evaluate import TrainedRun
-from mai_aug.engine.fingerprint import components, differences
-from mai_aug.engine.network import build_network
-from mai_aug.engine.network_spec import resolve_network
-from mai_aug.errors import MaiAugError
-from mai_aug.study.presets import check_preset
+from mai_aug.core.errors import MaiAugError
+from mai_aug.networks.build import build_network
+from mai_aug.networks.spec import resolve_network
+from mai_aug.settings.config import TrainConfig
+from mai_aug.settings.fingerprint import components, differences
+from mai_aug.settings.presets import check_preset
 
 TINY = ["--image-size", "32", "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0",
         "--quiet"]

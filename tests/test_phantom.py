@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from mai_aug.cli import main
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.nih import FINDINGS, read_nih
 from mai_aug.data.phantom import (
     PREVALENCE,
@@ -22,7 +23,6 @@ from mai_aug.data.phantom import (
     write_phantom,
 )
 from mai_aug.data.prepare import split_data
-from mai_aug.errors import MaiAugError
 
 
 def digest(root: Path) -> dict[str, str]:

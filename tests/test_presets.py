@@ -61,7 +61,7 @@ def test_preset_seeds_and_sweep_are_defaults_the_command_line_overrides():
 
 
 def test_preset_sweep_takes_command_line_levels_and_levels_alone_are_refused():
-    from mai_aug.errors import MaiAugError
+    from mai_aug.core.errors import MaiAugError
     from mai_aug.study.compare import CompareOptions, _preset_defaults
 
     opts = _preset_defaults(CompareOptions(out="o", robustness_levels=["rotation=0,5"]), load_preset("robustness"))

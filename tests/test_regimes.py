@@ -13,8 +13,8 @@ from PIL import Image
 
 from conftest import write_nih
 from mai_aug.cli import main
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.loader import build_dataset
-from mai_aug.errors import MaiAugError
 from mai_aug.transforms.regimes import available_regimes, load_regime
 
 EXPECTED = {

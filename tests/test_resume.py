@@ -21,10 +21,11 @@ from ignite.engine import Engine, Events
 
 from conftest import cut_datalist
 from mai_aug.cli import main
+from mai_aug.core.layout import checkpoint_epoch, last_checkpoint
+from mai_aug.core.locks import RunLock
 from mai_aug.engine import checkpoint
-from mai_aug.engine.checkpoint import atomic_write, checkpoint_epoch, last_checkpoint
+from mai_aug.engine.checkpoint import atomic_write
 from mai_aug.engine.handlers import CosineSchedule
-from mai_aug.engine.runtime import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--regime", "complex", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--quiet",

@@ -13,7 +13,7 @@ import torch
 
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS
-from mai_aug.engine.shift_levels import SHIFT_TYPES, parse_levels
+from mai_aug.transforms.shift_levels import SHIFT_TYPES, parse_levels
 from mai_aug.transforms.shifts import build_shift, noise_seed
 
 TINY = ["--image-size", "32", "--batch-size", "16", "--workers", "0", "--quiet", "--lr", "1e-3"]
@@ -148,8 +148,9 @@ def complex_run(run) -> Path:
 
 
 def test_tta_averages_draws_of_the_random_part(complex_run, capsys):
-    from mai_aug.engine.evaluate import TrainedRun, evaluate_run
-    from mai_aug.engine.tta import tta_predictions
+    from mai_aug.analyses.evaluate.run import evaluate_run
+    from mai_aug.analyses.trained_run import TrainedRun
+    from mai_aug.analyses.tta.run import tta_predictions
 
     assert main(["evaluate", "--run", str(complex_run), "--bootstrap", "200", "--tta", "2"]) == 0
     assert "tta2" in capsys.readouterr().out

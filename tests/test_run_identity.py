@@ -11,11 +11,11 @@ import yaml
 
 import mai_aug
 from mai_aug.cli import main
+from mai_aug.core.locks import RunLock
 from mai_aug.data.prepare import datalist_from_options
-from mai_aug.engine import fingerprint
-from mai_aug.engine.config import TrainConfig
-from mai_aug.engine.fingerprint import canonical_sha256, components, differences, run_status, write_fingerprint
-from mai_aug.engine.runtime import RunLock
+from mai_aug.settings import fingerprint
+from mai_aug.settings.config import TrainConfig
+from mai_aug.settings.fingerprint import canonical_sha256, components, differences, run_status, write_fingerprint
 
 TINY = ["--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--bootstrap", "200", "--quiet"]
 
@@ -263,8 +263,8 @@ def test_an_unreadable_fingerprint_is_a_mismatch(comparison, phantom_dir, tmp_pa
 
 
 def test_config_and_fingerprint_are_written_fsynced_under_hidden_names(tmp_path, monkeypatch):
-    from mai_aug import utils
-    from mai_aug.engine.config import read_config, write_config
+    from mai_aug.core import files as utils
+    from mai_aug.settings.config import read_config, write_config
 
     synced, renamed = [], []
     real_fsync, real_replace = utils.os.fsync, utils.os.replace

@@ -14,11 +14,11 @@ from monai.networks.nets import DenseNet121, resnet18
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mai_aug.analyses.saliency.run import check_geometry, target_layer
 from mai_aug.cli import main
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.boxes import read_boxes
 from mai_aug.data.loader import build_dataset
-from mai_aug.engine.saliency import check_geometry, target_layer
-from mai_aug.errors import MaiAugError
 from mai_aug.stats.pointing import box_distance, chance_of_hit, hit_rate_table, map_box, pointing_hit
 from mai_aug.transforms.regimes import load_regime
 

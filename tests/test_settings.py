@@ -13,9 +13,9 @@ import yaml
 import mai_aug.engine.train
 import mai_aug.study.compare
 from mai_aug.cli import COMPARE_TRAIN_FLAGS, TRAIN_NOT_SETTINGS, _data_options, build_parser, main
-from mai_aug.engine.config import TrainConfig
-from mai_aug.engine.settings import FILE_ONLY, build_train_config, read_settings, setting_names
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
+from mai_aug.settings.config import TrainConfig
+from mai_aug.settings.layers import FILE_ONLY, build_train_config, read_settings, setting_names
 from mai_aug.study.compare import CompareOptions
 
 

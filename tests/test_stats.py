@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mai_aug.analyses.outputs import load_predictions
 from mai_aug.cli import main
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 from mai_aug.reports.roc import roc_figure
 from mai_aug.stats.auc import per_finding_auc
 from mai_aug.stats.paired import score_regimes, summary_table
-from mai_aug.study.report import load_predictions, statistics_text
+from mai_aug.study.report import statistics_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from stats_calibration import Setting, run_setting  # noqa: E402  (the benchmark's simulator, also tested here)

@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS
 from mai_aug.engine.loss import WeightedBCEWithLogits
-from mai_aug.engine.network import build_network, torchvision_state_dict
+from mai_aug.networks.build import build_network, torchvision_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "32", "--batch-size", "16", "--workers", "0", "--quiet", "--lr", "1e-3"]

@@ -12,12 +12,12 @@ import torch
 import yaml
 
 from conftest import cut_datalist
+from mai_aug.analyses.trained_run import TrainedRun
 from mai_aug.cli import main
-from mai_aug.engine.evaluate import TrainedRun
+from mai_aug.core.errors import MaiAugError
+from mai_aug.core.trust import check_data_only
 from mai_aug.engine.precision import trained_dtype
-from mai_aug.errors import MaiAugError
 from mai_aug.transforms.regimes import default_regimes_file, load_regime
-from mai_aug.transforms.trust import check_data_only
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "32", "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0",

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import torch
 
+from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity
 from mai_aug.bundle.inference import MODEL_FILE, inference_config, network_config
 from mai_aug.bundle.metadata import metadata, readme
 from mai_aug.bundle.transforms import foreign_packages
-from mai_aug.engine.checkpoint import save_atomic
-from mai_aug.engine.config import read_config
-from mai_aug.engine.evaluate import TrainedRun, checkpoint_identity
-from mai_aug.engine.layout import RunLayout
+from mai_aug.core.errors import MaiAugError
+from mai_aug.core.files import write_text_atomic
+from mai_aug.core.layout import RunLayout
+from mai_aug.core.preflight import require_writable_folder
+from mai_aug.core.user_yaml import dump_yaml
+from mai_aug.engine.checkpoint import load_checkpoint, save_atomic
 from mai_aug.engine.precision import trained_dtype
-from mai_aug.engine.preflight import require_writable_folder
-from mai_aug.engine.runtime import load_checkpoint
-from mai_aug.errors import MaiAugError
-from mai_aug.utils import dump_yaml, write_text_atomic
+from mai_aug.settings.config import read_config
 
 YAML_HEADER = ("# MONAI bundle inference config written by `mai-aug export-bundle`; run it with\n"
                "#   python -m monai.bundle run --config_file configs/inference.yaml "

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mai_aug.bundle.transforms import monai_only, to_uint8
-from mai_aug.engine.network_spec import stored_network
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
+from mai_aug.networks.spec import stored_network
 from mai_aug.transforms.regimes import IMAGE, Regime
 
 MODEL_FILE = "models/model.pt"

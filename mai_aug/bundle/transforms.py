@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 from mai_aug.transforms.io import _WIDE_MODES
 
 GRAYSCALE = "mai_aug.transforms.io.ToGrayscale"

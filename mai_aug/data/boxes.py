@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 
 BBOX_FILE = "BBox_List_2017.csv"
 COLUMNS = ("image", "finding", "x", "y", "w", "h")

@@ -20,8 +20,8 @@ import torch
 from monai.transforms import Transform
 from PIL import Image
 
-from mai_aug.errors import MaiAugError, first_line
-from mai_aug.utils import Progress
+from mai_aug.core.errors import MaiAugError, first_line
+from mai_aug.core.progress import Progress
 
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
 # What the load step (PILReader) reads, recognised by the file's first bytes rather than its name.

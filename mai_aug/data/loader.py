@@ -21,10 +21,10 @@ from monai.utils import convert_to_tensor, look_up_option
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mai_aug.core.errors import MaiAugError, first_line
+from mai_aug.core.files import atomic_write
 from mai_aug.data.images import NameBadImage
-from mai_aug.errors import MaiAugError, first_line
 from mai_aug.transforms.regimes import Regime
-from mai_aug.utils import atomic_write
 
 CACHE_MODES = ("memory", "disk", "none")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 
 FINDINGS: tuple[str, ...] = (
     "Atelectasis",

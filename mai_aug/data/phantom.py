@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.nih import FINDINGS, HEADER, NO_FINDING
-from mai_aug.errors import MaiAugError
 
 # Image-level prevalences, ranked as in NIH ChestX-ray14 (Infiltration commonest, Hernia rarest), with floors so
 # that every finding has positives in a 20 % test split of the default 3000 images.

@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mai_aug.core.preflight import require_writable_file
 from mai_aug.data.datasets import DataSource, read_dataset
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.nih import VIEWS
 from mai_aug.data.split import load_datalist, make_datalist, resolve_split, split_table, write_datalist
-from mai_aug.engine.preflight import require_writable_file
 
 
 def split_data(

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mai_aug.core.errors import MaiAugError
+from mai_aug.core.files import output_file, write_text_atomic
 from mai_aug.data.datasets.nih import from_nih
 from mai_aug.data.datasets.table import POOL, TEST, DatasetTable
 from mai_aug.data.images import file_problem
 from mai_aug.data.nih import FINDINGS, NIHTable, read_name_list
-from mai_aug.errors import MaiAugError
-from mai_aug.utils import output_file, write_text_atomic
 
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
 # A finding needs this many positive patients before validation and test are each promised one.
@@ -216,7 +216,7 @@ def _plain(patient: Any) -> int | str:
 def write_datalist(datalist: dict, out: str | Path) -> Path:
     """Write ``datalist`` as JSON, creating the parent folder; all-or-nothing, never over a non-regular file.
 
-    The JSON goes through :func:`mai_aug.utils.atomic_write` (a uniquely named temporary file renamed over
+    The JSON goes through :func:`mai_aug.core.files.atomic_write` (a uniquely named temporary file renamed over
     ``out``, or over a symlink's target), so two processes cannot race on one temporary name and a FIFO or
     device named as ``out`` is refused rather than replaced.
     """

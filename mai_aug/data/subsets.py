@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.split import known_positives
-from mai_aug.errors import MaiAugError
 
 
 def parse_fraction(text: str | float) -> float:

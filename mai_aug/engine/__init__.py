@@ -1,1 +1,1 @@
-"""Engine: DenseNet121, the weighted loss, per-finding AUC, and MONAI's SupervisedTrainer/Evaluator."""
+"""Engine: the training core (MONAI SupervisedTrainer/Evaluator, handlers, loss, metrics, checkpoints, precision, DDP)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,14 +18,13 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from mai_aug.engine.layout import BEST_NAME as BEST_NAME
-from mai_aug.engine.layout import LAST_PREFIX as LAST_PREFIX
-from mai_aug.errors import MaiAugError
-from mai_aug.utils import atomic_write  # save_atomic looks it up here, where tests replace it
+from mai_aug.core.errors import MaiAugError
+from mai_aug.core.files import (
+    atomic_write,  # save_atomic looks it up here, where tests replace it
+    )
+from mai_aug.core.layout import BEST_NAME, checkpoint_name, last_checkpoint, last_checkpoints
 
 logger = logging.getLogger("mai_aug")
-
-_LAST_RE = re.compile(r"^last_checkpoint_epoch=(\d+)(?:_iteration=(\d+))?\.pt$")
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -41,41 +39,11 @@ def remove_temporaries(folder: Path) -> None:
             tmp.unlink()
 
 
-def checkpoint_name(epoch: int, iteration: int | None = None) -> str:
-    """``last_checkpoint_epoch=N.pt`` after epoch N; ``last_checkpoint_epoch=N_iteration=I.pt`` inside epoch N."""
-    return f"{LAST_PREFIX}{epoch}.pt" if iteration is None else f"{LAST_PREFIX}{epoch}_iteration={iteration}.pt"
-
-
-def _order(path: Path) -> tuple[int, float]:
-    """Sort key: a checkpoint inside epoch N comes after epoch N-1's and before epoch N's end."""
-    match = _LAST_RE.match(path.name)
-    epoch, iteration = int(match[1]), match[2]
-    return (epoch, math.inf if iteration is None else int(iteration))
-
-
-def last_checkpoints(folder: Path) -> list[Path]:
-    """The run's ``last_checkpoint_epoch=*.pt`` files, oldest first."""
-    found = [p for p in Path(folder).glob(f"{LAST_PREFIX}*.pt") if _LAST_RE.match(p.name)]
-    return sorted(found, key=_order)
-
-
-def last_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint of a run (end of epoch or inside one), or None."""
-    found = last_checkpoints(folder)
-    return found[-1] if found else None
-
-
 def remove_older_checkpoints(folder: Path, newest: Path) -> None:
     """Delete every last checkpoint in ``folder`` but ``newest`` (a kill between a save and this leaves two)."""
     for old in last_checkpoints(folder):
         if old != newest:
             old.unlink(missing_ok=True)
-
-
-def checkpoint_epoch(path: Path) -> int:
-    """The number of epochs completed when ``path`` was written."""
-    epoch, position = _order(Path(path))
-    return epoch if position == math.inf else epoch - 1
 
 
 class CheckpointWriter:
@@ -168,3 +136,33 @@ class CheckpointWriter:
             self.trainer.terminate()
             return False
         return True
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint file, turning truncation or corruption into one clear error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MaiAugError(f"checkpoint {path}: file not found") from None
+    except Exception as e:
+        first = re.split(r"(?<=\.)\s", str(e).strip(), maxsplit=1)[0]  # torch's first sentence, not its advice
+        cause = f"{type(e).__name__}: {first}" if first else type(e).__name__  # EOFError() has no message
+        refused = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        if refused:  # torch's page of advice ends in the actual reason (and suggests running the file's code)
+            cause = f"refused by torch's weights-only loader: {refused[1]}"
+        if Path(path).stat().st_size == 0:
+            cause = "empty file (0 bytes)"
+        raise MaiAugError(f"checkpoint {path}: cannot be read, truncated or not a checkpoint ({cause})") from None
+
+
+def load_model_state(net: torch.nn.Module, state: dict, path: Path) -> None:
+    """Load ``state['model']`` (or a bare state dict) into ``net``, naming a mismatch."""
+    model_state = state.get("model", state) if isinstance(state, dict) else state
+    if isinstance(model_state, dict) and "checkpointer" in model_state:
+        # ignite saves a lone object's state dict unnested; the best checkpoint adds its saver's state beside it.
+        model_state = {k: v for k, v in model_state.items() if k != "checkpointer"}
+    try:
+        net.load_state_dict(model_state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[:2]
+        raise MaiAugError(f"checkpoint {path}: does not fit this model ({' '.join(first)[:300]})") from None

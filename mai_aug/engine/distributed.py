@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 
 
 @dataclass

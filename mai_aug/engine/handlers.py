@@ -14,8 +14,8 @@ import torch
 from ignite.engine import Engine, Events
 from torch.utils.tensorboard import SummaryWriter
 
+from mai_aug.core.files import write_text_atomic
 from mai_aug.engine.metrics import MACRO_KEY, finding_key, macro_key
-from mai_aug.utils import write_text_atomic
 
 logger = logging.getLogger("mai_aug")
 

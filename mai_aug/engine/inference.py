@@ -17,8 +17,8 @@ from monai.engines import SupervisedEvaluator
 from monai.utils import CommonKeys
 from torch.utils.data import DataLoader
 
+from mai_aug.core.errors import EngineTermination
 from mai_aug.engine.precision import engine_precision
-from mai_aug.errors import EngineTermination
 from mai_aug.transforms.batched import BatchedStage
 
 

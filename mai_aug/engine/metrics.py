@@ -19,8 +19,8 @@ from ignite.engine import Engine
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
+from mai_aug.core.errors import MaiAugError
 from mai_aug.engine.distributed import gather_rows
-from mai_aug.errors import MaiAugError
 from mai_aug.stats.auc import macro_auc, per_finding_auc
 from mai_aug.stats.scores import per_finding, resolve_metrics
 

@@ -34,11 +34,6 @@ class AutocastInferer(SimpleInferer):
         return out.float()
 
 
-def resolve_amp(amp: bool | None, device: torch.device) -> bool:
-    """``--amp`` as a run resolves it: unset means on with CUDA (float16), off on CPU (bfloat16 is opt-in)."""
-    return bool(amp) if amp is not None else device.type == "cuda"
-
-
 def engine_precision(device: torch.device, amp: bool, dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Keyword arguments for a MONAI engine: ``amp`` (and ``amp_kwargs``) on CUDA, an autocast inferer on CPU.
 

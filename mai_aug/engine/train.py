@@ -17,40 +17,35 @@ from monai.handlers import EarlyStopHandler, StatsHandler, TensorBoardStatsHandl
 from monai.utils import set_determinism
 from torch.utils.tensorboard import SummaryWriter
 
+from mai_aug.core.devices import resolve_amp, resolve_device
+from mai_aug.core.errors import EngineTermination, MaiAugError, first_line
+from mai_aug.core.files import write_text_atomic
+from mai_aug.core.layout import RunLayout, checkpoint_epoch, last_checkpoint
+from mai_aug.core.locks import RunLock
+from mai_aug.core.logs import RunLog
+from mai_aug.core.preflight import require_writable_folder
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.loader import build_dataset, shutdown_workers
 from mai_aug.data.prepare import datalist_from_options
 from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
 from mai_aug.engine import distributed
-from mai_aug.engine.checkpoint import CheckpointWriter, remove_older_checkpoints, remove_temporaries
-from mai_aug.engine.config import TrainConfig, config_differences, read_config, resumed_epochs, write_config
-from mai_aug.engine.fingerprint import components as fingerprint_components
-from mai_aug.engine.fingerprint import epochs_begun, write_fingerprint
+from mai_aug.engine.checkpoint import CheckpointWriter, load_checkpoint, remove_older_checkpoints, remove_temporaries
 from mai_aug.engine.handlers import CosineSchedule, FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
 from mai_aug.engine.inference import PrepareBatch as PrepareBatch
 from mai_aug.engine.inference import make_evaluator
-from mai_aug.engine.layout import RunLayout
 from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
-from mai_aug.engine.network import LoadReport, build_network
-from mai_aug.engine.network_spec import NetworkSpec, resolve_network, stored_network
-from mai_aug.engine.precision import engine_precision, resolve_amp
-from mai_aug.engine.preflight import require_writable_folder
-from mai_aug.engine.runtime import (
-    RunLock,
-    RunLog,
-    checkpoint_epoch,
-    last_checkpoint,
-    load_checkpoint,
-    resolve_device,
-)
+from mai_aug.engine.precision import engine_precision
 from mai_aug.engine.stream import TrainingStream
-from mai_aug.errors import EngineTermination, MaiAugError, first_line
+from mai_aug.networks.build import LoadReport, build_network
+from mai_aug.networks.spec import NetworkSpec, resolve_network, stored_network
 from mai_aug.reports.roc import roc_figure
+from mai_aug.settings.config import TrainConfig, config_differences, read_config, resumed_epochs, write_config
+from mai_aug.settings.fingerprint import components as fingerprint_components
+from mai_aug.settings.fingerprint import epochs_begun, write_fingerprint
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.transforms.batched import BatchedStage, choose_stage
 from mai_aug.transforms.regimes import Regime, load_regime, stored_regime
-from mai_aug.utils import write_text_atomic
 
 logger = logging.getLogger("mai_aug")
 

@@ -1,1 +1,1 @@
-"""Reports out: previews, ROC figures, AUC tables and comparison summaries."""
+"""Reports out: pure rendering of tables and figures (ROC, reliability, AUC tables, previews)."""

@@ -12,11 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from mai_aug.core.errors import MaiAugError  # noqa: E402
+from mai_aug.core.preflight import require_writable_folder
 from mai_aug.data.datasets import DataSource, read_dataset  # noqa: E402
 from mai_aug.data.images import check_image_headers, image_problem
 from mai_aug.data.nih import FINDINGS  # noqa: E402
-from mai_aug.engine.preflight import require_writable_folder
-from mai_aug.errors import MaiAugError  # noqa: E402
 from mai_aug.reports.images import to_uint8  # noqa: E402
 from mai_aug.transforms.regimes import Regime  # noqa: E402
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 from mai_aug.stats.auc import patient_counts, positive_patients, scored_findings, scored_masks
 from mai_aug.stats.scores import bootstrap_metric, get_metric, per_finding
 from mai_aug.stats.seeds import Runs, Uncertainty, logit_interval, uncertainty

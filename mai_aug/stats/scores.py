@@ -25,7 +25,7 @@ from monai.metrics import CalibrationErrorMetric
 from scipy import sparse
 from sklearn.metrics import average_precision_score, roc_curve
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 from mai_aug.stats.auc import CHUNK, bootstrap_aucs, grouped_auc, per_finding_auc, score_table, tie_group_counts
 
 #: Equal-width probability bins of ``ece`` and of the reliability diagrams (MONAI's default).
@@ -224,7 +224,7 @@ def custom_metric(entry: dict, where: str = "metrics", trust: bool | None = None
     ``_target_`` is a function ``(y, p) -> float`` of one finding, as the built-ins' point functions: 0/1 labels
     (unlabelled samples dropped) and probabilities. It is code, so it is imported only under ``--trust-config``.
     """
-    from mai_aug.transforms.trust import trusted_callable  # MONAI transforms: only when a settings entry names code
+    from mai_aug.core.trust import trusted_callable  # MONAI transforms: only when a settings entry names code
 
     unknown = [k for k in entry if k not in CUSTOM_KEYS]
     if unknown:

@@ -1,1 +1,1 @@
-"""The study: presets, the phantom cache, planning and running every regime and seed, the report."""
+"""The study: plan every regime and seed, run them, and assemble the comparison's report."""

@@ -16,6 +16,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mai_aug.analyses.curves.study import TrainingSize, curve_statistics, training_size, write_curve_report
+from mai_aug.analyses.evaluate.run import evaluate_run
+from mai_aug.analyses.robustness.run import robustness_run, site_items, swept_with
+from mai_aug.analyses.robustness.section import load_sweeps, sweep_statistics, write_sweep_report
+from mai_aug.analyses.saliency.study import saliency_section, sweep_saliency
+from mai_aug.analyses.trained_run import evaluated_with
+from mai_aug.analyses.tta.section import tta_section
+from mai_aug.core.devices import resolve_device
+from mai_aug.core.errors import MaiAugError
+from mai_aug.core.files import write_text_atomic
+from mai_aug.core.layout import RunLayout, StudyLayout
+from mai_aug.core.locks import RunLock
+from mai_aug.core.preflight import require_writable_folder
+from mai_aug.core.user_yaml import read_user_yaml
 from mai_aug.data.boxes import find_box_file
 from mai_aug.data.datasets import DataSource
 from mai_aug.data.images import check_images_if_asked
@@ -24,9 +38,11 @@ from mai_aug.data.prepare import split_data
 from mai_aug.data.split import load_datalist, split_table, write_datalist
 from mai_aug.data.subsets import check_fractions, fraction_label, nested_subset
 from mai_aug.engine import distributed
-from mai_aug.engine.config import TrainConfig, read_config
-from mai_aug.engine.evaluate import evaluate_run, evaluated_with
-from mai_aug.engine.fingerprint import (
+from mai_aug.engine.train import steps_per_epoch, train
+from mai_aug.networks.spec import canonical_name, lookup_network
+from mai_aug.reports.findings import Evidence, smallest_size, strongest_losses, strongest_shifts
+from mai_aug.settings.config import TrainConfig, read_config
+from mai_aug.settings.fingerprint import (
     NOT_RESULTS,
     canonical_sha256,
     components,
@@ -34,29 +50,16 @@ from mai_aug.engine.fingerprint import (
     resolved_settings,
     run_status,
 )
-from mai_aug.engine.layout import RunLayout, StudyLayout
-from mai_aug.engine.network_spec import canonical_name, lookup_network
-from mai_aug.engine.preflight import require_writable_folder
-from mai_aug.engine.robustness import robustness_run, site_items, swept_with
-from mai_aug.engine.runtime import RunLock, resolve_device
-from mai_aug.engine.settings import build_train_config
-from mai_aug.engine.shift_levels import SHIFT_TYPES, parse_levels
-from mai_aug.engine.train import steps_per_epoch, train
-from mai_aug.errors import MaiAugError
-from mai_aug.reports.robustness import load_sweeps, sweep_statistics, write_sweep_report
-from mai_aug.reports.tta import tta_section
+from mai_aug.settings.layers import build_train_config
+from mai_aug.settings.presets import check_preset
 from mai_aug.stats.paired import baseline_regime, primary_column
 from mai_aug.stats.planning import DEFAULT_DETECT
 from mai_aug.stats.scores import resolve_metrics
-from mai_aug.study.curves import TrainingSize, curve_statistics, training_size, write_curve_report
-from mai_aug.study.findings import Evidence, smallest_size, strongest_losses, strongest_shifts
 from mai_aug.study.phantom_cache import default_cache_dir, ensure_phantom, phantom_folder
 from mai_aug.study.phantom_cache import phantom_module as phantom_module  # tests replace its __file__
-from mai_aug.study.presets import check_preset
 from mai_aug.study.report import write_report
-from mai_aug.study.saliency import saliency_section, sweep_saliency
 from mai_aug.transforms.regimes import available_regimes, load_regime
-from mai_aug.utils import read_user_yaml, write_text_atomic
+from mai_aug.transforms.shift_levels import SHIFT_TYPES, parse_levels
 
 PRESETS = ("demo", "article", "full", "robustness")
 
@@ -72,7 +75,7 @@ def preset_path(name: str) -> Path:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    """A preset by name or file, read as data (no aliases) and checked (:func:`mai_aug.study.presets.check_preset`)."""
+    """A preset by name or file, read as data (no aliases) and checked (:func:`mai_aug.settings.presets.check_preset`)."""
     preset = read_user_yaml(preset_path(name), f"--preset {name}") or {}
     return check_preset(preset, name)
 

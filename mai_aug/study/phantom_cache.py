@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import mai_aug.data.phantom as phantom_module
+from mai_aug.core.progress import Progress
 from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
-from mai_aug.utils import Progress
 
 #: Written into a phantom's folder when its generation has finished (holds the spec).
 COMPLETE_FILE = "COMPLETE"

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mai_aug.analyses.outputs import load_predictions
+from mai_aug.core.errors import MaiAugError
+from mai_aug.core.layout import StudyLayout
 from mai_aug.data.split import load_datalist
-from mai_aug.engine.layout import StudyLayout
-from mai_aug.errors import MaiAugError
 from mai_aug.stats.paired import baseline_regime, score_regimes
 from mai_aug.stats.planning import DEFAULT_POWER, plan_table
-from mai_aug.study.report import load_predictions
 
 
 def read_study_config(out: Path) -> dict:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from mai_aug.analyses.outputs import load_predictions
+from mai_aug.core.layout import StudyLayout
+from mai_aug.core.user_yaml import dump_yaml
 from mai_aug.data.split import split_table
-from mai_aug.engine.layout import RunLayout, StudyLayout
 from mai_aug.reports import compare as report
+from mai_aug.reports.findings import Evidence, findings_section, in_distribution
 from mai_aug.reports.reliability import reliability_figure
 from mai_aug.reports.roc import roc_figure
 from mai_aug.stats import paired as stats
@@ -19,31 +22,6 @@ from mai_aug.stats.auc import MIN_POSITIVE_PATIENTS
 from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.planning import DEFAULT_DETECT, plan_table
 from mai_aug.stats.scores import Metric, resolve_metrics
-from mai_aug.study.findings import Evidence, findings_section, in_distribution
-from mai_aug.study.runs import read_paired
-from mai_aug.utils import dump_yaml
-
-
-def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str],
-                     pick: Callable[[RunLayout, str], Path] = RunLayout.predictions
-                     ) -> tuple[np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]:
-    """Labels, patients and per-regime, per-seed predictions of every run's test predictions (``pick``: which file of
-    that layout, e.g. ``RunLayout.tta_predictions``).
-
-    Raises MaiAugError naming the run folder when a file is missing or unreadable, or when a run's predictions do not
-    cover the same images in the same order as the first run's (paired statistics need one test set).
-    """
-    truth = [f"true_{n}" for n in names]
-    tables, reference = read_paired(
-        out, regimes, seeds, lambda run: pick(run, "test"), lambda frame: frame[["image", "patient", *truth]],
-        lambda run, first: (f"{run}: its test predictions do not cover the same images in the same order as {first}; "
-                            f"re-run its evaluation (mai-aug evaluate --run {run})"),
-        columns=["image", "patient", *names, *truth])
-    predictions = {regime: [frame[names].to_numpy(dtype=np.float64, copy=True) for frame in frames]
-                   for regime, frames in tables.items()}
-    labels = reference[[f"true_{n}" for n in names]].to_numpy(dtype=np.float64)  # NaN: unknown (left out per finding)
-    return labels, reference["patient"].to_numpy(), predictions
-
 
 #: What benchmarks/stats_calibration.py measured (14 findings, 3 regimes, 200 test patients, 60 simulated null
 #: studies per setting: benchmarks/results/stats-null-2026-12-03.csv), quoted next to the 5% claims.

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from monai.networks.utils import to_norm_affine
 from monai.transforms import NormalizeIntensityd, RandAdjustContrastd, RandGaussianNoised
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 from mai_aug.transforms.batched_affine import Draw, compile_draw, fired, mirrored, uniform
 from mai_aug.transforms.guard import SITUS_INVERSUS
 

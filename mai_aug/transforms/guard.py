@@ -20,7 +20,7 @@ from monai.transforms import Compose, RandomizableTrait
 from monai.transforms.spatial.array import RandAffineGrid
 from PIL import Image
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 from mai_aug.transforms.probe import (
     DRAWS,
     PROBE_SIZE,

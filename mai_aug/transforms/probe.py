@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import Compose, RandomizableTransform
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 
 COMPARE_SIZE = 48
 PROBE_SEED = 14  # of 200 seeds, the pattern least like any of its flips, transposes and rotations (corr <= 0.21)

@@ -14,13 +14,13 @@ from monai.bundle import ConfigParser
 from monai.bundle.utils import ID_REF_KEY
 from monai.transforms import Compose, EnsureTyped, ScaleIntensityRanged
 
-from mai_aug.errors import MaiAugError
-from mai_aug.names import check_name
+from mai_aug.core.errors import MaiAugError
+from mai_aug.core.names import check_name
+from mai_aug.core.trust import check_data_only, resolve_trust, walk_config
+from mai_aug.core.user_yaml import read_user_yaml
 from mai_aug.transforms.guard import check_deterministic, check_no_mirror
 from mai_aug.transforms.intensity import ToUint8d
 from mai_aug.transforms.lazy import fused
-from mai_aug.transforms.trust import check_data_only, resolve_trust, walk_config
-from mai_aug.utils import read_user_yaml
 
 IMAGE, LABEL = "image", "label"
 MIN_IMAGE_SIZE = 32
@@ -46,7 +46,7 @@ def _read_yaml(path: Path) -> dict:
 def merged_config(regimes_files: Sequence[str | Path] = (), trust: bool | None = None) -> dict:
     """The shipped regimes with each user file's regimes (and ``load``) added or overriding, in order.
 
-    Each file is checked to be data only (see :mod:`mai_aug.transforms.trust`) before anything parses it.
+    Each file is checked to be data only (see :mod:`mai_aug.core.trust`) before anything parses it.
     """
     config = _read_yaml(default_regimes_file())
     for path in regimes_files:

@@ -17,7 +17,7 @@ import torch
 from monai.transforms import AdjustContrast, Affine, GaussianSmooth, RandGaussianNoise, Rotate, Zoom
 from monai.utils import convert_to_tensor
 
-from mai_aug.engine.shift_levels import SHIFT_TYPES
+from mai_aug.transforms.shift_levels import SHIFT_TYPES
 
 ShiftFn = Callable[[torch.Tensor, int], torch.Tensor]
 

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.datasets import chexpert, generic, nih  # noqa: F401  (each registers its adapter)
 from mai_aug.data.datasets.table import DATASETS, DatasetTable, DataSource, Reader, register
 from mai_aug.data.nih import CSV_NAMES
-from mai_aug.errors import MaiAugError
 
 CSV_OPTIONS = ("image_column", "labels_column", "label_columns", "patient_column")
 
@@ -60,7 +60,7 @@ def _custom_adapter(name: str) -> Reader:
     if "." not in str(name):
         raise MaiAugError(f"--dataset {name!r}: expected auto, one of {', '.join(DATASETS)}, or a trusted _target_ "
                           f"such as my_adapter.read_mine")
-    from mai_aug.transforms.trust import trusted_callable  # MONAI transforms: only when a dataset names code
+    from mai_aug.core.trust import trusted_callable  # MONAI transforms: only when a dataset names code
 
     return trusted_callable(name, "dataset")
 

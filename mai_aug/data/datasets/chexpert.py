@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.datasets.table import POOL, TEST, DatasetTable, DataSource, first_line_of, keep_present, register
-from mai_aug.errors import MaiAugError
 
 OBSERVATIONS: tuple[str, ...] = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.datasets.table import DEFAULT_VIEWS, DatasetTable, DataSource, keep_present, register
-from mai_aug.errors import MaiAugError
 
 NO_FINDING = "No Finding"
 ONE_HOT = {"1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0}

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mai_aug.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError
 
 #: Views kept by default; the generic CSV has none (its images count as view ``""``).
 DEFAULT_VIEWS: tuple[str, ...] = ("PA", "AP")

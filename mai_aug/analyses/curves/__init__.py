@@ -1,0 +1,1 @@
+"""Learning curves: nested training fractions, and their study section."""

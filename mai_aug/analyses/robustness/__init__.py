@@ -1,0 +1,1 @@
+"""Robustness: test AUC under graded test-time shifts, and its study section."""

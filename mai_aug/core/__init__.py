@@ -1,0 +1,1 @@
+"""Bottom layer: errors, names, limits, atomic files, user YAML, trust, run-folder layout, locks, logs, devices."""

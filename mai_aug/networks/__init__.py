@@ -1,0 +1,1 @@
+"""Networks: the families training supports, their specs, building and pretrained weights."""

@@ -1,0 +1,1 @@
+"""Settings: the training configuration, settings files and layers, presets, run fingerprints."""
