@@ -16,7 +16,7 @@ step env 30 bash -c 'nvidia-smi -L; nproc; python3 -c "import torch, monai, igni
 step stage 90 python3 benchmarks/stage_throughput.py --size 320 --batch-sizes 8 64 256 1024 --steps 20
 PHANTOM=$(timeout 120 python3 -c "
 from pathlib import Path
-from mai_aug.study.compare import load_preset
+from mai_aug.settings.presets import load_preset
 from mai_aug.study.phantom_cache import ensure_phantom
 print(ensure_phantom(load_preset('demo')['phantom'], Path('$CACHE'), quiet=True))" | tail -1)
 echo "phantom: $PHANTOM"

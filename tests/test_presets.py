@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mai_aug.cli import main
-from mai_aug.study.compare import PRESETS, load_preset
+from mai_aug.settings.presets import PRESETS, load_preset
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -180,3 +180,20 @@ def test_tta_of_a_regime_without_random_part_is_the_plain_prediction(run):
     assert np.array_equal(averaged, probabilities(pd.read_csv(run / "eval" / "test_predictions.csv")))
     table = pd.read_csv(run / "eval" / "test_tta.csv")
     assert (table["diff_vs_plain"].dropna() == 0).all()
+
+
+def test_a_shift_type_without_its_builder_fails_at_import(monkeypatch):
+    import importlib
+
+    import mai_aug.transforms.shift_levels as shift_levels
+    import mai_aug.transforms.shifts as shifts
+
+    fog = shift_levels.ShiftType("fog", (0.0, 1.0), 0.0, 0.0, 1.0, "fog density")
+    monkeypatch.setitem(shift_levels.SHIFT_TYPES, "fog", fog)
+    try:
+        with pytest.raises(ImportError, match="fog"):
+            importlib.reload(shifts)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(shifts)
+    assert set(shifts.BUILDERS) == set(shift_levels.SHIFT_TYPES)

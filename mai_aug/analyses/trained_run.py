@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,14 +90,21 @@ def checkpoint_identity(path: Path) -> dict[str, str | int]:
     return {"checkpoint": Path(path).name, "size": Path(path).stat().st_size, "sha256": digest.hexdigest()}
 
 
+def output_current(meta_path: Path, checkpoint: Path, **wanted: Any) -> dict | None:
+    """The meta file of an analysis output when it was written from ``checkpoint`` as it is now with the ``wanted``
+    settings (each key equal), else None: the one "is this output current" check every analysis uses."""
+    try:
+        meta = json.loads(Path(meta_path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not Path(checkpoint).is_file():
+        return None
+    wanted = {**checkpoint_identity(checkpoint), **wanted}
+    return meta if all(meta.get(k) == v for k, v in wanted.items()) else None
+
+
 def evaluated_with(run_dir: Path, split: str, checkpoint: Path, tta: int = 0) -> bool:
     """Whether ``RUN/eval/<split>_*`` were written from ``checkpoint`` as it is now (by its meta file), with
     ``tta`` draws of test-time augmentation where ``tta`` is not 0."""
-    meta_path = RunLayout(run_dir).meta(split)
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return False
-    return (isinstance(meta, dict) and checkpoint.is_file() and meta.get("split") == split
-            and (not tta or meta.get("tta") == tta)
-            and {k: meta.get(k) for k in ("checkpoint", "size", "sha256")} == checkpoint_identity(checkpoint))
+    return output_current(RunLayout(run_dir).meta(split), checkpoint, split=split,
+                          **({"tta": tta} if tta else {})) is not None

@@ -11,10 +11,13 @@ import difflib
 import math
 import typing
 from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.limits import check_limit
+from mai_aug.core.user_yaml import read_user_yaml
 from mai_aug.data.phantom import PhantomSpec
 from mai_aug.networks.spec import lookup_network, network_fields
 from mai_aug.settings.config import TrainConfig
@@ -216,3 +219,22 @@ def _dataset_target(value: dict, where: str) -> str:
         raise MaiAugError(f"{where}: expected a name or {{_target_: my_module.read_function}}, got {value!r}")
     trusted_callable(value["_target_"], where)
     return value["_target_"]
+
+
+PRESETS = ("demo", "article", "full", "robustness")
+
+
+def preset_path(name: str) -> Path:
+    """A shipped preset by name, or a YAML file."""
+    if name in PRESETS:
+        return Path(str(resources.files("mai_aug") / "configs" / "presets" / f"{name}.yaml"))
+    path = Path(name)
+    if not path.is_file():
+        raise MaiAugError(f"--preset {name!r}: not one of {', '.join(PRESETS)} nor a YAML file")
+    return path
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset by name or file, read as data (no aliases) and checked (:func:`mai_aug.settings.presets.check_preset`)."""
+    preset = read_user_yaml(preset_path(name), f"--preset {name}") or {}
+    return check_preset(preset, name)

@@ -27,25 +27,50 @@ def noise_seed(level: float, index: int) -> int:
     return int(np.random.SeedSequence([zlib.crc32(f"noise:{level!r}".encode()), index]).generate_state(1)[0])
 
 
+def _rotation(level: float) -> ShiftFn:
+    rotate = Rotate(math.radians(level), keep_size=True, mode="bilinear", padding_mode="border")
+    return lambda img, index: _plain(rotate(img))
+
+
+def _zoom(level: float) -> ShiftFn:
+    zoom = Zoom(level, mode="bilinear", padding_mode="edge", keep_size=True)
+    return lambda img, index: _plain(zoom(img))
+
+
+def _gamma(level: float) -> ShiftFn:
+    gamma = AdjustContrast(level)
+    return lambda img, index: _plain(gamma(img))
+
+
+def _blur(level: float) -> ShiftFn:
+    blur = GaussianSmooth(sigma=level)
+    return lambda img, index: _plain(blur(img))
+
+
+def _translation(level: float) -> ShiftFn:
+    # Affine moves the sampling grid: the image moves the other way, so the parameters are negated
+    return lambda img, index: _plain(Affine(translate_params=[-level * s for s in img.shape[1:]],
+                                            padding_mode="border", image_only=True)(img))
+
+
+def _noise_shift(level: float) -> ShiftFn:
+    return lambda img, index: _noise(img, level, index)
+
+
+# One builder per shift type of SHIFT_TYPES: a type without its builder fails here, at import, not at a sweep.
+BUILDERS: dict[str, Callable[[float], ShiftFn]] = {
+    "rotation": _rotation, "zoom": _zoom, "gamma": _gamma, "blur": _blur, "translation": _translation,
+    "noise": _noise_shift,
+}
+if set(BUILDERS) != set(SHIFT_TYPES):
+    raise ImportError(f"shift types without a builder: {sorted(set(SHIFT_TYPES) ^ set(BUILDERS))}")
+
+
 def build_shift(name: str, level: float) -> ShiftFn | None:
     """``(image, index) -> shifted image`` for a (C, H, W) float tensor; None at the identity level."""
     if level == SHIFT_TYPES[name].identity:
         return None
-    if name == "rotation":
-        transform: Callable = Rotate(math.radians(level), keep_size=True, mode="bilinear", padding_mode="border")
-    elif name == "zoom":
-        transform = Zoom(level, mode="bilinear", padding_mode="edge", keep_size=True)
-    elif name == "gamma":
-        transform = AdjustContrast(level)
-    elif name == "blur":
-        transform = GaussianSmooth(sigma=level)
-    elif name == "translation":
-        # Affine moves the sampling grid: the image moves the other way, so the parameters are negated
-        return lambda img, index: _plain(Affine(translate_params=[-level * s for s in img.shape[1:]],
-                                                padding_mode="border", image_only=True)(img))
-    else:  # noise
-        return lambda img, index: _noise(img, level, index)
-    return lambda img, index: _plain(transform(img))
+    return BUILDERS[name](level)
 
 
 def _noise(img: torch.Tensor, level: float, index: int) -> torch.Tensor:

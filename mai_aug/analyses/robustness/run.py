@@ -20,7 +20,7 @@ from monai.data import Dataset
 
 from mai_aug.analyses.evaluate.run import SPLIT_KEYS
 from mai_aug.analyses.robustness.section import shift_figure
-from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity
+from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity, output_current
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import save_figure_atomic, write_csv_atomic, write_text_atomic
 from mai_aug.core.layout import RunLayout
@@ -138,13 +138,8 @@ def long_predictions(predictions: dict[tuple[str, float], np.ndarray], items: li
 def swept_with(run_dir: Path, checkpoint: Path, levels: dict[str, list[float]], n_boot: int,
                site_data: str | Path | None) -> bool:
     """Whether ``RUN/robustness/`` holds the test sweep of these levels from ``checkpoint`` as it is now (meta.json)."""
-    try:
-        meta = json.loads((RunLayout(run_dir).robustness_dir / "meta.json").read_text())
-    except (OSError, ValueError):
-        return False
-    wanted = {"split": "test", **checkpoint_identity(checkpoint), "levels": levels, "bootstrap": n_boot,
-              "site_data": str(site_data) if site_data is not None else None}
-    return isinstance(meta, dict) and all(meta.get(k) == v for k, v in wanted.items())
+    return output_current(RunLayout(run_dir).robustness_dir / "meta.json", checkpoint, split="test", levels=levels,
+                          bootstrap=n_boot, site_data=str(site_data) if site_data is not None else None) is not None
 
 
 def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPES), levels: Sequence[str] = (),

@@ -9,7 +9,6 @@ deterministic part, and must match the probe resized by the same ratio (no crop,
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from PIL import Image
 from scipy import stats
 
 from mai_aug.analyses.evaluate.run import SPLIT_KEYS
-from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity
+from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity, output_current
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.layout import RunLayout
 from mai_aug.data.boxes import find_box_file, read_boxes
@@ -279,12 +278,7 @@ def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
 def saliency_current(run_dir: Path, checkpoint: Path, n_boot: int, tolerance: float | None,
                      max_images: int | None) -> bool:
     """Whether ``RUN/saliency/`` holds a test pointing game from ``checkpoint`` as it is now with these settings."""
-    try:
-        meta = json.loads((RunLayout(run_dir).saliency_dir / "meta.json").read_text())
-    except (OSError, ValueError):
-        return False
-    wanted = {"split": "test", **checkpoint_identity(checkpoint), "bootstrap": n_boot, "max_images": max_images}
-    if tolerance is not None:
-        wanted["tolerance_px"] = float(tolerance)
-    return (isinstance(meta, dict) and all(meta.get(k) == v for k, v in wanted.items())
-            and (tolerance is not None or meta.get("tolerance", "").startswith("default")))
+    tolerance_wanted = {} if tolerance is None else {"tolerance_px": float(tolerance)}
+    meta = output_current(RunLayout(run_dir).saliency_dir / "meta.json", checkpoint, split="test", bootstrap=n_boot,
+                          max_images=max_images, **tolerance_wanted)
+    return meta is not None and (tolerance is not None or str(meta.get("tolerance", "")).startswith("default"))

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mai_aug.analyses.outputs import read_paired
-from mai_aug.analyses.saliency.run import orientation, saliency_current, saliency_run
-from mai_aug.core.layout import RunLayout, StudyLayout
+from mai_aug.analyses.saliency.run import orientation
+from mai_aug.core.layout import StudyLayout
 from mai_aug.reports import compare as report
 from mai_aug.reports.compare import interval_text
 from mai_aug.reports.findings import Evidence, macro_differences, macro_family
@@ -20,17 +19,6 @@ from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.pointing import hit_matrix, study_scores
 
 KEYS = ["image", "patient", "finding"]
-
-
-def sweep_saliency(out: Path, regimes: list[str], seeds: int, device: str, n_boot: int, tolerance: float | None,
-                   max_images: int | None) -> None:
-    """``mai-aug saliency`` of every run whose ``saliency/`` is not current (checkpoint, tolerance, images)."""
-    for regime in regimes:
-        for seed in range(seeds):
-            run_dir = StudyLayout(out).run_dir(regime, seed)
-            if not saliency_current(run_dir, RunLayout(run_dir).best, n_boot, tolerance, max_images):
-                print(f"saliency of {regime} seed {seed}", file=sys.stderr, flush=True)
-                saliency_run(run_dir, "test", "best", device, max_images, tolerance, None, None, n_boot)
 
 
 def load_pointing(out: Path, regimes: list[str], seeds: int) -> dict[str, list[pd.DataFrame]]:
