@@ -68,3 +68,20 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
 def test_layer_is_named_in_architecture_doc(layer):
     text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     assert f"`{layer}" in text
+
+
+def test_every_command_has_a_workflow_script():
+    from mai_aug.cli import COMMANDS  # registered when the module loads
+
+    scripts = {p.stem.replace("_", "-") for p in (PACKAGE.parent / "workflows").glob("*.py")}
+    assert set(COMMANDS) == scripts
+    for name in COMMANDS:
+        text = (PACKAGE.parent / "workflows" / f"{name.replace('-', '_')}.py").read_text()
+        assert f'main(["{name}", *sys.argv[1:]])' in text, name
+
+
+def test_workflow_configs_are_the_shipped_examples():
+    examples = PACKAGE / "configs" / "examples"
+    links = sorted((PACKAGE.parent / "workflows" / "configs").iterdir())
+    assert [p.name for p in links] == sorted(p.name for p in examples.glob("*.yaml"))
+    assert all(p.is_symlink() and p.resolve() == (examples / p.name).resolve() for p in links)
