@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mai_aug.core.errors import MaiAugError
+from mai_aug.data.headers import require_header
 
 FINDINGS: tuple[str, ...] = (
     "Atelectasis",
@@ -100,11 +101,7 @@ def read_csv(csv_path: Path) -> pd.DataFrame:
     if not header.strip():
         raise MaiAugError(f"{csv_path}: CSV file is empty")
     names = _split_header(header)
-    missing = [n for n in HEADER if n not in names]
-    if missing:
-        raise MaiAugError(f"{csv_path}: missing column(s) {', '.join(repr(m) for m in missing)}; header is {header.strip()!r}")
-    if tuple(names) != HEADER:
-        raise MaiAugError(f"{csv_path}: unexpected header {header.strip()!r}; expected {','.join(HEADER)!r}")
+    require_header(csv_path, names, HEADER, "NIH's Data_Entry")
     try:
         frame = pd.read_csv(csv_path, skiprows=1, header=None, dtype=str, keep_default_na=False,
                             encoding="utf-8-sig", index_col=False)

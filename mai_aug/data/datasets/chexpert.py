@@ -18,6 +18,7 @@ import pandas as pd
 
 from mai_aug.core.errors import MaiAugError
 from mai_aug.data.datasets.table import POOL, TEST, DatasetTable, DataSource, first_line_of, keep_present, register
+from mai_aug.data.headers import require_header
 
 OBSERVATIONS: tuple[str, ...] = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -46,11 +47,7 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise MaiAugError(f"{path}: CheXpert CSV not found")
     names = [n.strip() for n in first_line_of(path).split(",")]
-    missing = [n for n in HEADER if n not in names]
-    if missing:
-        raise MaiAugError(f"{path}: missing column(s) {', '.join(repr(m) for m in missing)} of CheXpert's header")
-    if tuple(names) != HEADER:
-        raise MaiAugError(f"{path}: unexpected header {','.join(names)!r}; expected {','.join(HEADER)!r}")
+    require_header(path, names, HEADER, "CheXpert's")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
