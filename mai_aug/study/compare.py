@@ -36,6 +36,7 @@ from mai_aug.stats.scores import resolve_metrics
 from mai_aug.study.analyses import enabled_analyses
 from mai_aug.study.execute import curve_runs, run_all
 from mai_aug.study.phantom_cache import default_cache_dir, ensure_phantom, phantom_folder
+from mai_aug.study.phantom_cache import phantom_module as phantom_module  # tests replace its __file__
 from mai_aug.study.report import write_report
 from mai_aug.study.run_folders import plan_curves, plan_runs, run_config, runs_configuration, settle_out
 from mai_aug.transforms.regimes import available_regimes, load_regime
