@@ -781,11 +781,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _leave_process_group() -> None:
-    """Tear down torchrun's process group, if a command joined one."""
+    """Tear down torchrun's process group, if a command joined one, and join its gloo threads before Python exits.
+
+    ``destroy_process_group`` alone left the group alive in DDP's reducer (inside the engines' reference cycles), so
+    its threads ran into interpreter shutdown: one still freeing the last barrier's work took the GIL there to drop a
+    tensor and was ended mid-destructor, ``terminate called without an active exception`` (SIGABRT). Here the cycles
+    are collected first and the last reference is ``group``, whose destructor joins the threads with the GIL released.
+    """
+    import gc
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    group = dist.group.WORLD
+    dist.destroy_process_group()
+    gc.collect()
+    del group
 
 
 if __name__ == "__main__":
