@@ -48,7 +48,7 @@ def test_every_preset_resolves_from_an_installed_copy(wheel, tmp_path):
     _pip("install", "--no-deps", "--target", str(target), str(wheel), cwd=tmp_path)
     probe = (
         "import mai_aug, pathlib, sys\n"
-        "from mai_aug.study.compare import PRESETS, load_preset\n"
+        "from mai_aug.settings.presets import PRESETS, load_preset\n"
         "from mai_aug.transforms.regimes import available_regimes\n"
         "assert pathlib.Path(mai_aug.__file__).is_relative_to(pathlib.Path(sys.argv[1]))\n"
         "print(sorted(available_regimes([])))\n"
