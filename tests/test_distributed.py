@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,9 +17,9 @@ from mai_aug.engine.distributed import DistContext
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
+def torchrun(*args: str, workflow: str = "train") -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "workflows" / "train.py"), *args]
+           str(ROOT / "workflows" / f"{workflow}.py"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -62,3 +63,31 @@ def test_error_on_ranks_stops_all_with_message(phantom_dir, tmp_path):
                       "--image-size", "32", "--quiet")
     assert result.returncode != 0
     assert "unknown regime 'nope'" in result.stderr
+
+
+def test_ece_never_gathers(monkeypatch):
+    """ECE (reports, evaluation: often rank 0 alone) is local: MONAI's all_gather is never reached."""
+    import monai.metrics.metric
+
+    from mai_aug.stats.scores import get_metric
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a collective in rank-0-only code: the other ranks may have exited")
+
+    monkeypatch.setattr(monai.metrics.metric, "evenly_divisible_all_gather", refuse)
+    y, p = np.array([0, 1, 1, 0, 1.0]), np.array([0.1, 0.8, 0.6, 0.3, 0.4])
+    assert get_metric("ece").point(y, p) == pytest.approx(np.abs(p - y).mean())  # one sample per bin here
+
+
+def test_torchrun_compare_writes_the_report(phantom_dir, tmp_path):
+    """compare under torchrun: both ranks train, rank 0 evaluates and reports (the reliability figure's ECE included)
+    after rank 1 has exited, so no collective may run there."""
+    from mai_aug.data.phantom import PhantomSpec, write_phantom
+
+    data, out = tmp_path / "phantom", tmp_path / "study"
+    write_phantom(PhantomSpec(out=data, n=240, size=32, seed=3), workers=1)
+    result = torchrun("--data", str(data), "--regimes", "none",
+                      "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2",
+                      "--workers", "0", "--bootstrap", "200", "--quiet", "--out", str(out), workflow="compare")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "report.md").is_file() and "x 2 processes (DDP)" in (out / "none" / "seed-0" / "train.log").read_text()
