@@ -446,7 +446,9 @@ def _add_scored_split_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
+    # --run-dir: under torchrun, whose parser takes --run for an abbreviation of its --run-path
+    p.add_argument("--run", "--run-dir", dest="run", type=Path, required=True,
+                   help="run folder from `mai-aug train` (--run-dir under torchrun)")
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     _add_trust_arg(p)

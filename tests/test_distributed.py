@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import cut_datalist
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS
 from mai_aug.engine.distributed import DistContext
@@ -91,3 +92,33 @@ def test_torchrun_compare_writes_the_report(phantom_dir, tmp_path):
                       "--workers", "0", "--bootstrap", "200", "--quiet", "--out", str(out), workflow="compare")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "report.md").is_file() and "x 2 processes (DDP)" in (out / "none" / "seed-0" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "evaluate", "robustness", "saliency", "predict"])
+def test_every_option_has_a_spelling_torchrun_leaves_alone(command):
+    """torchrun's parser takes an abbreviation of its own options (``--run`` of ``--run-path``) after the script too:
+    every option of a command that runs under torchrun has a spelling that is no prefix of a torchrun option."""
+    import argparse
+
+    from torch.distributed.run import get_args_parser
+
+    from mai_aug.cli import build_parser
+
+    theirs = [o for a in get_args_parser()._actions for o in a.option_strings if o.startswith("--")]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for action in sub._actions:
+        ours = [o for o in action.option_strings if o.startswith("--")]
+        if ours and not isinstance(action, argparse._HelpAction):  # --help: torchrun's own, as it should be
+            assert any(not any(t.startswith(o) for t in theirs) for o in ours), (command, ours)
+
+
+def test_torchrun_evaluate_with_run_dir(phantom_dir, tmp_path):
+    """``workflows/evaluate.py --run-dir RUN`` under torchrun: rank 0 alone evaluates and writes."""
+    datalist = cut_datalist(phantom_dir, tmp_path, training=16, validation=8, test=16)
+    run = tmp_path / "run"
+    assert main(["train", "--datalist", str(datalist), "--out", str(run), "--image-size", "32", "--batch-size", "4",
+                 "--epochs", "1", "--steps-per-epoch", "1", "--workers", "0", "--cache", "none", "--quiet"]) == 0
+    result = torchrun("--run-dir", str(run), "--bootstrap", "200", "--device", "cpu", workflow="evaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote ") == 1  # one rank printed (and wrote) the outputs
+    assert (run / "eval" / "test_auc.csv").is_file() and (run / "eval" / "test_predictions.csv").is_file()
