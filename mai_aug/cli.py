@@ -446,7 +446,9 @@ def _add_scored_split_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", type=Path, required=True, help="run folder from `mai-aug train`")
+    # --run-dir: under torchrun, whose parser takes --run for an abbreviation of its --run-path
+    p.add_argument("--run", "--run-dir", dest="run", type=Path, required=True,
+                   help="run folder from `mai-aug train` (--run-dir under torchrun)")
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     _add_trust_arg(p)
@@ -691,6 +693,8 @@ def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
                    help="with --saliency: see `mai-aug saliency --tolerance`")
     p.add_argument("--saliency-max-images", type=_capped(_positive_int, "saliency_max_images"), metavar="N",
                    help="with --saliency: the first N test images with a box (default: all)")
+    p.add_argument("--saliency-force", action="store_true",
+                   help="with --saliency: play the pointing game even where Grad-CAM's map is smaller than 8x8")
 
 
 def _train_fraction(text: str) -> float:
@@ -725,7 +729,8 @@ def _run_compare(args: argparse.Namespace) -> int:
                           robustness=args.robustness, robustness_levels=args.robustness_levels,
                           site_data=args.site_data, tta=args.tta, train_fractions=args.train_fractions,
                           saliency=args.saliency, saliency_tolerance=args.saliency_tolerance,
-                          saliency_max_images=args.saliency_max_images, detect=args.detect)
+                          saliency_max_images=args.saliency_max_images, detect=args.detect,
+                          saliency_force=args.saliency_force)
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

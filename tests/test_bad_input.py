@@ -438,6 +438,11 @@ CASES = [
     pytest.param(read_only("split"), 2, "cannot write", id="unwritable-out"),
     pytest.param(read_only("preview"), 2, "cannot write", id="read-only-preview-out"),
     pytest.param(read_only("compare"), 2, "cannot write", id="read-only-compare-out"),
+    pytest.param(lambda env: ["compare", "--data", str(env.phantom), "--image-size", "64", "--saliency",
+                              "--out", str(env.tmp / "cmp"), "--cache-dir", str(env.tmp / "cache")], 2,
+                 "Grad-CAM's map (class_layers.relu of densenet121) is 2x2 at --image-size 64", id="compare-saliency-coarse-map"),
+    pytest.param(lambda env: ["compare", "--saliency-force", "--out", str(env.tmp / "cmp")], 2,
+                 "--saliency-force needs --saliency", id="compare-saliency-force-alone"),
     pytest.param(symlink_loop, 0, "training", id="symlink-loop-under-images"),
     # the NIH layout
     pytest.param(nih_csv("missing"), 2, "Data_Entry", id="missing-csv"),

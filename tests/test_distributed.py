@@ -7,9 +7,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import cut_datalist
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS
 from mai_aug.engine.distributed import DistContext
@@ -36,6 +38,10 @@ def train_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("torchrun") / "train.py"
     path.write_text(CHECKED_TRAIN)
     return path
+
+
+def workflow(name: str) -> Path:
+    return ROOT / "workflows" / f"{name}.py"
 
 
 def torchrun(script: Path, *args: str) -> subprocess.CompletedProcess:
@@ -84,3 +90,61 @@ def test_error_on_ranks_stops_all_with_message(phantom_dir, tmp_path, train_scri
     assert result.returncode != 0
     assert "unknown regime 'nope'" in result.stderr
     assert "threads left" not in result.stderr
+
+
+def test_ece_never_gathers(monkeypatch):
+    """ECE (reports, evaluation: often rank 0 alone) is local: MONAI's all_gather is never reached."""
+    import monai.metrics.metric
+
+    from mai_aug.stats.scores import get_metric
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a collective in rank-0-only code: the other ranks may have exited")
+
+    monkeypatch.setattr(monai.metrics.metric, "evenly_divisible_all_gather", refuse)
+    y, p = np.array([0, 1, 1, 0, 1.0]), np.array([0.1, 0.8, 0.6, 0.3, 0.4])
+    assert get_metric("ece").point(y, p) == pytest.approx(np.abs(p - y).mean())  # one sample per bin here
+
+
+def test_torchrun_compare_writes_the_report(phantom_dir, tmp_path):
+    """compare under torchrun: both ranks train, rank 0 evaluates and reports (the reliability figure's ECE included)
+    after rank 1 has exited, so no collective may run there."""
+    from mai_aug.data.phantom import PhantomSpec, write_phantom
+
+    data, out = tmp_path / "phantom", tmp_path / "study"
+    write_phantom(PhantomSpec(out=data, n=240, size=32, seed=3), workers=1)
+    result = torchrun(workflow("compare"), "--data", str(data), "--regimes", "none",
+                      "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--steps-per-epoch", "2",
+                      "--workers", "0", "--bootstrap", "200", "--quiet", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "report.md").is_file() and "x 2 processes (DDP)" in (out / "none" / "seed-0" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "evaluate", "robustness", "saliency", "predict"])
+def test_every_option_has_a_spelling_torchrun_leaves_alone(command):
+    """torchrun's parser takes an abbreviation of its own options (``--run`` of ``--run-path``) after the script too:
+    every option of a command that runs under torchrun has a spelling that is no prefix of a torchrun option."""
+    import argparse
+
+    from torch.distributed.run import get_args_parser
+
+    from mai_aug.cli import build_parser
+
+    theirs = [o for a in get_args_parser()._actions for o in a.option_strings if o.startswith("--")]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for action in sub._actions:
+        ours = [o for o in action.option_strings if o.startswith("--")]
+        if ours and not isinstance(action, argparse._HelpAction):  # --help: torchrun's own, as it should be
+            assert any(not any(t.startswith(o) for t in theirs) for o in ours), (command, ours)
+
+
+def test_torchrun_evaluate_with_run_dir(phantom_dir, tmp_path):
+    """``workflows/evaluate.py --run-dir RUN`` under torchrun: rank 0 alone evaluates and writes."""
+    datalist = cut_datalist(phantom_dir, tmp_path, training=16, validation=8, test=16)
+    run = tmp_path / "run"
+    assert main(["train", "--datalist", str(datalist), "--out", str(run), "--image-size", "32", "--batch-size", "4",
+                 "--epochs", "1", "--steps-per-epoch", "1", "--workers", "0", "--cache", "none", "--quiet"]) == 0
+    result = torchrun(workflow("evaluate"), "--run-dir", str(run), "--bootstrap", "200", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote ") == 1  # one rank printed (and wrote) the outputs
+    assert (run / "eval" / "test_auc.csv").is_file() and (run / "eval" / "test_predictions.csv").is_file()

@@ -209,6 +209,19 @@ def test_evaluate_writes_a_table_per_metric(tiny_run, capsys):
     assert (tiny_run / "eval" / "validation_ap.csv").is_file() and (tiny_run / "eval" / "validation_meta.json").is_file()
 
 
+def test_reevaluation_says_which_earlier_metric_tables_it_removed(tiny_run, capsys):
+    """An evaluation without --metrics (the run's own: ap, ece) after one with sens@spec0.8: that table goes, said."""
+    common = ["evaluate", "--run", str(tiny_run), "--split", "validation", "--bootstrap", "200"]
+    assert main([*common, "--metrics", "ap", "sens@spec0.8"]) == 0
+    capsys.readouterr()
+    assert main(common) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "removed" in line]
+    assert said == ["warning: removed validation_sens_at_spec0.8.csv of the earlier evaluation (stale for the new "
+                    "predictions); pass --metrics auc ap ece sens@spec0.8 to write them again"]
+    assert {"validation_ap.csv", "validation_ece.csv"} <= {p.name for p in (tiny_run / "eval").iterdir()}
+    assert main(common) == 0 and "removed" not in capsys.readouterr().err  # nothing dropped: nothing said
+
+
 @pytest.mark.parametrize("argv, nearest", [
     (["train", "--datalist", "x.json", "--out", "o", "--metrics", "eec"], "'ece'"),
     (["evaluate", "--run", "r", "--metrics", "ap", "aps"], "'ap'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -196,7 +197,8 @@ def test_compare_saliency_pairs_identical_regimes(phantom_dir, tmp_path, capsys)
     out = tmp_path / "out"
     argv = ["compare", "--data", str(phantom_dir), "--regimes", "none", "basic", "basic-copy", "--regimes-file", str(copy),
             "--image-size", str(SIZE), "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--bootstrap",
-            "200", "--quiet", "--out", str(out), "--saliency", "--saliency-max-images", "24"]
+            "200", "--quiet", "--out", str(out), "--saliency", "--saliency-max-images", "24",
+            "--saliency-force"]  # DenseNet121's map is 2x2 at 64 px: refused without it
     assert main(argv) == 0, capsys.readouterr().err[-1500:]
     assert capsys.readouterr().err.count("saliency of") == 3
     summary = pd.read_csv(out / "saliency.csv")
@@ -231,3 +233,30 @@ def test_read_boxes_in_nihs_layout(tmp_path):
     assert list(boxes.columns) == ["image", "finding", "x", "y", "w", "h"]
     assert boxes["finding"].tolist() == ["Atelectasis", "Infiltration"]  # NIH's own spelling of Infiltration
     assert boxes.iloc[0][["x", "y", "w", "h"]].tolist() == pytest.approx([225.0847, 547.0193, 86.7797, 79.1864], abs=1e-4)
+
+
+@pytest.mark.parametrize(("network", "side", "layer", "feature"), [("resnet18", 64, "layer4", (2, 2)),
+                                                                  ("resnet18", 256, "layer4", (8, 8)),
+                                                                  ("densenet121", 64, "class_layers.relu", (2, 2))])
+def test_dry_forward_gives_the_map_size(network, side, layer, feature):
+    from mai_aug.analyses.saliency.resolution import check_saliency_map, dry_map_size, needed_side
+    from mai_aug.settings.config import TrainConfig
+
+    config = TrainConfig(out="unused", network=network, image_size=side)
+    assert dry_map_size(config) == (layer, feature)
+    assert needed_side(feature, side) == 256
+    check_saliency_map(config, force=True)  # forced: never refused
+    if feature == (2, 2):
+        with pytest.raises(MaiAugError, match=f"is 2x2 at --image-size {side}.*--image-size 256 gives 8x8"):
+            check_saliency_map(config)
+    else:
+        check_saliency_map(config)
+
+
+def test_saliency_warns_in_one_line_when_the_map_is_below_8x8(run, caplog):
+    with caplog.at_level(logging.WARNING, logger="mai_aug"):
+        assert main(["saliency", "--run", str(run), "--bootstrap", "200", "--max-images", "4"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Grad-CAM's map" in r.getMessage()]
+    assert len(warned) == 1 and "\n" not in warned[0]
+    assert "(class_layers.relu of densenet121) is 2x2 at --image-size 64" in warned[0]
+    assert "--image-size 256 gives 8x8" in warned[0]

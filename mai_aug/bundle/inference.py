@@ -39,6 +39,15 @@ def network_config(run_config: dict[str, Any], trust: bool | None = None) -> dic
     return {"_target_": spec.target, **spec.args}
 
 
+def input_channels(run_config: dict[str, Any]) -> int:
+    """The network input's channels of a run, as ``mai-aug predict`` reads them: 1, or 3 (the grayscale repeated).
+
+    From the run's settings, not from ``network_def``: each family names the argument its own way
+    (``in_channels``, ResNet's ``n_input_channels``; see ``mai_aug.networks.spec.FAMILIES``).
+    """
+    return int(run_config.get("in_channels", 1))
+
+
 def preprocessing(regime: Regime, in_channels: int) -> dict[str, Any]:
     """File -> network input, nested as ``mai-aug predict`` nests it (so lazy resampling acts the same).
 
@@ -116,7 +125,7 @@ def inference_config(run_config: dict[str, Any], regime: Regime, names: Sequence
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "network_def": network,
         "network": "$@network_def.to(@device)",
-        "preprocessing": preprocessing(regime, network["in_channels"]),
+        "preprocessing": preprocessing(regime, input_channels(run_config)),
         "datalist": f"$[{{'{IMAGE}': f, '{PATH_KEY}': f}} "
                     "for f in sorted(glob.glob(os.path.join(@dataset_dir, @image_glob)))]",
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import mai_aug
+from mai_aug.bundle.inference import input_channels
 from mai_aug.transforms.regimes import Regime
 
 # The schema MONAI's model zoo points at (monai.bundle verify_metadata downloads it).
@@ -36,7 +37,7 @@ def required_packages(foreign: list[str]) -> dict[str, str]:
 def metadata(run_config: dict[str, Any], regime: Regime, names: list[str], network: dict[str, Any],
              checkpoint: dict[str, Any], foreign: list[str]) -> dict[str, Any]:
     """The bundle's metadata in MONAI's schema, with the run's own facts under ``mai_aug``."""
-    size, channels = int(run_config["image_size"]), int(network["in_channels"])
+    size, channels = int(run_config["image_size"]), input_channels(run_config)
     resolved = run_config.get("resolved") or {}
     return {
         "schema": SCHEMA_URL,

@@ -142,13 +142,17 @@ def _sens_weighted(y: np.ndarray, p: np.ndarray, counts: np.ndarray, groups: np.
 # --- ece -------------------------------------------------------------------------------------------------------
 
 def _ece_point(y: np.ndarray, p: np.ndarray) -> float:
-    """MONAI's expected calibration error of one finding: the samples are one (1, 1, n) item of ``ECE_BINS`` bins."""
+    """MONAI's expected calibration error of one finding: the samples are one (1, 1, n) item of ``ECE_BINS`` bins.
+
+    The metric's own return value, never ``aggregate()``: that all-gathers MONAI's buffers across torchrun's ranks,
+    and this runs on the gathered set already, often on rank 0 alone (evaluation, reports), where it would hang.
+    """
     y, p, _ = labelled(y, p)
     if not len(y):
         return float("nan")
     metric = CalibrationErrorMetric(num_bins=ECE_BINS, calibration_reduction="expected", metric_reduction="none")
-    metric(y_pred=torch.as_tensor(p, dtype=torch.float32).view(1, 1, -1), y=torch.as_tensor(y).view(1, 1, -1))
-    return float(metric.aggregate().reshape(-1)[0])
+    item = metric(y_pred=torch.as_tensor(p, dtype=torch.float32).view(1, 1, -1), y=torch.as_tensor(y).view(1, 1, -1))
+    return float(item.reshape(-1)[0])  # local: the per-item result of this call
 
 
 def calibration_bins(p: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:

@@ -15,6 +15,7 @@ import pandas as pd
 from mai_aug.analyses.base import StudyRuns
 from mai_aug.analyses.curves.study import TrainingSize
 from mai_aug.analyses.robustness.run import site_items
+from mai_aug.analyses.saliency.resolution import check_saliency_map
 from mai_aug.core.devices import resolve_device
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import write_text_atomic
@@ -69,6 +70,7 @@ class CompareOptions:
     saliency: bool = False  # the pointing game of every run (``--saliency``)
     saliency_tolerance: float | None = None  # pixels at the network input; None: the default fraction of the side
     saliency_max_images: int | None = None
+    saliency_force: bool = False  # play the pointing game on a Grad-CAM map smaller than 8x8 (``--saliency-force``)
     train_fractions: list[float] | None = None  # training sizes of the learning curve (``--train-fraction``); None: none
     detect: float | None = None  # the difference the planning section sizes (``--detect``); None: the preset's, else 0.01
 
@@ -150,6 +152,8 @@ def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     _check_data_options(opts, preset)
     if not opts.saliency and (opts.saliency_tolerance is not None or opts.saliency_max_images is not None):
         raise MaiAugError("--saliency-tolerance and --saliency-max-images need --saliency")
+    if opts.saliency_force and not opts.saliency:
+        raise MaiAugError("--saliency-force needs --saliency")
     _check_out(Path(opts.out))
     if ctx.is_main:
         require_writable_folder(Path(opts.out), "--out")  # before the phantom is generated and the runs train
@@ -162,6 +166,8 @@ def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     for regime in regimes:  # each regime (and the run settings) loads at the study's size
         config = run_config(StudyLayout(opts.out).run_dir(regime, 0), regime, 0, train_opts, opts)
         load_regime(regime, config.image_size, config.regimes_file)
+    if opts.saliency:  # a map too coarse for the pointing game: refused before anything trains
+        check_saliency_map(config, opts.saliency_force)
     return _Settings(regimes, fractions, metrics, train_opts)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity
 from mai_aug.analyses.tta.run import tta_predictions, tta_table
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import save_figure_atomic, write_csv_atomic, write_text_atomic
+from mai_aug.core.layout import RunLayout
 from mai_aug.core.logs import RunLog
 from mai_aug.core.preflight import require_free_space, require_writable_folder
 from mai_aug.data.images import check_image_headers
@@ -61,9 +63,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     layout.eval_dir.mkdir(exist_ok=True)
     # the meta file first: until the new outputs are complete, none of them vouches for a checkpoint; then every
     # other output of this split (metric and TTA tables of an earlier evaluation must not outlive it)
+    dropped = _dropped_metric_tables(layout, split, chosen)
     for stale in [layout.meta(split), *sorted(layout.eval_dir.glob(f"{split}_*"))]:
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+    if dropped:  # said, not silent: an earlier --metrics table this evaluation does not rewrite
+        print(f"warning: removed {', '.join(p.name for p in dropped)} of the earlier evaluation (stale for the new "
+              f"predictions); pass --metrics {' '.join(m.name for m in chosen)} {' '.join(_names(dropped, split))} "
+              f"to write them again", file=sys.stderr)
     with RunLog(layout.eval_log, echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
         probs = run.predict(items, workers=workers)
@@ -85,6 +92,18 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     table.attrs["metric_tables"] = tables
     _write_outputs(run, split, items, labels, probs, patients, tta)
     return table
+
+
+def _dropped_metric_tables(layout: RunLayout, split: str, chosen: Sequence) -> list[Path]:
+    """The metric tables (``<split>_<key>.csv``) of an earlier evaluation that ``chosen`` does not write again."""
+    own = {layout.auc(split), layout.predictions(split), layout.tta(split), layout.tta_predictions(split),
+           *(layout.metric(split, m.key) for m in chosen)}
+    return [p for p in sorted(layout.eval_dir.glob(f"{split}_*.csv")) if p not in own]
+
+
+def _names(tables: Sequence[Path], split: str) -> list[str]:
+    """The ``--metrics`` names of metric tables (``test_sens_at_spec0.95.csv`` -> ``sens@spec0.95``)."""
+    return [p.stem.removeprefix(f"{split}_").replace("_at_", "@") for p in tables]
 
 
 def _write_outputs(run: TrainedRun, split: str, items: Sequence[dict], labels: np.ndarray, probs: np.ndarray,

@@ -23,6 +23,7 @@ from PIL import Image
 from scipy import stats
 
 from mai_aug.analyses.evaluate.run import SPLIT_KEYS
+from mai_aug.analyses.saliency.resolution import coarse_map, layer_output_size
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity, output_current
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.layout import RunLayout
@@ -148,15 +149,7 @@ def gradcam_maps(run: TrainedRun, cam: GradCAM, images: torch.Tensor, finding: i
 
 def feature_size(run: TrainedRun, layer: str, example: torch.Tensor) -> tuple[int, int]:
     """(height, width) of ``layer``'s output for ``example``: the map's real resolution."""
-    shape: list[tuple[int, int]] = []
-    module = dict(run.network.named_modules())[layer]
-    hook = module.register_forward_hook(lambda _m, _i, out: shape.append(tuple(out.shape[-2:])))
-    try:
-        with torch.no_grad():
-            run.network(example)
-    finally:
-        hook.remove()
-    return shape[0]
+    return layer_output_size(run.network, layer, example)
 
 
 def score_finding(run: TrainedRun, cam: GradCAM, items: list[dict], images: torch.Tensor, boxes: pd.DataFrame,
@@ -262,6 +255,9 @@ def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     if feature == (1, 1):
         logger.warning(f"{layer} is 1x1 at {side} px: every map is constant (no peak, all misses); train at a "
                        f"larger --image-size or pass an earlier --target-layer")
+    elif coarse_map(layer, feature, side, run.config.network) is not None:
+        logger.warning(f"{coarse_map(layer, feature, side, run.config.network)}, or pass an earlier "
+                       f"--target-layer")
     cam, rows, panels = gradcam(run, layer), [], []
     for finding in dict.fromkeys(used["finding"]):
         got, shown = score_finding(run, cam, items, images, used, finding, tolerance, sizes, keep=4)
