@@ -1,11 +1,11 @@
-"""Rewrite README's robustness-demo results from a finished ``mai-aug compare --preset robustness`` folder.
+"""Rewrite docs/analyses.md's robustness-demo results from a finished ``mai-aug compare --preset robustness`` folder.
 
     python docs/robustness_results.py runs/robustness   # after `mai-aug compare --preset robustness --out runs/robustness`
     make robustness-results                             # both steps
 
 Replaces the block between ``<!-- robustness-results:start -->`` and ``<!-- robustness-results:end -->`` with the
-report's own generated "What this study shows" section and the per-shift figures (copied to
-``docs/robustness_<shift>.png``), so README shows exactly what the code wrote.
+report's own generated "What this study shows" section and the per-shift figures (copied beside the document, to
+``docs/robustness_<shift>.png``), so docs/analyses.md shows exactly what the code wrote.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def results_block(out: Path, figures: list[str]) -> str:
              f"{config.get('seeds', '?')} seeds per regime, {config.get('bootstrap', '?')} bootstrap resamples); "
              f"do not edit by hand._", "",
              *shows_section((out / "report.md").read_text()), "",
-             *[f"![{name}](docs/{name})" for name in figures],
+             *[f"![{name}]({name})" for name in figures],
              END]
     return "\n".join(lines)
 
@@ -51,21 +51,22 @@ def results_block(out: Path, figures: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, nargs="?", default=Path("runs/robustness"), help="a finished compare folder")
-    p.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
+    p.add_argument("--doc", type=Path, default=Path(__file__).resolve().parent / "analyses.md",
+                   help="the document holding the block; the figures are copied beside it (default: %(default)s)")
     args = p.parse_args(argv)
     if not (args.out / "robustness.csv").is_file():
         sys.exit(f"{args.out}: no robustness.csv (run `mai-aug compare --preset robustness --out {args.out}` first)")
-    docs = args.readme.parent / "docs"
+    docs = args.doc.parent
     figures = []
     for figure in sorted(args.out.glob("robustness_*.png")):
         shutil.copyfile(figure, docs / figure.name)
         figures.append(figure.name)
-    text = args.readme.read_text()
+    text = args.doc.read_text()
     if START not in text or END not in text:
-        sys.exit(f"{args.readme}: no {START} ... {END} block to replace")
+        sys.exit(f"{args.doc}: no {START} ... {END} block to replace")
     head, rest = text.split(START, 1)
-    args.readme.write_text(head + results_block(args.out, figures) + rest.split(END, 1)[1])
-    print(f"rewrote {args.readme} from {args.out}; figures {', '.join(figures)}")
+    args.doc.write_text(head + results_block(args.out, figures) + rest.split(END, 1)[1])
+    print(f"rewrote {args.doc} from {args.out}; figures {', '.join(figures)}")
     return 0
 
 

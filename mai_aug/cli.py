@@ -188,8 +188,8 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                    help="layout of --data (auto: nih with Data_Entry_2017*.csv, chexpert with CheXpert's train.csv; "
                         "default: %(default)s)")
     p.add_argument("--uncertain", default=_default("uncertain"), choices=["ones", "zeros", "ignore"],
-                   help="CheXpert's uncertain (-1) labels: ones, zeros, or ignore (masked loss and AUC; default: "
-                        "the adapter's DEFAULT_UNCERTAIN, ones, see mai_aug/data/datasets/chexpert.py)")
+                   help="CheXpert's uncertain (-1) labels: ones (become 1, the default), zeros (become 0), or ignore "
+                        "(unknown: left out of the loss and of that finding's AUC)")
     p.add_argument("--image-column", default=_default("image_column"), help="--dataset csv: image path column")
     p.add_argument("--labels-column", default=_default("labels_column"),
                    help="--dataset csv: one column of --label-sep-joined label names")
@@ -202,7 +202,7 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
 
 def _add_image_check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify-images", action="store_true",
-                   help="decode every listed image first (threads); stop at the first unreadable one")
+                   help="decode every listed image first (threads); if any is unreadable, stop with their count, naming the first")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="decode every listed image first and drop unreadable ones (counted, listed in bad_images.csv)")
 
@@ -633,7 +633,8 @@ def _run_plan(args: argparse.Namespace) -> int:
 @command("compare")
 def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the study: train and evaluate every regime, report paired differences")
-    p.add_argument("--data", type=Path, help="NIH layout folder (default: the embedded synthetic phantom)")
+    p.add_argument("--data", type=Path, help="dataset folder, any layout --dataset reads (NIH, CheXpert, or --dataset "
+                                             "csv with --csv; default: the embedded synthetic phantom)")
     p.add_argument("--csv", type=Path, help="metadata CSV of --data (default: the adapter's)")
     _add_dataset_args(p)
     p.add_argument("--regimes", nargs="+", help="regimes to compare (default: the preset's)")

@@ -1,12 +1,14 @@
-"""The README's recipes: a custom network, metric and dataset adapter is one new file plus one entry in a settings YAML.
+"""The recipes of docs/recipes.md: a custom network, metric and dataset adapter is one new file plus one entry in a
+settings YAML.
 
-Each test writes the recipe's file and YAML exactly as the README shows them, runs ``mai-aug train`` (tiny) and
-checks that the component was used.
+Each test writes the recipe's file and YAML exactly as docs/recipes.md shows them (read from its code blocks), runs
+``mai-aug train`` (tiny) and checks that the component was used.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,52 +23,17 @@ TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per
         "--quiet"]
 SUBSET = {"training": 16, "validation": 8, "test": 8}
 
-MY_NETS = '''\
-import torch
+RECIPES = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
 
 
-class TinyNet(torch.nn.Module):
-    """One convolution, then a linear layer: one logit per finding."""
-
-    def __init__(self, in_channels: int = 1, out_channels: int = 14):
-        super().__init__()
-        self.features = torch.nn.Sequential(torch.nn.Conv2d(in_channels, 8, 3, stride=2), torch.nn.ReLU(),
-                                            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-        self.head = torch.nn.Linear(8, out_channels)
-
-    def forward(self, x):
-        return self.head(self.features(x))
-'''
-NET_YAML = "network: {_target_: my_nets.TinyNet, out_channels: 14}\n"
-
-MY_METRICS = '''\
-import numpy as np
+def _blocks() -> list[str]:
+    """The code blocks of docs/recipes.md in order: per recipe its Python file, then its settings.yaml."""
+    blocks = re.findall(r"^```(python|yaml)\n(.*?)^```$", RECIPES.read_text(), flags=re.S | re.M)
+    assert [kind for kind, _ in blocks] == ["python", "yaml"] * 3, "docs/recipes.md: a python and a yaml block each"
+    return [code for _, code in blocks]
 
 
-def brier(y, p):
-    """Mean squared difference of probability and 0/1 label, one finding (lower is better)."""
-    return float(np.mean((p - y) ** 2))
-'''
-METRIC_YAML = "metrics: [auc, {_target_: my_metrics.brier, name: brier, higher_is_better: false}]\n"
-
-MY_ADAPTER = '''\
-from pathlib import Path
-
-import pandas as pd
-
-from mai_aug.data import DatasetTable
-
-
-def read_mine(source, report=None):
-    """labels.tsv in --data: columns file, patient, then one 0/1 column per finding."""
-    folder = Path(source.data)
-    table = pd.read_csv(folder / "labels.tsv", sep="\\t")
-    findings = [c for c in table.columns if c not in ("file", "patient")]
-    return DatasetTable(images=[str(folder / f) for f in table["file"]], names=table["file"].tolist(),
-                        patients=table["patient"].to_numpy(), labels=table[findings].to_numpy("float32"),
-                        label_names=findings, views=[""] * len(table), official=None, source=folder / "labels.tsv")
-'''
-DATASET_YAML = "dataset: {_target_: my_adapter.read_mine}\n"
+MY_NETS, NET_YAML, MY_METRICS, METRIC_YAML, MY_ADAPTER, DATASET_YAML = _blocks()
 
 
 def _recipe(folder: Path, module: str, code: str, settings: str, monkeypatch: pytest.MonkeyPatch) -> Path:
