@@ -384,7 +384,7 @@ CASES = [
     pytest.param(bad_run_config("- 1\n- 2\n"), 2, "config.yaml: expected a mapping of settings, got list",
                  id="run-config-a-list"),
     pytest.param(bad_run_config(""), 2, "config.yaml: empty", id="run-config-empty"),
-    pytest.param(bad_run_config(image_size="abc"), 2, "config.yaml: image_size: 'abc' is not int", id="run-config-image-size-abc"),
+    pytest.param(bad_run_config(image_size="abc"), 2, "config.yaml: image_size: expected an integer, got 'abc'", id="run-config-image-size-abc"),
     pytest.param(damaged_cache("zero"), 0, "corrupt disk-cache entry", id="disk-cache-zero-byte-repaired"),
     pytest.param(damaged_cache("truncated"), 0, "corrupt disk-cache entry", id="disk-cache-truncated-repaired"),
     # images

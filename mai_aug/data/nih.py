@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mai_aug.core.choices import VIEWS as VIEWS
 from mai_aug.core.errors import MaiAugError
 from mai_aug.data.headers import require_header
 
@@ -30,7 +31,6 @@ FINDINGS: tuple[str, ...] = (
     "Pneumothorax",
 )
 NO_FINDING = "No Finding"
-VIEWS: tuple[str, ...] = ("PA", "AP")
 CSV_NAMES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 HEADER: tuple[str, ...] = (
     "Image Index",

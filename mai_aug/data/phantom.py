@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from mai_aug.core.choices import TEST_SHIFTS
 from mai_aug.core.errors import MaiAugError
 from mai_aug.data.nih import FINDINGS, HEADER, NO_FINDING
 
@@ -582,7 +583,7 @@ def check_spec(spec: PhantomSpec) -> None:
         raise MaiAugError(f"--difficulty {spec.difficulty}: must be a finite positive number")
     if not math.isfinite(spec.test_frac) or not 0 <= spec.test_frac < 1:
         raise MaiAugError(f"test fraction {spec.test_frac}: must be in [0, 1)")
-    if spec.test_shift not in ("none", "site"):
+    if spec.test_shift not in TEST_SHIFTS:
         raise MaiAugError(f"--test-shift {spec.test_shift!r}: expected none or site")
     _renderer(spec.size, spec.difficulty)  # validates the size
 

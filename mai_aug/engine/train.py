@@ -43,6 +43,7 @@ from mai_aug.reports.roc import roc_figure
 from mai_aug.settings.config import TrainConfig, config_differences, read_config, resumed_epochs, write_config
 from mai_aug.settings.fingerprint import components as fingerprint_components
 from mai_aug.settings.fingerprint import epochs_begun, write_fingerprint
+from mai_aug.settings.schema import BY_NAME, SPLIT_SETTINGS
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.transforms.batched import BatchedStage, choose_stage
 from mai_aug.transforms.regimes import Regime, load_regime, stored_regime
@@ -50,17 +51,13 @@ from mai_aug.transforms.regimes import Regime, load_regime, stored_regime
 logger = logging.getLogger("mai_aug")
 
 
-# settings that read and split --data; with --datalist they would do nothing
-SPLIT_SETTINGS = ("dataset", "uncertain", "image_column", "labels_column", "label_sep", "label_columns",
-                  "patient_column", "csv", "images", "views", "split", "val_frac", "test_frac", "split_seed",
-                  "require_all_images")
 
 
 def check_split_settings(config: TrainConfig) -> None:
     """With ``--datalist`` (already read and split), a split setting the user gave would be silently dropped: refuse."""
     ignored = [k for k in SPLIT_SETTINGS if config.datalist and config.sources.get(k) in ("cli", "file")]
     if ignored:
-        raise MaiAugError(f"--datalist {config.datalist} is already split: --{ignored[0].replace('_', '-')} has no "
+        raise MaiAugError(f"--datalist {config.datalist} is already split: {BY_NAME[ignored[0]].option} has no "
                           f"effect on it (drop it, or give --data to read and split the dataset)")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from mai_aug.core.choices import IN_CHANNELS
 from mai_aug.core.errors import MaiAugError, first_line
 from mai_aug.networks.spec import FAMILIES, NetworkSpec, resolve_network
 
@@ -97,8 +98,8 @@ def build_network(n_classes: int, in_channels: int = 1, pretrained: str = "none"
         where: what to name in messages.
         trust: build through MONAI's ConfigParser (``$`` expressions, any ``_target_``); None: the command line's.
     """
-    if in_channels not in (1, 3):
-        raise MaiAugError(f"--in-channels {in_channels}: expected 1 or 3")
+    if in_channels not in IN_CHANNELS:
+        raise MaiAugError(f"--in-channels {in_channels}: expected {' or '.join(map(str, IN_CHANNELS))}")
     spec = spec or resolve_network("densenet121", {}, n_classes, in_channels, image_size or 320)
     net = instantiate(spec, in_channels, image_size, where, trust)
     if image_size is not None:

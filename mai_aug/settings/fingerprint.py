@@ -8,6 +8,7 @@ mismatch can be listed setting by setting.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -23,18 +24,13 @@ from mai_aug.core.files import write_text_atomic
 from mai_aug.core.layout import FINGERPRINT_FILE as FINGERPRINT_FILE
 from mai_aug.core.layout import RunLayout, checkpoint_epoch
 from mai_aug.settings.config import TrainConfig
+from mai_aug.settings.schema import NOT_RESULTS as NOT_RESULTS
+from mai_aug.settings.schema import setting_of
 from mai_aug.transforms.batched import compile_regime
 
-# TrainConfig fields that do not change what a run computes: where and how fast it runs, what it logs and saves.
-# The data-source fields are left out too: the datalist's content stands for them (paths, CSV, views, split, image
-# checks), and the resolved regime spec stands for the regime files. Any other field is part of the identity.
-NOT_RESULTS = frozenset({
-    "out", "workers", "device", "progress", "cache", "cache_dir", "tensorboard_dir", "resume", "hparams",
-    "checkpoint_every", "data", "datalist", "csv", "images", "views", "split", "val_frac", "test_frac",
-    "require_all_images", "split_seed", "verify_images", "skip_bad_images", "regimes_file", "metrics",
-    "dataset", "uncertain", "image_column", "labels_column", "label_sep", "label_columns", "patient_column",
-})
-
+# TrainConfig fields that do not change what a run computes are tagged so in the schema (changes_results=False):
+# where and how fast it runs, what it logs and saves, and the data-source fields, which the datalist's content
+# stands for (as the resolved regime spec stands for the regime files). Any other field is part of the identity.
 
 def canonical_sha256(value: Any) -> str:
     """sha256 of ``value`` as canonical JSON (sorted keys, no whitespace): equal content, equal hash."""
@@ -76,7 +72,8 @@ def components(config: TrainConfig, regime_spec: dict, datalist: dict, resolved:
         resolved: settings as resolved for the device (:func:`resolved_settings`), replacing the unresolved ones.
         extended_from_epochs: the ``epochs`` a resumed run was stretched from after its schedule had diverged.
     """
-    settings = {k: v for k, v in config.to_dict().items() if k not in NOT_RESULTS}
+    values = config.to_dict()
+    settings = {f.name: values[f.name] for f in dataclasses.fields(config) if setting_of(f).changes_results}
     settings.update(resolved or {})
     # A JSON round trip makes the in-memory values compare equal to those read back from fingerprint.json.
     return json.loads(json.dumps({

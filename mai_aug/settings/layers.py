@@ -1,6 +1,6 @@
 """One train settings object from layers: TrainConfig's defaults, a ``--settings`` YAML file, a preset, the command line.
 
-Defaults are written once, in :class:`~mai_aug.settings.config.TrainConfig`; every other layer holds only what it
+Defaults are written once, in :data:`mai_aug.settings.schema.FIELDS` (TrainConfig's); every other layer holds only what it
 sets (the command line's flags that were given, the file's keys), later layers winning. A file's keys are
 TrainConfig's fields, checked strictly (unknown key with the nearest valid name, types, choices, ranges); the
 resolved settings and where each came from are written to the run folder's ``config.yaml``.
@@ -15,12 +15,13 @@ from typing import Any
 
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.user_yaml import read_user_yaml
+from mai_aug.settings import schema
 from mai_aug.settings.config import TrainConfig
 
 #: Where a value may come from, lowest first (``compare`` marks what the study sets per run: out, regime, seed...).
 SOURCES = ("default", "file", "preset", "cli", "compare")
-#: TrainConfig fields that only a settings file (or compare) sets: no ``train`` flag for them.
-FILE_ONLY = frozenset({"weight_decay", "tensorboard_dir", "hparams", "cache_dir"})
+#: TrainConfig fields that only a settings file (or compare) sets: no ``train`` flag for them (from the schema).
+FILE_ONLY = schema.FILE_ONLY
 
 
 def setting_names() -> tuple[str, ...]:

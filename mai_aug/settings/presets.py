@@ -8,116 +8,39 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import typing
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mai_aug.core.choices import TEST_SHIFTS
 from mai_aug.core.errors import MaiAugError
-from mai_aug.core.limits import check_limit
 from mai_aug.core.user_yaml import read_user_yaml
 from mai_aug.data.phantom import PhantomSpec
 from mai_aug.networks.spec import lookup_network, network_fields
-from mai_aug.settings.config import TrainConfig
+from mai_aug.settings.checks import check_mapping, check_value
+from mai_aug.settings.checks import nearest as nearest
+from mai_aug.settings.schema import BY_NAME, SEED_RANGE, Field, Range, preset_data_fields, preset_fields
+from mai_aug.settings.schema import NOT_IN_PRESET as NOT_IN_PRESET
 from mai_aug.stats.auc import MIN_BOOTSTRAP
 
 SECTIONS = ("description", "phantom", "data", "regimes", "seeds", "train", "bootstrap", "robustness", "primary", "detect")
-ROBUSTNESS_KEYS: dict[str, Any] = {"shifts": list[str], "levels": list[str]}  # as --robustness, --robustness-levels
-DATA_KEYS: dict[str, Any] = {"split": str, "val_frac": float, "test_frac": float, "seed": int, "images": str}
-# TrainConfig fields a preset may set: not the run's identity (out, regime, data source) nor per-invocation switches.
-NOT_IN_PRESET = {"out", "regime", "data", "datalist", "csv", "images", "resume", "progress", "tensorboard_dir", "hparams",
-                 "regimes_file", "device",
-                 # the split belongs to the preset's `data:` section, which compare applies once for all runs
-                 "split", "val_frac", "test_frac", "views", "split_seed", "require_all_images", "cache_dir",
-                 # how --data is read: compare's --dataset and its options (a run's own value would go unused)
-                 "dataset", "uncertain", "image_column", "labels_column", "label_sep", "label_columns",
-                 "patient_column"}
-CHOICES = {"split": ("patient", "official"), "cache": ("memory", "disk", "none"), "test_shift": ("none", "site"),
-           "in_channels": (1, 3), "augment_on": ("auto", "loader", "device"), "uncertain": ("ones", "zeros", "ignore")}
-
-
-def _at_least(low: float, strict: bool = False) -> Callable[[float], bool]:
-    return lambda v: v > low if strict else v >= low
-
-
-RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "epochs": (_at_least(1), "at least 1"), "batch_size": (_at_least(1), "at least 1"),
-    "steps_per_epoch": (_at_least(1), "at least 1"), "lr": (_at_least(0, True), "above 0"),
-    "weight_decay": (_at_least(0), "at least 0"), "image_size": (_at_least(32), "at least 32"),
-    "size": (_at_least(32), "at least 32"), "workers": (_at_least(0), "at least 0"), "seed": (_at_least(0), "at least 0"),
-    "early_stop": (_at_least(0), "at least 0"), "n": (_at_least(1), "at least 1"),
-    "images_per_patient": (_at_least(1), "at least 1"), "difficulty": (_at_least(0, True), "above 0"),
-    "val_frac": (lambda v: 0 <= v < 1, "in [0, 1)"), "test_frac": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "bootstrap": (_at_least(MIN_BOOTSTRAP), f"at least {MIN_BOOTSTRAP}"),
-    "split_seed": (_at_least(0), "at least 0"), "checkpoint_every": (_at_least(0), "at least 0"),
+ROBUSTNESS_FIELDS = {name: Field(name, list[str]) for name in ("shifts", "levels")}  # as --robustness(-levels)
+#: The top-level counts of a preset.
+COUNT_FIELDS = {"bootstrap": Field("bootstrap", int, range=Range(MIN_BOOTSTRAP)), "seeds": Field("seeds", int)}
+#: The phantom's bounds and choices (its types and defaults are PhantomSpec's).
+PHANTOM_RULES: dict[str, dict[str, Any]] = {
+    "n": {"range": Range(1)}, "size": {"range": Range(32)}, "seed": {"range": SEED_RANGE},
+    "images_per_patient": {"range": Range(1)}, "difficulty": {"range": Range(0, low_open=True)},
+    "test_frac": {"range": Range(0, 1, high_open=True)}, "test_shift": {"choices": TEST_SHIFTS},
 }
 
 
-def _field_types(cls: type, skip: set[str] = frozenset()) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in skip}
-
-
-def _type_name(kind: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, str(kind))
-
-
-def _check_value(where: str, value: Any, kind: Any) -> None:
-    """Raise unless ``value`` fits ``kind`` (int, float, str, bool, list[str], or an Optional of those)."""
-    args = typing.get_args(kind)
-    if type(None) in args:
-        if value is None:
-            return
-        kind = next(a for a in args if a is not type(None))
-    if typing.get_origin(kind) is dict:
-        if not isinstance(value, dict):
-            raise MaiAugError(f"{where}: expected a mapping, got {value!r}")
-        return
-    if typing.get_origin(kind) is list:
-        items = (str, dict) if typing.get_args(kind) != (str,) else str  # metrics: names or a user's mappings
-        if not isinstance(value, list) or not all(isinstance(v, items) for v in value):
-            words = "strings" if items is str else "names or mappings"
-            raise MaiAugError(f"{where}: expected a list of {words}, got {value!r}")
-        return
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-        str: isinstance(value, str),
-    }.get(kind, True)
-    if not ok:
-        raise MaiAugError(f"{where}: expected {_type_name(kind)}{' (finite)' if kind is float else ''}, got {value!r}")
-
-
-def nearest(key: str, names: list[str]) -> str | None:
-    """The valid name nearest ``key``: difflib's closest, else the one ``key``'s initials spell (learning_rate: lr)."""
-    close = difflib.get_close_matches(key, names, n=1)
-    if close:
-        return close[0]
-    initials = "".join(word[:1] for word in key.lower().split("_"))
-    return initials if "_" in key and initials in names else None
-
-
-def _check_section(label: str, values: Any, types: dict[str, Any], sep: str = ".") -> None:
-    """Check a mapping's keys and values; messages name ``label``, and ``label{sep}key`` for a key's value."""
-    if not isinstance(values, dict):
-        raise MaiAugError(f"{label}: expected a mapping, got {values!r}")
-    for key, value in values.items():
-        where = f"{label}{sep}{key}"
-        if key not in types:
-            near = nearest(str(key), list(types))
-            hint = f" (did you mean {near!r}?)" if near else f" (valid: {', '.join(sorted(types))})"
-            raise MaiAugError(f"{label}: unknown key {key!r}{hint}")
-        _check_value(where, value, types[key])
-        if key in CHOICES and value is not None and value not in CHOICES[key]:
-            raise MaiAugError(f"{where}: {value!r} is not one of {', '.join(map(str, CHOICES[key]))}")
-        if key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
-            test, words = RANGES[key]
-            if not test(value):
-                raise MaiAugError(f"{where}: {value!r} must be {words}")
-        check_limit(str(key), value, where)
+def phantom_fields() -> dict[str, Field]:
+    """A preset's ``phantom:`` keys: PhantomSpec's fields but ``out``, with their bounds."""
+    hints = typing.get_type_hints(PhantomSpec)
+    return {f.name: Field(f.name, hints[f.name], **PHANTOM_RULES.get(f.name, {}))
+            for f in dataclasses.fields(PhantomSpec) if f.name != "out"}
 
 
 def check_preset(preset: Any, name: str) -> dict[str, Any]:
@@ -129,21 +52,20 @@ def check_preset(preset: Any, name: str) -> dict[str, Any]:
             near = difflib.get_close_matches(str(key), SECTIONS, n=1)
             raise MaiAugError(f"--preset {name}: unknown key {key!r}"
                               + (f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(SECTIONS)})"))
-    _check_section(f"--preset {name}: phantom", preset.get("phantom", {}), _field_types(PhantomSpec, {"out"}))
-    _check_section(f"--preset {name}: data", preset.get("data", {}), DATA_KEYS)
+    check_mapping(f"--preset {name}: phantom", preset.get("phantom", {}), phantom_fields())
+    check_mapping(f"--preset {name}: data", preset.get("data", {}), preset_data_fields())
     if "train" in preset:
-        preset["train"] = check_train_section(preset["train"], f"--preset {name}: train", NOT_IN_PRESET)
-    _check_value(f"--preset {name}: regimes", preset.get("regimes", []), list[str])
-    _check_section(f"--preset {name}", {k: preset[k] for k in ("bootstrap", "seeds") if k in preset},
-                   {"bootstrap": int, "seeds": int}, sep=": ")
+        preset["train"] = check_train_section(preset["train"], f"--preset {name}: train", preset_fields())
+    check_value(Field("regimes", list[str]), preset.get("regimes", []), f"--preset {name}: regimes")
+    check_mapping(f"--preset {name}", {k: preset[k] for k in COUNT_FIELDS if k in preset}, COUNT_FIELDS, sep=": ")
     if preset.get("seeds", 1) < 1:
         raise MaiAugError(f"--preset {name}: seeds: {preset['seeds']} is below 1")
     if "robustness" in preset:
         _check_robustness(preset["robustness"], f"--preset {name}: robustness")
     if "description" in preset:
-        _check_value(f"--preset {name}: description", preset["description"], str)
+        check_value(Field("description", str), preset["description"], f"--preset {name}: description")
     if "primary" in preset:  # macro or a finding name: checked against the study's findings once the data is read
-        _check_value(f"--preset {name}: primary", preset["primary"], str)
+        check_value(Field("primary", str), preset["primary"], f"--preset {name}: primary")
     if "detect" in preset:
         check_detect(preset["detect"], f"--preset {name}: detect")
     return preset
@@ -160,15 +82,16 @@ def _check_robustness(values: Any, label: str) -> None:
     """A preset's ``robustness: {shifts: [...], levels: [SHIFT=V1,V2, ...]}`` (``compare --robustness``'s default)."""
     from mai_aug.transforms.shift_levels import SHIFT_TYPES, parse_levels
 
-    _check_section(label, values, ROBUSTNESS_KEYS)
+    check_mapping(label, values, ROBUSTNESS_FIELDS)
     parse_levels(values.get("levels", []), values.get("shifts") or list(SHIFT_TYPES), f"{label}: levels")
 
 
-def check_train_section(values: Any, label: str, skip: set[str] = frozenset(), sep: str = ".") -> dict[str, Any]:
+def check_train_section(values: Any, label: str, fields: dict[str, Field] = BY_NAME, sep: str = ".") -> dict[str, Any]:
     """TrainConfig settings typed by hand (a preset's ``train:``, a ``--settings`` file), checked and normalised.
 
     Known keys only (the nearest one suggested), right types, choices and ranges; the plug-in entries become
-    TrainConfig values: ``network:`` a name, ``{name:, args:}`` or ``{_target_: ..., ...}``; ``dataset:`` a name or
+    TrainConfig values (``fields``: the keys allowed, every setting's by default): ``network:`` a name,
+    ``{name:, args:}`` or ``{_target_: ..., ...}``; ``dataset:`` a name or
     ``{_target_: my_adapter.read_mine}``; ``metrics:`` names or ``{_target_: ..., name: ...}`` (a ``_target_``
     outside MONAI only under ``--trust-config``). Each is resolved now, before any data is read or trained on.
     """
@@ -184,7 +107,7 @@ def check_train_section(values: Any, label: str, skip: set[str] = frozenset(), s
         values["dataset"] = _dataset_target(dataset, f"{label}{sep}dataset")
     elif isinstance(dataset, str) and dataset not in ("auto", *_dataset_names()):  # a dotted path is code too
         values["dataset"] = _dataset_target({"_target_": dataset}, f"{label}{sep}dataset")
-    _check_section(label, values, _field_types(TrainConfig, skip), sep)
+    check_mapping(label, values, fields, sep)
     if values.get("metrics"):
         _check_metrics(values["metrics"], f"{label}{sep}metrics")
     return values

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from monai.networks.utils import to_norm_affine
 from monai.transforms import NormalizeIntensityd, RandAdjustContrastd, RandGaussianNoised
 
+from mai_aug.core.choices import AUGMENT_ON as AUGMENT_ON
 from mai_aug.core.errors import MaiAugError
 from mai_aug.transforms.batched_affine import Draw, compile_draw, fired, mirrored, uniform
 from mai_aug.transforms.guard import SITUS_INVERSUS
 
 logger = logging.getLogger("mai_aug")
 
-AUGMENT_ON = ("auto", "loader", "device")
 # MONAI padding names (grid_sample's, numpy's as RandZoomd uses them, torch.pad's) -> grid_sample's, where equal
 PADDING = {"zeros": "zeros", "border": "border", "reflection": "reflection", "edge": "border",
            "replicate": "border", "constant": "zeros", "symmetric": "reflection"}

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mai_aug.core.choices import UNCERTAIN_POLICIES as UNCERTAIN_POLICIES
 from mai_aug.core.errors import MaiAugError
 from mai_aug.data.datasets.table import POOL, TEST, DatasetTable, DataSource, first_line_of, keep_present, register
 from mai_aug.data.headers import require_header
@@ -27,7 +28,6 @@ OBSERVATIONS: tuple[str, ...] = (
 )
 HEADER: tuple[str, ...] = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *OBSERVATIONS)
 TRAIN_CSV, VALID_CSV = "train.csv", "valid.csv"
-UNCERTAIN_POLICIES: tuple[str, ...] = ("ones", "zeros", "ignore")
 # Default 'ones' (U-Ones of Irvin et al., 2019): the paper's best policy for Atelectasis and Edema and the usual
 # baseline; it keeps every label defined, so every report (paired comparisons included) uses every image.
 # 'ignore' (U-Ignore: masked loss and AUC) is the assumption-free choice, opt-in with --uncertain ignore.

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from mai_aug.core.choices import VIEWS
 from mai_aug.core.errors import MaiAugError
 
 #: Views kept by default; the generic CSV has none (its images count as view ``""``).
-DEFAULT_VIEWS: tuple[str, ...] = ("PA", "AP")
+DEFAULT_VIEWS = VIEWS
 #: ``official`` split codes: 0 the training pool (validation is carved from it by patient), 2 the test set.
 POOL, TEST = 0, 2
 

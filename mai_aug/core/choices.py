@@ -1,0 +1,25 @@
+"""Values several layers share: the choices of settings (each tuple written once) and the default resample count.
+
+Plain data, importable by every layer (the command line reads them before any command runs, without torch).
+"""
+
+from __future__ import annotations
+
+#: View positions a chest X-ray may have (NIH's ``View Position``; ``--views``).
+VIEWS: tuple[str, ...] = ("PA", "AP")
+#: CheXpert's policies for its uncertain (-1) labels (``--uncertain``).
+UNCERTAIN_POLICIES: tuple[str, ...] = ("ones", "zeros", "ignore")
+#: Where decoded images are kept (``--cache``).
+CACHE_MODES: tuple[str, ...] = ("memory", "disk", "none")
+#: Where the regime runs in training (``--augment-on``, mai_aug/transforms/batched.py).
+AUGMENT_ON: tuple[str, ...] = ("auto", "loader", "device")
+#: Input channels a network may take (``--in-channels``).
+IN_CHANNELS: tuple[int, ...] = (1, 3)
+#: How a dataset is split (``--split``): always by patient, at random or by the dataset's official test list.
+SPLIT_MODES: tuple[str, ...] = ("patient", "official")
+#: The phantom's test-time acquisition shift (``phantom --test-shift``).
+TEST_SHIFTS: tuple[str, ...] = ("none", "site")
+#: ``--dataset``'s choices on the command line: auto and the built-in adapters (mai_aug/data/datasets).
+DATASETS: tuple[str, ...] = ("auto", "nih", "chexpert", "csv")
+#: Bootstrap resamples of patients where none is asked for (``--bootstrap``, every ``n_boot`` default).
+DEFAULT_BOOTSTRAP = 1000
