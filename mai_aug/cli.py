@@ -11,13 +11,13 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError, wrapped_message
 from mai_aug.core.interrupts import exit_status, interrupted_message, raise_on_signals
-
-if TYPE_CHECKING:
-    from mai_aug.settings.config import TrainConfig
+from mai_aug.settings.flags import add_compare_train_flags, add_setting_flags, add_train_flags, integer, setting_type
+from mai_aug.settings.schema import BY_NAME, COMPARE_TRAIN_FLAGS, DATA_OPTIONS
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
@@ -32,25 +32,8 @@ def command(name: str) -> Callable:
     return register
 
 
-def _default(name: str) -> Any:
-    """``TrainConfig``'s default for the setting ``name``: each training default is written once, there."""
-    import dataclasses
-
-    from mai_aug.settings.config import TrainConfig  # yaml and the dataclass only: no torch before a command runs
-
-    field = TrainConfig.__dataclass_fields__[name]
-    return field.default_factory() if field.default is dataclasses.MISSING else field.default
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
-    return value
-
-
 def _positive_int(text: str) -> int:
-    value = _int(text)
+    value = integer(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
@@ -60,7 +43,7 @@ def _bootstrap(text: str) -> int:
     """Bootstrap resamples: at least ``MIN_BOOTSTRAP`` (with one, every interval is a point and every difference a star)."""
     from mai_aug.stats.auc import MIN_BOOTSTRAP  # here: the CLI imports nothing heavy before a command runs
 
-    value = _int(text)
+    value = integer(text)
     if value < MIN_BOOTSTRAP:
         raise argparse.ArgumentTypeError(f"{text} is below {MIN_BOOTSTRAP} (too few resamples for an interval)")
     return _within_limit(value, "bootstrap")
@@ -85,44 +68,10 @@ def _within_limit(value: Any, key: str) -> Any:
     return value
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-
-
 def _non_negative_int(text: str) -> int:
-    value = _int(text)
+    value = integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = _non_negative_int(text)
-    if value >= 2**32:
-        raise argparse.ArgumentTypeError(f"{text} is not below 2**32 (numpy's seed range)")
-    return value
-
-
-def _image_size(text: str) -> int:
-    value = _int(text)
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"{text}: must be at least 32 px (DenseNet121 downsamples 32x)")
-    return _within_limit(value, "image_size")
-
-
-def _yaml_mapping(text: str) -> dict:
-    """A YAML (or JSON) mapping given on the command line: data only (no aliases), see core.user_yaml.load_user_yaml."""
-    from mai_aug.core.user_yaml import load_user_yaml
-
-    try:
-        value = load_user_yaml(text, repr(text))
-    except MaiAugError as e:
-        raise argparse.ArgumentTypeError(str(e).replace(": not valid YAML", " is not valid YAML", 1)) from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a mapping such as '{{patch_size: 8}}'")
     return value
 
 
@@ -137,16 +86,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _metric(text: str) -> str:
-    """A registered metric name (``auc``, ``ap``, ``ece``, ``sens@spec``, ``sens@spec0.95``); the nearest named if not."""
-    from mai_aug.stats.scores import get_metric  # here: the CLI imports nothing heavy before a command runs
-
-    try:
-        return get_metric(text).name
-    except MaiAugError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--metrics: ")) from None
-
-
 def _detect(text: str) -> float:
     """An AUC difference in (0, 1) for ``--detect``."""
     from mai_aug.settings.presets import check_detect  # plain Python: no torch before a command runs
@@ -157,12 +96,6 @@ def _detect(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: a number above 0 and below 1") from e
 
 
-def _add_metrics_arg(p: argparse.ArgumentParser, default: list[str] | None, where: str) -> None:
-    p.add_argument("--metrics", nargs="+", type=_metric, default=default, metavar="METRIC",
-                   help=f"per-finding metrics {where}: auc (always on), ap, ece, sens@spec (specificity 0.9) or "
-                        f"sens@specX (e.g. sens@spec0.95)" + (" (default: %(default)s)" if default else ""))
-
-
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line (``mai-aug CMD: error: ...``), exit status 2, no usage block."""
 
@@ -170,59 +103,19 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", type=Path, required=required,
-                   help="dataset folder: NIH layout (CSV + images/), CheXpert (train.csv, valid.csv) or, with "
-                        "--dataset csv, the folder image paths are relative to")
-    p.add_argument("--csv", type=Path, help="metadata CSV (default: DIR/Data_Entry_2017_v2020.csv, CheXpert's "
-                                            "DIR/train.csv; required by --dataset csv)")
-    p.add_argument("--images", type=Path, help="image folder (default: DIR/images and DIR/images_*)")
-    p.add_argument("--views", nargs="+", default=_default("views"), choices=["PA", "AP"],
-                   help="view positions to keep (default: %(default)s)")
-    _add_dataset_args(p)
-
-
-def _add_dataset_args(p: argparse.ArgumentParser) -> None:
-    """``--dataset`` and the options of its adapters (mai_aug/data/datasets)."""
-    p.add_argument("--dataset", default=_default("dataset"), choices=["auto", "nih", "chexpert", "csv"],
-                   help="layout of --data (auto: nih with Data_Entry_2017*.csv, chexpert with CheXpert's train.csv; "
-                        "default: %(default)s)")
-    p.add_argument("--uncertain", default=_default("uncertain"), choices=["ones", "zeros", "ignore"],
-                   help="CheXpert's uncertain (-1) labels: ones (become 1, the default), zeros (become 0), or ignore "
-                        "(unknown: left out of the loss and of that finding's AUC)")
-    p.add_argument("--image-column", default=_default("image_column"), help="--dataset csv: image path column")
-    p.add_argument("--labels-column", default=_default("labels_column"),
-                   help="--dataset csv: one column of --label-sep-joined label names")
-    p.add_argument("--label-sep", default=_default("label_sep"), help="separator of --labels-column (default: %(default)s)")
-    p.add_argument("--label-columns", nargs="+", default=_default("label_columns"),
-                   help="--dataset csv: one 0/1 column per label")
-    p.add_argument("--patient-column", default=_default("patient_column"),
-                   help="--dataset csv: patient id column (without it each image is its own patient)")
-
-
-def _add_image_check_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--verify-images", action="store_true",
-                   help="decode every listed image first (threads); if any is unreadable, stop with their count, naming the first")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="decode every listed image first and drop unreadable ones (counted, listed in bad_images.csv)")
-
-
-def _add_split_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default=_default("split"), choices=["patient", "official"],
-                   help="how to split (always by patient; default: %(default)s)")
-    p.add_argument("--val-frac", type=_fraction, default=_default("val_frac"),
-                   help="fraction of images for validation (default: %(default)s)")
-    p.add_argument("--test-frac", type=_fraction, default=_default("test_frac"),
-                   help="fraction of images for test (default: %(default)s)")
-    p.add_argument("--require-all-images", action="store_true", help="error if any CSV row has no image file")
+_seed = setting_type("seed")
+_image_size = setting_type("image_size")
+#: How ``--data`` is read (``split``, ``preview``): its folder, CSV, images, views and the adapters' options.
+READ_SETTINGS = ("data", "csv", "images", "views", *(name for name in DATA_OPTIONS if name != "csv"))
+#: How ``split`` splits, and its image checks.
+SPLIT_SETTINGS = ("split", "val_frac", "test_frac", "require_all_images")
+IMAGE_CHECKS = ("verify_images", "skip_bad_images")
 
 
 @command("split")
 def _split_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("split", help="split an NIH-layout dataset by patient into a MONAI datalist")
-    _add_data_args(p)
-    _add_split_args(p)
-    _add_image_check_args(p)
+    add_setting_flags(p, (*READ_SETTINGS, *SPLIT_SETTINGS, *IMAGE_CHECKS), required={"data"})
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", type=Path, required=True, help="datalist JSON to write")
     p.set_defaults(handler=_run_split)
@@ -264,10 +157,8 @@ def _run_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_regime_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    shown = "" if default is None else "; default: %(default)s"
-    p.add_argument("--regime", default=default, required=default is None,
-                   help=f"augmentation regime (see `mai-aug regimes`{shown})")
+def _add_regime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--regime", required=True, help="augmentation regime (see `mai-aug regimes`)")
     p.add_argument("--regimes-file", action="append", default=[], type=Path,
                    help="YAML adding or overriding regimes (repeatable)")
     _add_trust_arg(p)
@@ -292,7 +183,7 @@ def _trust_context(args: argparse.Namespace) -> contextlib.AbstractContextManage
 def _regimes_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("regimes", help="list the augmentation regimes and their transforms")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
-    p.add_argument("--image-size", type=_image_size, default=320)
+    p.add_argument("--image-size", type=_image_size, default=BY_NAME["image_size"].default)
     _add_trust_arg(p)
     p.set_defaults(handler=_run_regimes)
 
@@ -312,7 +203,7 @@ def _run_regimes(args: argparse.Namespace) -> int:
 @command("preview")
 def _preview_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preview", help="write augmented samples of a few images and a captioned grid")
-    _add_data_args(p)
+    add_setting_flags(p, READ_SETTINGS, required={"data"})
     _add_regime_args(p)
     p.add_argument("--n", type=_capped(_positive_int, "n"), default=8, help="images to preview")
     p.add_argument("--samples", type=_capped(_positive_int, "samples"), default=4, help="augmented samples per image")
@@ -334,103 +225,24 @@ def _run_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-size", type=_image_size, default=_default("image_size"),
-                   help="training image size (px; default: %(default)s)")
-    p.add_argument("--batch-size", type=_capped(_positive_int, "batch_size"), default=_default("batch_size"), help="default: %(default)s")
-    p.add_argument("--epochs", type=_capped(_positive_int, "epochs"), default=_default("epochs"), help="default: %(default)s")
-    p.add_argument("--steps-per-epoch", type=_capped(_positive_int, "steps_per_epoch"), help="iterations per epoch (default: one pass)")
-    p.add_argument("--lr", type=_positive_float, default=_default("lr"),
-                   help="Adam learning rate (cosine schedule over the epochs; default: %(default)s)")
-    p.add_argument("--network", default=_default("network"),
-                   help="a 2D classifier of monai.networks.nets, any case: densenet121/169/201, resnet18/34/50/101/152, "
-                        "seresnet50, efficientnet-b0..b8, vit...; or a _target_ such as monai.networks.nets.ResNet "
-                        "(default: %(default)s)")
-    p.add_argument("--network-args", type=_yaml_mapping, default=_default("network_args"), metavar="YAML",
-                   help="extra constructor arguments, e.g. '{patch_size: 8, hidden_size: 192}'")
-    p.add_argument("--pretrained", default=_default("pretrained"),
-                   help="none, imagenet (downloads), or a torchvision .pth of the same DenseNet or ResNet "
-                        "(default: %(default)s)")
-    p.add_argument("--in-channels", type=int, default=_default("in_channels"), choices=[1, 3],
-                   help="default: %(default)s")
-    p.add_argument("--device", default=_default("device"),
-                   help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=_default("amp"),
-                   help="mixed precision: float16 autocast on CUDA (default there), bfloat16 autocast on CPU (opt-in)")
-    p.add_argument("--seed", type=_seed, default=_default("seed"), help="default: %(default)s")
-    p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=None, help="data-loader workers (default: up to 4)")
-    p.add_argument("--cache", default=_default("cache"), choices=["memory", "disk", "none"],
-                   help="where decoded 8-bit images are kept (default: %(default)s)")
-    p.add_argument("--augment-on", default=_default("augment_on"), choices=["auto", "loader", "device"],
-                   help="run the regime per image in the data loader, or batched on the training device "
-                        "(auto: device where the regime compiles; default: %(default)s)")
-    p.add_argument("--no-weighted-loss", dest="weighted_loss", action="store_false",
-                   help="plain BCE instead of class-balanced BCE")
-    p.add_argument("--early-stop", type=_capped(_non_negative_int, "early_stop"), default=_default("early_stop"), metavar="PATIENCE",
-                   help="stop after PATIENCE epochs without gain (default: %(default)s, never)")
-    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress output on the terminal")
-    _add_metrics_arg(p, _default("metrics"), "logged at each validation (TensorBoard, metrics.csv)")
-
-
 @command("train")
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a classifier (DenseNet121 by default) under one regime into a run folder")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--datalist", type=Path, help="datalist JSON from `mai-aug split`")
-    _add_data_args(p, required=False)
-    _add_split_args(p)
-    _add_image_check_args(p)
-    _add_regime_args(p, default=_default("regime"))
-    _add_train_args(p)
-    p.add_argument("--out", type=Path, help="run folder (required here or as out: in --settings)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--checkpoint-every", type=_capped(_non_negative_int, "checkpoint_every"), default=_default("checkpoint_every"), metavar="N",
-                   help="also checkpoint every N iterations inside an epoch (default %(default)s: at epoch ends only)")
-    p.add_argument("--split-seed", type=_seed, default=_default("split_seed"),
-                   help="seed of the --data split (--seed seeds training only; default: %(default)s)")
+    add_train_flags(p)  # every setting's flag (mai_aug/settings/schema.py), given ones only in the arguments
+    _add_trust_arg(p)
     p.add_argument("--settings", type=Path, metavar="YAML",
                    help="settings file: keys are the settings (lr, epochs, network, metrics, dataset...); flags "
                         "given on the command line override it")
-    _given_only(p)
     p.set_defaults(handler=_run_train)
-
-
-# train's parsed arguments that are not settings: every other dest is a TrainConfig field (tests/test_settings.py)
-TRAIN_NOT_SETTINGS = frozenset({"command", "handler", "settings", "trust_config"})
-
-
-def _given_only(p: argparse.ArgumentParser) -> None:
-    """Flags that are settings leave their value out unless given, so they override a --settings file only then.
-
-    The defaults stay TrainConfig's alone (``--help`` still shows them); ``argparse.SUPPRESS`` is argparse's own
-    "no attribute unless given".
-    """
-    from mai_aug.settings.layers import setting_names
-
-    names = set(setting_names())
-    for action in p._actions:  # argparse keeps no public list of a parser's arguments
-        if action.dest in names and action.default is not argparse.SUPPRESS:
-            if action.help:
-                action.help = action.help.replace("%(default)s", str(action.default).replace("%", "%%"))
-            action.default = argparse.SUPPRESS
-
-
-def train_config(args: argparse.Namespace, **overrides) -> TrainConfig:
-    """A TrainConfig from parsed arguments that are settings (others ignored) and ``overrides``, over the defaults."""
-    from mai_aug.settings.layers import build_train_config, setting_names
-
-    names = set(setting_names())
-    given = {k: v for k, v in vars(args).items() if k in names and not (k == "workers" and v is None)}
-    return build_train_config([("cli", given), ("cli", overrides)])
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from mai_aug.engine.train import train
+    from mai_aug.settings.flags import settings_given
     from mai_aug.settings.layers import build_train_config, read_settings
 
-    given = {k: v for k, v in vars(args).items() if k not in TRAIN_NOT_SETTINGS}
     file = read_settings(args.settings) if args.settings else {}
-    config = build_train_config([("file", file), ("cli", given)])
+    config = build_train_config([("file", file), ("cli", settings_given(args))])
     if config.data is None and config.datalist is None and not config.resume:
         raise MaiAugError("give --data DIR or --datalist JSON (or data: or datalist: in --settings)")
     if config.data is not None and config.datalist is not None:
@@ -442,7 +254,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_scored_split_args(p: argparse.ArgumentParser) -> None:
     """The split a run is scored on and the patient-bootstrap resamples (evaluate, robustness, saliency)."""
     p.add_argument("--split", default="test", choices=["test", "validation"])
-    p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
+    p.add_argument("--bootstrap", type=_bootstrap, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples of patients")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -459,20 +271,25 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="AUC with patient-bootstrap CIs, ROC figure and predictions of a run")
     _add_run_args(p)
     _add_scored_split_args(p)
-    _add_metrics_arg(p, None, "tabled with intervals, one eval/<split>_<metric>.csv each (default: the run's)")
+    p.add_argument("--metrics", nargs="+", type=setting_type("metrics"), metavar="METRIC",
+                   help="per-finding metrics tabled with intervals, one eval/<split>_<metric>.csv each (default: the "
+                        "run's): auc (always on), ap, ece, sens@spec (specificity 0.9) or sens@specX (e.g. sens@spec0.95)")
     p.add_argument("--tta", type=_capped(_non_negative_int, "tta"), default=0, metavar="N",
                    help="also average predictions over N draws of the regime's random part (test-time augmentation) "
                         "and write <split>_tta.csv: AUC with and without, and the paired difference (default: off)")
+    add_setting_flags(p, ("threads",))
     p.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mai_aug.analyses.evaluate.run import evaluate_run
     from mai_aug.core.layout import RunLayout
+    from mai_aug.core.threads import use_threads
     from mai_aug.engine import distributed
 
     if not distributed.current().is_main:  # under torchrun, rank 0 evaluates the whole split
         return 0
+    use_threads(args.threads)
     table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap,
                          metrics=args.metrics, tta=args.tta)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -636,41 +453,27 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="dataset folder, any layout --dataset reads (NIH, CheXpert, or --dataset "
                                              "csv with --csv; default: the embedded synthetic phantom)")
     p.add_argument("--csv", type=Path, help="metadata CSV of --data (default: the adapter's)")
-    _add_dataset_args(p)
+    add_setting_flags(p, (name for name in DATA_OPTIONS if name != "csv"))
     p.add_argument("--regimes", nargs="+", help="regimes to compare (default: the preset's)")
     p.add_argument("--seeds", type=_capped(_positive_int, "seeds"), help="training seeds per regime (default: the preset's, else 1)")
     p.add_argument("--preset", default="demo", help="demo, article, full, robustness, or a preset YAML file")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
-    p.add_argument("--device", default=_default("device"),
-                   help="auto (CUDA when present), cpu or cuda (default: %(default)s)")
+    p.add_argument("--device", default=BY_NAME["device"].default, help=BY_NAME["device"].help)
     p.add_argument("--cache-dir", type=Path, help="where the phantom is generated once (default: ~/.cache/mai_aug)")
     p.add_argument("--bootstrap", type=_bootstrap, help="bootstrap resamples (default: the preset's)")
     p.add_argument("--detect", type=_detect, metavar="D",
                    help="the AUC difference the planning section sizes seeds and test patients for (default: the "
                         "preset's, else 0.01)")
-    for name, kind in (("image-size", _image_size), ("batch-size", _capped(_positive_int, "batch_size")),
-                       ("epochs", _capped(_positive_int, "epochs")),
-                       ("steps-per-epoch", _capped(_positive_int, "steps_per_epoch")), ("lr", _positive_float),
-                       ("workers", _capped(_non_negative_int, "workers"))):
-        p.add_argument(f"--{name}", type=kind, help="overrides the preset")
-    p.add_argument("--pretrained", help="overrides the preset: none, imagenet or a .pth")
-    _add_metrics_arg(p, None, "logged in validation and reported with paired differences (overrides the preset)")
-    p.add_argument("--network", help="overrides the preset's network (its network_args are kept only for the same one)")
+    add_compare_train_flags(p)  # the settings tagged compare_routes (mai_aug/settings/schema.py)
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
     p.add_argument("--out", type=Path, required=True, help="comparison folder")
     p.add_argument("--retrain", action="store_true",
                    help="retrain runs in --out whose settings, regime or data differ (the old ones are moved aside)")
-    _add_image_check_args(p)
+    add_setting_flags(p, IMAGE_CHECKS)
     _add_trust_arg(p)
     _add_compare_robustness_args(p)
     _add_compare_curve_args(p)
     p.set_defaults(handler=_run_compare)
-
-
-# compare's flags that override its preset's train: section (TrainConfig fields; None: the preset's value); its
-# other flags are CompareOptions fields or data options (tests/test_settings.py checks that none is left over)
-COMPARE_TRAIN_FLAGS = ("image_size", "batch_size", "epochs", "steps_per_epoch", "lr", "workers", "pretrained",
-                       "metrics", "network")
 
 
 def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
@@ -717,10 +520,12 @@ def _add_compare_curve_args(p: argparse.ArgumentParser) -> None:
 
 def _run_compare(args: argparse.Namespace) -> int:
     from mai_aug.core.layout import StudyLayout
+    from mai_aug.core.threads import default_threads, use_threads
     from mai_aug.reports.compare import headline_table
     from mai_aug.stats.paired import baseline_regime
     from mai_aug.study.compare import CompareOptions, run_compare
 
+    use_threads(args.threads or default_threads())  # each run then uses its own settings' (the preset's or these)
     overrides = {k: getattr(args, k) for k in COMPARE_TRAIN_FLAGS}
     opts = CompareOptions(out=args.out, data=args.data, preset=args.preset, regimes=args.regimes, seeds=args.seeds,
                           regimes_file=[str(p) for p in args.regimes_file], device=args.device,
@@ -744,9 +549,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def _data_options(args: argparse.Namespace) -> dict[str, Any]:
     """``--csv``, ``--dataset`` and its adapters' options, for :class:`mai_aug.data.datasets.DataSource`."""
-    names = ("csv", "dataset", "uncertain", "image_column", "labels_column", "label_sep", "label_columns",
-             "patient_column")
-    return {name: getattr(args, name) for name in names}
+    return {name: getattr(args, name) for name in DATA_OPTIONS}
 
 
 def build_parser() -> argparse.ArgumentParser:

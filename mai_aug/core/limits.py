@@ -20,6 +20,7 @@ MAX_COUNTS: dict[str, int] = {
     "steps_per_epoch": 10_000_000,
     "batch_size": 65_536,
     "workers": 1_024,
+    "threads": 4_096,
     "tta": 1_000,
     "max_images": 10_000_000,
     "saliency_max_images": 10_000_000,

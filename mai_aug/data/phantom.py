@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import signal
 import struct
 import zlib
@@ -27,6 +26,7 @@ from scipy import ndimage
 
 from mai_aug.core.choices import TEST_SHIFTS
 from mai_aug.core.errors import MaiAugError
+from mai_aug.core.threads import available_cores
 from mai_aug.data.nih import FINDINGS, HEADER, NO_FINDING
 
 # Image-level prevalences, ranked as in NIH ChestX-ray14 (Infiltration commonest, Hernia rarest), with floors so
@@ -669,7 +669,4 @@ def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, 
 
 def default_workers() -> int:
     """Worker processes for generation: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return available_cores()

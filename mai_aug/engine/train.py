@@ -24,6 +24,7 @@ from mai_aug.core.layout import RunLayout, checkpoint_epoch, last_checkpoint
 from mai_aug.core.locks import RunLock
 from mai_aug.core.logs import RunLog
 from mai_aug.core.preflight import require_writable_folder
+from mai_aug.core.threads import use_threads
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.loader import build_dataset, shutdown_workers
 from mai_aug.data.prepare import datalist_from_options
@@ -152,6 +153,7 @@ def train(config: TrainConfig) -> dict[str, float]:
     Under torchrun each rank trains on its shard with DistributedDataParallel; rank 0 alone writes the run folder.
     """
     run_dir = Path(config.out)
+    use_threads(config.threads)
     resolve_metrics(config.metrics)  # an unknown metric (a preset's, a config's) stops before anything is written
     check_split_settings(config)
     device = resolve_device(config.device)

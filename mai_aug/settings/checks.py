@@ -2,7 +2,7 @@
 
 A ``--settings`` file, a preset's sections and a run's ``config.yaml`` are checked here against their
 :class:`~mai_aug.settings.schema.Field`; messages name the setting (``image_size``), the command line maps it to
-its flag where it prints (:func:`mai_aug.settings.flags.flag_message`).
+its flag where it prints (:func:`mai_aug.settings.schema.flag_names`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def value_problem(field: Field, value: Any) -> str | None:
         for item in value if isinstance(value, list) else [value]:
             if item is not None and item not in field.choices:
                 return f"{item!r} is not one of {', '.join(map(str, field.choices))}"
+    return bound_problem(field, value)
+
+
+def bound_problem(field: Field, value: Any) -> str | None:
+    """Why a number is refused: out of the field's range or above its count limit (other values pass)."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if field.range is not None and number and not field.range.holds(value):
         return f"{value!r} must be {field.range.words()}"

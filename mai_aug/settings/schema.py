@@ -16,6 +16,7 @@ from dataclasses import MISSING, dataclass
 from typing import Any
 
 from mai_aug.core.choices import AUGMENT_ON, CACHE_MODES, DATASETS, IN_CHANNELS, SPLIT_MODES, UNCERTAIN_POLICIES, VIEWS
+from mai_aug.core.threads import default_threads
 
 
 @dataclass(frozen=True)
@@ -139,9 +140,8 @@ FIELDS: tuple[Field, ...] = (
             nargs="+", choices=VIEWS),
     _adapter("dataset", "layout of --data (auto: nih with Data_Entry_2017*.csv, chexpert with CheXpert's train.csv; "
              "default: %(default)s)", str, default="auto", flag_choices=DATASETS),
-    _adapter("uncertain", "CheXpert's uncertain (-1) labels: ones, zeros, or ignore (masked loss and AUC; default: "
-             "the adapter's DEFAULT_UNCERTAIN, ones, see mai_aug/data/datasets/chexpert.py)",
-             choices=UNCERTAIN_POLICIES),
+    _adapter("uncertain", "CheXpert's uncertain (-1) labels: ones (become 1, the default), zeros (become 0), or "
+             "ignore (unknown: left out of the loss and of that finding's AUC)", choices=UNCERTAIN_POLICIES),
     _adapter("image_column", "--dataset csv: image path column"),
     _adapter("labels_column", "--dataset csv: one column of --label-sep-joined label names"),
     _adapter("label_sep", "separator of --labels-column (default: %(default)s)", str, default="|"),
@@ -159,7 +159,8 @@ FIELDS: tuple[Field, ...] = (
             default=0, range=SEED_RANGE, preset_data="seed"),
     Field("regimes_file", list[str], factory=list, help="YAML adding or overriding regimes (repeatable)",
           action="append", parse="path", changes_results=False, in_preset=False),  # the regime spec stands for it
-    Field("image_size", int, 320, help="training image size (px; default: %(default)s)", range=Range(32),
+    Field("image_size", int, 320, help="training image size (px; default: %(default)s)",
+          range=Range(32, says="at least 32 px (DenseNet121 downsamples 32x)"),
           compare_routes=True),
     Field("batch_size", int, 8, help="default: %(default)s", range=Range(1), compare_routes=True),
     Field("epochs", int, 10, help="default: %(default)s", range=Range(1), resumable=True, compare_routes=True),
@@ -186,6 +187,10 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", int, 0, help="default: %(default)s", range=SEED_RANGE),
     _run("workers", int, help="data-loader workers (default: up to 4)", factory=lambda: min(4, os.cpu_count() or 1),
          range=Range(0), compare_routes=True),
+    _run("threads", int, help="torch's CPU threads (default: the cores available to this process, shared among "
+         "torchrun's processes on a node)", factory=default_threads, metavar="N", range=Range(1),
+         compare_routes=True, compare_help="torch's CPU threads of every run (overrides the preset; default: the "
+         "cores available)"),
     _run("cache", str, "memory", "where decoded 8-bit images are kept (default: %(default)s)", choices=CACHE_MODES),
     Field("augment_on", str, "auto", help="run the regime per image in the data loader, or batched on the training "
           "device (auto: device where the regime compiles; default: %(default)s)", choices=AUGMENT_ON),
@@ -200,8 +205,8 @@ FIELDS: tuple[Field, ...] = (
          in_preset=False),
     Field("tensorboard_dir", str | None, flag=None, changes_results=False, in_preset=False),
     Field("hparams", bool, False, flag=None, changes_results=False, in_preset=False),
-    _run("verify_images", bool, False, "decode every listed image first (threads); stop at the first unreadable one",
-         action="store_true"),
+    _run("verify_images", bool, False, "decode every listed image first (threads); if any is unreadable, stop with "
+         "their count, naming the first", action="store_true"),
     _run("skip_bad_images", bool, False, "decode every listed image first and drop unreadable ones (counted, listed "
          "in bad_images.csv)", action="store_true"),
     # validation metrics (stats/scores.py), auc always; a mapping is a user's metric ({_target_: ..., name: ...})
