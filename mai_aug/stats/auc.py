@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
+from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.stats.seeds import logit_interval, normal_quantile
 
 #: A finding is *scored* (gets intervals and may get a star) with at least this many distinct test patients with a
@@ -196,7 +197,7 @@ def sd_interval(point: np.ndarray, se: np.ndarray, level: float = 0.95,
 
 def auc_table(
     labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, names: Sequence[str],
-    n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+    n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, level: float = 0.95,
 ) -> pd.DataFrame:
     """Per finding: AUC, bootstrap CI over patients, positives, negatives, positive patients; plus a ``macro`` row.
 
@@ -212,7 +213,7 @@ def score_table(
     labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, names: Sequence[str],
     point_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
     boot_fn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray],
-    column: str = "auc", n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+    column: str = "auc", n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, level: float = 0.95,
     bounds: tuple[float, float] = (0.0, 1.0),
 ) -> pd.DataFrame:
     """``auc_table`` for any per-finding score: ``point_fn(labels, scores)`` -> (findings,) and

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.stats.auc import patient_counts, positive_patients, scored_findings, scored_masks
 from mai_aug.stats.scores import bootstrap_metric, get_metric, per_finding
@@ -63,7 +64,7 @@ def baseline_regime(regimes: Sequence[str]) -> str:
 
 
 def score_regimes(labels: np.ndarray, patients: np.ndarray, predictions: dict[str, list[np.ndarray]],
-                  n_boot: int = 1000, seed: int = 0, metric: str = "auc") -> StudyScores:
+                  n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, metric: str = "auc") -> StudyScores:
     """Point and bootstrap AUCs (or another registered ``metric``) of each regime and seed on one shared set of
     patient resamples: the resamples depend on the labels, patients and ``seed`` only, so every metric of one study
     is computed on the same ones.

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.stats.auc import MIN_POSITIVE_PATIENTS, bootstrap_sd, patient_counts, sd_interval
 from mai_aug.stats.paired import StudyScores
 
@@ -109,7 +110,7 @@ def keep_masks(hits: np.ndarray, inverse: np.ndarray, scored: np.ndarray) -> lis
     return masks
 
 
-def hit_rate_table(hits: np.ndarray, patients: np.ndarray, names: Sequence[str], n_boot: int = 1000,
+def hit_rate_table(hits: np.ndarray, patients: np.ndarray, names: Sequence[str], n_boot: int = DEFAULT_BOOTSTRAP,
                    seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """Per finding with a box: hit rate, patient-bootstrap interval, boxed images and patients.
 
@@ -136,7 +137,7 @@ def hit_rate_table(hits: np.ndarray, patients: np.ndarray, names: Sequence[str],
     return table[table["n_images"] > 0].reset_index(drop=True)
 
 
-def study_scores(hits: dict[str, list[np.ndarray]], patients: np.ndarray, n_boot: int = 1000, seed: int = 0
+def study_scores(hits: dict[str, list[np.ndarray]], patients: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
                  ) -> StudyScores:
     """Hit rates of every regime and seed on one shared set of patient resamples, as
     :func:`mai_aug.stats.paired.score_regimes` scores AUCs: ``paired.summary_table`` then gives marginal intervals

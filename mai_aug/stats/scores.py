@@ -25,6 +25,7 @@ from monai.metrics import CalibrationErrorMetric
 from scipy import sparse
 from sklearn.metrics import average_precision_score, roc_curve
 
+from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.stats.auc import CHUNK, bootstrap_aucs, grouped_auc, per_finding_auc, score_table, tie_group_counts
 
@@ -314,7 +315,7 @@ def bootstrap_metric(metric: Metric, labels: np.ndarray, scores: np.ndarray, cou
 
 
 def metric_table(metric: Metric, labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, names: Sequence[str],
-                 n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+                 n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """``auc_table`` for ``metric``: per finding and macro, the value (column ``metric.key``) and its patient-bootstrap
     interval, on the same resamples as every other metric of the same labels, patients and seed."""
     return score_table(labels, scores, patients, names, lambda y, p: per_finding(metric, y, p),
@@ -323,7 +324,7 @@ def metric_table(metric: Metric, labels: np.ndarray, scores: np.ndarray, patient
 
 
 def interval_tables(metrics: Sequence[Metric], labels: np.ndarray, scores: np.ndarray, patients: np.ndarray,
-                    names: Sequence[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+                    names: Sequence[str], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, level: float = 0.95
                     ) -> dict[str, pd.DataFrame]:
     """One run's interval tables: ``metric_table`` of each metric (``auc`` included), keyed by metric name.
 

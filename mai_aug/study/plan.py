@@ -9,6 +9,7 @@ import pandas as pd
 import yaml
 
 from mai_aug.analyses.outputs import load_predictions
+from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.layout import StudyLayout
 from mai_aug.data.split import load_datalist
@@ -39,6 +40,6 @@ def plan_study(out: Path, detect: float, power: float = DEFAULT_POWER) -> pd.Dat
         raise MaiAugError(f"--study {out}: one regime, nothing to compare")
     names = list(load_datalist(StudyLayout(out).datalist)["labels"])
     labels, patients, predictions = load_predictions(Path(out), regimes, seeds, names)
-    scores = score_regimes(labels, patients, predictions, n_boot=int(config.get("bootstrap", 1000)), seed=0)
+    scores = score_regimes(labels, patients, predictions, n_boot=int(config.get("bootstrap", DEFAULT_BOOTSTRAP)), seed=0)
     return plan_table(scores, names, baseline_regime(regimes), len(np.unique(patients)), detect, power,
                       primary=str(config.get("primary", "macro")))

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity
 from mai_aug.analyses.tta.run import tta_predictions, tta_table
+from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import save_figure_atomic, write_csv_atomic, write_text_atomic
 from mai_aug.core.layout import RunLayout
@@ -35,7 +36,7 @@ SPLIT_KEYS = {"test": "test", "validation": "validation", "training": "training"
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
-                 n_boot: int = 1000, workers: int = 0, trust: bool | None = None,
+                 n_boot: int = DEFAULT_BOOTSTRAP, workers: int = 0, trust: bool | None = None,
                  metrics: Sequence[str] | None = None, tta: int = 0) -> pd.DataFrame:
     """Write ``RUN/eval/<split>_auc.csv``, ``_roc.png``, ``_predictions.csv``, ``_meta.json``; return the AUC table.
 

@@ -21,6 +21,7 @@ from monai.data import Dataset
 from mai_aug.analyses.evaluate.run import SPLIT_KEYS
 from mai_aug.analyses.robustness.section import shift_figure
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity, output_current
+from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import save_figure_atomic, write_csv_atomic, write_text_atomic
 from mai_aug.core.layout import RunLayout
@@ -143,7 +144,7 @@ def swept_with(run_dir: Path, checkpoint: Path, levels: dict[str, list[float]], 
 
 
 def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPES), levels: Sequence[str] = (),
-                   split: str = "test", checkpoint: str = "best", device: str = "auto", n_boot: int = 1000,
+                   split: str = "test", checkpoint: str = "best", device: str = "auto", n_boot: int = DEFAULT_BOOTSTRAP,
                    workers: int = 0, site_data: str | Path | None = None, trust: bool | None = None) -> pd.DataFrame:
     """Write ``RUN/robustness/``: ``table.csv``, ``<shift>.png``, ``predictions.csv.gz``, ``meta.json``; return the table.
 

@@ -25,6 +25,7 @@ from scipy import stats
 from mai_aug.analyses.evaluate.run import SPLIT_KEYS
 from mai_aug.analyses.saliency.resolution import coarse_map, layer_output_size
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity, output_current
+from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.layout import RunLayout
 from mai_aug.data.boxes import find_box_file, read_boxes
@@ -212,7 +213,7 @@ def saliency_meta(run: TrainedRun, split: str, box_file: Path, tolerance: float,
 
 def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
                  max_images: int | None = None, tolerance: float | None = None, layer: str | None = None,
-                 boxes: str | Path | None = None, n_boot: int = 1000, trust: bool | None = None) -> dict:
+                 boxes: str | Path | None = None, n_boot: int = DEFAULT_BOOTSTRAP, trust: bool | None = None) -> dict:
     """Write ``RUN/saliency/``: ``pointing.csv``, ``hit_rate.csv``, ``grid.png``, ``summary.md``, ``meta.json`` (last),
     and the grid to the run's TensorBoard folder; return the meta (with ``orientation`` where Cardiomegaly is boxed).
 
