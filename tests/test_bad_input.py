@@ -373,7 +373,7 @@ CASES = [
     pytest.param(damaged_checkpoint("last", "zero"), 2, "epoch=1.pt: cannot be read, truncated or not a checkpoint (empty", id="last-zero-byte"),
     pytest.param(damaged_checkpoint("last", "truncated"), 2, "last_checkpoint_epoch=1.pt", id="last-truncated"),
     pytest.param(not_a_checkpoint, 2, "(refused by torch's weights-only loader: ", id="checkpoint-not-a-checkpoint"),
-    pytest.param(lambda env: env.train("--split-seed", "-1"), 2, "argument --split-seed: -1 is negative",
+    pytest.param(lambda env: env.train("--split-seed", "-1"), 2, "argument --split-seed: -1 must be at least 0 and below 2**32",
                  id="split-seed-negative"),
     pytest.param(lambda env: env.train("--data", str(env.tmp)), 2, "give --data DIR or --datalist JSON, not both",
                  id="train-data-and-datalist"),
