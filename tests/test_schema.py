@@ -136,3 +136,22 @@ def test_a_settings_file_sets_threads_as_strictly(tmp_path, capsys):
     settings.write_text("threads: 0\n")
     assert main(["train", "--settings", str(settings), "--datalist", "d.json", "--out", str(tmp_path / "r")]) == 2
     assert "s.yaml: threads: 0 must be at least 1" in capsys.readouterr().err
+
+
+def test_evaluate_applies_threads_before_it_works(monkeypatch):
+    import mai_aug.analyses.evaluate.run as evaluate
+
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise MaiAugError("stopped here")
+
+    monkeypatch.setattr(evaluate, "evaluate_run", record)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # so that 1 below is evaluate's doing
+        assert main(["evaluate", "--run", "r", "--threads", "1"]) == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
