@@ -108,6 +108,7 @@ def test_threads_is_recorded_not_part_of_the_fingerprint_and_resumable(phantom_d
             "--epochs", "1", "--steps-per-epoch", "1", "--workers", "0", "--quiet"]
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)  # so that 1 below is train's doing
         assert main(["train", *tiny, "--out", str(tmp_path / "one"), "--threads", "1"]) == 0
         assert torch.get_num_threads() == 1  # applied before training
     finally:
