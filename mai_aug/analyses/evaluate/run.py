@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from mai_aug.analyses.calibration.run import Calibration, ece_table, load_calibration
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity
 from mai_aug.analyses.tta.run import tta_predictions, tta_table
 from mai_aug.core.errors import MaiAugError
@@ -41,6 +42,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
 
     ``_meta.json`` (written last, atomically) names the checkpoint used by file name, size and sha256.
 
+    Where the run's ``calibration.json`` was fitted for this checkpoint, ``<split>_calibration.csv`` holds each
+    finding's ECE without and with it (predictions and every other table stay uncalibrated); the returned table's
+    ``attrs["calibration"]`` is the line that says whether the run is calibrated, ``attrs["calibration_ece"]`` that
+    table or None.
+
     ``tta``: also average the predictions over this many draws of the regime's random part and write
     ``<split>_tta.csv`` (AUC with and without, and the paired difference) and ``<split>_tta_predictions.csv``.
 
@@ -51,6 +57,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     chosen = resolve_metrics(metrics) if metrics is not None else None  # a bad name stops before inference
     run = TrainedRun(run_dir, checkpoint, device, trust)
     chosen = resolve_metrics(run.config.metrics) if chosen is None else chosen
+    calibration = load_calibration(run.run_dir, run.checkpoint, run.names)  # a broken file stops before inference
     if split not in SPLIT_KEYS:
         raise MaiAugError(f"--split {split!r}: expected test or validation")
     items = run.datalist[SPLIT_KEYS[split]]
@@ -90,14 +97,27 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     for metric in chosen[1:]:
         write_csv_atomic(tables[metric.name], layout.metric(split, metric.key), index=False, float_format="%.10g")
     table.attrs["metric_tables"] = tables
+    note, ece = _calibration_outputs(run, split, labels, probs, calibration)
+    table.attrs.update(calibration=note, calibration_ece=ece)
     _write_outputs(run, split, items, labels, probs, patients, tta)
     return table
+
+
+def _calibration_outputs(run: TrainedRun, split: str, labels: np.ndarray, probs: np.ndarray,
+                         calibration: Calibration) -> tuple[str, pd.DataFrame | None]:
+    """The line that says whether the run is calibrated for this checkpoint; where it is, ``<split>_calibration.csv``
+    (each finding's ECE without and with the calibration) is written and returned too."""
+    if calibration.maps is None:
+        return calibration.note, None
+    frame = ece_table(labels, probs, run.names, calibration)
+    write_csv_atomic(frame, run.layout.calibration_ece(split), index=False, float_format="%.10g")
+    return calibration.note, frame
 
 
 def _dropped_metric_tables(layout: RunLayout, split: str, chosen: Sequence) -> list[Path]:
     """The metric tables (``<split>_<key>.csv``) of an earlier evaluation that ``chosen`` does not write again."""
     own = {layout.auc(split), layout.predictions(split), layout.tta(split), layout.tta_predictions(split),
-           *(layout.metric(split, m.key) for m in chosen)}
+           layout.calibration_ece(split), *(layout.metric(split, m.key) for m in chosen)}
     return [p for p in sorted(layout.eval_dir.glob(f"{split}_*.csv")) if p not in own]
 
 
