@@ -110,7 +110,7 @@ def test_bundle_gives_predicts_probabilities_without_mai_aug(bundle, run, images
 
 
 @pytest.mark.slow
-def test_calibrated_bundle_gives_calibrated_predict_and_the_model_card(run, images, tmp_path):
+def test_calibrated_bundle_gives_calibrated_predict_and_the_model_card(run, images, tmp_path, capsys):
     """A run evaluated and calibrated: its bundle (mai_aug unimportable) applies the calibration as predict does,
     and its metadata and README carry the test AUC with intervals and the calibration."""
     run = Path(shutil.copytree(run, tmp_path / "run"))
@@ -118,7 +118,10 @@ def test_calibrated_bundle_gives_calibrated_predict_and_the_model_card(run, imag
     assert main(["predict", "--run", str(run), *map(str, pngs), "--out", str(tmp_path / "raw.csv")]) == 0
     assert main(["evaluate", "--run", str(run), "--bootstrap", "200"]) == 0
     assert main(["calibrate", "--run", str(run)]) == 0
+    capsys.readouterr()
     assert main(["export-bundle", "--run", str(run), "--out", str(tmp_path / "bundle")]) == 0
+    said = capsys.readouterr().out
+    assert "bundle outputs: calibrated: Platt scaling" in said and "model card:" not in said
     bundle = tmp_path / "bundle"
     result = run_monai_bundle("run", "--config_file", str(bundle / "configs" / "inference.yaml"),
                               "--meta_file", str(bundle / "configs" / "metadata.json"),
@@ -281,8 +284,11 @@ def test_bad_input_is_one_line(run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not marker.exists() and not (tmp_path / "out").exists()
+    capsys.readouterr()
     assert main(["export-bundle", "--run", str(run), "--out", str(full), "--overwrite"]) == 0
     assert (full / "models" / "model.pt").is_file() and (full / "notes.txt").read_text() == "mine"
+    said = capsys.readouterr().out  # neither calibrated nor evaluated: both said
+    assert "bundle outputs: uncalibrated:" in said and "model card: no test evaluation of best.pt" in said
 
 
 def test_workflow_script_is_the_command():

@@ -133,6 +133,22 @@ def test_temperature_and_a_calibration_of_another_checkpoint(run, tmp_path, caps
     pd.testing.assert_frame_equal(stale, raw)
 
 
+def test_calibrate_reuses_current_validation_predictions(run, tmp_path, monkeypatch):
+    """After ``evaluate --split validation`` of the same checkpoint, calibrate fits on its predictions file."""
+    from mai_aug.analyses.trained_run import TrainedRun
+
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    assert main(["evaluate", "--run", str(run), "--split", "validation", "--bootstrap", "200"]) == 0
+    monkeypatch.setattr(TrainedRun, "predict", lambda *a, **k: pytest.fail("predicted again"))
+    assert main(["calibrate", "--run", str(run)]) == 0
+    frame = pd.read_csv(run / "eval" / "validation_predictions.csv")
+    names = json.loads((run / "calibration.json").read_text())["findings"]
+    y, p = frame[[f"true_{n}" for n in names]].to_numpy(float), frame[names].to_numpy(float)
+    expected = ece_by_finding(y, p, names)["macro"]
+    assert json.loads((run / "calibration.json").read_text())["ece_validation"]["uncalibrated"]["macro"] == (
+        pytest.approx(expected, rel=1e-6))
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda r: "{not json", "not readable as JSON"),
     (lambda r: {**r, "method": "isotonic"}, "not a calibration"),
