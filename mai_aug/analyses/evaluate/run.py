@@ -42,10 +42,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
 
     ``_meta.json`` (written last, atomically) names the checkpoint used by file name, size and sha256.
 
-    Where the run's ``calibration.json`` was fitted for this checkpoint, ``<split>_calibration.csv`` holds each
-    finding's ECE without and with it (predictions and every other table stay uncalibrated); the returned table's
-    ``attrs["calibration"]`` is the line that says whether the run is calibrated, ``attrs["calibration_ece"]`` that
-    table or None.
+    ``attrs["calibration"]``: the line saying whether the run is calibrated; ``attrs["calibration_ece"]``: where
+    ``calibration.json`` fits this checkpoint, ``<split>_calibration.csv`` (ECE without and with it), else None.
 
     ``tta``: also average the predictions over this many draws of the regime's random part and write
     ``<split>_tta.csv`` (AUC with and without, and the paired difference) and ``<split>_tta_predictions.csv``.
@@ -68,16 +66,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     require_writable_folder(layout.eval_dir, "--run")  # before inference, not after it
     require_free_space(layout.eval_dir, EVAL_BYTES + EVAL_BYTES_PER_IMAGE * len(items) * (2 if tta else 1), "--run")
     layout.eval_dir.mkdir(exist_ok=True)
-    # the meta file first: until the new outputs are complete, none of them vouches for a checkpoint; then every
-    # other output of this split (metric and TTA tables of an earlier evaluation must not outlive it)
-    dropped = _dropped_metric_tables(layout, split, chosen)
-    for stale in [layout.meta(split), *sorted(layout.eval_dir.glob(f"{split}_*"))]:
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-    if dropped:  # said, not silent: an earlier --metrics table this evaluation does not rewrite
-        print(f"warning: removed {', '.join(p.name for p in dropped)} of the earlier evaluation (stale for the new "
-              f"predictions); pass --metrics {' '.join(m.name for m in chosen)} {' '.join(_names(dropped, split))} "
-              f"to write them again", file=sys.stderr)
+    _remove_earlier_outputs(layout, split, chosen)
     with RunLog(layout.eval_log, echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
         probs = run.predict(items, workers=workers)
@@ -101,6 +90,20 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     table.attrs.update(calibration=note, calibration_ece=ece)
     _write_outputs(run, split, items, labels, probs, patients, tta)
     return table
+
+
+def _remove_earlier_outputs(layout: RunLayout, split: str, chosen: Sequence) -> None:
+    """Remove the meta file first (until the new outputs are complete, none of them vouches for a checkpoint), then
+    every other output of this split (metric, TTA and calibration tables of an earlier evaluation must not outlive
+    it), saying which earlier ``--metrics`` tables this evaluation does not rewrite."""
+    dropped = _dropped_metric_tables(layout, split, chosen)
+    for stale in [layout.meta(split), *sorted(layout.eval_dir.glob(f"{split}_*"))]:
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    if dropped:  # said, not silent
+        print(f"warning: removed {', '.join(p.name for p in dropped)} of the earlier evaluation (stale for the new "
+              f"predictions); pass --metrics {' '.join(m.name for m in chosen)} {' '.join(_names(dropped, split))} "
+              f"to write them again", file=sys.stderr)
 
 
 def _calibration_outputs(run: TrainedRun, split: str, labels: np.ndarray, probs: np.ndarray,
