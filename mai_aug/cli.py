@@ -298,6 +298,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         macro = frame[frame["finding"] == "macro"].iloc[0]
         keys.append(frame.columns[1])
         print(f"{name} macro: {macro.iloc[1]:.3f} [{macro['ci_low']:.3f}, {macro['ci_high']:.3f}]")
+    ece = table.attrs["calibration_ece"]
+    if ece is not None:
+        macro = ece[ece["finding"] == "macro"].iloc[0]
+        print(f"ECE macro on {args.split}: {macro['ece_uncalibrated']:.3f} uncalibrated, "
+              f"{macro['ece_calibrated']:.3f} with {run.calibration.name} (the tables and predictions above are "
+              f"uncalibrated); wrote {run.calibration_ece(args.split)}")
+    else:
+        print(table.attrs["calibration"])
     if args.tta:
         import pandas as pd
 
@@ -308,6 +316,39 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         print(f"wrote {run.tta(args.split)}, {run.tta_predictions(args.split)}")
     print(f"wrote {', '.join(str(run.eval_file(args.split, f'{k}.csv')) for k in keys)}, {run.roc(args.split)}, "
           f"{run.predictions(args.split)}")
+    return 0
+
+
+@command("calibrate")
+def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit per-finding calibration on a run's validation split (calibration.json)")
+    _add_run_args(p)
+    p.add_argument("--method", default="platt", choices=["platt", "temperature"],
+                   help="platt: a slope and an intercept per finding; temperature: one temperature per finding "
+                        "(default: platt)")
+    p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=0, help="data-loader workers")
+    p.set_defaults(handler=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mai_aug.analyses.calibration.run import calibrate_run
+    from mai_aug.core.layout import RunLayout
+    from mai_aug.engine import distributed
+
+    if not distributed.current().is_main:
+        return 0
+    record = calibrate_run(args.run, args.method, args.checkpoint, args.device, workers=args.workers)
+    ece = record["ece_validation"]
+    frame = pd.DataFrame({"finding": [*record["findings"], "macro"],
+                          "slope": [*(m["slope"] for m in record["maps"].values()), None],
+                          "intercept": [*(m["intercept"] for m in record["maps"].values()), None],
+                          "ece_uncalibrated": list(ece["uncalibrated"].values()),
+                          "ece_calibrated": list(ece["calibrated"].values())})
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    print(f"{args.method} fitted on {record['images']} validation images (ECE there is in-sample; "
+          f"`mai-aug evaluate` reports it on the test split); wrote {RunLayout(args.run).calibration}")
     return 0
 
 
@@ -389,7 +430,7 @@ def _run_saliency(args: argparse.Namespace) -> int:
 
 @command("predict")
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="per-finding probabilities for image files")
+    p = sub.add_parser("predict", help="per-finding outputs for image files (calibrated after `mai-aug calibrate`)")
     _add_run_args(p)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"))
@@ -404,6 +445,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         return 0
     frame = predict_files(args.run, args.images, args.out, args.checkpoint, args.device)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(frame.attrs["calibration"])
     print(f"wrote {args.out}")
     return 0
 
@@ -420,9 +462,15 @@ def _export_bundle_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export_bundle(args: argparse.Namespace) -> int:
+    import json
+
     from mai_aug.bundle.export import export_bundle
 
     out = export_bundle(args.run, args.out, overwrite=args.overwrite)
+    card = json.loads((out / "configs" / "metadata.json").read_text())["mai_aug"]["model_card"]
+    print(f"bundle outputs: {card['calibration']['note']}")
+    if card["test_auc"]["state"] != "evaluated":
+        print(f"model card: {card['test_auc']['note']}")
     print(f"wrote a MONAI bundle to {out}; run it with: python -m monai.bundle run --config_file "
           f"{out / 'configs' / 'inference.yaml'} --meta_file {out / 'configs' / 'metadata.json'} --input_dir DIR")
     return 0

@@ -109,6 +109,46 @@ def test_bundle_gives_predicts_probabilities_without_mai_aug(bundle, run, images
     assert ours.to_numpy().std(axis=0).max() > 1e-4  # the images give different outputs: a real comparison
 
 
+@pytest.mark.slow
+def test_calibrated_bundle_gives_calibrated_predict_and_the_model_card(run, images, tmp_path, capsys):
+    """A run evaluated and calibrated: its bundle (mai_aug unimportable) applies the calibration as predict does,
+    and its metadata and README carry the test AUC with intervals and the calibration."""
+    run = Path(shutil.copytree(run, tmp_path / "run"))
+    pngs = sorted(images.glob("*.png"))
+    assert main(["predict", "--run", str(run), *map(str, pngs), "--out", str(tmp_path / "raw.csv")]) == 0
+    assert main(["evaluate", "--run", str(run), "--bootstrap", "200"]) == 0
+    assert main(["calibrate", "--run", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["export-bundle", "--run", str(run), "--out", str(tmp_path / "bundle")]) == 0
+    said = capsys.readouterr().out
+    assert "bundle outputs: calibrated: Platt scaling" in said and "model card:" not in said
+    bundle = tmp_path / "bundle"
+    result = run_monai_bundle("run", "--config_file", str(bundle / "configs" / "inference.yaml"),
+                              "--meta_file", str(bundle / "configs" / "metadata.json"),
+                              "--input_dir", str(images), "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert main(["predict", "--run", str(run), *map(str, pngs), "--out", str(tmp_path / "predict.csv")]) == 0
+    ours, theirs = by_name(tmp_path / "out" / "predictions.csv"), by_name(tmp_path / "predict.csv")
+    np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=0, atol=1e-5)
+    assert np.abs(ours.to_numpy() - by_name(tmp_path / "raw.csv").to_numpy()).max() > 1e-3  # calibrated, not raw
+
+    calibration = json.loads((run / "calibration.json").read_text())
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    card = meta["mai_aug"]["model_card"]
+    assert card["calibration"]["state"] == "calibrated" and card["calibration"]["maps"] == calibration["maps"]
+    assert "uncalibrated" not in meta["pred_classes"] and "calibrated probabilities" in meta["pred_classes"]
+    auc = pd.read_csv(run / "eval" / "test_auc.csv")
+    rows = card["test_auc"]["findings"]
+    assert card["test_auc"]["state"] == "evaluated" and [r["finding"] for r in rows] == auc["finding"].tolist()
+    np.testing.assert_allclose([r["auc"] if r["auc"] is not None else np.nan for r in rows], auc["auc"])
+    np.testing.assert_allclose([r["ci_low"] if r["ci_low"] is not None else np.nan for r in rows], auc["ci_low"])
+    text = (bundle / "docs" / "README.md").read_text()
+    macro = auc[auc["finding"] == "macro"].iloc[0]
+    value = "-" if np.isnan(macro["auc"]) else f"{macro['auc']:.3f}"  # 4 test images: often undefined
+    assert f"| macro | {value} |" in text and "Test AUC of `best.pt` per finding" in text
+    assert "Calibration: Platt scaling per finding, fitted on the run's validation split" in text
+
+
 def _regime_with(deterministic: list[dict]) -> Regime:
     spec = copy.deepcopy(load_regime("basic", SIZE).spec)
     spec["deterministic"] = deterministic
@@ -176,6 +216,19 @@ def test_metadata_model_and_readme(bundle, run):
     net.load_state_dict(state)  # a bare state dict, MONAI's convention
     assert all(torch.equal(state[k], best[k]) for k in best)
     assert "python -m monai.bundle run" in (bundle / "docs" / "README.md").read_text()
+    # the model card of a run neither evaluated nor calibrated says both
+    card = own["model_card"]
+    assert card["test_auc"]["state"] == "not evaluated" and "mai-aug evaluate --run" in card["test_auc"]["note"]
+    assert card["calibration"]["state"] == "uncalibrated" and "uncalibrated" in meta["pred_classes"]
+    datalist = json.loads((run / "datalist.json").read_text())
+    assert card["data"]["splits"]["validation"] == {
+        "images": len(datalist["validation"]), "patients": len({it["patient"] for it in datalist["validation"]})}
+    assert card["regime"]["name"] == "basic" and card["training"]["image_size"] == SIZE
+    assert card["training"]["weighted_loss"] is True and card["training"]["epochs"] == 1
+    text = (bundle / "docs" / "README.md").read_text()
+    assert "## Model card" in text and "Test AUC: not evaluated" in text and "Calibration: none; uncalibrated" in text
+    assert "Regime: `basic`" in text and f"validation {len(datalist['validation'])} images" in text
+    assert "calibration_slope" not in (bundle / "configs" / "inference.yaml").read_text()
 
 
 def test_metadata_passes_monai_verify_metadata(bundle, tmp_path):
@@ -231,8 +284,11 @@ def test_bad_input_is_one_line(run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not marker.exists() and not (tmp_path / "out").exists()
+    capsys.readouterr()
     assert main(["export-bundle", "--run", str(run), "--out", str(full), "--overwrite"]) == 0
     assert (full / "models" / "model.pt").is_file() and (full / "notes.txt").read_text() == "mine"
+    said = capsys.readouterr().out  # neither calibrated nor evaluated: both said
+    assert "bundle outputs: uncalibrated:" in said and "model card: no test evaluation of best.pt" in said
 
 
 def test_workflow_script_is_the_command():

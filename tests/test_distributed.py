@@ -120,7 +120,7 @@ def test_torchrun_compare_writes_the_report(phantom_dir, tmp_path):
     assert (out / "report.md").is_file() and "x 2 processes (DDP)" in (out / "none" / "seed-0" / "train.log").read_text()
 
 
-@pytest.mark.parametrize("command", ["train", "compare", "evaluate", "robustness", "saliency", "predict"])
+@pytest.mark.parametrize("command", ["train", "compare", "evaluate", "robustness", "saliency", "predict", "calibrate"])
 def test_every_option_has_a_spelling_torchrun_leaves_alone(command):
     """torchrun's parser takes an abbreviation of its own options (``--run`` of ``--run-path``) after the script too:
     every option of a command that runs under torchrun has a spelling that is no prefix of a torchrun option."""

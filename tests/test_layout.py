@@ -22,7 +22,8 @@ def test_run_layout_spells_the_documented_names(tmp_path):
                 run.best: "checkpoints/best.pt", run.cache: "cache", run.tensorboard: "tensorboard",
                 run.auc("test"): "eval/test_auc.csv", run.metric("test", "sens_at_spec0.9"): "eval/test_sens_at_spec0.9.csv",
                 run.predictions("validation"): "eval/validation_predictions.csv", run.meta("test"): "eval/test_meta.json",
-                run.roc("test"): "eval/test_roc.png", run.eval_log: "eval/evaluate.log"}
+                run.roc("test"): "eval/test_roc.png", run.eval_log: "eval/evaluate.log",
+                run.calibration: "calibration.json", run.calibration_ece("test"): "eval/test_calibration.csv"}
     for path, name in expected.items():
         assert path == tmp_path / name
 
@@ -104,7 +105,8 @@ def test_no_module_spells_run_folder_names():
     package = Path(__file__).resolve().parent.parent / "mai_aug"
     literals = ('"checkpoints"', '"eval"', '"config.yaml"', '"metrics.csv"', '"train.log"', '"best.pt"',
                 '"datalist.json"', '"seed-', '"report.md"', '"summary.csv"', '"tensorboard"', '".lock"',
-                '/ "robustness"', '/ "saliency"', '"tta.csv"', '"tta_predictions.csv"')
+                '/ "robustness"', '/ "saliency"', '"tta.csv"', '"tta_predictions.csv"', '"calibration.json"',
+                '"calibration.csv"')
     found = [f"{path.relative_to(package)}: {lit}" for path in package.rglob("*.py") if path.name != "layout.py"
              for lit in literals if lit in path.read_text()]
     assert not found

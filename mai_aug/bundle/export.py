@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
+from mai_aug.analyses.calibration.run import load_calibration
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity
+from mai_aug.bundle.card import model_card
 from mai_aug.bundle.inference import MODEL_FILE, inference_config, network_config
 from mai_aug.bundle.metadata import metadata, readme
 from mai_aug.bundle.transforms import foreign_packages
@@ -41,6 +43,9 @@ def check_out(out: Path, overwrite: bool) -> None:
 def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False, trust: bool | None = None) -> Path:
     """Write the run's best checkpoint as a MONAI bundle in ``out``; return ``out``.
 
+    The run's ``calibration.json``, where fitted for ``best.pt`` as it is now, is applied in ``inference.yaml``;
+    ``metadata.json`` and ``docs/README.md`` carry the model card (:mod:`mai_aug.bundle.card`).
+
     Args:
         run_dir: a run folder from ``mai-aug train``.
         out: the bundle folder (created; an existing non-empty one only with ``overwrite``).
@@ -60,12 +65,15 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     raw = {**raw, "resolved": {**(raw.get("resolved") or {}), "findings": run.names}}  # or the datalist's labels
     network = network_config(raw, trust)
     trained = trained_dtype(raw)
+    calibration = load_calibration(run_dir, best, run.names)  # applied only if fitted for best.pt as it is now
+    maps = None if calibration.maps is None else [(m.slope, m.intercept) for m in calibration.maps]
     config = inference_config(raw, run.regime, run.names, str(out.resolve()), trained == torch.float16,
-                              cpu_autocast=trained == torch.bfloat16)
+                              cpu_autocast=trained == torch.bfloat16, calibration=maps)
     foreign = foreign_packages(config)
     best_state = load_checkpoint(best)
     identity = {**checkpoint_identity(best), "epoch": best_state.get("epoch"), "metric": best_state.get("metric")}
-    meta = metadata({**raw, "out": str(run_dir.resolve())}, run.regime, run.names, network, identity, foreign)
+    meta = metadata({**raw, "out": str(run_dir.resolve())}, run.regime, run.names, network, identity, foreign,
+                    model_card(run, raw, calibration))
     for folder in ("configs", "models", "docs"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     save_atomic(run.network.state_dict(), out / MODEL_FILE)  # MONAI's convention: the bare state dict

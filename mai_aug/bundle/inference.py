@@ -4,7 +4,8 @@ The ids follow MONAI's inference properties (``monai.bundle.properties.InferProp
 ``device``, ``dataset_dir``, ``dataset``, ``network_def``, ``inferer``, ``preprocessing``, ``postprocessing``,
 ``evaluator``, plus ``initialize`` and ``run`` for ``python -m monai.bundle run``. Overridable on that command
 line: ``--input_dir`` (the folder of images), ``--image_glob``, ``--output_dir``, ``--output_filename``,
-``--batch_size``, ``--num_workers``, ``--bundle_root``.
+``--batch_size``, ``--num_workers``, ``--bundle_root``. A calibrated run's bundle also has ``calibration_slope`` and
+``calibration_intercept`` (one number per finding), applied in ``postprocessing``.
 """
 
 from __future__ import annotations
@@ -103,12 +104,38 @@ _BF16_INFERER = ("$(lambda autocast: lambda inputs, network, *args, **kwargs: "
                  "autocast(network)(inputs, *args, **kwargs).float())(torch.autocast(@device.type, dtype=torch.bfloat16))")
 
 
+# the run's calibration (mai_aug.stats.calibration) on the float64 logits, before the sigmoid: slope * z + intercept
+_CALIBRATE = ("$(lambda slope, intercept: lambda z: z * slope.to(z.device) + intercept.to(z.device))("
+              "torch.tensor(@calibration_slope, dtype=torch.float64), "
+              "torch.tensor(@calibration_intercept, dtype=torch.float64))")
+
+
+def postprocessing(calibration: Sequence[tuple[float, float]] | None) -> dict[str, Any]:
+    """Logits -> outputs as ``mai-aug predict`` gives them: float64, the calibration's map where there is one, sigmoid."""
+    # float64 before the sigmoid, as predict: float32 sigmoids tie distinct logits near 0 and 1
+    steps = [{"_target_": "CastToTyped", "keys": "pred", "dtype": "$torch.float64"}]
+    if calibration is not None:
+        steps.append({"_target_": "Lambdad", "keys": "pred", "func": _CALIBRATE})
+    steps.append({"_target_": "Activationsd", "keys": "pred", "sigmoid": True})
+    return {"_target_": "Compose", "transforms": steps}
+
+
+def calibration_ids(calibration: Sequence[tuple[float, float]] | None) -> dict[str, Any]:
+    """The config ids that hold the calibration's numbers (validated floats: data, never an expression)."""
+    if calibration is None:
+        return {}
+    return {"calibration_slope": [float(a) for a, _ in calibration],
+            "calibration_intercept": [float(b) for _, b in calibration]}
+
+
 def inference_config(run_config: dict[str, Any], regime: Regime, names: Sequence[str], bundle_root: str,
-                     amp: bool, cpu_autocast: bool = False) -> dict[str, Any]:
+                     amp: bool, cpu_autocast: bool = False,
+                     calibration: Sequence[tuple[float, float]] | None = None) -> dict[str, Any]:
     """The whole ``inference.yaml`` content (see the module docstring for the ids).
 
     ``amp``: float16 autocast on CUDA (a run trained with ``--amp`` on CUDA); ``cpu_autocast``: bfloat16 autocast of
     the forward on any device (a run trained with ``--amp`` on CPU), as ``mai-aug predict`` runs each.
+    ``calibration``: (slope, intercept) per finding, applied to the logits before the sigmoid; None: uncalibrated.
     """
     network = network_config(run_config)
     return {
@@ -132,11 +159,8 @@ def inference_config(run_config: dict[str, Any], regime: Regime, names: Sequence
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": "@batch_size",
                        "shuffle": False, "num_workers": "@num_workers"},
         "inferer": _BF16_INFERER if cpu_autocast else {"_target_": "SimpleInferer"},
-        "postprocessing": {"_target_": "Compose", "transforms": [
-            # float64 before the sigmoid, as predict: float32 sigmoids tie distinct logits near 0 and 1
-            {"_target_": "CastToTyped", "keys": "pred", "dtype": "$torch.float64"},
-            {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
-        ]},
+        **calibration_ids(calibration),
+        "postprocessing": postprocessing(calibration),
         "handlers": [
             {"_target_": "CheckpointLoader", "load_path": f"$@bundle_root + '/{MODEL_FILE}'",
              "load_dict": {"model": "@network"}},

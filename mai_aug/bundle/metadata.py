@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import mai_aug
+from mai_aug.bundle.card import card_markdown
 from mai_aug.bundle.inference import input_channels
 from mai_aug.transforms.regimes import Regime
 
@@ -35,10 +36,13 @@ def required_packages(foreign: list[str]) -> dict[str, str]:
 
 
 def metadata(run_config: dict[str, Any], regime: Regime, names: list[str], network: dict[str, Any],
-             checkpoint: dict[str, Any], foreign: list[str]) -> dict[str, Any]:
-    """The bundle's metadata in MONAI's schema, with the run's own facts under ``mai_aug``."""
+             checkpoint: dict[str, Any], foreign: list[str], card: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's metadata in MONAI's schema, with the run's own facts and its model card under ``mai_aug``."""
     size, channels = int(run_config["image_size"]), input_channels(run_config)
     resolved = run_config.get("resolved") or {}
+    calibrated = card["calibration"]["state"] == "calibrated"
+    outputs = ("calibrated probabilities" if calibrated
+               else "sigmoid outputs (uncalibrated: not calibrated probabilities)")
     return {
         "schema": SCHEMA_URL,
         "version": BUNDLE_VERSION,
@@ -49,7 +53,8 @@ def metadata(run_config: dict[str, Any], regime: Regime, names: list[str], netwo
         "required_packages_version": required_packages(foreign),
         "task": "Multi-label chest X-ray finding classification",
         "description": f"{network['_target_']} trained by mai_aug under augmentation regime {regime.name!r} "
-                       f"({regime.description}); one independent sigmoid probability per finding",
+                       f"({regime.description}); one independent sigmoid output per finding, "
+                       + ("calibrated per finding on the run's validation split" if calibrated else "uncalibrated"),
         "authors": "exported by mai_aug " + mai_aug.__version__,
         "copyright": "not stated: set by whoever publishes this bundle and owns the training data's rights",
         "data_source": str(run_config.get("data") or run_config.get("datalist") or "unknown"),
@@ -57,7 +62,7 @@ def metadata(run_config: dict[str, Any], regime: Regime, names: list[str], netwo
         "image_classes": f"one grayscale channel{' repeated to 3' if channels == 3 else ''}, {size} x {size} px "
                          "after the run's preprocessing",
         "label_classes": ", ".join(f"{i}: {name}" for i, name in enumerate(names)),
-        "pred_classes": f"{len(names)} probabilities in [0, 1], one per finding, in label_classes' order",
+        "pred_classes": f"{len(names)} {outputs} in [0, 1], one per finding, in label_classes' order",
         "intended_use": "research on data augmentation; not for clinical use",
         "network_data_format": _network_data_format(regime, names, size, channels),
         "mai_aug": {
@@ -65,6 +70,7 @@ def metadata(run_config: dict[str, Any], regime: Regime, names: list[str], netwo
             "network": network["_target_"], "labels": list(names), "checkpoint": checkpoint,
             "trained_with": resolved.get("versions", {}), "exported_with": {"mai_aug": mai_aug.__version__,
                                                                            "monai": monai.__version__},
+            "model_card": card,
         },
     }
 
@@ -97,7 +103,7 @@ def readme(meta: dict[str, Any], foreign: list[str]) -> str:
     else:
         dependency = ("mai_aug is not needed: its resize, grayscale and 8-bit steps are written as the same "
                       "MONAI/torch/Pillow operations (`Lambdad` and a PILReader converter in "
-                      "`configs/inference.yaml`), which give the probabilities `mai-aug predict` gives.")
+                      "`configs/inference.yaml`), which give the outputs `mai-aug predict` gives.")
     labels = "\n".join(f"- {i}: {name}" for i, name in enumerate(own["labels"]))
     return f"""# {meta['task']}
 
@@ -105,10 +111,12 @@ def readme(meta: dict[str, Any], foreign: list[str]) -> str:
 
 Exported from the mai_aug run `{own['run']}` (checkpoint `{own['checkpoint']['checkpoint']}`, sha256
 `{own['checkpoint']['sha256']}`). Input: PNG images, any size, resized to {own['image_size']} x {own['image_size']} px.
-Output: one probability per finding:
+Output: one {"calibrated probability" if own["model_card"]["calibration"]["state"] == "calibrated"
+             else "uncalibrated sigmoid output"} per finding:
 
 {labels}
 
+{card_markdown(own["model_card"])}
 ## Run inference
 
     python -m monai.bundle run --config_file configs/inference.yaml --meta_file configs/metadata.json \\

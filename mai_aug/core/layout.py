@@ -154,6 +154,15 @@ class RunLayout(_Folder):
     def tta_predictions(self, split: str) -> Path:
         return self.eval_file(split, "tta_predictions.csv")
 
+    def calibration_ece(self, split: str) -> Path:
+        """``eval/<split>_calibration.csv``: each finding's ECE without and with the run's calibration."""
+        return self.eval_file(split, "calibration.csv")
+
+    @property
+    def calibration(self) -> Path:
+        """``calibration.json``: ``mai-aug calibrate``'s per-finding maps and the checkpoint they were fitted for."""
+        return self.root / "calibration.json"
+
     @property
     def robustness_dir(self) -> Path:
         """``robustness/``: ``mai-aug robustness`` (table.csv, predictions.csv.gz, <shift>.png, meta.json last)."""

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from mai_aug.analyses.calibration.run import Calibration, ece_table, load_calibration
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity
 from mai_aug.analyses.tta.run import tta_predictions, tta_table
 from mai_aug.core.choices import DEFAULT_BOOTSTRAP
@@ -42,6 +43,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
 
     ``_meta.json`` (written last, atomically) names the checkpoint used by file name, size and sha256.
 
+    ``attrs["calibration"]``: the line saying whether the run is calibrated; ``attrs["calibration_ece"]``: where
+    ``calibration.json`` fits this checkpoint, ``<split>_calibration.csv`` (ECE without and with it), else None.
+
     ``tta``: also average the predictions over this many draws of the regime's random part and write
     ``<split>_tta.csv`` (AUC with and without, and the paired difference) and ``<split>_tta_predictions.csv``.
 
@@ -52,6 +56,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     chosen = resolve_metrics(metrics) if metrics is not None else None  # a bad name stops before inference
     run = TrainedRun(run_dir, checkpoint, device, trust)
     chosen = resolve_metrics(run.config.metrics) if chosen is None else chosen
+    calibration = load_calibration(run.run_dir, run.checkpoint, run.names)  # a broken file stops before inference
     if split not in SPLIT_KEYS:
         raise MaiAugError(f"--split {split!r}: expected test or validation")
     items = run.datalist[SPLIT_KEYS[split]]
@@ -62,16 +67,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     require_writable_folder(layout.eval_dir, "--run")  # before inference, not after it
     require_free_space(layout.eval_dir, EVAL_BYTES + EVAL_BYTES_PER_IMAGE * len(items) * (2 if tta else 1), "--run")
     layout.eval_dir.mkdir(exist_ok=True)
-    # the meta file first: until the new outputs are complete, none of them vouches for a checkpoint; then every
-    # other output of this split (metric and TTA tables of an earlier evaluation must not outlive it)
-    dropped = _dropped_metric_tables(layout, split, chosen)
-    for stale in [layout.meta(split), *sorted(layout.eval_dir.glob(f"{split}_*"))]:
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-    if dropped:  # said, not silent: an earlier --metrics table this evaluation does not rewrite
-        print(f"warning: removed {', '.join(p.name for p in dropped)} of the earlier evaluation (stale for the new "
-              f"predictions); pass --metrics {' '.join(m.name for m in chosen)} {' '.join(_names(dropped, split))} "
-              f"to write them again", file=sys.stderr)
+    _remove_earlier_outputs(layout, split, chosen)
     with RunLog(layout.eval_log, echo=False):
         logger.info(f"evaluating {run.checkpoint} on {len(items)} {split} images")
         probs = run.predict(items, workers=workers)
@@ -91,14 +87,41 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     for metric in chosen[1:]:
         write_csv_atomic(tables[metric.name], layout.metric(split, metric.key), index=False, float_format="%.10g")
     table.attrs["metric_tables"] = tables
+    note, ece = _calibration_outputs(run, split, labels, probs, calibration)
+    table.attrs.update(calibration=note, calibration_ece=ece)
     _write_outputs(run, split, items, labels, probs, patients, tta)
     return table
+
+
+def _remove_earlier_outputs(layout: RunLayout, split: str, chosen: Sequence) -> None:
+    """Remove the meta file first (until the new outputs are complete, none of them vouches for a checkpoint), then
+    every other output of this split (metric, TTA and calibration tables of an earlier evaluation must not outlive
+    it), saying which earlier ``--metrics`` tables this evaluation does not rewrite."""
+    dropped = _dropped_metric_tables(layout, split, chosen)
+    for stale in [layout.meta(split), *sorted(layout.eval_dir.glob(f"{split}_*"))]:
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    if dropped:  # said, not silent
+        print(f"warning: removed {', '.join(p.name for p in dropped)} of the earlier evaluation (stale for the new "
+              f"predictions); pass --metrics {' '.join(m.name for m in chosen)} {' '.join(_names(dropped, split))} "
+              f"to write them again", file=sys.stderr)
+
+
+def _calibration_outputs(run: TrainedRun, split: str, labels: np.ndarray, probs: np.ndarray,
+                         calibration: Calibration) -> tuple[str, pd.DataFrame | None]:
+    """The line that says whether the run is calibrated for this checkpoint; where it is, ``<split>_calibration.csv``
+    (each finding's ECE without and with the calibration) is written and returned too."""
+    if calibration.maps is None:
+        return calibration.note, None
+    frame = ece_table(labels, probs, run.names, calibration)
+    write_csv_atomic(frame, run.layout.calibration_ece(split), index=False, float_format="%.10g")
+    return calibration.note, frame
 
 
 def _dropped_metric_tables(layout: RunLayout, split: str, chosen: Sequence) -> list[Path]:
     """The metric tables (``<split>_<key>.csv``) of an earlier evaluation that ``chosen`` does not write again."""
     own = {layout.auc(split), layout.predictions(split), layout.tta(split), layout.tta_predictions(split),
-           *(layout.metric(split, m.key) for m in chosen)}
+           layout.calibration_ece(split), *(layout.metric(split, m.key) for m in chosen)}
     return [p for p in sorted(layout.eval_dir.glob(f"{split}_*.csv")) if p not in own]
 
 
