@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from mai_aug.analyses.outputs import read_paired  # noqa: E402
 from mai_aug.reports import compare as report  # noqa: E402
 from mai_aug.reports.compare import interval_text  # noqa: E402
+from mai_aug.reports.words import TIMES  # noqa: E402
 from mai_aug.stats import paired as pairedstats  # noqa: E402
 from mai_aug.stats.seeds import Runs, logit_interval, uncertainty  # noqa: E402
 
@@ -217,8 +218,8 @@ def loss_lines(loss: pd.DataFrame, baseline: str) -> list[str]:
         rows.append(row)
     family = int(loss["family_size"].dropna().iloc[0]) if "family_size" in loss and loss["family_size"].notna().any() else 0
     return [f"AUC lost to the shift (macro AUC at the level minus unshifted, the same networks and patients); against "
-            f"`{baseline}`, the difference of losses [95% interval, Bonferroni over the {family} other-regime x level "
-            f"comparisons of this shift], `*` where it excludes 0:", "", report.markdown_table(pd.DataFrame(rows)), ""]
+            f"`{baseline}`, the difference of losses [95% interval, Bonferroni over the {family} other-regime {TIMES} "
+            f"level comparisons of this shift], `*` where it excludes 0:", "", report.markdown_table(pd.DataFrame(rows)), ""]
 
 
 def shift_table(curve: pd.DataFrame, area: pd.DataFrame, baseline: str) -> pd.DataFrame:
