@@ -1,17 +1,22 @@
 """report.md for a paper's supplement: the methods paragraph, the trimmed configuration, the compute cost, the
-split in patients and images, and ``--export-tables`` (CSV and LaTeX)."""
+split in patients and images, ``--export-tables`` (CSV and LaTeX), and figures that read on their own."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import torch
 from test_metrics_config import fake_study, patient_case
 
+from mai_aug.analyses.curves.section import curve_figure
+from mai_aug.analyses.robustness.section import SITE_LEVELS, shift_categories, shift_figure
+from mai_aug.analyses.saliency.section import grid_figure
 from mai_aug.engine.train import device_text
 from mai_aug.reports.export import latex_escape, latex_table, markdown_tables, write_tables
 from mai_aug.reports.methods import config_table, cost_table, duration_text, regime_lines
+from mai_aug.reports.reliability import reliability_figure
 from mai_aug.reports.words import plural
 from mai_aug.study.report import write_report
 
@@ -92,6 +97,7 @@ def test_report_reads_as_a_supplement(tmp_path):
     assert "&id" not in report and "_target_" not in report and "```yaml" not in report
     assert "## Methods" in report and "60 test patients (120 images)" in report and "3 epochs \u00d7 60 steps" in report
     assert report.count("need not transfer to real radiographs") == 1
+    assert "not the tables' macro ECE" in report and "one panel per finding" in report
     assert "| `none/seed-0` | cpu (2 threads) | 3 | 1 min 15 s |" in report and "| `sharp/seed-0` | - | - | - |" in report
     split = report.split("## Split", 1)[1]
     assert "| patients | 0 | 0 | 60 |" in split
@@ -100,3 +106,50 @@ def test_report_reads_as_a_supplement(tmp_path):
     names = sorted(p.name for p in (tmp_path / "tables").glob("*.csv"))
     assert "05-split.csv" in names and any(n.endswith("configuration.csv") for n in names)
     assert (tmp_path / "tables" / "05-split.tex").read_text().count(r"\\") == 5
+
+
+def _sweep(levels: list[float], base: float) -> pd.DataFrame:
+    auc = base - 0.01 * np.arange(len(levels))
+    return pd.DataFrame({"finding": "macro", "level": levels, "auc": auc, "ci_low": auc - 0.05, "ci_high": auc + 0.05})
+
+
+def test_robustness_intervals_stay_apart_and_site_is_a_category():
+    regimes = {"none": 0.70, "basic": 0.71, "complex": 0.72}
+    fig = shift_figure({r: _sweep([0, 10, 20], b) for r, b in regimes.items()}, "rotation", "degrees")
+    ax = fig.axes[0]
+    points = [bars.lines[0].get_xdata() for bars in ax.containers]  # each regime's error bars
+    assert len(points) == 3 and len({tuple(np.round(p, 6)) for p in points}) == 3  # dodged: no bar covers another
+    assert not ax.collections or all(c.get_alpha() in (None, 1) for c in ax.collections)  # error bars, no bands
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "10", "20"]
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # the legend beside the curves
+    site = shift_figure({r: _sweep([0, 1], b) for r, b in regimes.items()}, "site", "", shift_categories("site"))
+    ax = site.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [SITE_LEVELS[0.0], SITE_LEVELS[1.0]]
+    assert all(bars.lines[0].get_linestyle() == "None" for bars in ax.containers)  # points, no line between sites
+    assert shift_categories("rotation") is None
+
+
+def test_reliability_says_its_pooled_ece_is_not_the_tables_macro():
+    labels, probs, _ = patient_case(1, patients=40)
+    legend = reliability_figure(labels, probs).axes[0].get_legend()
+    assert "not the tables' macro ECE" in legend.get_title().get_text()
+    assert legend.get_texts()[1].get_text().startswith("pooled ECE ")
+
+
+def test_saliency_grid_has_a_colour_bar():
+    rng = np.random.default_rng(0)
+    panels = [{"finding": "Mass", "image": rng.random((16, 16)), "map": rng.random((16, 16)), "boxes": [(2, 2, 4, 4)],
+               "peak": (3, 3), "hit": True}]
+    fig = grid_figure(panels, "grid")
+    bars = [ax for ax in fig.axes if ax.get_ylabel().startswith("Grad-CAM / the map's peak")]
+    assert len(bars) == 1 and bars[0].get_ylim() == (0.0, 1.0)
+
+
+def test_learning_curve_intervals_are_dodged_on_the_log_axis():
+    curve = pd.DataFrame({"fraction": [0.5, 1.0] * 2, "n_train_patients": [40, 80] * 2, "regime": ["a", "a", "b", "b"],
+                          "auc": [0.6, 0.7, 0.62, 0.72], "ci_low": [0.5, 0.6, 0.52, 0.62],
+                          "ci_high": [0.7, 0.8, 0.72, 0.82]})
+    ax = curve_figure(curve).axes[0]
+    a, b = (bars.lines[0].get_xdata() for bars in ax.containers)
+    assert np.allclose(a * b, [40**2, 80**2]) and (a < [40, 80]).all()  # symmetric on the log axis
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["40\n(0.5)", "80\n(1)"]

@@ -122,15 +122,16 @@ def with_plan(summary: pd.DataFrame, plan: pd.DataFrame, primary: str) -> pd.Dat
     return merged
 
 
-def write_figures(out: Path, summary: pd.DataFrame, labels: np.ndarray, predictions: dict[str, list[np.ndarray]],
-                  names: list[str]) -> None:
-    """auc_by_regime.png, one roc_<regime>.png per regime (each seed's curve, the table's AUC in the legend) and one
-    reliability_<regime>.png (pooled over findings and seeds)."""
+def write_figures(out: Path, summary: pd.DataFrame, labels: np.ndarray, patients: np.ndarray,
+                  predictions: dict[str, list[np.ndarray]], names: list[str]) -> None:
+    """auc_by_regime.png, one roc_<regime>.png per regime (a panel per finding: the seeds as one band, the table's
+    AUC and the positive patients and images in its title) and one reliability_<regime>.png (pooled over findings
+    and seeds)."""
     study = StudyLayout(out)
     report.auc_plot(summary, study.auc_by_regime.with_suffix(".png"))
     for regime, runs in predictions.items():
-        seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
-        fig = roc_figure(labels, runs, names, title=f"{regime}: test ROC{seeds}")
+        seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""  # the ROC's title says so itself
+        fig = roc_figure(labels, runs, names, title=f"{regime}: test ROC", patients=patients)
         fig.savefig(study.roc(regime), dpi=110)
         plt.close(fig)
         fig = reliability_figure(labels, runs, title=f"{regime}: test reliability{seeds}")
@@ -197,7 +198,7 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
     plan.to_csv(study.plan, index=False, float_format="%.6f")
     summary.to_csv(study.summary, index=False, float_format="%.6f")
     report.auc_by_regime_wide(summary).to_csv(study.auc_by_regime, index=False, float_format="%.6f")
-    write_figures(out, summary, labels, predictions, names)
+    write_figures(out, summary, labels, patients, predictions, names)
     paired = report.paired_table(summary, baseline)
     n_patients = len(np.unique(patients))
     md = [
@@ -233,9 +234,13 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
 def figure_lines(study: StudyLayout, regimes: list[str]) -> list[str]:
     """report.md's figures: AUC by regime, each regime's ROC panels and its reliability diagram."""
     return ["## Figures", "", f"![AUC by regime]({study.auc_by_regime.with_suffix('.png').name})", "",
+            "ROC curves: one panel per finding, the seeds' curves as one band (their range) around their mean; each "
+            "panel's AUC is the tables' (the mean of the seeds') and its positives are counted in patients, the "
+            "tables' unit, and in images.", "",
             *[f"![ROC {r}]({study.roc(r).name})" for r in regimes], "",
-            "Reliability diagrams (test predictions of every finding and seed pooled; bins of `ece`, counts below):",
-            "",
+            "Reliability diagrams: the test predictions of every finding and seed pooled into the bins of `ece` "
+            "(counts below). Their pooled ECE is of all those pairs together, so it is not the tables' macro ECE "
+            "(`--metrics ece`: the mean of the scored findings' own ECEs).", "",
             *[f"![Reliability {r}]({study.reliability(r).name})" for r in regimes], ""]
 
 
