@@ -52,9 +52,14 @@ def _numbered(found: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, pd.DataF
     return out
 
 
+#: Words a table's file name leaves out.
+STOP_WORDS = {"a", "against", "and", "as", "by", "for", "of", "per", "the", "to"}
+
+
 def _slug(heading: str) -> str:
-    words = re.sub(r"[^a-z0-9]+", "-", heading.lower().replace("`", "")).strip("-")
-    return "-".join(words.split("-")[:6]) or "section"
+    """A heading's first three words that carry meaning, lower-case and dash-joined."""
+    words = re.sub(r"[^a-z0-9]+", " ", heading.lower().replace("`", "")).split()
+    return "-".join([w for w in words if w not in STOP_WORDS][:3]) or "section"
 
 
 def latex_escape(text: str) -> str:

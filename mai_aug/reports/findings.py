@@ -91,7 +91,8 @@ def strongest_losses(loss: pd.DataFrame, baseline: str, identity: dict[str, floa
     key = f"diff_vs_{baseline}"
     return [Evidence(r["regime"], f"AUC lost to {shift} {r['level']:g} (shifted minus unshifted)", r[key],
                      r["diff_ci_low"], r["diff_ci_high"], bool(r["ci_excludes_0"]),
-                     f"the {int(r['family_size'])} other-regime {TIMES} level comparisons of {shift} (Bonferroni)")
+                     f"the {plural(int(r['family_size']), f'other-regime {TIMES} level comparison')} of {shift} "
+                     f"(Bonferroni)")
             for shift, r in _strongest_rows(loss, baseline, identity)]
 
 

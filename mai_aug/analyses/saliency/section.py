@@ -53,7 +53,8 @@ def grid_figure(panels: list[dict], title: str) -> plt.Figure:
             ax.set_title(f"{finding}: {'hit' if panel['hit'] else 'miss'}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.9, 1 - 0.35 / fig.get_figheight()))  # room for the title and the colour bar
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), cax=fig.add_axes((0.915, 0.15, 0.018, 0.7)))
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), cax=fig.add_axes((0.915, 0.15, 0.018, 0.7)),
+                       alpha=0.45)  # as the maps are drawn over the images
     bar.set_label(f"Grad-CAM / the map's peak (not drawn below {MAP_FLOOR:g})", fontsize=7)
     bar.ax.tick_params(labelsize=7)
     return fig
