@@ -7,6 +7,7 @@ needs: the network and its training, the split, the regimes' transforms, the sta
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import PurePath
 from typing import Any
 
 import pandas as pd
@@ -148,7 +149,7 @@ def _weights(pretrained: Any) -> str:
     """How the network was initialised, in words."""
     if str(pretrained) == "none":
         return "trained from scratch"
-    return "ImageNet weights" if str(pretrained) == "imagenet" else f"initialised from {pretrained}"
+    return "ImageNet weights" if str(pretrained) == "imagenet" else f"initialised from {PurePath(str(pretrained)).name}"
 
 
 def methods_paragraph(config: dict, sizes: pd.DataFrame, baseline: str) -> str:
