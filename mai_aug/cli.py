@@ -547,6 +547,8 @@ def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
                    help="with --saliency: the first N test images with a box (default: all)")
     p.add_argument("--saliency-force", action="store_true",
                    help="with --saliency: play the pointing game even where Grad-CAM's map is smaller than 8x8")
+    p.add_argument("--export-tables", action="store_true",
+                   help="also write every table of report.md as OUT/tables/NN-<name>.csv and .tex (LaTeX booktabs)")
 
 
 def _train_fraction(text: str) -> float:
@@ -584,7 +586,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                           site_data=args.site_data, tta=args.tta, train_fractions=args.train_fractions,
                           saliency=args.saliency, saliency_tolerance=args.saliency_tolerance,
                           saliency_max_images=args.saliency_max_images, detect=args.detect,
-                          saliency_force=args.saliency_force)
+                          saliency_force=args.saliency_force, export_tables=args.export_tables)
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

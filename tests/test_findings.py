@@ -26,7 +26,7 @@ def test_null_difference_reads_as_null_and_planted_one_as_shown():
     shown = "\n".join(findings_section(in_distribution(_summary(0.08, 0.02, 0.14), "none"), "none", 3, 120,
                                        "synthetic phantom (/p)", ["none", "complex"]))
     assert "primary: in distribution (macro AUC): +0.080 [+0.020, +0.140], starred: the difference holds" in shown
-    assert "120 test patients; 3 seed(s) per regime." in shown and "need not transfer to real radiographs" in shown
+    assert "120 test patients; 3 seeds per regime." in shown and "need not transfer to real radiographs" in shown
 
 
 def test_one_seed_and_real_data_caveats():

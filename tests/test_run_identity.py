@@ -80,7 +80,7 @@ def test_retrain_replaces_mismatching_runs_and_reports_their_settings(comparison
     config = yaml.safe_load((out / "compare_config.yaml").read_text())
     assert config["train"]["lr"] == pytest.approx(1e-5) and config["data"] == f"synthetic phantom ({other})"
     assert config["train"] == {k: run[k] for k in config["train"]}  # read from the run folder
-    assert "lr: 1.0e-05" in (out / "report.md").read_text()
+    assert "| learning rate | 1e-05 |" in (out / "report.md").read_text()
     old = list((out / "replaced").glob("*/none/seed-0/config.yaml"))
     assert len(old) == 1 and yaml.safe_load(old[0].read_text())["lr"] == pytest.approx(1e-3)
     assert (old[0].parents[2] / "datalist.json").read_bytes() == (comparison / "datalist.json").read_bytes()

@@ -161,14 +161,21 @@ def test_planning_counts_seeds_and_patients():
     assert patients_needed(200, 0.0, 0.01**2, 1.96, 0.01, 0.8) is None  # the seed variance alone is too large
 
 
-def test_roc_legend_shows_the_table_auc():
+def test_roc_panels_show_the_table_auc_and_positive_patients():
     rng = np.random.default_rng(3)
     labels, patients, preds = simulated_study(rng, seeds=2, patients=60)
     summary = summary_table(score_regimes(labels, patients, preds, n_boot=50), ["A", "B"], baseline="none")
-    fig = roc_figure(labels, preds["new"], ["A", "B"])
-    legend = fig.axes[0].get_legend_handles_labels()[1]
-    table = summary[summary["regime"] == "new"].set_index("finding")["auc"]
-    assert legend[:2] == [f"{f}: {table[f]:.3f} (n+={labels[:, j].sum()})" for j, f in enumerate(["A", "B"])]
+    fig = roc_figure(labels, preds["new"], ["A", "B"], patients=patients)
+    table = summary[summary["regime"] == "new"].set_index("finding")
+    for j, f in enumerate(["A", "B"]):  # one panel per finding, counted in the tables' unit and in images
+        assert fig.axes[j].get_title() == (f"{f}: AUC {table.loc[f, 'auc']:.3f}\n{int(table.loc[f, 'positive_patients'])}"
+                                           f" pos. patients ({int(labels[:, j].sum())} images)")
+        assert len(fig.axes[j].collections) == 1 and len(fig.axes[j].lines) == 2  # the seeds' band, mean, diagonal
+        assert fig.axes[j].get_legend() is None
+    assert "2 seeds: mean curve, band = their range" in fig._suptitle.get_text()
+    single = roc_figure(labels, preds["new"][0], ["A", "B"])
+    assert not single.axes[0].collections and single.axes[0].get_title().endswith(f"{int(labels[:, 0].sum())} pos. images")
+    table = table["auc"]
     assert table["A"] == pytest.approx(np.mean([per_finding_auc(labels, p)[0] for p in preds["new"]]))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -39,6 +40,13 @@ def trained_run(datalist, tmp_path_factory) -> Path:
     assert main(["train", "--datalist", str(datalist), "--regime", "complex", "--out", str(run), "--epochs", "2",
                  "--steps-per-epoch", "4", *TINY]) == 0
     return run
+
+
+def test_done_records_the_runs_compute_cost(trained_run):
+    """DONE: the epochs, this session's wall time and the device, for compare's compute-cost table."""
+    done = json.loads((trained_run / "DONE").read_text())
+    assert done["epochs"] == 2 and done["train_seconds"] > 0 and done["resumed"] is False
+    assert done["device"] == f"cpu ({torch.get_num_threads()} threads)"
 
 
 def scalars(run: Path) -> dict[str, list]:
@@ -124,7 +132,7 @@ def test_killed_run_resumes_and_completes(datalist, tmp_path):
                  "--steps-per-epoch", "6", "--resume", *TINY]) == 0
     with open(run / "metrics.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
-    assert (run / "DONE").is_file()
+    assert json.loads((run / "DONE").read_text())["resumed"] is True  # its wall time is the last session's
 
 
 def test_evaluate_and_predict(trained_run, phantom_dir, tmp_path, capsys):

@@ -16,6 +16,7 @@ Study folder::
     OUT/.mai-aug-compare (written first: marks a comparison folder)
         datalist.json  report.md  summary.csv  summary.md  summary_<metric>.csv  plan.csv  auc_by_regime.csv/.png
         roc_<regime>.png  reliability_<regime>.png  compare_config.yaml  bad_images.csv
+        tables/NN-<name>.csv/.tex (``--export-tables``)
         <regime>/seed-<k>/   (a run folder)   tensorboard/<regime>-seed<k>/   cache/   replaced/<time>/
 """
 
@@ -245,6 +246,11 @@ class StudyLayout(_Folder):
     def replaced(self) -> Path:
         """Where ``--retrain`` moves stale runs (one time-stamped folder per move)."""
         return self.root / "replaced"
+
+    @property
+    def tables(self) -> Path:
+        """``tables/``: report.md's tables as CSV and LaTeX (``compare --export-tables``)."""
+        return self.root / "tables"
 
     @property
     def tta(self) -> Path:

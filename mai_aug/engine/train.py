@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +192,7 @@ class _Run:
     network: NetworkSpec
     net: torch.nn.Module  # built and checked on one image before any caching; seeded by config.seed alone
     weights: LoadReport | None
+    started: float = field(default_factory=time.monotonic)  # this session's start, for DONE's train_seconds
 
     @property
     def layout(self) -> RunLayout:
@@ -230,7 +233,8 @@ class _Engines:
 def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistContext,
            new: NewRun | None) -> dict[str, float]:
     """The steps of :func:`train` inside the run's lock and log."""
-    run = _setup(config, device, ctx, new)
+    started = time.monotonic()
+    run = dataclasses.replace(_setup(config, device, ctx, new), started=started)
     _record_run(run)
     train_ds, val_ds = _datasets(run)
     epoch_length = steps_per_epoch(config, len(run.datalist["training"]), ctx.world_size)
@@ -494,9 +498,25 @@ def _finish(run: _Run, engines: _Engines) -> None:
                            {"hparam/val_auc_macro": float(evaluator.state.metrics.get(MACRO_KEY, np.nan))},
                            run_name=".")
     writer.close()
-    write_text_atomic(run.layout.done, json.dumps({"epochs": trainer.state.epoch}) + "\n")
+    write_text_atomic(run.layout.done, json.dumps(done_record(run, trainer.state.epoch)) + "\n")
     logger.info(f"finished {run.run_dir}: best validation macro AUC {evaluator.state.best_metric:.4f} "
                 f"at epoch {evaluator.state.best_metric_epoch}")
+
+
+def done_record(run: _Run, epochs: int) -> dict[str, object]:
+    """``DONE``'s content: the epochs trained, this session's wall time (setup to the end of training), whether it
+    resumed an earlier session, and the device in words (``compare``'s compute-cost table)."""
+    return {"epochs": epochs, "train_seconds": round(time.monotonic() - run.started, 1),
+            "resumed": run.resume_from is not None, "device": device_text(run.device, run.ctx.world_size)}
+
+
+def device_text(device: torch.device, world_size: int = 1) -> str:
+    """``cuda (NVIDIA H200)``, ``cpu (16 threads)``; `` × 2 processes (DDP)`` under torchrun."""
+    if device.type == "cuda":
+        what = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        what = f"{device.type} ({torch.get_num_threads()} threads)"
+    return what + (f" \u00d7 {world_size} processes (DDP)" if world_size > 1 else "")
 
 
 def _restore(checkpoints: CheckpointWriter, state: dict, path: Path) -> None:

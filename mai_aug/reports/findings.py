@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mai_aug.reports.words import TIMES, plural
+
 SYNTHETIC = "synthetic phantom"  # how compare names phantom data (study/compare.py), for the caveat
 
 
@@ -52,7 +54,7 @@ def macro_family(summary: pd.DataFrame) -> str:
     """In words, the family a ``summary_table``'s macro differences are starred over: the regimes' macro comparisons."""
     sizes = summary.loc[summary["finding"] == "macro", "family_size"].dropna() if "family_size" in summary else []
     n = int(sizes.iloc[0]) if len(sizes) else 1
-    return f"marginal 95% interval; starred over the {n} regime(s)' macro comparison(s)"
+    return f"marginal 95% interval; starred over the regimes' {plural(n, 'macro comparison')}"
 
 
 def in_distribution(summary: pd.DataFrame, baseline: str, primary: str = "macro") -> list[Evidence]:
@@ -89,7 +91,8 @@ def strongest_losses(loss: pd.DataFrame, baseline: str, identity: dict[str, floa
     key = f"diff_vs_{baseline}"
     return [Evidence(r["regime"], f"AUC lost to {shift} {r['level']:g} (shifted minus unshifted)", r[key],
                      r["diff_ci_low"], r["diff_ci_high"], bool(r["ci_excludes_0"]),
-                     f"the {int(r['family_size'])} other-regime x level comparisons of {shift} (Bonferroni)")
+                     f"the {plural(int(r['family_size']), f'other-regime {TIMES} level comparison')} of {shift} "
+                     f"(Bonferroni)")
             for shift, r in _strongest_rows(loss, baseline, identity)]
 
 
@@ -112,7 +115,7 @@ def _sentence(e: Evidence) -> str:
 
 def caveats(seeds: int, patients: int, data: str) -> list[str]:
     """The plain caveats every reading of the findings needs."""
-    lines = [f"{patients} test patients; {seeds} seed(s) per regime"
+    lines = [f"{patients} test patients; {plural(seeds, 'seed')} per regime"
              + ("" if seeds > 1 else ": seed variance is NOT in any interval, so differences look surer than they are"),
              f"data: {data}" + (": effects on the phantom need not transfer to real radiographs"
                                 if data.startswith(SYNTHETIC) else "")]

@@ -14,6 +14,10 @@ from monai.metrics import calibration_binning  # noqa: E402
 
 from mai_aug.stats.scores import ECE_BINS, get_metric  # noqa: E402
 
+#: What the pooled ECE is, in the figure: not the tables' macro ECE.
+POOLED_NOTE = ("pooled: all findings' pairs in one set of bins;\nnot the tables' macro ECE (the mean of\n"
+               "the scored findings' own ECEs)")
+
 
 def reliability_bins(labels: np.ndarray, scores: np.ndarray | Sequence[np.ndarray], bins: int = ECE_BINS
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,7 +38,10 @@ def reliability_bins(labels: np.ndarray, scores: np.ndarray | Sequence[np.ndarra
 def reliability_figure(labels: np.ndarray, scores: np.ndarray | Sequence[np.ndarray], title: str = "Reliability"
                        ) -> plt.Figure:
     """Observed frequency against mean predicted probability per bin (pooled over findings and seeds) over the
-    diagonal of perfect calibration, the pooled ECE in the legend, and below it the number of pairs in each bin."""
+    diagonal of perfect calibration, the pooled ECE in the legend, and below it the number of pairs in each bin.
+
+    The pooled ECE is of every (image, finding) pair in one set of bins; the tables' ECE (``--metrics ece``) is each
+    finding's own, and their macro the mean over the scored findings: the two differ, and the figure says so."""
     mean_p, mean_y, counts = reliability_bins(labels, scores)
     runs = [np.asarray(scores)] if np.ndim(scores) == 2 else list(scores)
     ece = get_metric("ece")
@@ -42,9 +49,9 @@ def reliability_figure(labels: np.ndarray, scores: np.ndarray | Sequence[np.ndar
     fig, (ax, bar) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
     filled = counts > 0
-    ax.plot(mean_p[filled], mean_y[filled], "o-", ms=4, lw=1.2, label=f"pooled over findings: ECE {pooled:.3f}")
+    ax.plot(mean_p[filled], mean_y[filled], "o-", ms=4, lw=1.2, label=f"pooled ECE {pooled:.3f}")
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed frequency", title=title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8, title=POOLED_NOTE, title_fontsize=7, alignment="left")
     edges = np.linspace(0, 1, len(counts) + 1)
     bar.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="grey", edgecolor="white")
     bar.set_yscale("log" if counts.max() > 100 * max(counts[filled].min(), 1) else "linear")

@@ -1,7 +1,8 @@
-"""ROC curves of all findings in one figure, AUCs in the legend."""
+"""ROC curves, one panel per finding: the seeds' curves as one band, the AUC and the positives in the panel's title."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib
@@ -13,32 +14,68 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from mai_aug.stats.auc import per_finding_auc  # noqa: E402
 
+COLUMNS = 4
+FPR_GRID = np.linspace(0.0, 1.0, 201)  # where the seeds' curves are compared for the band
+
+
+def positives_text(y: np.ndarray, patients: np.ndarray | None) -> str:
+    """``12 pos. patients (30 images)``, the tables' unit first; images alone without patient ids."""
+    images = int(y.sum())
+    if patients is None:
+        return f"{images} pos. images"
+    return f"{len(set(patients[y == 1]))} pos. patients ({images} images)"
+
+
+def seed_curves(y: np.ndarray, runs: Sequence[np.ndarray]) -> np.ndarray:
+    """(seeds, len(FPR_GRID)) true positive rate of each seed's ROC curve on the common false positive rates."""
+    curves = []
+    for s in runs:
+        fpr, tpr, _ = roc_curve(y, s)
+        curves.append(np.interp(FPR_GRID, fpr, tpr))
+    return np.asarray(curves)
+
+
+def _panel(ax: plt.Axes, y: np.ndarray, runs: Sequence[np.ndarray], auc: float, name: str,
+           patients: np.ndarray | None) -> None:
+    """One finding: the mean curve of the seeds over the band of their range (one seed: its curve)."""
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.7, ls="--")
+    if 0 < y.sum() < len(y):
+        curves = seed_curves(y, runs)
+        if len(runs) > 1:
+            ax.fill_between(FPR_GRID, curves.min(0), curves.max(0), color="tab:blue", alpha=0.25, lw=0)
+        ax.plot(FPR_GRID, curves.mean(0), color="tab:blue", lw=1.3)
+        ax.set_title(f"{name}: AUC {auc:.3f}\n{positives_text(y, patients)}", fontsize=8)
+    else:
+        ax.set_title(f"{name}: n/a\n{'no positives' if y.sum() == 0 else 'no negatives'}", fontsize=8)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+    ax.tick_params(labelsize=7)
+
 
 def roc_figure(labels: np.ndarray, scores: np.ndarray | Sequence[np.ndarray], names: Sequence[str],
-               title: str = "ROC") -> plt.Figure:
-    """One curve per finding that has both classes; findings without positives are listed as n/a.
+               title: str = "ROC", patients: np.ndarray | None = None) -> plt.Figure:
+    """One panel per finding; findings without both classes say n/a.
 
-    ``scores`` is one (images, findings) array, or one per seed: then every seed's curve is drawn and the legend
-    gives the mean of the seeds' AUCs, the value of the comparison's tables.
+    ``scores`` is one (images, findings) array, or one per seed: then the panel draws the seeds' mean curve over a
+    band spanning their curves, and its AUC is the mean of the seeds' AUCs, the value of the comparison's tables.
+    ``patients``: each image's patient, so that the positives are counted in patients (the tables' unit) and images.
     """
     runs = [np.asarray(scores)] if np.ndim(scores) == 2 else [np.asarray(s) for s in scores]
     aucs = np.mean([per_finding_auc(labels, s) for s in runs], axis=0)
-    fig, ax = plt.subplots(figsize=(7, 6.5))
-    cmap = plt.get_cmap("tab20")
     labels = np.asarray(labels, dtype=np.float64)
-    for j, name in enumerate(names):
+    patients = None if patients is None else np.asarray(patients).astype(str)
+    rows = max(1, math.ceil(len(names) / COLUMNS))
+    fig, axes = plt.subplots(rows, COLUMNS, figsize=(2.3 * COLUMNS, 2.45 * rows + 0.7), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for j, (ax, name) in enumerate(zip(axes.flat, names)):
         known = ~np.isnan(labels[:, j])  # an unknown label leaves its image out of this finding's curve
-        y = labels[known, j]
-        if 0 < y.sum() < len(y):
-            for k, s in enumerate(runs):
-                fpr, tpr, _ = roc_curve(y, s[known, j])
-                label = f"{name}: {aucs[j]:.3f} (n+={int(y.sum())})" if k == 0 else None
-                ax.plot(fpr, tpr, color=cmap(j % 20), lw=1.4 if len(runs) == 1 else 0.9, alpha=1 if len(runs) == 1 else 0.7,
-                        label=label)
-        else:
-            ax.plot([], [], color=cmap(j % 20), label=f"{name}: n/a (no positives)" if y.sum() == 0 else f"{name}: n/a")
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate", title=title)
-    ax.legend(loc="lower right", fontsize=7, title=f"AUC, mean of {len(runs)} seeds" if len(runs) > 1 else None)
-    fig.tight_layout()
+        _panel(ax, labels[known, j], [s[known, j] for s in runs], aucs[j], name,
+               None if patients is None else patients[known])
+        if j % COLUMNS == 0:
+            ax.set_ylabel("true positive rate", fontsize=7)
+        if j + COLUMNS >= len(names):  # the lowest panel of its column
+            ax.set_xlabel("false positive rate", fontsize=7)
+    band = f"; {len(runs)} seeds: mean curve, band = their range, AUC = mean of the seeds'" if len(runs) > 1 else ""
+    fig.suptitle(f"{title}{band}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     return fig

@@ -75,6 +75,7 @@ class CompareOptions:
     saliency_force: bool = False  # play the pointing game on a Grad-CAM map smaller than 8x8 (``--saliency-force``)
     train_fractions: list[float] | None = None  # training sizes of the learning curve (``--train-fraction``); None: none
     detect: float | None = None  # the difference the planning section sizes (``--detect``); None: the preset's, else 0.01
+    export_tables: bool = False  # report.md's tables also as OUT/tables/*.csv and *.tex (``--export-tables``)
 
 
 def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
@@ -228,7 +229,7 @@ def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _St
     detect = opts.detect or float(preset.get("detect", DEFAULT_DETECT))
     config.update(primary=primary, detect=detect)
     return write_report(out, regimes, opts.seeds, study.datalist, n_boot, config, study.metrics, sections, evidence,
-                        primary, detect)
+                        primary, detect, opts.export_tables)
 
 
 def _preset_defaults(opts: CompareOptions, preset: dict[str, Any]) -> CompareOptions:
@@ -273,8 +274,8 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
         if ctx.is_main:
             ensure_phantom(spec, cache_dir, opts.quiet)
         ctx.barrier()  # other ranks wait for rank 0 to write it
-        data_dir = phantom_folder(spec, cache_dir)
-        source = f"synthetic phantom ({data_dir})"
+        data_dir = phantom_folder(spec, cache_dir)  # named without the local cache's path (report.md is shared)
+        source = f"synthetic phantom ({data_dir.name}, generated into mai_aug's cache)"
     else:
         data_dir = Path(opts.data)  # a phantom written by `mai-aug phantom` keeps its record: say it is synthetic
         source = f"synthetic phantom ({data_dir})" if (data_dir / PHANTOM_RECORD).is_file() else str(opts.data)

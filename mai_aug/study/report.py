@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,9 +15,12 @@ from mai_aug.core.layout import StudyLayout
 from mai_aug.core.user_yaml import dump_yaml
 from mai_aug.data.split import split_table
 from mai_aug.reports import compare as report
+from mai_aug.reports.export import write_tables
 from mai_aug.reports.findings import Evidence, findings_section, in_distribution
+from mai_aug.reports.methods import config_table, cost_table, methods_paragraph, regime_lines
 from mai_aug.reports.reliability import reliability_figure
 from mai_aug.reports.roc import roc_figure
+from mai_aug.reports.words import TIMES, plural
 from mai_aug.stats import paired as stats
 from mai_aug.stats.auc import MIN_POSITIVE_PATIENTS
 from mai_aug.stats.paired import baseline_regime
@@ -65,7 +69,8 @@ def _coverage_text(seeds: int, n_boot: int) -> str:
     return (f"Intervals cover the test patients ({n_boot} bootstrap resamples, the same for every regime and seed: "
             f"paired) and the training seeds ({seeds} per regime, seed j of every regime paired): the seed variance is "
             f"the spread of the seeds' test AUCs net of each run's own test-set noise, pooled over the scored "
-            f"findings (the macro on its own), with its uncertainty ({seeds - 1} degree(s) of freedom per finding) "
+            f"findings (the macro on its own), with its uncertainty "
+            f"({plural(seeds - 1, 'degree', 'degrees')} of freedom per finding) "
             f"in the critical values.")
 
 
@@ -79,12 +84,13 @@ def _family_text(summary: pd.DataFrame, seeds: int, baseline: str, primary: str)
         p = fam.loc["primary"]
         lines.append(f"**Primary comparison** (declared before the study): each regime's {primary} AUC difference "
                      f"against `{baseline}`, with a marginal 95% interval; `*` where its interval corrected over the "
-                     f"{int(p['family_size'])} primary comparison(s) ({p['simultaneous_c']:.2f} standard errors) "
+                     f"{plural(int(p['family_size']), 'primary comparison')} "
+                     f"({p['simultaneous_c']:.2f} standard errors) "
                      f"excludes 0. {false_star_text()}.")
     if "secondary" in fam.index:
         q = fam.loc["secondary"]
         lines.append(f"Secondary: the per-finding differences, simultaneous 95% intervals over the "
-                     f"{int(q['family_size'])} comparisons (every other regime x every other scored finding; "
+                     f"{int(q['family_size'])} comparisons (every other regime {TIMES} every other scored finding; "
                      f"{q['simultaneous_c']:.2f} standard errors); `*` where the interval excludes 0."
                      + (" With 2 seeds the seed variance is seen through 1 degree of freedom per finding: the "
                         "intervals hold, but they are wide; 5 or more seeds are advised." if seeds == 2 else ""))
@@ -116,15 +122,16 @@ def with_plan(summary: pd.DataFrame, plan: pd.DataFrame, primary: str) -> pd.Dat
     return merged
 
 
-def write_figures(out: Path, summary: pd.DataFrame, labels: np.ndarray, predictions: dict[str, list[np.ndarray]],
-                  names: list[str]) -> None:
-    """auc_by_regime.png, one roc_<regime>.png per regime (each seed's curve, the table's AUC in the legend) and one
-    reliability_<regime>.png (pooled over findings and seeds)."""
+def write_figures(out: Path, summary: pd.DataFrame, labels: np.ndarray, patients: np.ndarray,
+                  predictions: dict[str, list[np.ndarray]], names: list[str]) -> None:
+    """auc_by_regime.png, one roc_<regime>.png per regime (a panel per finding: the seeds as one band, the table's
+    AUC and the positive patients and images in its title) and one reliability_<regime>.png (pooled over findings
+    and seeds)."""
     study = StudyLayout(out)
     report.auc_plot(summary, study.auc_by_regime.with_suffix(".png"))
     for regime, runs in predictions.items():
-        seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
-        fig = roc_figure(labels, runs, names, title=f"{regime}: test ROC{seeds}")
+        seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""  # the ROC's title says so itself
+        fig = roc_figure(labels, runs, names, title=f"{regime}: test ROC", patients=patients)
         fig.savefig(study.roc(regime), dpi=110)
         plt.close(fig)
         fig = reliability_figure(labels, runs, title=f"{regime}: test reliability{seeds}")
@@ -144,7 +151,8 @@ def metric_sections(out: Path, labels: np.ndarray, patients: np.ndarray, predict
         return []
     lines = ["## Other metrics", "",
              f"Each metric below uses the same {n_boot} patient (and seed) resamples as AUC. Its paired differences "
-             f"against `{baseline}` are corrected **within that metric's own family** (every other regime x every "
+             f"against `{baseline}` are corrected **within that metric's own family** (every other regime "
+             f"{TIMES} every "
              f"scored finding, plus each regime's macro difference, of that metric), with its own multiplier c; the "
              f"AUC family above does not include them, so over all metrics together the chance of some false star "
              f"is above 5%. For a lower-is-better metric a negative difference is an improvement.", ""]
@@ -170,12 +178,13 @@ def metric_sections(out: Path, labels: np.ndarray, patients: np.ndarray, predict
 def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict,
                  metrics: list[str] | None = None, sections: Sequence[str] = (),
                  evidence: Sequence[Evidence] = (), primary: str = "macro",
-                 detect: float = DEFAULT_DETECT) -> pd.DataFrame:
+                 detect: float = DEFAULT_DETECT, export_tables: bool = False) -> pd.DataFrame:
     """auc_by_regime.csv/.png, roc_<regime>.png, reliability_<regime>.png, summary.csv/.md, plan.csv,
     summary_<metric>.csv for each metric of ``metrics`` beside AUC, and report.md from the runs' test predictions;
     ``sections``: more report.md lines (``compare --robustness``, ``--tta``), placed before the figures;
     ``evidence``: paired differences beside the primary ones for report.md's opening "What this study shows";
-    ``primary``: the primary comparison's finding (or macro); ``detect``: the difference the planning section sizes."""
+    ``primary``: the primary comparison's finding (or macro); ``detect``: the difference the planning section sizes;
+    ``export_tables``: also every table of report.md as ``tables/NN-name.csv`` and ``.tex``."""
     extra = resolve_metrics(metrics)[1:]
     names = list(datalist["labels"])
     labels, patients, predictions = load_predictions(out, regimes, seeds, names)
@@ -189,14 +198,15 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
     plan.to_csv(study.plan, index=False, float_format="%.6f")
     summary.to_csv(study.summary, index=False, float_format="%.6f")
     report.auc_by_regime_wide(summary).to_csv(study.auc_by_regime, index=False, float_format="%.6f")
-    write_figures(out, summary, labels, predictions, names)
+    write_figures(out, summary, labels, patients, predictions, names)
     paired = report.paired_table(summary, baseline)
+    n_patients = len(np.unique(patients))
     md = [
         "# Regime comparison: summary", "",
-        f"Test split: {len(labels)} images of {len(np.unique(patients))} patients; {seeds} seed(s) per regime, "
+        f"Test split: {len(labels)} images of {n_patients} patients; {plural(seeds, 'seed')} per regime, "
         f"seed variance {'included' if seeds > 1 else 'NOT included'}.", "",
-        *statistics_text(summary, seeds, n_boot, baseline, primary), "",
-        report.markdown_table(report.headline_table(summary, baseline, primary)), "",
+        "## Statistics", "", *statistics_text(summary, seeds, n_boot, baseline, primary), "",
+        "## Macro AUC per regime", "", report.markdown_table(report.headline_table(summary, baseline, primary)), "",
         "## AUC per finding (marginal 95% intervals)", "", report.markdown_table(report.finding_table(summary)), "",
         f"## Secondary: paired difference against `{baseline}`, per finding (simultaneous 95% intervals)", "",
         report.markdown_table(paired) if len(paired) else "(no other regime)", "",
@@ -204,24 +214,86 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
         *metric_sections(out, labels, patients, predictions, names, extra, n_boot, baseline),
     ]
     study.summary_md.write_text("\n".join(md))
-    sizes = split_table(datalist)
     shows = findings_section([*in_distribution(summary, baseline, primary), *evidence], baseline, seeds,
-                             len(np.unique(patients)), str(config["data"]), regimes)
+                             n_patients, str(config["data"]), regimes)
+    described = {"regimes": regimes, "seeds": seeds, "bootstrap": n_boot, "primary": primary, **config}
     full = [
         "# mai_aug regime comparison", "",
-        f"Data: {config['data']}. Preset: `{config['preset']}`. Regimes: {', '.join(regimes)}. Seeds: {seeds}.", "",
-        *shows,
-        *md[2:],
-        *sections,
-        "## Figures", "", f"![AUC by regime]({study.auc_by_regime.with_suffix('.png').name})", "",
-        *[f"![ROC {r}]({study.roc(r).name})" for r in regimes], "",
-        "Reliability diagrams (test predictions of every finding and seed pooled; bins of `ece`, counts below):", "",
-        *[f"![Reliability {r}]({study.reliability(r).name})" for r in regimes], "",
-        "## Split (images, patients, positives per finding)", "", report.markdown_table(sizes.reset_index().rename(columns={"index": ""}), "{}"), "",
-        "## Runs", "", *[f"- `{StudyLayout.label(r, k)}/`: run folder (config.yaml, metrics.csv, checkpoints, eval/)" for r in regimes for k in range(seeds)],
-        "", f"TensorBoard: `tensorboard --logdir {study.tensorboard}` overlays the runs (HParams tab: regime, seed, image size).", "",
-        "## Exact configuration", "", "```yaml", dump_yaml(config).rstrip(), "```", "",
+        f"Data: {config['data']}. Preset: `{config['preset']}`. Regimes: {', '.join(regimes)}.", "",
+        *shows, "## Methods", "", methods_paragraph(described, patient_split_table(datalist), baseline), "",
+        *md[4:], *sections, *figure_lines(study, regimes), *split_lines(datalist),
+        *cost_lines(out, regimes, seeds), *configuration_lines(described, study), *run_lines(study, regimes, seeds),
     ]
     study.report.write_text("\n".join(full))
     study.config.write_text(dump_yaml(config))
+    if export_tables:
+        write_tables(full, study.tables)
     return summary
+
+
+def figure_lines(study: StudyLayout, regimes: list[str]) -> list[str]:
+    """report.md's figures: AUC by regime, each regime's ROC panels and its reliability diagram."""
+    return ["## Figures", "", f"![AUC by regime]({study.auc_by_regime.with_suffix('.png').name})", "",
+            "ROC curves: one panel per finding, the seeds' curves as one band (their range) around their mean; each "
+            "panel's AUC is the tables' (the mean of the seeds') and its positives are counted in patients, the "
+            "tables' unit, and in images.", "",
+            *[f"![ROC {r}]({study.roc(r).name})" for r in regimes], "",
+            "Reliability diagrams: the test predictions of every finding and seed pooled into the bins of `ece` "
+            "(counts below). Their pooled ECE is of all those pairs together, so it is not the tables' macro ECE "
+            "(`--metrics ece`: the mean of the scored findings' own ECEs).", "",
+            *[f"![Reliability {r}]({study.reliability(r).name})" for r in regimes], ""]
+
+
+def patient_split_table(datalist: dict) -> pd.DataFrame:
+    """``split_table`` with each finding's positives as patients with a positive image, then images: ``12 (30)``."""
+    sizes = split_table(datalist).astype(object)
+    for split in sizes.columns:
+        items = datalist[split]
+        labels = np.asarray([it["label"] for it in items], dtype=np.float64).reshape(-1, len(datalist["labels"]))
+        people = np.asarray([str(it["patient"]) for it in items])
+        for j, name in enumerate(datalist["labels"]):
+            sizes.loc[name, split] = f"{len(set(people[labels[:, j] == 1]))} ({int(sizes.loc[name, split])})"
+    return sizes
+
+
+def split_lines(datalist: dict) -> list[str]:
+    """report.md's split table: images and patients per split, each finding's positive patients (images)."""
+    sizes = patient_split_table(datalist)
+    return ["## Split", "", "Images and patients per split; per finding, the patients with a positive image and, in "
+            "brackets, the positive images (the tables above count positive test patients).", "",
+            report.markdown_table(sizes.reset_index().rename(columns={"index": ""}), "{}"), ""]
+
+
+def run_costs(out: Path, regimes: list[str], seeds: int) -> list[dict]:
+    """Each run's device, epochs and training wall time, from its ``DONE`` (none for runs of older code)."""
+    costs = []
+    for regime in regimes:
+        for seed in range(seeds):
+            layout = StudyLayout(out).run(regime, seed)
+            done = json.loads(layout.done.read_text()) if layout.done.is_file() else {}
+            costs.append({"run": StudyLayout.label(regime, seed), "device": done.get("device"),
+                          "epochs": done.get("epochs", "-"), "seconds": done.get("train_seconds"),
+                          "resumed": bool(done.get("resumed"))})
+    return costs
+
+
+def cost_lines(out: Path, regimes: list[str], seeds: int) -> list[str]:
+    """report.md's compute cost: each run's device and training wall time (training and validation)."""
+    return ["## Compute cost", "", "Each run's training wall time (training steps and every validation pass; the test "
+            "evaluation and the analyses are not included) and the device it ran on.", "",
+            report.markdown_table(cost_table(run_costs(out, regimes, seeds)), "{}"), ""]
+
+
+def configuration_lines(config: dict, study: StudyLayout) -> list[str]:
+    """report.md's trimmed configuration and regime tables; the full one is ``compare_config.yaml``."""
+    return ["## Configuration", "", f"The settings that change results (all of them, each regime fully resolved: "
+            f"`{study.config.name}`).", "", report.markdown_table(config_table(config), "{}"), "",
+            "### Regimes", "", *regime_lines(config.get("regime_specs") or {})]
+
+
+def run_lines(study: StudyLayout, regimes: list[str], seeds: int) -> list[str]:
+    """report.md's list of run folders and the TensorBoard command."""
+    return ["## Runs", "", *[f"- `{StudyLayout.label(r, k)}/`: run folder (config.yaml, metrics.csv, checkpoints, "
+                             f"eval/)" for r in regimes for k in range(seeds)], "",
+            f"TensorBoard: `tensorboard --logdir {study.tensorboard.name}` from this folder overlays the runs (HParams "
+            f"tab: regime, seed, image size).", ""]

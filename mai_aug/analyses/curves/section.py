@@ -10,23 +10,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mai_aug.reports.compare import interval_text  # noqa: E402
+from mai_aug.reports.intervals import interval_plot  # noqa: E402
 
 
 def curve_figure(curve: pd.DataFrame) -> plt.Figure:
-    """Test macro AUC against the number of training patients (log axis), a curve and 95% band per regime.
+    """Test macro AUC against the number of training patients (log axis), per regime its points with 95% intervals
+    as dodged error bars.
 
     Args:
         curve: ``learning_curve.csv``'s rows (fraction, n_train_patients, regime, auc, ci_low, ci_high, ...).
     """
-    fig, ax = plt.subplots(figsize=(6, 4))
-    cmap = plt.get_cmap("tab10")
-    for k, (regime, rows) in enumerate(curve.groupby("regime", sort=False)):
-        rows = rows.sort_values("n_train_patients")
-        x = rows["n_train_patients"].to_numpy(float)
-        ax.plot(x, rows["auc"], "o-", color=cmap(k % 10), lw=1.5, ms=4, label=regime)
-        if rows["ci_low"].notna().any():
-            ax.fill_between(x, rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float), color=cmap(k % 10),
-                            alpha=0.15, lw=0)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    series = {regime: [rows.sort_values("n_train_patients")[c].to_numpy(float)
+                       for c in ("n_train_patients", "auc", "ci_low", "ci_high")]
+              for regime, rows in curve.groupby("regime", sort=False)}
+    interval_plot(ax, series, log=True)
     sizes = curve.drop_duplicates("fraction").sort_values("n_train_patients")
     ax.set_xscale("log")
     ax.set_xticks(sizes["n_train_patients"].to_numpy(float))
@@ -37,7 +35,6 @@ def curve_figure(curve: pd.DataFrame) -> plt.Figure:
     ax.set_ylabel("test macro ROC AUC (95% CI)")
     ax.set_title("Learning curves", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
     ax.set_ylim(max(0.0, np.nanmin([ax.get_ylim()[0], 0.45])), min(1.0, ax.get_ylim()[1] + 0.02))
     fig.tight_layout()
     return fig

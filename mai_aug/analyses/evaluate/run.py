@@ -133,7 +133,8 @@ def _names(tables: Sequence[Path], split: str) -> list[str]:
 def _write_outputs(run: TrainedRun, split: str, items: Sequence[dict], labels: np.ndarray, probs: np.ndarray,
                    patients: np.ndarray, tta: int = 0) -> None:
     """``<split>_roc.png``, ``<split>_predictions.csv``, then ``<split>_meta.json`` (last: it vouches for the rest)."""
-    fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})")
+    fig = roc_figure(labels, probs, run.names, title=f"{run.config.regime}: {split} ROC ({run.checkpoint.name})",
+                     patients=patients)
     save_figure_atomic(fig, run.layout.roc(split), dpi=120)
     plt.close(fig)
     write_csv_atomic(_prediction_frame(items, patients, labels, probs, run.names), run.layout.predictions(split),

@@ -19,7 +19,7 @@ import pandas as pd
 from monai.data import Dataset
 
 from mai_aug.analyses.evaluate.run import SPLIT_KEYS
-from mai_aug.analyses.robustness.section import shift_figure
+from mai_aug.analyses.robustness.section import shift_categories, shift_figure
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity, output_current
 from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
@@ -177,7 +177,7 @@ def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPE
                      float_format="%.12g")
     for name in dict.fromkeys(table["shift"]):
         unit = SHIFT_TYPES[name].unit if name in SHIFT_TYPES else "0: the run's test images, 1: the site phantom's"
-        fig = shift_figure({run.config.regime: table[table["shift"] == name]}, name, unit)
+        fig = shift_figure({run.config.regime: table[table["shift"] == name]}, name, unit, shift_categories(name))
         save_figure_atomic(fig, out_dir / f"{name}.png", dpi=110)
         plt.close(fig)
     meta = {"split": split, **checkpoint_identity(run.checkpoint), "levels": chosen, "bootstrap": n_boot,

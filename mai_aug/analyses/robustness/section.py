@@ -14,36 +14,44 @@ import pandas as pd  # noqa: E402
 from mai_aug.analyses.outputs import read_paired  # noqa: E402
 from mai_aug.reports import compare as report  # noqa: E402
 from mai_aug.reports.compare import interval_text  # noqa: E402
+from mai_aug.reports.intervals import interval_plot  # noqa: E402
+from mai_aug.reports.words import TIMES  # noqa: E402
 from mai_aug.stats import paired as pairedstats  # noqa: E402
 from mai_aug.stats.seeds import Runs, logit_interval, uncertainty  # noqa: E402
 
 
-def shift_figure(curves: dict[str, pd.DataFrame], shift: str, unit: str) -> plt.Figure:
-    """Macro AUC against level for one shift type: a curve per label with its 95% interval as a band.
+def shift_figure(curves: dict[str, pd.DataFrame], shift: str, unit: str,
+                 categories: dict[float, str] | None = None) -> plt.Figure:
+    """Macro AUC against level for one shift type: per label its points with 95% intervals as dodged error bars.
 
     Args:
         curves: label (a regime) -> that run's rows of ``robustness/table.csv`` for this shift.
         shift: the shift type (the title).
         unit: what the level means (the x label).
+        categories: level -> name for a categorical shift (``site``): ticks at its levels alone, no line.
     """
-    fig, ax = plt.subplots(figsize=(6, 4))
-    cmap = plt.get_cmap("tab10")
-    for k, (label, rows) in enumerate(curves.items()):
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    series = {}
+    for label, rows in curves.items():
         macro = rows[rows["finding"] == "macro"].sort_values("level")
-        x = macro["level"].to_numpy(float)
-        ax.plot(x, macro["auc"], "o-", color=cmap(k % 10), lw=1.5, ms=4, label=label)
-        if macro["ci_low"].notna().any():
-            ax.fill_between(x, macro["ci_low"].to_numpy(float), macro["ci_high"].to_numpy(float), color=cmap(k % 10),
-                            alpha=0.15, lw=0)
+        series[label] = [macro[c].to_numpy(float) for c in ("level", "auc", "ci_low", "ci_high")]
+    interval_plot(ax, series, connect=categories is None)
+    levels = sorted({float(v) for s in series.values() for v in s[0]})
+    ax.set_xticks(levels, [categories.get(v, f"{v:g}") for v in levels] if categories else [f"{v:g}" for v in levels])
+    if categories:
+        ax.set_xlim(levels[0] - 0.5, levels[-1] + 0.5)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel(f"{shift} level ({unit})")
+    ax.set_xlabel(shift if categories else f"{shift} level ({unit})")
     ax.set_ylabel("test macro ROC AUC (95% CI)")
     ax.set_title(f"Robustness to {shift}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="y", alpha=0.3)
     ax.set_ylim(max(0.0, np.nanmin([ax.get_ylim()[0], 0.45])), min(1.0, ax.get_ylim()[1] + 0.02))
     fig.tight_layout()
     return fig
+
+
+#: The site shift's two levels by name: a category, not a dose.
+SITE_LEVELS = {0.0: "the study's own site", 1.0: "the shifted site (site phantom)"}
 
 
 def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
@@ -168,6 +176,14 @@ def _losses(entries: list[tuple[float, Runs]], identity: float) -> dict[float, R
     return {lv: runs - by_level[identity] for lv, runs in sorted(by_level.items()) if lv != identity}
 
 
+def shift_categories(shift: str) -> dict[float, str] | None:
+    """The names of a categorical shift's levels (``site``: the test images or the site phantom's); None for a graded
+    shift (rotation, zoom, ...)."""
+    from mai_aug.transforms.shift_levels import SHIFT_TYPES
+
+    return None if shift in SHIFT_TYPES else SITE_LEVELS
+
+
 def shift_unit(shift: str) -> str:
     """What a level of ``shift`` means, for axis labels."""
     from mai_aug.transforms.shift_levels import SHIFT_TYPES
@@ -193,7 +209,7 @@ def write_sweep_report(out: Path, curve: pd.DataFrame, area: pd.DataFrame, loss:
     for shift in dict.fromkeys(curve["shift"]):
         rows = curve[curve["shift"] == shift]
         fig = shift_figure({r: g.assign(finding="macro") for r, g in rows.groupby("regime", sort=False)}, shift,
-                           shift_unit(shift))
+                           shift_unit(shift), shift_categories(shift))
         fig.savefig(out / f"robustness_{shift}.png", dpi=110)
         plt.close(fig)
         frame = shift_table(rows, area[area["shift"] == shift], baseline)
@@ -217,8 +233,8 @@ def loss_lines(loss: pd.DataFrame, baseline: str) -> list[str]:
         rows.append(row)
     family = int(loss["family_size"].dropna().iloc[0]) if "family_size" in loss and loss["family_size"].notna().any() else 0
     return [f"AUC lost to the shift (macro AUC at the level minus unshifted, the same networks and patients); against "
-            f"`{baseline}`, the difference of losses [95% interval, Bonferroni over the {family} other-regime x level "
-            f"comparisons of this shift], `*` where it excludes 0:", "", report.markdown_table(pd.DataFrame(rows)), ""]
+            f"`{baseline}`, the difference of losses [95% interval, Bonferroni over the {family} other-regime {TIMES} "
+            f"level comparisons of this shift], `*` where it excludes 0:", "", report.markdown_table(pd.DataFrame(rows)), ""]
 
 
 def shift_table(curve: pd.DataFrame, area: pd.DataFrame, baseline: str) -> pd.DataFrame:

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from mai_aug.core.files import write_text_atomic  # noqa: E402
@@ -23,10 +25,12 @@ from mai_aug.reports.compare import (
 from mai_aug.stats.pointing import hit_matrix, hit_rate_table  # noqa: E402
 
 GRID_COLUMNS = 4
+MAP_FLOOR = 0.2  # map values below this fraction of its peak are left transparent
 
 
 def grid_figure(panels: list[dict], title: str) -> plt.Figure:
-    """One row per finding, up to ``GRID_COLUMNS`` images: image, map (transparent where low), boxes, peak.
+    """One row per finding, up to ``GRID_COLUMNS`` images: image, map (transparent where low), boxes, peak, and a
+    colour bar of the map's scale (each map divided by its own peak).
 
     Drawn in array coordinates (row 0 at the top, column 0 at the left), as the image is stored: the image's right
     is the patient's left in a frontal view.
@@ -42,13 +46,17 @@ def grid_figure(panels: list[dict], title: str) -> plt.Figure:
             ax.imshow(panel["image"], cmap="gray")
             peak = float(panel["map"].max())
             scaled = panel["map"] / peak if peak > 0 else panel["map"]
-            ax.imshow(np.ma.masked_less(scaled, 0.2), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.imshow(np.ma.masked_less(scaled, MAP_FLOOR), cmap="jet", alpha=0.45, vmin=0, vmax=1)
             for x, y, w, h in panel["boxes"]:  # edge coordinates; imshow's pixel i spans [i - 0.5, i + 0.5]
                 ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="lime", linewidth=1.2))
             ax.plot(*panel["peak"], marker="x", color="white" if panel["hit"] else "red", markersize=8, mew=2)
             ax.set_title(f"{finding}: {'hit' if panel['hit'] else 'miss'}", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
+    fig.tight_layout(rect=(0, 0, 0.9, 1 - 0.35 / fig.get_figheight()))  # room for the title and the colour bar
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), cax=fig.add_axes((0.915, 0.15, 0.018, 0.7)),
+                       alpha=0.45)  # as the maps are drawn over the images
+    bar.set_label(f"Grad-CAM / the map's peak (not drawn below {MAP_FLOOR:g})", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
     return fig
 
 

@@ -14,6 +14,7 @@ from mai_aug.core.layout import StudyLayout
 from mai_aug.reports import compare as report
 from mai_aug.reports.compare import interval_text
 from mai_aug.reports.findings import Evidence, macro_differences, macro_family
+from mai_aug.reports.words import TIMES
 from mai_aug.stats import paired as pairedstats
 from mai_aug.stats.paired import baseline_regime
 from mai_aug.stats.pointing import hit_matrix, study_scores
@@ -73,7 +74,8 @@ def saliency_section(out: Path, regimes: list[str], seeds: int, names: list[str]
             f"within {tolerance:g} px of one of the finding's boxes at the {side} px network input. Hit rate "
             f"[marginal 95% interval, patients{seed_words} resampled, {n_boot} resamples]; the difference against "
             f"`{baseline}` is paired by patient{seed_words}: per finding (5+ boxed patients) simultaneous over every other "
-            f"regime x scored finding; the macro (the mean over those) a marginal interval, starred over the regimes' "
+            f"regime {TIMES} scored finding; the macro (the mean over those) a marginal interval, starred over the "
+            f"regimes' "
             f"macro comparisons; `*` where it excludes 0. `chance`: the hit rate of a peak drawn uniformly over the input. "
             "Per run: `<regime>/seed-<k>/saliency/`.", "",
             report.markdown_table(pd.DataFrame(rows)), "",
