@@ -61,14 +61,14 @@ def test_familywise_rates_and_primary_coverage_at_14_findings_with_shared_seed_e
     assert null["primary_coverage"] >= 0.93
 
 
-def test_with_no_seed_variance_more_seeds_give_narrower_primary_intervals():
-    """The seeds' spread that is only each run's own test-set noise is not counted twice: 5 seeds' interval (which
-    covers the seeds too) is narrower than one seed's (patients only), and both cover."""
-    one = calibration(Setting(1, "none", 0.03, patients=100, n_boot=100), 20)
-    five = calibration(Setting(5, "none", 0.03, patients=100, n_boot=100), 20)
-    assert five["primary_half_width"] < one["primary_half_width"]
-    assert five["primary_power"] >= one["primary_power"]
-    assert min(one["primary_coverage"], five["primary_coverage"]) >= 0.9
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_with_no_seed_variance_more_seeds_are_not_less_powerful(seeds):
+    """The seeds' spread that is only each run's own test-set noise is not counted twice: 3 or 5 seeds' primary
+    (which covers the seeds too) is at least as powerful as one seed's (patients only), and both cover."""
+    one = calibration(Setting(1, "none", 0.02, patients=100, n_boot=100), 30)
+    more = calibration(Setting(seeds, "none", 0.02, patients=100, n_boot=100), 30)
+    assert more["primary_power"] >= one["primary_power"], (more, one)
+    assert min(one["primary_coverage"], more["primary_coverage"]) >= 0.9
 
 
 def test_familywise_false_star_rate_under_a_null_with_seed_variance():

@@ -34,7 +34,7 @@ from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.stats.auc import patient_counts, positive_patients, scored_findings, scored_masks
 from mai_aug.stats.scores import bootstrap_metric, get_metric, per_finding
-from mai_aug.stats.seeds import Runs, Uncertainty, logit_interval, uncertainty
+from mai_aug.stats.seeds import Runs, Uncertainty, logit_interval, side_by_side, uncertainty
 
 
 @dataclass
@@ -179,7 +179,7 @@ def _add_differences(table: pd.DataFrame, scores: StudyScores, runs: dict[str, R
     rows_of = {r: table.index[table["regime"] == r] for r in others}
     table.loc[np.concatenate([rows_of[r] for r in others]), f"diff_vs_{baseline}"] = np.concatenate(
         [diffs[r].value for r in others])
-    unc = uncertainty([diffs[r].column(primary) for r in others])
+    unc = uncertainty([side_by_side([diffs[r].column(primary) for r in others])])
     family = _family([rows_of[r][primary] for r in others], np.array([diffs[r].value[primary] for r in others]), unc,
                      level, "primary", width)
     values, marginal = family["diff"], np.nan_to_num(unc.marginal_c(level)) * unc.se  # se 0: a point

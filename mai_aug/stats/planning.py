@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from mai_aug.stats.paired import StudyScores, primary_column, regime_runs
-from mai_aug.stats.seeds import Runs, pooled_seed_variance, uncertainty
+from mai_aug.stats.seeds import Runs, pooled_seed_variance, side_by_side, uncertainty
 
 #: Planning looks no further than this many seeds (beyond it: "more test patients").
 MAX_SEEDS = 1000
@@ -76,7 +76,7 @@ def plan_table(scores: StudyScores, names: Sequence[str], baseline: str, n_patie
     target = primary_column(primary, names, scored)
     others = [r for r in scores.point if r != baseline]
     diffs = {r: regime_runs(scores, r) - regime_runs(scores, baseline) for r in others}
-    primary_unc = uncertainty([diffs[r].column(target) for r in others])
+    primary_unc = uncertainty([side_by_side([diffs[r].column(target) for r in others])])
     secondary = [int(c) for c in scored if c != target]
     c_family = uncertainty([diffs[o].column(secondary) for o in others]).max_c(level) if secondary else np.nan
     rows = []
