@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
+DESCRIPTION = """\
+Does data augmentation help a chest X-ray classifier? mai-aug trains MONAI
+classifiers on NIH ChestX-ray14 (or CheXpert, or any CSV) under augmentation
+regimes and compares them per finding: AUC with patient-bootstrap intervals and
+paired differences against no augmentation.
+
+Start with `mai-aug compare --out runs/demo`: without --data it runs the whole
+study on a synthetic chest phantom and writes report.md into runs/demo.
+`mai-aug COMMAND --help` lists a command's options.
+Read more in README.md and docs/ of the source tree."""
+
 
 def command(name: str) -> Callable:
     """Register a function that adds the sub-parser for ``name``."""
@@ -751,7 +762,7 @@ def _data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mai-aug`` parser with one sub-command per workflow."""
-    parser = OneLineParser(prog="mai-aug", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="mai-aug", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS.values():
         add(sub)
