@@ -29,7 +29,7 @@ paired differences against no augmentation.
 
 Start with `mai-aug compare --out runs/demo`: without --data it runs the whole
 study on a synthetic chest phantom and writes report.md into runs/demo.
-`mai-aug COMMAND --help` lists a command's options.
+`mai-aug COMMAND --help` lists a command's options and their defaults.
 Read more in README.md and docs/ of the source tree."""
 
 
@@ -174,8 +174,27 @@ def _add_metrics_arg(p: argparse.ArgumentParser, default: list[str] | None, wher
                         f"sens@specX (e.g. sens@spec0.95)" + (" (default: %(default)s)" if default else ""))
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends an option's line with its default, unless the line names it already or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        none = default is None or default is False or default is argparse.SUPPRESS or default == []
+        if none or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line (``mai-aug CMD: error: ...``), exit status 2, no usage block."""
+    """argparse, but a bad argument is one line (``mai-aug CMD: error: ...``), exit status 2, no usage block.
+
+    Every command's ``--help`` shows the defaults (:class:`DefaultsFormatter`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -234,7 +253,7 @@ def _split_parser(sub: argparse._SubParsersAction) -> None:
     _add_data_args(p)
     _add_split_args(p)
     _add_image_check_args(p)
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the patient split")
     p.add_argument("--out", type=Path, required=True, help="datalist JSON to write")
     p.set_defaults(handler=_run_split)
 
@@ -252,7 +271,7 @@ def _phantom_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     p.add_argument("--n", type=_capped(_positive_int, "n"), default=3000, help="number of images")
     p.add_argument("--size", type=_capped(_positive_int, "size"), default=256, help="image size in pixels")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the images, labels and patients")
     p.add_argument("--images-per-patient", type=_capped(_positive_float, "images_per_patient"), default=3.0, help="mean images per patient")
     p.add_argument("--difficulty", type=_positive_float, default=1.0, help="higher makes findings subtler")
     p.add_argument("--test-shift", default="none", choices=["none", "site"],
@@ -303,7 +322,7 @@ def _trust_context(args: argparse.Namespace) -> contextlib.AbstractContextManage
 def _regimes_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("regimes", help="list the augmentation regimes and their transforms")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
-    p.add_argument("--image-size", type=_image_size, default=320)
+    p.add_argument("--image-size", type=_image_size, default=320, help="image size (px) the listed transforms are built for")
     _add_trust_arg(p)
     p.set_defaults(handler=_run_regimes)
 
@@ -328,7 +347,7 @@ def _preview_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=_capped(_positive_int, "n"), default=8, help="images to preview")
     p.add_argument("--samples", type=_capped(_positive_int, "samples"), default=4, help="augmented samples per image")
     p.add_argument("--size", type=_image_size, default=256, help="training image size")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the images picked and their augmentations")
     p.add_argument("--out", type=Path, required=True, help="folder for <stem>_<k>.png and grid.png")
     p.set_defaults(handler=_run_preview)
 
@@ -452,7 +471,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_scored_split_args(p: argparse.ArgumentParser) -> None:
     """The split a run is scored on and the patient-bootstrap resamples (evaluate, robustness, saliency)."""
-    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--split", default="test", choices=["test", "validation"], help="the datalist split scored")
     p.add_argument("--bootstrap", type=_bootstrap, default=1000, help="bootstrap resamples of patients")
 
 
@@ -586,7 +605,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-finding probabilities for image files")
     _add_run_args(p)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write: one row per image")
     p.set_defaults(handler=_run_predict)
 
 
