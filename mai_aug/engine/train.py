@@ -22,7 +22,7 @@ from mai_aug.core.errors import EngineTermination, MaiAugError, first_line
 from mai_aug.core.files import write_text_atomic
 from mai_aug.core.layout import RunLayout, checkpoint_epoch, last_checkpoint
 from mai_aug.core.locks import RunLock
-from mai_aug.core.logs import RunLog
+from mai_aug.core.logs import FILE_ONLY, RunLog
 from mai_aug.core.preflight import require_writable_folder
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.loader import build_dataset, shutdown_workers
@@ -146,10 +146,11 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     return run_dir, None
 
 
-def train(config: TrainConfig) -> dict[str, float]:
+def train(config: TrainConfig, split_on_console: bool = True) -> dict[str, float]:
     """Train one regime into ``config.out``; return the last validation metrics.
 
     Under torchrun each rank trains on its shard with DistributedDataParallel; rank 0 alone writes the run folder.
+    ``split_on_console=False`` keeps the split table in train.log only (a study prints it once for all its runs).
     """
     run_dir = Path(config.out)
     resolve_metrics(config.metrics)  # an unknown metric (a preset's, a config's) stops before anything is written
@@ -165,7 +166,7 @@ def train(config: TrainConfig) -> dict[str, float]:
         require_writable_folder(run_dir, "--out")  # one line now, not a traceback at the lock file
     layout = RunLayout(run_dir)
     with RunLock(layout.lock, enabled=ctx.is_main), RunLog(layout.log, echo=config.progress, enabled=ctx.is_main):
-        result = _train(config, distributed.rank_device(device, ctx), ctx, new)
+        result = _train(config, distributed.rank_device(device, ctx), ctx, new, split_on_console)
     ctx.barrier()
     return result
 
@@ -226,10 +227,10 @@ class _Engines:
 
 
 def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistContext,
-           new: NewRun | None) -> dict[str, float]:
+           new: NewRun | None, split_on_console: bool) -> dict[str, float]:
     """The steps of :func:`train` inside the run's lock and log."""
     run = _setup(config, device, ctx, new)
-    _record_run(run)
+    _record_run(run, split_on_console)
     train_ds, val_ds = _datasets(run)
     epoch_length = steps_per_epoch(config, len(run.datalist["training"]), ctx.world_size)
     resume_state = load_checkpoint(run.resume_from) if run.resume_from is not None else None  # one clear error if unreadable
@@ -293,13 +294,13 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
                 network, net, weights)
 
 
-def _record_run(run: _Run) -> None:
+def _record_run(run: _Run, split_on_console: bool = True) -> None:
     """Log what runs where; on rank 0 write the run's fingerprint (its identity) and ``config.yaml``."""
     config, ctx, datalist = run.config, run.ctx, run.datalist
     logger.info(f"run {run.run_dir}: regime {run.regime.name!r} on {run.device}{' with AMP' if run.amp else ''}"
                 f"{f' x {ctx.world_size} processes (DDP)' if ctx.enabled else ''}; "
                 f"{len(datalist['training'])} training, {len(datalist['validation'])} validation images")
-    logger.info("split:\n" + split_table(datalist).to_string())
+    logger.info("split:\n" + split_table(datalist).to_string(), extra=None if split_on_console else FILE_ONLY)
     params = sum(p.numel() for p in run.net.parameters())
     logger.info(f"network {run.network.name} ({run.network.target}, {params / 1e6:.1f} M parameters)"
                 + (f"; {run.weights}" if run.weights else ""))
