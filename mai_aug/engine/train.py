@@ -70,16 +70,20 @@ class NewRun:
         report: the split's report lines, logged once the run's log is open.
         regime: the augmentation regime at the run's image size.
         network: the network resolved for the split's labels.
+        net: the network built, checked on one image and maybe pretrained (:func:`initial_network`).
+        weights: what ``--pretrained`` loaded into it, if anything.
     """
 
     datalist: dict
     report: list[str]
     regime: Regime
     network: NetworkSpec
+    net: torch.nn.Module
+    weights: LoadReport | None
 
 
 def check_new_run(config: TrainConfig) -> NewRun | None:
-    """Read and check a new run's split, regime and network; None for a run to resume (its folder holds them)."""
+    """Read and check a new run's split, regime and network (built); None for a run to resume (its folder holds them)."""
     if config.resume and RunLayout(config.run_dir).config.is_file():
         return None
     if not config.datalist and not config.data:
@@ -87,12 +91,31 @@ def check_new_run(config: TrainConfig) -> NewRun | None:
     report: list[str] = []
     datalist = datalist_from_options(config, report=report.append)
     check_config(config, datalist)
-    if not (config.verify_images or config.skip_bad_images):  # the cheap header check; a full decode comes later
-        check_images_if_asked(datalist, config, None, RunLayout(config.run_dir).bad_images)
+    if not config.skip_bad_images:  # header check, or --verify-images' full decode: a refusal creates no folder
+        check_images_if_asked(datalist, config, report.append, RunLayout(config.run_dir).bad_images,
+                              progress=config.progress)
     regime = load_regime(config.regime, config.image_size, config.regimes_file)
     names = len(datalist["labels"])
     network = resolve_network(config.network, config.network_args, names, config.in_channels, config.image_size)
-    return NewRun(datalist, report, regime, network)
+    return NewRun(datalist, report, regime, network, *initial_network(config, names, network))
+
+
+def initial_network(config: TrainConfig, names: int, network: NetworkSpec) -> tuple[torch.nn.Module, LoadReport | None]:
+    """The run's network before training, with ``names`` logits: built, checked on one image, maybe pretrained.
+
+    Its weights depend on ``config.seed`` alone: every regime trained with a seed starts from the same weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_network(names, config.in_channels, config.pretrained, network, config.image_size)
+
+
+def check_trainable(config: TrainConfig, datalist: dict) -> None:
+    """Refuse what a new run of ``config`` on ``datalist`` would refuse at its start: its sizes and its network."""
+    check_config(config, datalist)
+    names = len(datalist["labels"])
+    network = resolve_network(config.network, config.network_args, names, config.in_channels, config.image_size)
+    initial_network(config, names, network)
 
 
 def resolve_datalist(config: TrainConfig, run_dir: Path, new: NewRun | None, write: bool = True) -> dict:
@@ -103,7 +126,7 @@ def resolve_datalist(config: TrainConfig, run_dir: Path, new: NewRun | None, wri
     for line in new.report:
         logger.info(line)
     datalist = new.datalist
-    if config.verify_images or config.skip_bad_images:  # a full decode of every image; headers were checked before
+    if config.skip_bad_images:  # a full decode of every image, the dropped ones listed in the run folder
         datalist = check_images_if_asked(datalist, config, logger.info, layout.bad_images, progress=config.progress)
     if write:
         write_datalist(datalist, layout.datalist)
@@ -286,10 +309,11 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     freq_pos, _ = label_frequencies(datalist["training"], len(datalist["labels"]))
     stage = choose_stage(config.augment_on, regime, device, config.seed, ctx.rank)
     names = len(datalist["labels"])
-    network = new.network if new is not None else stored_network(read_config(run_dir), names, f"--resume {run_dir}")
-    with torch.random.fork_rng(devices=[]):  # the same initial weights for every regime trained with this seed
-        torch.manual_seed(config.seed)
-        net, weights = build_network(names, config.in_channels, config.pretrained, network, config.image_size)
+    if new is not None:
+        network, net, weights = new.network, new.net, new.weights
+    else:
+        network = stored_network(read_config(run_dir), names, f"--resume {run_dir}")
+        net, weights = initial_network(config, names, network)
     return _Run(config, device, ctx, run_dir, resume_from, extended, amp, datalist, regime, freq_pos, stage,
                 network, net, weights)
 
