@@ -636,8 +636,8 @@ def _run_export_bundle(args: argparse.Namespace) -> int:
     from mai_aug.bundle.export import export_bundle
 
     out = export_bundle(args.run, args.out, overwrite=args.overwrite)
-    print(f"wrote a MONAI bundle to {out}; run it with: python -m monai.bundle run --config_file "
-          f"{out / 'configs' / 'inference.yaml'} --meta_file {out / 'configs' / 'metadata.json'} --input_dir DIR")
+    print(f"wrote a MONAI bundle to {out}; run it from there with: python -m monai.bundle run --config_file "
+          f"configs/inference.yaml --meta_file configs/metadata.json --input_dir DIR (or add --bundle_root {out})")
     return 0
 
 

@@ -54,8 +54,10 @@ else:
 """
 
 
-def run_monai_bundle(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=300)
+def run_monai_bundle(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle ARGS`` in ``cwd`` (the bundle folder, where its relative paths start)."""
+    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +96,11 @@ def by_name(csv: Path) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_bundle_gives_predicts_probabilities_without_mai_aug(bundle, run, images, tmp_path):
+    """The bundle moved to another folder runs there (its paths are relative: bundle_root is ``.``)."""
+    moved = Path(shutil.copytree(bundle, tmp_path / "elsewhere" / "chest"))
     out = tmp_path / "bundle-out"
-    result = run_monai_bundle("run", "--config_file", str(bundle / "configs" / "inference.yaml"),
-                              "--meta_file", str(bundle / "configs" / "metadata.json"),
-                              "--input_dir", str(images), "--output_dir", str(out))
+    result = run_monai_bundle("run", "--config_file", "configs/inference.yaml", "--meta_file", "configs/metadata.json",
+                              "--input_dir", str(images), "--output_dir", str(out), cwd=moved)
     assert result.returncode == 0, result.stderr[-3000:]
     pngs = sorted(images.glob("*.png"))
     assert main(["predict", "--run", str(run), *map(str, pngs), "--out", str(tmp_path / "predict.csv")]) == 0
@@ -176,6 +179,18 @@ def test_metadata_model_and_readme(bundle, run):
     net.load_state_dict(state)  # a bare state dict, MONAI's convention
     assert all(torch.equal(state[k], best[k]) for k in best)
     assert "python -m monai.bundle run" in (bundle / "docs" / "README.md").read_text()
+
+
+def test_bundle_holds_no_path_of_this_machine(bundle, run):
+    """Relocatable, as MONAI model-zoo bundles: ``bundle_root: .``, and the run and its data named, not located."""
+    config = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())
+    assert config["bundle_root"] == "."
+    for name in ("configs/inference.yaml", "configs/metadata.json", "docs/README.md"):
+        text = (bundle / name).read_text()
+        for path in {str(bundle.parent), str(run.parent), str(Path.home()), str(Path.cwd())}:
+            assert path not in text, (name, path)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["mai_aug"]["run"] == f"{run.parent.name}/{run.name}"
 
 
 def test_metadata_passes_monai_verify_metadata(bundle, tmp_path):
@@ -308,7 +323,7 @@ def test_every_family_exports_and_its_bundle_predicts(family, phantom_dir, tmp_p
         shutil.copy(png, images)
     workflow = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.yaml"),
                               meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="inference",
-                              input_dir=str(images), output_dir=str(tmp_path / "out"))
+                              input_dir=str(images), output_dir=str(tmp_path / "out"), bundle_root=str(bundle))
     workflow.initialize()
     workflow.run()
     assert main(["predict", "--run", str(run), *map(str, sorted(images.iterdir())),
