@@ -29,8 +29,8 @@ readme-results: $(STAMP)
 	$(BIN)/mai-aug compare --out $(README_OUT)
 	$(BIN)/python docs/readme_results.py $(README_OUT)
 
-# The robustness demo (about 15 minutes on 2 CPU cores) and docs/analyses.md's block of its generated findings and
-# figures.
+# The robustness demo (16 to 18 minutes on an otherwise idle 2-core CPU: docs/analyses.md, "The robustness demo")
+# and docs/analyses.md's block of its generated findings and figures.
 ROBUSTNESS_OUT ?= runs/robustness
 robustness-results: $(STAMP)
 	rm -rf $(ROBUSTNESS_OUT)

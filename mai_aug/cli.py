@@ -21,6 +21,17 @@ from mai_aug.settings.schema import BY_NAME, COMPARE_TRAIN_FLAGS, DATA_OPTIONS
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
+DESCRIPTION = """\
+Does data augmentation help a chest X-ray classifier? mai-aug trains MONAI
+classifiers on NIH ChestX-ray14 (or CheXpert, or any CSV) under augmentation
+regimes and compares them per finding: AUC with patient-bootstrap intervals and
+paired differences against no augmentation.
+
+Start with `mai-aug compare --out runs/demo`: without --data it runs the whole
+study on a synthetic chest phantom and writes report.md into runs/demo.
+`mai-aug COMMAND --help` lists a command's options and their defaults.
+Read more in README.md and docs/ of the source tree."""
+
 
 def command(name: str) -> Callable:
     """Register a function that adds the sub-parser for ``name``."""
@@ -96,8 +107,27 @@ def _detect(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: a number above 0 and below 1") from e
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends an option's line with its default, unless the line names it already or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        none = default is None or default is False or default is argparse.SUPPRESS or default == []
+        if none or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line (``mai-aug CMD: error: ...``), exit status 2, no usage block."""
+    """argparse, but a bad argument is one line (``mai-aug CMD: error: ...``), exit status 2, no usage block.
+
+    Every command's ``--help`` shows the defaults (:class:`DefaultsFormatter`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -116,7 +146,7 @@ IMAGE_CHECKS = ("verify_images", "skip_bad_images")
 def _split_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("split", help="split an NIH-layout dataset by patient into a MONAI datalist")
     add_setting_flags(p, (*READ_SETTINGS, *SPLIT_SETTINGS, *IMAGE_CHECKS), required={"data"})
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the patient split")
     p.add_argument("--out", type=Path, required=True, help="datalist JSON to write")
     p.set_defaults(handler=_run_split)
 
@@ -134,7 +164,7 @@ def _phantom_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     p.add_argument("--n", type=_capped(_positive_int, "n"), default=3000, help="number of images")
     p.add_argument("--size", type=_capped(_positive_int, "size"), default=256, help="image size in pixels")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the images, labels and patients")
     p.add_argument("--images-per-patient", type=_capped(_positive_float, "images_per_patient"), default=3.0, help="mean images per patient")
     p.add_argument("--difficulty", type=_positive_float, default=1.0, help="higher makes findings subtler")
     p.add_argument("--test-shift", default="none", choices=["none", "site"],
@@ -183,7 +213,8 @@ def _trust_context(args: argparse.Namespace) -> contextlib.AbstractContextManage
 def _regimes_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("regimes", help="list the augmentation regimes and their transforms")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
-    p.add_argument("--image-size", type=_image_size, default=BY_NAME["image_size"].default)
+    p.add_argument("--image-size", type=_image_size, default=BY_NAME["image_size"].default,
+                   help="image size (px) the listed transforms are built for")
     _add_trust_arg(p)
     p.set_defaults(handler=_run_regimes)
 
@@ -208,7 +239,7 @@ def _preview_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=_capped(_positive_int, "n"), default=8, help="images to preview")
     p.add_argument("--samples", type=_capped(_positive_int, "samples"), default=4, help="augmented samples per image")
     p.add_argument("--size", type=_image_size, default=256, help="training image size")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the images picked and their augmentations")
     p.add_argument("--out", type=Path, required=True, help="folder for <stem>_<k>.png and grid.png")
     p.set_defaults(handler=_run_preview)
 
@@ -253,7 +284,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_scored_split_args(p: argparse.ArgumentParser) -> None:
     """The split a run is scored on and the patient-bootstrap resamples (evaluate, robustness, saliency)."""
-    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--split", default="test", choices=["test", "validation"], help="the datalist split scored")
     p.add_argument("--bootstrap", type=_bootstrap, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples of patients")
 
 
@@ -433,7 +464,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-finding outputs for image files (calibrated after `mai-aug calibrate`)")
     _add_run_args(p)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write: one row per image")
     p.set_defaults(handler=_run_predict)
 
 
@@ -471,8 +502,8 @@ def _run_export_bundle(args: argparse.Namespace) -> int:
     print(f"bundle outputs: {card['calibration']['note']}")
     if card["test_auc"]["state"] != "evaluated":
         print(f"model card: {card['test_auc']['note']}")
-    print(f"wrote a MONAI bundle to {out}; run it with: python -m monai.bundle run --config_file "
-          f"{out / 'configs' / 'inference.yaml'} --meta_file {out / 'configs' / 'metadata.json'} --input_dir DIR")
+    print(f"wrote a MONAI bundle to {out}; run it from there with: python -m monai.bundle run --config_file "
+          f"configs/inference.yaml --meta_file configs/metadata.json --input_dir DIR (or add --bundle_root {out})")
     return 0
 
 
@@ -604,7 +635,7 @@ def _data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mai-aug`` parser with one sub-command per workflow."""
-    parser = OneLineParser(prog="mai-aug", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="mai-aug", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS.values():
         add(sub)

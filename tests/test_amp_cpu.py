@@ -111,7 +111,8 @@ def test_bundle_of_a_cpu_amp_run_gives_predicts_probabilities(runs, tmp_path):
         (tmp_path / "in" / image.name).write_bytes(image.read_bytes())
     result = run_monai_bundle("run", "--config_file", str(bundle / "configs" / "inference.yaml"),
                               "--meta_file", str(bundle / "configs" / "metadata.json"),
-                              "--input_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"))
+                              "--input_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"),
+                              "--bundle_root", str(bundle))  # run from elsewhere than the bundle folder
     assert result.returncode == 0, result.stderr[-3000:]
     pngs = sorted((tmp_path / "in").glob("*.png"))
     assert main(["predict", "--run", str(runs["bf16"]), *map(str, pngs), "--out", str(tmp_path / "p.csv")]) == 0

@@ -239,6 +239,14 @@ def bad_image(kind: str, command: str) -> Callable[[Env], list[str]]:
             datalist["training"][3]["image"] = str(bad)
             # the memory cache decodes every item before the network is built (the disk cache reads lazily)
             return env.train("--cache", "memory", datalist=env.write("dl.json", json.dumps(datalist)))
+        if command == "train-verify":  # --verify-images decodes every image before the run folder exists
+            datalist = json.loads(env.datalist.read_text())
+            datalist["training"][3]["image"] = str(bad)
+            return env.train("--verify-images", datalist=env.write("dl.json", json.dumps(datalist)))
+        if command == "compare-verify":  # and before the comparison folder exists
+            data = Path(shutil.copytree(env.phantom, env.tmp / "data"))
+            shutil.copy(bad, sorted((data / "images").glob("*.png"))[0])
+            return compare_with("--data", str(data), "--verify-images")(env)
         if command == "evaluate":
             run = env.copy_run()
             datalist = json.loads((run / "datalist.json").read_text())
@@ -347,6 +355,11 @@ def train_with(*extra: str) -> Callable[[Env], list[str]]:
     return lambda env: env.train(*extra)
 
 
+def compare_with(*extra: str) -> Callable[[Env], list[str]]:
+    return lambda env: ["compare", "--data", str(env.phantom), "--regimes", "none", "--image-size", "32",
+                        "--out", str(env.tmp / "cmp"), "--cache-dir", str(env.tmp / "cache"), "--quiet", *extra]
+
+
 def phantom_with(*extra: str) -> Callable[[Env], list[str]]:
     return lambda env: ["phantom", "--out", str(env.tmp / "ph"), "--n", "4", "--size", "32", *extra]
 
@@ -392,6 +405,8 @@ CASES = [
                    id=f"{kind}-png-{command}")
       for kind in BAD_IMAGES for command in ("train", "evaluate", "preview", "predict")],
     pytest.param(bad_image_in_worker, 2, "bad.png: cannot decode image", id="truncated-png-in-loader-worker"),
+    pytest.param(bad_image("truncated", "train-verify"), 2, "bad.png", id="truncated-png-train-verify-images"),
+    pytest.param(bad_image("truncated", "compare-verify"), 2, "listed images cannot be read", id="truncated-png-compare-verify-images"),
     # datalists
     pytest.param(bad_datalist("non-utf8"), 2, "not UTF-8", id="datalist-non-utf8"),
     pytest.param(invalid_datalist_json, 2, "not valid JSON", id="datalist-invalid-json"),
@@ -431,6 +446,17 @@ CASES = [
     pytest.param(phantom_with("--difficulty", "nan"), 2, "--difficulty", id="phantom-difficulty-nan"),
     pytest.param(phantom_into_dataset, 2, "--overwrite", id="phantom-into-existing-dataset"),
     pytest.param(train_with("--lr", "1e6"), 2, "training diverged", id="lr-1e6-diverges"),
+    # refused before the run or comparison folder exists (the network is built and checked first)
+    pytest.param(train_with("--pretrained", "missing.pth"), 2, "--pretrained missing.pth: not 'none'",
+                 id="train-pretrained-missing-file"),
+    pytest.param(train_with("--network-args", "{nope: 1}"), 2, "cannot build it", id="train-bad-network-args"),
+    pytest.param(compare_with("--pretrained", "missing.pth"), 2, "--pretrained missing.pth: not 'none'",
+                 id="compare-pretrained-missing-file"),
+    pytest.param(compare_with("--batch-size", "60000"), 2, "larger than the training split",
+                 id="compare-batch-above-the-split"),
+    pytest.param(compare_with("--preset", "nope"), 2, "--preset 'nope'", id="compare-unknown-preset"),
+    pytest.param(compare_with("--network", "nope"), 2, "--network 'nope'", id="compare-unknown-network"),
+    pytest.param(train_with("--network", "nope"), 2, "--network 'nope'", id="train-unknown-network"),
     # permissions and the file system
     pytest.param(read_only("train"), 2, "cannot write", id="read-only-run-folder-train"),
     pytest.param(read_only("evaluate"), 2, "cannot write", id="read-only-run-folder-evaluate"),

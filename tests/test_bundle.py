@@ -54,8 +54,10 @@ else:
 """
 
 
-def run_monai_bundle(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=300)
+def run_monai_bundle(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle ARGS`` in ``cwd`` (the bundle folder, where its relative paths start)."""
+    return subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +96,11 @@ def by_name(csv: Path) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_bundle_gives_predicts_probabilities_without_mai_aug(bundle, run, images, tmp_path):
+    """The bundle moved to another folder runs there (its paths are relative: bundle_root is ``.``)."""
+    moved = Path(shutil.copytree(bundle, tmp_path / "elsewhere" / "chest"))
     out = tmp_path / "bundle-out"
-    result = run_monai_bundle("run", "--config_file", str(bundle / "configs" / "inference.yaml"),
-                              "--meta_file", str(bundle / "configs" / "metadata.json"),
-                              "--input_dir", str(images), "--output_dir", str(out))
+    result = run_monai_bundle("run", "--config_file", "configs/inference.yaml", "--meta_file", "configs/metadata.json",
+                              "--input_dir", str(images), "--output_dir", str(out), cwd=moved)
     assert result.returncode == 0, result.stderr[-3000:]
     pngs = sorted(images.glob("*.png"))
     assert main(["predict", "--run", str(run), *map(str, pngs), "--out", str(tmp_path / "predict.csv")]) == 0
@@ -123,9 +126,8 @@ def test_calibrated_bundle_gives_calibrated_predict_and_the_model_card(run, imag
     said = capsys.readouterr().out
     assert "bundle outputs: calibrated: Platt scaling" in said and "model card:" not in said
     bundle = tmp_path / "bundle"
-    result = run_monai_bundle("run", "--config_file", str(bundle / "configs" / "inference.yaml"),
-                              "--meta_file", str(bundle / "configs" / "metadata.json"),
-                              "--input_dir", str(images), "--output_dir", str(tmp_path / "out"))
+    result = run_monai_bundle("run", "--config_file", "configs/inference.yaml", "--meta_file", "configs/metadata.json",
+                              "--input_dir", str(images), "--output_dir", str(tmp_path / "out"), cwd=bundle)
     assert result.returncode == 0, result.stderr[-3000:]
     assert main(["predict", "--run", str(run), *map(str, pngs), "--out", str(tmp_path / "predict.csv")]) == 0
     ours, theirs = by_name(tmp_path / "out" / "predictions.csv"), by_name(tmp_path / "predict.csv")
@@ -229,6 +231,18 @@ def test_metadata_model_and_readme(bundle, run):
     assert "## Model card" in text and "Test AUC: not evaluated" in text and "Calibration: none; uncalibrated" in text
     assert "Regime: `basic`" in text and f"validation {len(datalist['validation'])} images" in text
     assert "calibration_slope" not in (bundle / "configs" / "inference.yaml").read_text()
+
+
+def test_bundle_holds_no_path_of_this_machine(bundle, run):
+    """Relocatable, as MONAI model-zoo bundles: ``bundle_root: .``, and the run and its data named, not located."""
+    config = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())
+    assert config["bundle_root"] == "."
+    for name in ("configs/inference.yaml", "configs/metadata.json", "docs/README.md"):
+        text = (bundle / name).read_text()
+        for path in {str(bundle.parent), str(run.parent), str(Path.home()), str(Path.cwd())}:
+            assert path not in text, (name, path)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["mai_aug"]["run"] == f"{run.parent.name}/{run.name}"
 
 
 def test_metadata_passes_monai_verify_metadata(bundle, tmp_path):
@@ -364,7 +378,7 @@ def test_every_family_exports_and_its_bundle_predicts(family, phantom_dir, tmp_p
         shutil.copy(png, images)
     workflow = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.yaml"),
                               meta_file=str(bundle / "configs" / "metadata.json"), workflow_type="inference",
-                              input_dir=str(images), output_dir=str(tmp_path / "out"))
+                              input_dir=str(images), output_dir=str(tmp_path / "out"), bundle_root=str(bundle))
     workflow.initialize()
     workflow.run()
     assert main(["predict", "--run", str(run), *map(str, sorted(images.iterdir())),

@@ -231,7 +231,10 @@ def test_compare_checks_images_before_caching(nih, tmp_path, capsys):
     args = ["compare", "--data", str(nih), "--regimes", "none", "--image-size", "32", "--workers", "0", "--quiet"]
     err = run_bad([*args, "--out", str(tmp_path / "a"), "--verify-images"], capsys)
     assert f"{bad}: {CAUSES['not an image']}" in err
-    # With --skip-bad-images the image is dropped and listed; --batch-size 99 then stops before any training.
+    # --batch-size 99 stops before the comparison folder exists, with --skip-bad-images too
     err = run_bad([*args, "--out", str(tmp_path / "b"), "--skip-bad-images", "--batch-size", "99"], capsys)
-    assert "larger than the training split" in err
-    assert str(bad) in (tmp_path / "b" / "bad_images.csv").read_text()
+    assert "larger than the training split" in err and not (tmp_path / "b").exists()
+    # with --skip-bad-images the image is dropped and listed in the comparison folder
+    assert main([*args, "--out", str(tmp_path / "c"), "--skip-bad-images", "--batch-size", "2", "--epochs", "1",
+                 "--steps-per-epoch", "1", "--bootstrap", "200"]) == 0
+    assert str(bad) in (tmp_path / "c" / "bad_images.csv").read_text()

@@ -26,6 +26,19 @@ def test_relative_links_resolve(page):
             assert (page.parent / target).exists(), f"{page.name}: {target}"
 
 
+def test_makefile_robustness_time_agrees_with_analyses_md():
+    low, high = map(int, re.search(r"robustness demo \((\d+) to (\d+) minutes", (ROOT / "Makefile").read_text()).groups())
+    measured = re.findall(r"(\d+) min \d+ s", (ROOT / "docs" / "analyses.md").read_text().split("## The robustness demo")[1])
+    assert measured and all(low <= int(m) < high for m in measured), measured
+
+
+def test_regimes_yaml_points_at_pages_that_exist():
+    text = (ROOT / "mai_aug" / "configs" / "regimes.yaml").read_text()
+    pages = re.findall(r"see (docs/[\w.-]+\.md)", text)
+    assert pages and all((ROOT / page).is_file() for page in pages)
+    assert "see README" not in text  # the mirror guard moved to docs/regimes.md
+
+
 def test_readme_keeps_the_set_up_commands():
     text = (ROOT / "README.md").read_text()
     assert "make demo   #" in text and "make test   #" in text

@@ -231,3 +231,24 @@ def test_weighted_loss_balances_classes():
     neg_part = (per * w)[:, 0][target[:, 0] == 0].sum()
     assert torch.isclose(pos_part, neg_part)  # 1 positive x 0.9 == 9 negatives x 0.1
     assert torch.isclose(WeightedBCEWithLogits(None)(logits, target), per.mean())
+
+
+def test_train_prints_the_split_table_once(datalist, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--datalist", str(datalist), "--out", str(run), "--epochs", "1", "--steps-per-epoch", "1",
+                 *[a for a in TINY if a != "--quiet"]]) == 0
+    header = [line for line in capsys.readouterr().err.splitlines() if line.split()[:1] == ["images"]]
+    assert len(header) == 1
+    assert (run / "train.log").read_text().count("INFO split:") == 1
+
+
+def test_file_only_records_stay_off_the_terminal(tmp_path, capsys):
+    """How a study's runs keep the split table (printed once by compare) in train.log only."""
+    from mai_aug.core.logs import FILE_ONLY, RunLog
+
+    with RunLog(tmp_path / "train.log") as logger:
+        logger.info("split: table", extra=FILE_ONLY)
+        logger.info("on both")
+    err = capsys.readouterr().err
+    assert "on both" in err and "split: table" not in err
+    assert "split: table" in (tmp_path / "train.log").read_text()

@@ -17,9 +17,12 @@ SHIPPED = ("mai_aug/configs/regimes.yaml", "mai_aug/configs/presets/demo.yaml",
            "mai_aug/configs/examples/my-regimes.yaml", "mai_aug/configs/examples/my-preset.yaml")
 
 
-def _pip(*args: str, cwd: Path) -> None:
+def _pip(*args: str, cwd: Path) -> str:
+    """Run pip; return what it printed."""
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # offline-safe
-    subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, env=env, check=True, capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                          text=True, timeout=120)
+    return done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +34,17 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "mai_aug", src / "mai_aug", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
-    _pip("wheel", ".", "--no-deps", "--no-build-isolation", "-w", str(out), cwd=src)
+    log = _pip("wheel", ".", "--no-deps", "--no-build-isolation", "-v", "-w", str(out), cwd=src)  # -v: setuptools' output
+    (out / "build.log").write_text(log)
     (found,) = out.glob("mai_aug-*.whl")
     return found
+
+
+def test_build_is_quiet_about_the_config_folders(wheel):
+    """The data folders under mai_aug/configs are listed packages: no "Package would be ignored" warning."""
+    log = (wheel.parent / "build.log").read_text()
+    assert "regimes.yaml" in log  # the build's own output (its copied files) was captured
+    assert "would be ignored" not in log and "absent from the `packages` configuration" not in log
 
 
 def test_wheel_ships_presets_and_regimes(wheel):

@@ -35,7 +35,7 @@ def test_auc(run: TrainedRun) -> dict[str, Any]:
     if not (evaluated_with(run.run_dir, "test", run.checkpoint) and run.layout.auc("test").is_file()):
         return {"state": "not evaluated",
                 "note": f"no test evaluation of {run.checkpoint.name} as it is now: run `mai-aug evaluate --run "
-                        f"{run.run_dir}` before exporting to carry the test AUC here"}
+                        f"RUN` before exporting to carry the test AUC here"}
     frame = pd.read_csv(run.layout.auc("test"))
     keep = [c for c in ("finding", "auc", "ci_low", "ci_high", "positives", "negatives", "positive_patients")
             if c in frame]

@@ -26,9 +26,13 @@ from mai_aug.engine.checkpoint import load_checkpoint, save_atomic
 from mai_aug.engine.precision import trained_dtype
 from mai_aug.settings.config import read_config
 
-YAML_HEADER = ("# MONAI bundle inference config written by `mai-aug export-bundle`; run it with\n"
+YAML_HEADER = ("# MONAI bundle inference config written by `mai-aug export-bundle`; run it from the bundle folder with\n"
                "#   python -m monai.bundle run --config_file configs/inference.yaml "
-               "--meta_file configs/metadata.json --input_dir DIR\n")
+               "--meta_file configs/metadata.json --input_dir DIR\n"
+               "# (from elsewhere, add --bundle_root BUNDLE)\n")
+# MONAI model-zoo's bundle_root: the folder the bundle runs from, so the bundle holds no path of this machine and
+# runs wherever it is copied
+BUNDLE_ROOT = "."
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -67,13 +71,13 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     trained = trained_dtype(raw)
     calibration = load_calibration(run_dir, best, run.names)  # applied only if fitted for best.pt as it is now
     maps = None if calibration.maps is None else [(m.slope, m.intercept) for m in calibration.maps]
-    config = inference_config(raw, run.regime, run.names, str(out.resolve()), trained == torch.float16,
+    config = inference_config(raw, run.regime, run.names, BUNDLE_ROOT, trained == torch.float16,
                               cpu_autocast=trained == torch.bfloat16, calibration=maps)
     foreign = foreign_packages(config)
     best_state = load_checkpoint(best)
     identity = {**checkpoint_identity(best), "epoch": best_state.get("epoch"), "metric": best_state.get("metric")}
-    meta = metadata({**raw, "out": str(run_dir.resolve())}, run.regime, run.names, network, identity, foreign,
-                    model_card(run, raw, calibration))
+    named = {**raw, **_names_only(raw, run_dir)}  # the bundle names the run and data, never this machine's paths
+    meta = metadata(named, run.regime, run.names, network, identity, foreign, model_card(run, named, calibration))
     for folder in ("configs", "models", "docs"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     save_atomic(run.network.state_dict(), out / MODEL_FILE)  # MONAI's convention: the bare state dict
@@ -81,3 +85,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     write_text_atomic(out / "configs" / "metadata.json", json.dumps(meta, indent=4) + "\n")
     write_text_atomic(out / "docs" / "README.md", readme(meta, foreign))
     return out
+
+
+def _names_only(raw: dict, run_dir: Path) -> dict[str, str | None]:
+    """The run folder (its last two parts) and its data as names, not this machine's paths."""
+    names = {key: Path(raw[key]).name if raw.get(key) else raw.get(key) for key in ("data", "datalist")}
+    return {"out": "/".join(run_dir.resolve().parts[-2:]), **names}

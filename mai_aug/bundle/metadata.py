@@ -119,13 +119,14 @@ Output: one {"calibrated probability" if own["model_card"]["calibration"]["state
 {card_markdown(own["model_card"])}
 ## Run inference
 
+From this folder (its paths are relative to it, `bundle_root: .`; from elsewhere add `--bundle_root DIR`):
+
     python -m monai.bundle run --config_file configs/inference.yaml --meta_file configs/metadata.json \\
         --input_dir /path/to/pngs --output_dir /path/to/out
 
 writes `predictions.csv` (column `image`, then one column per finding) in `--output_dir` (default:
 `<bundle_root>/eval`). Other overrides: `--image_glob '*.png'`, `--output_filename`, `--batch_size`,
-`--num_workers` (0: the preprocessing holds lambdas, which spawned workers cannot pickle), and
-`--bundle_root DIR` if this folder has moved. On CUDA the network runs with mixed precision where the run
+`--num_workers` (0: the preprocessing holds lambdas, which spawned workers cannot pickle). On CUDA the network runs with mixed precision where the run
 trained with it.
 
 ## Requirements

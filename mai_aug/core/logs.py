@@ -10,6 +10,7 @@ from mai_aug.core.errors import ShortUserErrors
 from mai_aug.core.files import write_reason
 
 LOGGER = "mai_aug"
+FILE_ONLY = {"file_only": True}  # ``extra=`` of a record that goes to the log file, not to the terminal
 
 
 class LogFile(logging.FileHandler):
@@ -58,6 +59,8 @@ class RunLog:
             self.handlers.append(logging.StreamHandler(sys.stderr))
         for h in self.handlers:
             h.setFormatter(fmt)
+            if not isinstance(h, logging.FileHandler):
+                h.addFilter(lambda record: not getattr(record, "file_only", False))
             # MONAI's StatsHandler logs every exception with its traceback; on the terminal, the command line's
             # last line already says a user error, so only train.log keeps it (one line)
             h.addFilter(ShortUserErrors(keep=isinstance(h, logging.FileHandler)))

@@ -24,7 +24,7 @@ from mai_aug.core.errors import EngineTermination, MaiAugError, first_line
 from mai_aug.core.files import write_text_atomic
 from mai_aug.core.layout import RunLayout, checkpoint_epoch, last_checkpoint
 from mai_aug.core.locks import RunLock
-from mai_aug.core.logs import RunLog
+from mai_aug.core.logs import FILE_ONLY, RunLog
 from mai_aug.core.preflight import require_writable_folder
 from mai_aug.core.threads import use_threads
 from mai_aug.data.images import check_images_if_asked
@@ -73,16 +73,20 @@ class NewRun:
         report: the split's report lines, logged once the run's log is open.
         regime: the augmentation regime at the run's image size.
         network: the network resolved for the split's labels.
+        net: the network built, checked on one image and maybe pretrained (:func:`initial_network`).
+        weights: what ``--pretrained`` loaded into it, if anything.
     """
 
     datalist: dict
     report: list[str]
     regime: Regime
     network: NetworkSpec
+    net: torch.nn.Module
+    weights: LoadReport | None
 
 
 def check_new_run(config: TrainConfig) -> NewRun | None:
-    """Read and check a new run's split, regime and network; None for a run to resume (its folder holds them)."""
+    """Read and check a new run's split, regime and network (built); None for a run to resume (its folder holds them)."""
     if config.resume and RunLayout(config.run_dir).config.is_file():
         return None
     if not config.datalist and not config.data:
@@ -90,12 +94,31 @@ def check_new_run(config: TrainConfig) -> NewRun | None:
     report: list[str] = []
     datalist = datalist_from_options(config, report=report.append)
     check_config(config, datalist)
-    if not (config.verify_images or config.skip_bad_images):  # the cheap header check; a full decode comes later
-        check_images_if_asked(datalist, config, None, RunLayout(config.run_dir).bad_images)
+    if not config.skip_bad_images:  # header check, or --verify-images' full decode: a refusal creates no folder
+        check_images_if_asked(datalist, config, report.append, RunLayout(config.run_dir).bad_images,
+                              progress=config.progress)
     regime = load_regime(config.regime, config.image_size, config.regimes_file)
     names = len(datalist["labels"])
     network = resolve_network(config.network, config.network_args, names, config.in_channels, config.image_size)
-    return NewRun(datalist, report, regime, network)
+    return NewRun(datalist, report, regime, network, *initial_network(config, names, network))
+
+
+def initial_network(config: TrainConfig, names: int, network: NetworkSpec) -> tuple[torch.nn.Module, LoadReport | None]:
+    """The run's network before training, with ``names`` logits: built, checked on one image, maybe pretrained.
+
+    Its weights depend on ``config.seed`` alone: every regime trained with a seed starts from the same weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build_network(names, config.in_channels, config.pretrained, network, config.image_size)
+
+
+def check_trainable(config: TrainConfig, datalist: dict) -> None:
+    """Refuse what a new run of ``config`` on ``datalist`` would refuse at its start: its sizes and its network."""
+    check_config(config, datalist)
+    names = len(datalist["labels"])
+    network = resolve_network(config.network, config.network_args, names, config.in_channels, config.image_size)
+    initial_network(config, names, network)
 
 
 def resolve_datalist(config: TrainConfig, run_dir: Path, new: NewRun | None, write: bool = True) -> dict:
@@ -106,7 +129,7 @@ def resolve_datalist(config: TrainConfig, run_dir: Path, new: NewRun | None, wri
     for line in new.report:
         logger.info(line)
     datalist = new.datalist
-    if config.verify_images or config.skip_bad_images:  # a full decode of every image; headers were checked before
+    if config.skip_bad_images:  # a full decode of every image, the dropped ones listed in the run folder
         datalist = check_images_if_asked(datalist, config, logger.info, layout.bad_images, progress=config.progress)
     if write:
         write_datalist(datalist, layout.datalist)
@@ -149,10 +172,11 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     return run_dir, None
 
 
-def train(config: TrainConfig) -> dict[str, float]:
+def train(config: TrainConfig, split_on_console: bool = True) -> dict[str, float]:
     """Train one regime into ``config.out``; return the last validation metrics.
 
     Under torchrun each rank trains on its shard with DistributedDataParallel; rank 0 alone writes the run folder.
+    ``split_on_console=False`` keeps the split table in train.log only (a study prints it once for all its runs).
     """
     run_dir = Path(config.out)
     use_threads(config.threads)
@@ -169,7 +193,7 @@ def train(config: TrainConfig) -> dict[str, float]:
         require_writable_folder(run_dir, "--out")  # one line now, not a traceback at the lock file
     layout = RunLayout(run_dir)
     with RunLock(layout.lock, enabled=ctx.is_main), RunLog(layout.log, echo=config.progress, enabled=ctx.is_main):
-        result = _train(config, distributed.rank_device(device, ctx), ctx, new)
+        result = _train(config, distributed.rank_device(device, ctx), ctx, new, split_on_console)
     ctx.barrier()
     return result
 
@@ -231,11 +255,11 @@ class _Engines:
 
 
 def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistContext,
-           new: NewRun | None) -> dict[str, float]:
+           new: NewRun | None, split_on_console: bool) -> dict[str, float]:
     """The steps of :func:`train` inside the run's lock and log."""
     started = time.monotonic()
     run = dataclasses.replace(_setup(config, device, ctx, new), started=started)
-    _record_run(run)
+    _record_run(run, split_on_console)
     train_ds, val_ds = _datasets(run)
     epoch_length = steps_per_epoch(config, len(run.datalist["training"]), ctx.world_size)
     resume_state = load_checkpoint(run.resume_from) if run.resume_from is not None else None  # one clear error if unreadable
@@ -291,21 +315,22 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     freq_pos, _ = label_frequencies(datalist["training"], len(datalist["labels"]))
     stage = choose_stage(config.augment_on, regime, device, config.seed, ctx.rank)
     names = len(datalist["labels"])
-    network = new.network if new is not None else stored_network(read_config(run_dir), names, f"--resume {run_dir}")
-    with torch.random.fork_rng(devices=[]):  # the same initial weights for every regime trained with this seed
-        torch.manual_seed(config.seed)
-        net, weights = build_network(names, config.in_channels, config.pretrained, network, config.image_size)
+    if new is not None:
+        network, net, weights = new.network, new.net, new.weights
+    else:
+        network = stored_network(read_config(run_dir), names, f"--resume {run_dir}")
+        net, weights = initial_network(config, names, network)
     return _Run(config, device, ctx, run_dir, resume_from, extended, amp, datalist, regime, freq_pos, stage,
                 network, net, weights)
 
 
-def _record_run(run: _Run) -> None:
+def _record_run(run: _Run, split_on_console: bool = True) -> None:
     """Log what runs where; on rank 0 write the run's fingerprint (its identity) and ``config.yaml``."""
     config, ctx, datalist = run.config, run.ctx, run.datalist
     logger.info(f"run {run.run_dir}: regime {run.regime.name!r} on {run.device}{' with AMP' if run.amp else ''}"
                 f"{f' x {ctx.world_size} processes (DDP)' if ctx.enabled else ''}; "
                 f"{len(datalist['training'])} training, {len(datalist['validation'])} validation images")
-    logger.info("split:\n" + split_table(datalist).to_string())
+    logger.info("split:\n" + split_table(datalist).to_string(), extra=None if split_on_console else FILE_ONLY)
     params = sum(p.numel() for p in run.net.parameters())
     logger.info(f"network {run.network.name} ({run.network.target}, {params / 1e6:.1f} M parameters)"
                 + (f"; {run.weights}" if run.weights else ""))

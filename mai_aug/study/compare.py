@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ from mai_aug.data.prepare import split_data
 from mai_aug.data.split import split_table
 from mai_aug.data.subsets import check_fractions
 from mai_aug.engine import distributed
+from mai_aug.engine.train import check_trainable
 from mai_aug.networks.spec import canonical_name, lookup_network
+from mai_aug.settings.config import TrainConfig
 from mai_aug.settings.presets import load_preset
 from mai_aug.settings.schema import BY_NAME
 from mai_aug.stats.paired import primary_column
@@ -113,7 +116,7 @@ class _Study:
 def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> _Study:
     """Check every setting (before anything is created), split the data, plan and settle the run folders."""
     checked = _check_settings(opts, preset, ctx)
-    datalist, source = _study_datalist(opts, preset, ctx)
+    datalist, source = _study_datalist(opts, preset, ctx, checked.config)
     if opts.robustness is not None and opts.site_data is not None:  # refused before anything trains
         site_items(datalist["test"], Path(opts.site_data))
     if opts.saliency:  # no box list: refused before anything trains
@@ -142,6 +145,7 @@ class _Settings:
     fractions: list[float] | None
     metrics: list[str]
     train_opts: dict
+    config: TrainConfig  # one run's: what every run is checked with against the split before --out is created
 
 
 def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> _Settings:
@@ -171,7 +175,7 @@ def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
         load_regime(regime, config.image_size, config.regimes_file)
     if opts.saliency:  # a map too coarse for the pointing game: refused before anything trains
         check_saliency_map(config, opts.saliency_force)
-    return _Settings(regimes, fractions, metrics, train_opts)
+    return _Settings(regimes, fractions, metrics, train_opts, config)
 
 
 def _check_data_options(opts: CompareOptions) -> None:
@@ -266,8 +270,12 @@ def _require_boxes(datalist: dict, data: Path | None) -> None:
         raise MaiAugError("--saliency: the data has no BBox_List_2017.csv beside its images (NIH's box list)")
 
 
-def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> tuple[dict, str]:
-    """The comparison's patient split of ``--data`` (or of the cached phantom) and a line naming its source."""
+def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext,
+                    config: TrainConfig) -> tuple[dict, str]:
+    """The comparison's patient split of ``--data`` (or of the cached phantom) and a line naming its source.
+
+    The runs' sizes and network (``config``'s) are checked against the split before ``--out`` is created.
+    """
     data_opts = dict(preset.get("data", {}))
     if opts.data is None:
         spec, cache_dir = preset.get("phantom", {}), opts.cache_dir or default_cache_dir()
@@ -283,10 +291,13 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     reader = DataSource(data=data_dir, images=(data_dir / images) if images else None,
                         **(opts.data_options if opts.data is not None else {}))
     datalist = split_data(data_dir, report=lambda line: print(line, file=sys.stderr), source=reader, **data_opts)
+    check_images = partial(check_images_if_asked, options=opts, report=lambda line: print(line, file=sys.stderr),
+                           bad_list=StudyLayout(opts.out).bad_images, progress=not opts.quiet)
+    if not opts.skip_bad_images:  # headers, or --verify-images' full decode: a refusal creates nothing
+        datalist = check_images(datalist)
+    check_trainable(config, datalist)  # a batch above the split, a --pretrained file that does not fit...
     _claim_out(Path(opts.out), ctx)  # once the data has been read: a refused split creates nothing
-    datalist = check_images_if_asked(datalist, opts, lambda line: print(line, file=sys.stderr),
-                                     StudyLayout(opts.out).bad_images, progress=not opts.quiet)
-    return datalist, source
+    return (check_images(datalist) if opts.skip_bad_images else datalist), source
 
 
 def _report_split(datalist: dict, table: bool, warn: bool) -> None:

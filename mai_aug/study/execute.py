@@ -72,7 +72,7 @@ def train_and_evaluate(run_dir: Path, config: TrainConfig, status: str, device: 
     if finished and evaluated_with(run_dir, "test", RunLayout(run_dir).best, tta):
         return "skipped"
     if not finished:
-        train(config)
+        train(config, split_on_console=False)  # compare printed the split table once, before its runs
     if main:
         evaluate_run(run_dir, "test", "best", device, n_boot=n_boot, tta=tta)
     return "evaluated" if finished else "resumed" if config.resume else "trained"

@@ -83,10 +83,10 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if math.isfinite(v) else None) for k, v in values.items()}
 
 
-def uncalibrated_note(run_dir: Path, why: str = "") -> str:
-    """The line said where outputs are not calibrated."""
+def uncalibrated_note(why: str = "") -> str:
+    """The line said where outputs are not calibrated (naming no path: the bundle's model card carries it too)."""
     return (f"uncalibrated: these are the network's sigmoid outputs, not calibrated probabilities{why}; "
-            f"`mai-aug calibrate --run {run_dir}` fits a calibration on the validation split")
+            "`mai-aug calibrate --run RUN` fits a calibration on the validation split")
 
 
 def load_calibration(run_dir: str | Path, checkpoint: Path, names: Sequence[str]) -> Calibration:
@@ -99,13 +99,13 @@ def load_calibration(run_dir: str | Path, checkpoint: Path, names: Sequence[str]
     run_dir = Path(run_dir)
     path = RunLayout(run_dir).calibration
     if not path.is_file():
-        return Calibration(None, uncalibrated_note(run_dir))
+        return Calibration(None, uncalibrated_note())
     record = _read_record(path, names)
     fitted_for = record["checkpoint"]
     if fitted_for != checkpoint_identity(checkpoint):
         why = (f" ({path} was fitted for {fitted_for.get('checkpoint')} sha256 {str(fitted_for.get('sha256'))[:12]}, "
                f"not {Path(checkpoint).name} as it is now: ignored)")
-        return Calibration(None, uncalibrated_note(run_dir, why), record)
+        return Calibration(None, uncalibrated_note(why), record)
     maps = [FindingMap(**record["maps"][name]) for name in names]
     note = (f"calibrated: {METHOD_WORDS[record['method']]} per finding, fitted on the {record['split']} split "
             f"of this checkpoint ({path})")
