@@ -32,11 +32,12 @@ from scipy import special, stats
 #: non-zero bootstrap SD would otherwise get a lower bound of 0).
 EDGE = 1e-3
 #: From this many degrees of freedom of the seeds' spread, a spread below the run noise gives the normal quantile.
-#: Chosen by simulation (benchmarks/stats_calibration.py, 14 findings, 3 regimes): with 2 seeds (2 degrees of
-#: freedom) that cut covered 90% and starred 8.7% of null studies with seed effects shared by the findings; keeping
-#: the spread's own degrees of freedom there covers 94%, and from 3 seeds (4) on the cut keeps 3 seeds as powerful
-#: as one when the seeds do not vary (keeping them made 3 seeds half as powerful).
-NORMAL_FROM_DF = 4
+#: Chosen by simulation (benchmarks/stats_calibration.py, 14 findings, 3 regimes: the primary's pooled spread has
+#: 1.6 degrees of freedom with 2 seeds, 3.2 with 3): with 2 seeds that cut covered 90% and starred 8.7% of null
+#: studies with seed effects shared by the findings; keeping the spread's own degrees of freedom there covers 94%.
+#: From 3 seeds on the cut keeps 3 seeds more powerful than one when the seeds do not vary (keeping the degrees
+#: of freedom there made them less powerful than one).
+NORMAL_FROM_DF = 3
 #: Draws of the critical-value simulation (fixed seed: the same study gives the same intervals).
 DRAWS = 20_000
 
@@ -48,6 +49,9 @@ class Runs:
 
     point: np.ndarray
     boot: np.ndarray
+    #: the seed spread's degrees of freedom per seed and column beyond the first seed (1; less where the columns'
+    #: seed parts correlate, as differences against one baseline do)
+    df_per_column: float = 1.0
 
     def __sub__(self, other: Runs) -> Runs:
         return Runs(self.point - other.point, self.boot - other.boot)
@@ -95,9 +99,16 @@ class Runs:
 
 
 def side_by_side(runs: Sequence[Runs]) -> Runs:
-    """The columns of several Runs as one Runs, so that their seed variance is pooled together (the regimes' primary
-    differences: one ratio with (k-1) x regimes degrees of freedom instead of k-1 each)."""
-    return Runs(np.concatenate([r.point for r in runs], axis=1), np.concatenate([r.boot for r in runs], axis=2))
+    """The differences of several regimes against one baseline as one Runs, so that their seed variance is pooled
+    together (the regimes' primary differences).
+
+    Their seed parts share the baseline's seeds (correlation 1/2 between two of them), so m of them carry
+    m / (1 + (m - 1) / 4) columns' worth of degrees of freedom per seed (the chi-square matching the sum's variance),
+    not m.
+    """
+    m = len(runs)
+    return Runs(np.concatenate([r.point for r in runs], axis=1), np.concatenate([r.boot for r in runs], axis=2),
+                df_per_column=1.0 / (1.0 + (m - 1) / 4.0))
 
 
 def _var(x: np.ndarray) -> np.ndarray:
@@ -112,12 +123,12 @@ class SeedVariance:
         spread: the pooled ratio of the seeds' spread to the run noise: (seed variance + noise) / noise, observed
             (NaN with one seed); its sampling law is that ratio's true value x chi2(df) / df.
         noise: (C,) each column's run noise.
-        df: the ratio's degrees of freedom, (k-1) x columns.
+        df: the ratio's degrees of freedom, (k-1) x columns (fewer where the columns' seed parts correlate).
     """
 
     spread: float
     noise: np.ndarray
-    df: int
+    df: float
 
     @property
     def ratio(self) -> float:
@@ -146,7 +157,7 @@ def pooled_seed_variance(runs: Runs) -> SeedVariance:
     if runs.seeds < 2:
         return SeedVariance(np.nan, np.zeros(runs.point.shape[1]), 0)
     noise, spread = runs.run_noise(), runs.between_seeds()
-    df = (runs.seeds - 1) * len(noise)
+    df = (runs.seeds - 1) * len(noise) * runs.df_per_column
     total = noise.sum()
     if total <= 0:  # no resampling noise to measure the seeds against (one resample): no seed part, no interval
         return SeedVariance(np.nan, np.zeros(len(noise)), 0)
