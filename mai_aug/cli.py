@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -117,6 +118,22 @@ class DefaultsFormatter(argparse.HelpFormatter):
         if none or "default" in text or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
+
+
+def _main_rank_only(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command that rank 0 alone runs under torchrun (the others return 0 at once): one run's analyses."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from mai_aug.engine import distributed
+
+        return handler(args) if distributed.current().is_main else 0
+
+    return run
+
+
+def _add_loader_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=0, help="data-loader workers")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -312,14 +329,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_evaluate)
 
 
+@_main_rank_only
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mai_aug.analyses.evaluate.run import evaluate_run
     from mai_aug.core.layout import RunLayout
     from mai_aug.core.threads import use_threads
-    from mai_aug.engine import distributed
 
-    if not distributed.current().is_main:  # under torchrun, rank 0 evaluates the whole split
-        return 0
     use_threads(args.threads)
     table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap,
                          metrics=args.metrics, tta=args.tta)
@@ -357,19 +372,17 @@ def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="platt", choices=["platt", "temperature"],
                    help="platt: a slope and an intercept per finding; temperature: one temperature per finding "
                         "(default: platt)")
-    p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=0, help="data-loader workers")
+    _add_loader_workers(p)
     p.set_defaults(handler=_run_calibrate)
 
 
+@_main_rank_only
 def _run_calibrate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from mai_aug.analyses.calibration.run import calibrate_run
     from mai_aug.core.layout import RunLayout
-    from mai_aug.engine import distributed
 
-    if not distributed.current().is_main:
-        return 0
     record = calibrate_run(args.run, args.method, args.checkpoint, args.device, workers=args.workers)
     ece = record["ece_validation"]
     frame = pd.DataFrame({"finding": [*record["findings"], "macro"],
@@ -399,17 +412,15 @@ def _robustness_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site-data", type=Path,
                    help="a phantom made with --test-shift site (the run's phantom --seed/--n/--size): its images "
                         "of the test patients become one more shift, 'site'")
-    p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=0, help="data-loader workers")
+    _add_loader_workers(p)
     p.set_defaults(handler=_run_robustness)
 
 
+@_main_rank_only
 def _run_robustness(args: argparse.Namespace) -> int:
     from mai_aug.analyses.robustness.run import robustness_run
     from mai_aug.core.layout import RunLayout
-    from mai_aug.engine import distributed
 
-    if not distributed.current().is_main:
-        return 0
     table = robustness_run(args.run, args.shifts, args.levels, args.split, args.checkpoint, args.device,
                            n_boot=args.bootstrap, workers=args.workers, site_data=args.site_data)
     macro = table[table["finding"] == "macro"][["shift", "level", "auc", "ci_low", "ci_high"]]
@@ -443,13 +454,11 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+@_main_rank_only
 def _run_saliency(args: argparse.Namespace) -> int:
     from mai_aug.analyses.saliency.run import saliency_run
     from mai_aug.core.layout import RunLayout
-    from mai_aug.engine import distributed
 
-    if not distributed.current().is_main:
-        return 0
     meta = saliency_run(args.run, args.split, args.checkpoint, args.device, args.max_images, args.tolerance,
                         args.target_layer, args.boxes, args.bootstrap)
     folder = RunLayout(args.run).saliency_dir
@@ -468,12 +477,10 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_predict)
 
 
+@_main_rank_only
 def _run_predict(args: argparse.Namespace) -> int:
     from mai_aug.analyses.evaluate.predict import predict_files
-    from mai_aug.engine import distributed
 
-    if not distributed.current().is_main:
-        return 0
     frame = predict_files(args.run, args.images, args.out, args.checkpoint, args.device)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(frame.attrs["calibration"])

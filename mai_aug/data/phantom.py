@@ -314,14 +314,7 @@ class PhantomRenderer:
         dome = a.dome_r if side < 0 else a.dome_l
 
         def spot() -> tuple[float, float]:
-            # A point well inside the chosen lung.
-            for _ in range(50):
-                px, py = cx + r.uniform(-0.7, 0.7) * rx, cy + r.uniform(-0.7, 0.6) * ry
-                i = min(max(int((py + 1) / 2 * self.size), 0), self.size - 1)
-                j = min(max(int((px + 1) / 2 * self.size), 0), self.size - 1)
-                if lung[i, j] > 0.8:
-                    return px, py
-            return cx, cy
+            return self._spot(lung, (cx, cy, rx, ry), r)
 
         if name == "Nodule":
             px, py = spot()
@@ -350,17 +343,7 @@ class PhantomRenderer:
             lucent = gap * (0.12 + 0.15 * sev) + gap * layer["texture"]  # no lung markings beyond the pleural line
             return (-lucent + 0.15 * line) / d, gap > 0.5
         if name in ("Infiltration", "Pneumonia", "Consolidation"):
-            px, py = spot()
-            zone = _sigmoid(1 - _ellipse(x, y, px, py, rx * r.uniform(0.4, 0.7), ry * r.uniform(0.3, 0.5)), 0.15)
-            if name == "Consolidation":
-                bronch = np.exp(-((self._texture("bronchi", r) / 0.3) ** 2))
-                dens, patch = 0.45 + 0.3 * sev, 1 - 0.5 * bronch
-                zone = _sigmoid(zone - 0.3, 0.05)
-            else:
-                patch = np.clip(self._texture("patchy", r) * 0.6 + 0.5, 0, 1)
-                dens = (0.30 + 0.25 * sev) if name == "Infiltration" else (0.40 + 0.3 * sev)
-            blob = zone * patch * lung
-            return dens / d * blob, blob > 0.3
+            return self._airspace(name, sev, spot(), lung, (rx, ry), r)
         if name == "Atelectasis":
             ang = r.uniform(-0.4, 0.2)
             px, py = cx, dome - r.uniform(0.12, 0.28)
@@ -370,15 +353,47 @@ class PhantomRenderer:
             change = (0.35 + 0.3 * sev) * plate + (0.5 + 0.2 * sev) * volume_loss
             return change / d, (plate + volume_loss) > 0.4
         if name == "Edema":
-            bat = np.exp(-(((np.abs(x) - 0.25) / 0.25) ** 2 + ((y - 0.05) / 0.35) ** 2)) * both
-            kerley = np.zeros((self.size, self.size), np.float32)
-            for _ in range(8):
-                ky, kside = r.uniform(0.15, 0.45), r.choice([-1, 1])
-                kx = kside * a.thorax_w * r.uniform(0.78, 0.9)
-                kerley += np.exp(-(((y - ky) / 0.006) ** 2)) * _sigmoid(0.05 - np.abs(x - kx), 0.01)
-            change = (0.25 + 0.25 * sev) * bat + 0.25 * kerley * both
-            return change / d, bat > 0.4
+            return self._edema(sev, a, both, r)
         raise ValueError(name)
+
+    def _spot(self, lung: np.ndarray, box: tuple[float, float, float, float],
+              r: np.random.Generator) -> tuple[float, float]:
+        """A point well inside the lung ``lung`` whose ellipse is ``box`` (centre x, y, radii x, y)."""
+        cx, cy, rx, ry = box
+        for _ in range(50):
+            px, py = cx + r.uniform(-0.7, 0.7) * rx, cy + r.uniform(-0.7, 0.6) * ry
+            i = min(max(int((py + 1) / 2 * self.size), 0), self.size - 1)
+            j = min(max(int((px + 1) / 2 * self.size), 0), self.size - 1)
+            if lung[i, j] > 0.8:
+                return px, py
+        return cx, cy
+
+    def _airspace(self, name: str, sev: float, at: tuple[float, float], lung: np.ndarray,
+                  radii: tuple[float, float], r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Infiltration, Pneumonia or Consolidation: a patchy (or air-bronchogram) opacity around ``at``."""
+        (px, py), (rx, ry) = at, radii
+        zone = _sigmoid(1 - _ellipse(self.x, self.y, px, py, rx * r.uniform(0.4, 0.7), ry * r.uniform(0.3, 0.5)), 0.15)
+        if name == "Consolidation":
+            bronch = np.exp(-((self._texture("bronchi", r) / 0.3) ** 2))
+            dens, patch = 0.45 + 0.3 * sev, 1 - 0.5 * bronch
+            zone = _sigmoid(zone - 0.3, 0.05)
+        else:
+            patch = np.clip(self._texture("patchy", r) * 0.6 + 0.5, 0, 1)
+            dens = (0.30 + 0.25 * sev) if name == "Infiltration" else (0.40 + 0.3 * sev)
+        blob = zone * patch * lung
+        return dens / self.difficulty * blob, blob > 0.3
+
+    def _edema(self, sev: float, a: Anatomy, both: np.ndarray, r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Edema: perihilar bat-wing haze over both lungs and Kerley B lines at the bases."""
+        x, y = self.x, self.y
+        bat = np.exp(-(((np.abs(x) - 0.25) / 0.25) ** 2 + ((y - 0.05) / 0.35) ** 2)) * both
+        kerley = np.zeros((self.size, self.size), np.float32)
+        for _ in range(8):
+            ky, kside = r.uniform(0.15, 0.45), r.choice([-1, 1])
+            kx = kside * a.thorax_w * r.uniform(0.78, 0.9)
+            kerley += np.exp(-(((y - ky) / 0.006) ** 2)) * _sigmoid(0.05 - np.abs(x - kx), 0.01)
+        change = (0.25 + 0.25 * sev) * bat + 0.25 * kerley * both
+        return change / self.difficulty, bat > 0.4
 
     # --- one image --------------------------------------------------------------------------------------------
     def render(self, a: Anatomy, layer: dict[str, np.ndarray], acute: dict[str, float], acq: Acquisition, seed: int) -> PhantomImage:
