@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,25 @@ def test_raise_on_signals_raises_once_then_restores_the_handlers():
         os.kill(os.getpid(), signal.SIGINT)  # while unwinding: ignored, and the next one is the OS default
         assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_process_forked_inside_the_block_does_not_raise():
+    """A loader worker forked while the handler is set ignores the group's signal instead of raising in it.
+
+    CI once saw SIGTERM arrive in a worker inside filelock's at-fork hook: the inherited handler raised there, and
+    Python printed the worker's traceback under the command's one line.
+    """
+    with raise_on_signals():
+        pid = os.fork()
+        if pid == 0:  # the child: signal itself; exit 0 only if nothing was raised
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # The SIGKILL soak: one process imports torch and MONAI once (a few seconds), then forks each training process;

@@ -10,6 +10,7 @@ closed, and the command line prints ``interrupted (SIGTERM)`` with the shell's s
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator, Sequence
@@ -46,14 +47,20 @@ def raise_on_signals(signals: Sequence[int] = SIGNALS) -> Iterator[None]:
 
     A second signal while the command unwinds is ignored (cleanup runs to its end) and restores the signal's
     default action, so a third one stops the process at once. The previous handlers are restored on exit.
-    Outside the main thread (where Python cannot set handlers) the block runs unchanged.
+    Outside the main thread (where Python cannot set handlers) the block runs unchanged. A process forked inside
+    the block (a loader worker) inherits the handler but does not raise: SLURM and Ctrl-C signal the whole process
+    group, and an exception raised in a child right after ``fork`` (in a library's at-fork hook) is printed as a
+    traceback; the command stops its workers itself as it unwinds.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
+    owner = os.getpid()
 
     def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            return  # a forked worker: the command that started it stops it
         received.append(signum)
         if len(received) == 1:
             raise Interrupted(signum)
