@@ -15,9 +15,10 @@ from mai_aug.core.errors import MaiAugError
 from mai_aug.reports.roc import roc_figure
 from mai_aug.stats.auc import per_finding_auc
 from mai_aug.stats.paired import score_regimes, summary_table
-from mai_aug.study.report import statistics_text
+from mai_aug.study.report import MEASURED, statistics_text
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from stats_calibration import Setting, run_setting  # noqa: E402  (the benchmark's simulator, also tested here)
 
 NOISE = """regimes:
@@ -240,3 +241,18 @@ def test_unscored_label_names_the_class_that_is_missing():
 
     assert _too_few({"positive_patients": 3}) == "too few positive patients (3)"
     assert _too_few({"positive_patients": 40}) == "too few negative patients"  # nearly every patient positive
+
+
+def test_the_reports_quoted_false_star_rates_are_the_benchmarks():
+    """report.md quotes benchmarks/stats_calibration.py's null rates: the quoted ranges are the CSV's."""
+    table = pd.read_csv(ROOT / "benchmarks" / "results" / "stats-calibration-2026-12-03.csv")
+    null = table[table["diff"] == 0]
+    several = null[null["seeds"] >= 3]["primary_any_star"] * 100
+    one = null[(null["seeds"] == 1) & (null["seed_effect"] != "shared")]["primary_any_star"] * 100
+    shared = null[(null["seeds"] == 1) & (null["seed_effect"] == "shared")]["primary_any_star"] * 100
+    finding = null[null["seeds"] != 2]["finding_any_star"] * 100
+    assert (null[null["seeds"] == 2][["primary_any_star", "finding_any_star"]] == 0).all().all()  # no stars at 2
+    assert f"{several.min():.0f}-{several.max():.0f}% with 3-10 seeds, {one.max():.0f}% with one" in MEASURED["primary"]
+    assert f"({shared.max():.0f}% with one seed" in MEASURED["primary"]
+    assert f"per-finding family {finding.min():.0f}-{finding.max():.0f}%" in MEASURED["secondary"]
+    assert f"up to {null['finding_any_star_mcse'].max() * 100:.1f} points" in MEASURED["secondary"]

@@ -27,12 +27,12 @@ from mai_aug.stats.paired import NO_STARS_AT, baseline_regime
 from mai_aug.stats.planning import DEFAULT_DETECT, plan_table
 from mai_aug.stats.scores import Metric, resolve_metrics
 
-#: What benchmarks/stats_calibration.py measured (14 findings, 3 regimes, 200 test patients, 60 simulated null
-#: studies per setting: benchmarks/results/stats-null-2026-12-03.csv), quoted next to the 5% claims.
+#: What benchmarks/stats_calibration.py measured (14 findings, 3 regimes, 200 test patients, 100 simulated null
+#: studies per setting: benchmarks/results/stats-calibration-2026-12-03.csv), quoted next to the 5% claims.
 MEASURED = {
-    "primary": "primary family 0-6.7% with 1-10 seeds (31.7% with one seed when seed effects are shared by the "
-               "findings: one seed cannot see them)",
-    "secondary": "per-finding family 0-8.3% (Monte Carlo SE up to 3.6 points)",
+    "primary": "primary family 1-9% with 3-10 seeds, 5% with one (32% with one seed when seed effects are shared by "
+               "the findings: one seed cannot see them)",
+    "secondary": "per-finding family 2-9% (Monte Carlo SE up to 2.9 points)",
 }
 
 
@@ -69,9 +69,9 @@ def _coverage_text(seeds: int, n_boot: int) -> str:
     return (f"Intervals cover the test patients ({n_boot} bootstrap resamples, the same for every regime and seed: "
             f"paired) and the training seeds ({seeds} per regime, seed j of every regime paired): the seed variance is "
             f"the spread of the seeds' test AUCs net of each run's own test-set noise, pooled over the scored "
-            f"findings (the macro on its own), with its uncertainty "
-            f"({plural(seeds - 1, 'degree', 'degrees')} of freedom per finding) "
-            f"in the critical values.")
+            f"findings (the macro differences on their own), its uncertainty "
+            f"({plural(seeds - 1, 'degree', 'degrees')} of freedom per finding) entering the critical values through "
+            f"Satterthwaite's degrees of freedom.")
 
 
 def _family_text(summary: pd.DataFrame, seeds: int, baseline: str, primary: str) -> list[str]:
