@@ -256,3 +256,14 @@ def test_the_reports_quoted_false_star_rates_are_the_benchmarks():
     assert f"({shared.max():.0f}% with one seed" in MEASURED["primary"]
     assert f"per-finding family {finding.min():.0f}-{finding.max():.0f}%" in MEASURED["secondary"]
     assert f"up to {null['finding_any_star_mcse'].max() * 100:.1f} points" in MEASURED["secondary"]
+
+
+def test_readme_quotes_the_benchmarks_power():
+    """README's power sentence is the benchmark CSV's primary power at +0.01."""
+    table = pd.read_csv(ROOT / "benchmarks" / "results" / "stats-calibration-2026-12-03.csv")
+    tenths = (table[table["diff"] == 0.01].set_index(["seeds", "seed_effect"])["primary_power"] * 1000).round()
+    power = (tenths + 5) // 10  # whole percent, halves up as written (100 studies: rates in half points)
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    none = " and ".join(f"{power[(k, 'none')]:.0f}% with {k}" for k in (5, 10))
+    assert f"{power[(3, 'none')]:.0f}% of the time with 3 seeds, {none} when seeds do not vary" in readme
+    assert f"only {power[(10, 'shared')]:.0f}% with 10 when they do" in readme
