@@ -175,6 +175,44 @@ def _run_split(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("prepare")
+def _prepare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="decode every image of a dataset once into the shared image store")
+    add_setting_flags(p, (*READ_SETTINGS, "datalist", "image_size", "cache_dir"))
+    p.add_argument("--regime", default="none", help="regime whose load part is stored (every shipped regime shares "
+                   "one; default: %(default)s)")
+    p.add_argument("--regimes-file", action="append", default=[], type=Path,
+                   help="YAML adding or overriding regimes (repeatable)")
+    _add_trust_arg(p)
+    p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=0,
+                   help="decoding processes (0: one per core)")
+    p.set_defaults(handler=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from mai_aug.data.prepare import datalist_from_options, every_image
+    from mai_aug.data.store import store_root
+    from mai_aug.data.store_build import ensure_store
+    from mai_aug.transforms.regimes import load_regime
+
+    if (args.data is None) == (args.datalist is None):
+        raise MaiAugError("give --data DIR or --datalist JSON (the images to store)")
+    with _trust_context(args):
+        regime = load_regime(args.regime, args.image_size, args.regimes_file)
+    paths = every_image(datalist_from_options(_with_split_defaults(args)))
+    store = ensure_store(paths, regime, store_root(args.cache_dir), workers=args.workers)
+    size = store.images_file.stat().st_size / 2**20
+    print(f"image store {store.folder}: {len(store.paths)} images of {store.shape} uint8 ({size:.1f} MiB)")
+    return 0
+
+
+def _with_split_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the split settings ``prepare`` has no flags for: every image is stored, whatever the split."""
+    defaults = {name: BY_NAME[name].default_value() for name in ("split", "val_frac", "test_frac", "split_seed",
+                                                               "require_all_images", "seed")}
+    return argparse.Namespace(**{**defaults, **vars(args)})
+
+
 @command("phantom")
 def _phantom_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("phantom", help="write the synthetic chest X-ray phantom in NIH's layout")

@@ -28,7 +28,7 @@ from mai_aug.cli import main
 from mai_aug.core.locks import RunLock
 
 TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0",
-        "--cache", "disk"]
+        "--cache", "store"]
 SUBSET = {"training": 24, "validation": 8, "test": 8}  # items per split kept from the phantom's datalist
 
 
@@ -195,12 +195,15 @@ def phantom_into_dataset(env: Env) -> list[str]:
     return ["phantom", "--out", str(data), "--n", "4", "--size", "32"]
 
 
-def damaged_cache(damage: str) -> Callable[[Env], list[str]]:
+def damaged_store(damage: str) -> Callable[[Env], list[str]]:
+    """A run resumed over an image store whose array was emptied or cut short: not served, rebuilt (exit 0)."""
     def build(env: Env) -> list[str]:
-        run = env.copy_run()
-        for entry in (run / "cache").rglob("*.pt"):  # only the items a run touched are cached
-            entry.write_bytes(b"" if damage == "zero" else entry.read_bytes()[:40])
-        return env.resume(run, "--epochs", "2")
+        run, cache = env.copy_run(), env.tmp / "stores"
+        assert main(["prepare", "--datalist", str(run / "datalist.json"), "--image-size", "32", "--cache-dir",
+                     str(cache), "--workers", "1"]) == 0
+        for array in cache.rglob("images.npy"):
+            array.write_bytes(b"" if damage == "zero" else array.read_bytes()[:400])
+        return env.resume(run, "--epochs", "2", "--cache-dir", str(cache))
 
     return build
 
@@ -237,8 +240,8 @@ def bad_image(kind: str, command: str) -> Callable[[Env], list[str]]:
         if command == "train":
             datalist = json.loads(env.datalist.read_text())
             datalist["training"][3]["image"] = str(bad)
-            # the memory cache decodes every item before the network is built (the disk cache reads lazily)
-            return env.train("--cache", "memory", datalist=env.write("dl.json", json.dumps(datalist)))
+            # the image store decodes every item before the network is built
+            return env.train("--cache", "store", datalist=env.write("dl.json", json.dumps(datalist)))
         if command == "train-verify":  # --verify-images decodes every image before the run folder exists
             datalist = json.loads(env.datalist.read_text())
             datalist["training"][3]["image"] = str(bad)
@@ -398,8 +401,8 @@ CASES = [
                  id="run-config-a-list"),
     pytest.param(bad_run_config(""), 2, "config.yaml: empty", id="run-config-empty"),
     pytest.param(bad_run_config(image_size="abc"), 2, "config.yaml: image_size: expected an integer, got 'abc'", id="run-config-image-size-abc"),
-    pytest.param(damaged_cache("zero"), 0, "corrupt disk-cache entry", id="disk-cache-zero-byte-repaired"),
-    pytest.param(damaged_cache("truncated"), 0, "corrupt disk-cache entry", id="disk-cache-truncated-repaired"),
+    pytest.param(damaged_store("zero"), 0, "image store: decoding", id="image-store-zero-byte-rebuilt"),
+    pytest.param(damaged_store("truncated"), 0, "image store: decoding", id="image-store-truncated-rebuilt"),
     # images
     *[pytest.param(bad_image(kind, command), 2, "bad.png" if command != "preview" else "00000002_000.png",
                    id=f"{kind}-png-{command}")

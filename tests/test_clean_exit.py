@@ -1,8 +1,9 @@
 """A command that stops on a user error exits with status 2 and one line, its threads and workers shut down first.
 
-A truncated PNG met while the memory cache is filled used to abort the process (``terminate called without an
-active exception``, status 134) when MONAI's caching thread pool was torn down without joining threads that were
-still inside torch. The wrapper below keeps the other items busy in a torch operation, so the race is certain.
+A truncated PNG met while MONAI's memory cache was filled used to abort the process (``terminate called without an
+active exception``, status 134) when its caching thread pool was torn down without joining threads that were
+still inside torch. The image store decodes in processes (or in this one with ``--threads 1``); the wrapper below
+keeps the other images busy in a torch operation while the bad one stops the command.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BUSY_ITEMS = textwrap.dedent("""
     import sys
     import torch
-    from monai.data import CacheDataset
-    original = CacheDataset._load_cache_item
-    def busy(self, idx):
-        if idx != 1:  # the others are inside torch (the GIL released) when the bad item stops the command
-            a = torch.ones(1200, 1200)
-            for _ in range(10):
+    import mai_aug.data.store_build as build
+    original = build._decode
+    def busy(load, path):
+        if not path.endswith("truncated.png"):  # the others are inside torch when the bad one stops the command
+            a = torch.ones(600, 600)
+            for _ in range(3):
                 a @ a
-        return original(self, idx)
-    CacheDataset._load_cache_item = busy
+        return original(load, path)
+    build._decode = busy
     from mai_aug.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -49,11 +50,11 @@ def truncated_datalist(phantom_dir: Path, tmp_path_factory: pytest.TempPathFacto
     return path
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
-def test_truncated_png_during_caching_exits_2_with_one_line(truncated_datalist, tmp_path, workers):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_truncated_png_while_the_store_is_built_exits_2_with_one_line(truncated_datalist, tmp_path, threads):
     argv = ["train", "--datalist", str(truncated_datalist), "--regime", "basic", "--out", str(tmp_path / "run"),
             "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2",
-            "--cache", "memory", "--workers", workers, "--quiet"]
+            "--cache", "store", "--threads", threads, "--workers", "0", "--quiet"]
     proc = subprocess.run([sys.executable, "-c", BUSY_ITEMS, *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -106,7 +106,7 @@ def _argv(phantom_dir: Path, tmp: Path, out: Path, *fractions: str) -> list[str]
     preset = tmp / "preset.yaml"
     preset.write_text(yaml.safe_dump({"data": {"split": "patient", "val_frac": 0.1, "test_frac": 0.2, "seed": 0},
                                       "train": {"image_size": 32, "batch_size": 200, "epochs": 1, "workers": 0,
-                                                "cache": "memory", "pretrained": "none", "in_channels": 1}}))
+                                                "cache": "store", "pretrained": "none", "in_channels": 1}}))
     regimes = tmp / "copy.yaml"
     regimes.write_text('regimes:\n  basic-copy: "%regimes#basic"\n')
     return ["compare", "--data", str(phantom_dir), "--preset", str(preset), "--regimes", *REGIMES,

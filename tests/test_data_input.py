@@ -139,9 +139,9 @@ def test_split_skip_bad_images_drops_counts_and_lists_them(nih, tmp_path, capsys
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cache,workers", [("memory", "0"), ("disk", "1"), ("none", "0")])
+@pytest.mark.parametrize("cache,workers", [("store", "0"), ("none", "1"), ("none", "0")])
 def test_train_names_an_undecodable_image(nih, tmp_path, capsys, cache, workers):
-    """From CacheDataset's threads, a DataLoader worker (disk cache) or the plain dataset: one line, status 2."""
+    """From the image store's build, a DataLoader worker or the plain dataset: one line, status 2."""
     bad = [corrupt(path, "truncated") for path in training_images(nih, tmp_path)]  # the first batch fails
     capsys.readouterr()
     args = ["train", "--data", str(nih), "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1",
@@ -178,52 +178,6 @@ def test_evaluate_and_predict_name_the_file_and_cause(nih, tmp_path, capsys):
     assert f"{bad}: cannot decode image" in run_bad(["evaluate", "--run", str(run), "--bootstrap", "200"], capsys)
     err = run_bad(["predict", "--run", str(run), str(bad), "--out", str(tmp_path / "p.csv")], capsys)
     assert f"{bad}: cannot decode image" in err
-
-
-def _disk_dataset(nih: Path, cache: Path):
-    from mai_aug.data.loader import build_dataset
-    from mai_aug.data.nih import read_nih
-    from mai_aug.transforms.regimes import load_regime
-
-    table = read_nih(nih)
-    items = [{"image": p, "label": lab.tolist()} for p, lab in zip(table.frame["image"][:4], table.labels)]
-    return build_dataset(items, load_regime("none", 32), train=False, cache="disk", cache_dir=cache)
-
-
-def _images(dataset) -> list:
-    """Every item's image, by index (iterating would stop silently at an IndexError raised inside)."""
-    assert len(dataset) == 4
-    return [dataset[i]["image"] for i in range(len(dataset))]
-
-
-def test_corrupt_disk_cache_entries_are_recomputed(nih, tmp_path):
-    first = _images(_disk_dataset(nih, tmp_path / "cache"))
-    entries = sorted((tmp_path / "cache").rglob("*.pt"))
-    assert len(entries) == 4 and not list((tmp_path / "cache").rglob("*.tmp"))
-    entries[0].write_bytes(b"")  # zero bytes
-    entries[1].write_bytes(entries[1].read_bytes()[:100])  # truncated
-    with pytest.warns(UserWarning, match="corrupt disk-cache entry") as caught:
-        again = _images(_disk_dataset(nih, tmp_path / "cache"))
-    assert sum("corrupt disk-cache entry" in str(w.message) for w in caught) == 2
-    assert all((a == b).all() for a, b in zip(first, again))
-    assert all(p.stat().st_size > 100 for p in entries)  # repaired on disk
-
-
-def test_disk_cache_entries_are_written_in_the_cache_folder_then_renamed(nih, tmp_path, monkeypatch):
-    import tempfile
-
-    folders = []
-    real = tempfile.mkstemp
-
-    def spy(*args, **kwargs):
-        folders.append(Path(kwargs["dir"]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", spy)
-    _images(_disk_dataset(nih, tmp_path / "cache"))
-    entries = sorted((tmp_path / "cache").rglob("*.pt"))
-    assert len(folders) == 4 and {f.resolve() for f in folders} == {entries[0].parent.resolve()}
-    assert not [p for p in entries[0].parent.iterdir() if p.suffix != ".pt"]
 
 
 def test_compare_checks_images_before_caching(nih, tmp_path, capsys):

@@ -112,9 +112,8 @@ def reference(small_datalist, tmp_path_factory) -> str:
 # last_checkpoint_epoch=1.pt (after iteration 1's and best.pt); handlers.write_text_atomic's 2nd is epoch 2's row.
 # A process group gets Ctrl-C in a terminal and SIGTERM from SLURM's scancel; Kubernetes signals the main process.
 MOMENTS = {
-    "memory-cache": ("monai.data:CacheDataset._load_cache_item", 5, signal.SIGTERM, False, ()),
-    "disk-cache": ("mai_aug.data.loader:CheckedPersistentDataset._write_atomically", 5, signal.SIGINT, False,
-                   ("--cache", "disk")),
+    "store-decoding": ("mai_aug.data.store_build:_decode", 5, signal.SIGTERM, False, ("--threads", "1")),
+    "store-publishing": ("mai_aug.data.store_build:write_index", 1, signal.SIGINT, False, ()),
     "step": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGINT, False, ()),
     "step-workers": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGTERM, False, ("--workers", "2")),
     "ctrl-c-workers": ("monai.engines:SupervisedTrainer._iteration", 3, signal.SIGINT, True, ("--workers", "2")),
@@ -127,8 +126,10 @@ MOMENTS = {
 
 
 @pytest.mark.parametrize("moment", list(MOMENTS))
-def test_train_interrupted_then_resumed_equals_an_uninterrupted_run(moment, small_datalist, reference, tmp_path):
+def test_train_interrupted_then_resumed_equals_an_uninterrupted_run(moment, small_datalist, reference, tmp_path,
+                                                                   monkeypatch):
     target, count, sig, group, extra = MOMENTS[moment]
+    monkeypatch.setenv("MAI_AUG_CACHE", str(tmp_path / "cache"))  # the image store is built here, not found
     run = tmp_path / "run"
     argv = train_argv(small_datalist, run, 2, "--checkpoint-every", "1", *extra)
     check_interrupted(interrupted(target, count, sig, argv, group), "train", sig)

@@ -19,7 +19,7 @@ def test_run_layout_spells_the_documented_names(tmp_path):
     run = RunLayout(tmp_path)
     expected = {run.config: "config.yaml", run.fingerprint: "fingerprint.json", run.datalist: "datalist.json",
                 run.metrics: "metrics.csv", run.log: "train.log", run.lock: ".lock", run.done: "DONE",
-                run.best: "checkpoints/best.pt", run.cache: "cache", run.tensorboard: "tensorboard",
+                run.best: "checkpoints/best.pt", run.tensorboard: "tensorboard",
                 run.auc("test"): "eval/test_auc.csv", run.metric("test", "sens_at_spec0.9"): "eval/test_sens_at_spec0.9.csv",
                 run.predictions("validation"): "eval/validation_predictions.csv", run.meta("test"): "eval/test_meta.json",
                 run.roc("test"): "eval/test_roc.png", run.eval_log: "eval/evaluate.log",

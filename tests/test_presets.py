@@ -26,7 +26,7 @@ def test_shipped_presets_pass(name):
     ("train: {lr: .nan}", "train.lr: expected a number (finite)"),
     ("train: {lr: 0}", "train.lr: 0 must be above 0"),
     ("train: {image_size: 16}", "train.image_size: 16 must be at least 32"),
-    ("train: {cache: ram}", "train.cache: 'ram' is not one of memory, disk, none"),
+    ("train: {cache: ram}", "train.cache: 'ram' is not one of store, none"),
     ("train: {augment_on: gpu}", "train.augment_on: 'gpu' is not one of auto, loader, device"),
     ("data: {split: random}", "data.split: 'random' is not one of patient, official"),
     ("data: {test_frac: 1.5}", "data.test_frac: 1.5 must be in [0, 1)"),

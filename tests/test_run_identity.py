@@ -103,7 +103,7 @@ def test_an_interrupted_run_may_grow_epochs_a_finished_one_may_not(tmp_path):
     (tmp_path / "DONE").write_text("{}")
     assert run_status(tmp_path, _parts(tmp_path)) == ("finished", [])
     assert run_status(tmp_path, _parts(tmp_path, epochs=5)) == ("mismatch", ["epochs: 2 -> 5"])
-    assert run_status(tmp_path, _parts(tmp_path, workers=7, device="cuda", cache="disk")) == ("finished", [])
+    assert run_status(tmp_path, _parts(tmp_path, workers=7, device="cuda", cache="none")) == ("finished", [])
     assert differences(_parts(tmp_path), _parts(tmp_path, seed=3)) == ["seed: 0 -> 3"]
 
 

@@ -25,6 +25,9 @@ from mai_aug.networks.spec import stored_network
 from mai_aug.settings.config import TrainConfig, read_config
 from mai_aug.transforms.regimes import Regime, stored_regime
 
+#: ``--cache`` values of runs trained before the image store: both kept decoded images, which the store now does.
+LEGACY_CACHE = {"memory": "store", "disk": "store"}
+
 
 class TrainedRun:
     """A run folder opened for inference: its config, split, regime and network with a checkpoint loaded."""
@@ -67,11 +70,25 @@ class TrainedRun:
             raise MaiAugError(f"--checkpoint {which}: {path} not found (has the run finished an epoch?)")
         return path
 
-    def predict(self, items: Sequence[dict], batch_size: int | None = None, workers: int = 0) -> np.ndarray:
-        """Sigmoid probabilities (n, findings) for datalist-style items, with the regime's deterministic part."""
+    def dataset(self, items: Sequence[dict], train: bool = False, online: bool = True, stored: bool = True) -> Dataset:
+        """``items`` as the run's data: read from its image store (``--cache``, ``--cache-dir``), or decoded.
+
+        Args:
+            items: datalist-style items; a missing ``label`` becomes all zeros.
+            train: apply the regime's random part too.
+            online: apply the regime's online part (False: the stored uint8 images).
+            stored: False decodes every image (files that are not the run's data, such as ``predict``'s).
+        """
         items = [{"image": it["image"], "label": it.get("label", [0] * len(self.names))} for it in items]
-        dataset = build_dataset(items, self.regime, train=False, cache="none")
-        return self.predict_dataset(dataset, batch_size, workers)
+        cache = LEGACY_CACHE.get(self.config.cache, self.config.cache) if stored else "none"
+        return build_dataset(items, self.regime, train=train, cache=cache,
+                             cache_dir=self.config.cache_dir, workers=self.config.threads, progress=False,
+                             online=online)
+
+    def predict(self, items: Sequence[dict], batch_size: int | None = None, workers: int = 0,
+                stored: bool = True) -> np.ndarray:
+        """Sigmoid probabilities (n, findings) for datalist-style items, with the regime's deterministic part."""
+        return self.predict_dataset(self.dataset(items, stored=stored), batch_size, workers)
 
     @torch.no_grad()
     def predict_dataset(self, dataset: Dataset, batch_size: int | None = None, workers: int = 0) -> np.ndarray:

@@ -9,8 +9,8 @@ from __future__ import annotations
 VIEWS: tuple[str, ...] = ("PA", "AP")
 #: CheXpert's policies for its uncertain (-1) labels (``--uncertain``).
 UNCERTAIN_POLICIES: tuple[str, ...] = ("ones", "zeros", "ignore")
-#: Where decoded images are kept (``--cache``).
-CACHE_MODES: tuple[str, ...] = ("memory", "disk", "none")
+#: Where decoded images are kept (``--cache``): the shared image store, or nowhere (decoded every time).
+CACHE_MODES: tuple[str, ...] = ("store", "none")
 #: Where the regime runs in training (``--augment-on``, mai_aug/transforms/batched.py).
 AUGMENT_ON: tuple[str, ...] = ("auto", "loader", "device")
 #: Input channels a network may take (``--in-channels``).

@@ -9,7 +9,12 @@ Run folder::
     RUN/config.yaml  fingerprint.json  datalist.json  metrics.csv  train.log  DONE  .lock  bad_images.csv
         checkpoints/best.pt  checkpoints/last_checkpoint_epoch=N.pt
         eval/<split>_auc.csv  <split>_<metric>.csv  <split>_roc.png  <split>_predictions.csv  <split>_meta.json
-        eval/evaluate.log   cache/   tensorboard/
+        eval/evaluate.log   tensorboard/
+
+Cache root (``--cache-dir``, else ``$MAI_AUG_CACHE``, else ``~/.cache/mai_aug``), shared by every run and study::
+
+    CACHE/images/<size>px-<load>-<content>/images.npy  index.json   (image stores: mai_aug/data/store.py)
+    CACHE/phantom/n<N>-<size>px-<key>/                                (compare's generated phantoms)
 
 Study folder::
 
@@ -17,12 +22,13 @@ Study folder::
         datalist.json  report.md  summary.csv  summary.md  summary_<metric>.csv  plan.csv  auc_by_regime.csv/.png
         roc_<regime>.png  reliability_<regime>.png  compare_config.yaml  bad_images.csv
         tables/NN-<name>.csv/.tex (``--export-tables``)
-        <regime>/seed-<k>/   (a run folder)   tensorboard/<regime>-seed<k>/   cache/   replaced/<time>/
+        <regime>/seed-<k>/   (a run folder)   tensorboard/<regime>-seed<k>/   replaced/<time>/
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,11 +114,6 @@ class RunLayout(_Folder):
     def last(self) -> Path | None:
         """The newest resumable checkpoint, or None."""
         return last_checkpoint(self.checkpoints)
-
-    @property
-    def cache(self) -> Path:
-        """The default disk cache of decoded images (``--cache-dir`` replaces it)."""
-        return self.root / "cache"
 
     @property
     def tensorboard(self) -> Path:
@@ -235,10 +236,6 @@ class StudyLayout(_Folder):
         return self.root / "bad_images.csv"
 
     @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 
@@ -324,3 +321,8 @@ def checkpoint_epoch(path: Path) -> int:
     """The number of epochs completed when ``path`` was written."""
     epoch, position = _order(Path(path))
     return epoch if position == math.inf else epoch - 1
+
+
+def cache_root() -> Path:
+    """The cache root without ``--cache-dir``: ``$MAI_AUG_CACHE``, else ``~/.cache/mai_aug``."""
+    return Path(os.environ.get("MAI_AUG_CACHE", Path.home() / ".cache" / "mai_aug"))

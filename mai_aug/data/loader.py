@@ -1,92 +1,53 @@
-"""Datasets that decode and resize each image once: an 8-bit cache, then the regime's online transforms."""
+"""Datasets that decode and resize each image once (the shared image store), then apply the regime's online part."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import sys
-import warnings
+import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from copy import deepcopy
 from pathlib import Path
-from pickle import UnpicklingError
 
+import numpy as np
 import torch
-from monai.data import CacheDataset, Dataset, PersistentDataset
-from monai.data.utils import SUPPORTED_PICKLE_MOD
+from monai.data import Dataset
 from monai.transforms import Compose
-from monai.utils import convert_to_tensor, look_up_option
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from torch.utils.data import Dataset as TorchDataset
 
-from mai_aug.core.errors import MaiAugError, first_line
-from mai_aug.core.files import atomic_write
+from mai_aug.core.choices import CACHE_MODES
+from mai_aug.core.errors import MaiAugError
 from mai_aug.data.images import NameBadImage
+from mai_aug.data.store import ImageStore, store_root
+from mai_aug.data.store_build import ensure_store
 from mai_aug.transforms.regimes import Regime
 
-CACHE_MODES = ("memory", "disk", "none")
 
+class StoreDataset(TorchDataset):
+    """Datalist items whose ``image`` is read from an image store: the uint8 tensor the regime's load part gives.
 
-def cache_key(regime: Regime, image_size: int) -> str:
-    """A folder name that changes whenever what is cached (the ``load`` part, the size) changes."""
-    spec = json.dumps(regime.load_spec, sort_keys=True, default=str)
-    return f"{image_size}px-{hashlib.sha1(spec.encode()).hexdigest()[:10]}"
-
-
-class CheckedPersistentDataset(PersistentDataset):
-    """MONAI's PersistentDataset with a cache that repairs itself.
-
-    MONAI 1.6 recomputes a cache file only on two errors ("Invalid magic number", UnpicklingError): a zero-byte
-    or truncated file (``PytorchStreamReader failed ...``, ``EOFError``) still raises. And it writes each file in
-    the system's temporary folder, then ``shutil.move``s it: a copy, not an atomic rename, when the cache is on
-    another filesystem. Here any unreadable entry is recomputed with a warning, and each entry is written to a
-    temporary file in the cache folder itself and renamed into place (atomic on POSIX and Windows).
+    The store's array is memory-mapped on first use in each process (a loader worker maps it again; nothing is
+    copied per process), and each item gets its own copy of its row.
     """
 
-    def _cachecheck(self, item_transformed):
-        hashfile = self.cache_dir / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
-        if hashfile.is_file():
-            try:
-                return torch.load(hashfile, weights_only=self.weights_only)
-            except (EOFError, RuntimeError, UnpicklingError, ValueError, OSError) as e:
-                cause = first_line(e, limit=120)  # EOFError() has no message
-                warnings.warn(f"corrupt disk-cache entry {hashfile} ({cause}): recomputing", stacklevel=2)
-        item = self._pre_transform(deepcopy(item_transformed))  # keep the original hashed
-        self._write_atomically(item, hashfile)
+    def __init__(self, items: Sequence[dict], store: ImageStore) -> None:
+        self.items = list(items)
+        self.rows = [store.row(item["image"]) for item in self.items]
+        self.file = store.images_file
+        self._images: np.ndarray | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        if self._images is None or self._pid != os.getpid():
+            self._images, self._pid = np.load(self.file, mmap_mode="r"), os.getpid()
+        item = dict(self.items[index])
+        item["image"] = torch.from_numpy(np.array(self._images[self.rows[index]]))
+        item["label"] = torch.as_tensor(item["label"], dtype=torch.float32)  # as the load part's EnsureTyped
         return item
 
-    def _write_atomically(self, item, hashfile: Path) -> None:
-        entry = convert_to_tensor(item, convert_numeric=False, track_meta=self.track_meta)
-        pickle_module = look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD)
-        with contextlib.suppress(MaiAugError):  # a read-only or full cache still trains, uncached
-            atomic_write(hashfile, lambda f: torch.save(entry, f, pickle_module=pickle_module,
-                                                        pickle_protocol=self.pickle_protocol), durable=False)
-
-
-class JoinedCacheDataset(CacheDataset):
-    """MONAI's CacheDataset whose caching threads are always joined, also when an item fails.
-
-    MONAI 1.6 fills the cache in a ``multiprocessing.pool.ThreadPool`` context: on the first error it
-    ``terminate()``s the pool without joining its threads, and a process that then exits while they are still inside
-    torch aborts (``terminate called without an active exception``, status 134) instead of printing the error. Here
-    the pool is a ``concurrent.futures.ThreadPoolExecutor``: on an error or an interrupt (Ctrl-C, SIGTERM) the items
-    not yet started are cancelled and the running ones finish before it propagates.
-    """
-
-    def _fill_cache(self, indices=None) -> list:
-        if self.cache_num <= 0:
-            return []
-        indices = list(range(self.cache_num)) if indices is None else list(indices)
-        pool = ThreadPoolExecutor(max_workers=self.num_workers)
-        try:
-            loaded = pool.map(self._load_cache_item, indices)
-            if self.progress:
-                loaded = tqdm(loaded, total=len(indices), desc="Loading dataset")
-            return list(loaded)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    def __getstate__(self) -> dict:  # a spawned worker maps the file itself
+        return {**self.__dict__, "_images": None, "_pid": -1}
 
 
 def shutdown_workers(loader: DataLoader) -> None:
@@ -102,7 +63,7 @@ def build_dataset(
     items: Sequence[dict],
     regime: Regime,
     train: bool,
-    cache: str = "memory",
+    cache: str = "store",
     cache_dir: str | Path | None = None,
     workers: int = 0,
     progress: bool = True,
@@ -114,26 +75,20 @@ def build_dataset(
         items: datalist items (``image`` path, ``label`` list, ...).
         regime: the augmentation regime.
         train: apply the regime's random part.
-        cache: ``memory`` (CacheDataset, uint8 at the training size, decoded by ``workers`` threads),
-            ``disk`` (PersistentDataset under ``cache_dir``) or ``none`` (decode every time).
-        cache_dir: folder for the disk cache.
-        workers: threads decoding the images on the first pass (memory cache).
-        progress: show the caching progress bar.
-        online: apply the regime's deterministic and random parts; False: items hold the cached uint8 image
+        cache: ``store`` (the shared image store under ``cache_dir``, built if missing: :mod:`mai_aug.data.store`)
+            or ``none`` (decode every time).
+        cache_dir: the cache root (default ``$MAI_AUG_CACHE``); stores live in its ``images`` folder.
+        workers: processes decoding the images when the store is built (0: one per core).
+        progress: show the store's build progress.
+        online: apply the regime's deterministic and random parts; False: items hold the stored uint8 image
             (the batched stage of :mod:`mai_aug.transforms.batched` runs the rest on the training device).
     """
-    load = Compose([NameBadImage(regime.cache_transform())])  # a file that does not decode: one named error
     if cache == "none":
+        load = Compose([NameBadImage(regime.cache_transform())])  # a file that does not decode: one named error
         return Dataset(list(items), transform=Compose([load, regime.online_transform(train)]) if online else load)
-    if cache == "memory":
-        base: Dataset = JoinedCacheDataset(list(items), transform=load, num_workers=max(workers, 1),
-                                     progress=progress and sys.stderr.isatty(), copy_cache=False)
-    elif cache == "disk":
-        if cache_dir is None:
-            raise MaiAugError("--cache disk needs a cache folder")
-        # The deterministic part ends with EnsureTyped, so hits and misses both return tensors.
-        folder = Path(cache_dir) / cache_key(regime, int(regime.load_size))
-        base = CheckedPersistentDataset(list(items), transform=load, cache_dir=folder)
-    else:
+    if cache != "store":
         raise MaiAugError(f"--cache {cache!r}: expected one of {', '.join(CACHE_MODES)}")
-    return Dataset(base, transform=regime.online_transform(train)) if online else base
+    store = ensure_store([item["image"] for item in items], regime, store_root(cache_dir), workers=workers,
+                         progress=progress)
+    base = StoreDataset(items, store)
+    return Dataset(base, transform=regime.online_transform(train)) if online else Dataset(base)

@@ -56,6 +56,11 @@ def datalist_from_options(options: Any, report: Callable[[str], Any] | None = pr
                       seed=seed, report=report, source=DataSource.from_options(options))
 
 
+def every_image(datalist: dict) -> list[str]:
+    """The image paths of every split of ``datalist``, each once, in split order."""
+    return list(dict.fromkeys(it["image"] for key in ("training", "validation", "test") for it in datalist.get(key, [])))
+
+
 def datalist_from_args(options: Any, out: Path | None = None) -> dict:
     """``mai-aug split``: the datalist, its per-split table printed, written to ``out``."""
     if out is not None:  # a folder, FIFO or device as --out, or an unwritable one: refused before the data is read

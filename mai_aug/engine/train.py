@@ -31,6 +31,8 @@ from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.loader import build_dataset, shutdown_workers
 from mai_aug.data.prepare import datalist_from_options
 from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
+from mai_aug.data.store import store_root
+from mai_aug.data.store_build import ensure_store
 from mai_aug.engine import distributed
 from mai_aug.engine.checkpoint import CheckpointWriter, load_checkpoint, remove_older_checkpoints, remove_temporaries
 from mai_aug.engine.handlers import CosineSchedule, FirstBatchImages, LearningRateWriter, LossTracker, MetricsTable
@@ -260,9 +262,10 @@ def _train(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     started = time.monotonic()
     run = dataclasses.replace(_setup(config, device, ctx, new), started=started)
     _record_run(run, split_on_console)
+    # the checkpoint first: an unreadable one is one clear error before the image store is built
+    resume_state = load_checkpoint(run.resume_from) if run.resume_from is not None else None
     train_ds, val_ds = _datasets(run)
     epoch_length = steps_per_epoch(config, len(run.datalist["training"]), ctx.world_size)
-    resume_state = load_checkpoint(run.resume_from) if run.resume_from is not None else None  # one clear error if unreadable
     done = int(resume_state["trainer"]["iteration"]) if resume_state else 0
     train_loader, val_loader = _loaders(run, train_ds, val_ds, epoch_length, done)
     model = _model(run)
@@ -350,17 +353,17 @@ def _record_run(run: _Run, split_on_console: bool = True) -> None:
 
 
 def _datasets(run: _Run) -> tuple[Dataset, Dataset]:
-    """This rank's training and validation shards, cached as uint8 images."""
+    """This rank's training and validation shards, read from the image store (built first over the whole split)."""
     config = run.config
-    cache_workers = max(config.workers, 1)
+    if config.cache == "store":  # the whole datalist once, so evaluation and every shard find their images stored
+        every = [it["image"] for split in ("training", "validation", "test") for it in run.datalist.get(split, [])]
+        ensure_store(every, run.regime, store_root(config.cache_dir), workers=config.threads,
+                     progress=config.progress, say=logger.info)
     train_items, val_items = run.ctx.shard(run.datalist["training"]), run.ctx.shard(run.datalist["validation"])
-    logger.info(f"caching {len(train_items) + len(val_items)} images as uint8 at {config.image_size} px "
-                f"({config.cache}); the first pass decodes each image once")
-    cache_dir = Path(config.cache_dir) if config.cache_dir else run.layout.cache
-    train_ds = build_dataset(train_items, run.regime, train=True, cache=config.cache, cache_dir=cache_dir,
-                             workers=cache_workers, progress=config.progress, online=run.stage is None)
-    val_ds = build_dataset(val_items, run.regime, train=False, cache=config.cache,
-                           cache_dir=cache_dir, workers=cache_workers, progress=config.progress)
+    options = {"cache": config.cache, "cache_dir": config.cache_dir, "workers": config.threads,
+               "progress": config.progress}
+    train_ds = build_dataset(train_items, run.regime, train=True, online=run.stage is None, **options)
+    val_ds = build_dataset(val_items, run.regime, train=False, **options)
     return train_ds, val_ds
 
 

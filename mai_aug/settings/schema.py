@@ -191,10 +191,12 @@ FIELDS: tuple[Field, ...] = (
          "torchrun's processes on a node)", factory=default_threads, metavar="N", range=Range(1),
          compare_routes=True, compare_help="torch's CPU threads of every run (overrides the preset; default: the "
          "cores available)"),
-    _run("cache", str, "memory", "where decoded 8-bit images are kept (default: %(default)s)", choices=CACHE_MODES),
+    _run("cache", str, "store", "store: decode each image once into the image store under --cache-dir, shared by "
+         "every run, regime and study; none: decode every time (default: %(default)s)", choices=CACHE_MODES),
     Field("augment_on", str, "auto", help="run the regime per image in the data loader, or batched on the training "
           "device (auto: device where the regime compiles; default: %(default)s)", choices=AUGMENT_ON),
-    _run("cache_dir", str | None, flag=None, in_preset=False),
+    _run("cache_dir", str | None, help="cache root: image stores in DIR/images (default: $MAI_AUG_CACHE, else "
+         "~/.cache/mai_aug)", parse="path", metavar="DIR", in_preset=False),
     Field("early_stop", int, 0, help="stop after PATIENCE epochs without gain (default: %(default)s, never)",
           metavar="PATIENCE", range=Range(0)),
     _run("checkpoint_every", int, 0, "also checkpoint every N iterations inside an epoch (default %(default)s: at "

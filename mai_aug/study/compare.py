@@ -21,7 +21,7 @@ from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.devices import resolve_device
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import write_text_atomic
-from mai_aug.core.layout import StudyLayout
+from mai_aug.core.layout import StudyLayout, cache_root
 from mai_aug.core.preflight import require_writable_folder
 from mai_aug.data.boxes import find_box_file
 from mai_aug.data.datasets import DataSource
@@ -41,7 +41,7 @@ from mai_aug.stats.planning import DEFAULT_DETECT
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.study.analyses import enabled_analyses
 from mai_aug.study.execute import curve_runs, run_all
-from mai_aug.study.phantom_cache import default_cache_dir, ensure_phantom, phantom_folder
+from mai_aug.study.phantom_cache import ensure_phantom, phantom_folder
 from mai_aug.study.phantom_cache import phantom_module as phantom_module  # tests replace its __file__
 from mai_aug.study.report import write_report
 from mai_aug.study.run_folders import plan_curves, plan_runs, run_config, runs_configuration, settle_out
@@ -278,7 +278,7 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     """
     data_opts = dict(preset.get("data", {}))
     if opts.data is None:
-        spec, cache_dir = preset.get("phantom", {}), opts.cache_dir or default_cache_dir()
+        spec, cache_dir = preset.get("phantom", {}), opts.cache_dir or cache_root()
         if ctx.is_main:
             ensure_phantom(spec, cache_dir, opts.quiet)
         ctx.barrier()  # other ranks wait for rank 0 to write it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,6 @@ from mai_aug.data.phantom import PhantomSpec, default_workers, write_phantom
 
 #: Written into a phantom's folder when its generation has finished (holds the spec).
 COMPLETE_FILE = "COMPLETE"
-
-
-def default_cache_dir() -> Path:
-    """``$MAI_AUG_CACHE``, else ``~/.cache/mai_aug``."""
-    return Path(os.environ.get("MAI_AUG_CACHE", Path.home() / ".cache" / "mai_aug"))
 
 
 def phantom_folder(spec: dict[str, Any], cache_dir: Path) -> Path:

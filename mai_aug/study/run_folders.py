@@ -81,7 +81,7 @@ def run_config(run_dir: Path, regime: str, seed: int, train_opts: dict, opts: Co
         "datalist": str(study.datalist), "regimes_file": [str(p) for p in opts.regimes_file],
         "device": opts.device, "resume": RunLayout(run_dir).config.is_file(),
         "tensorboard_dir": str(study.run_tensorboard(regime, seed)), "hparams": True,
-        "cache_dir": str(study.cache), "progress": not opts.quiet,
+        "cache_dir": str(opts.cache_dir) if opts.cache_dir else None, "progress": not opts.quiet,
     })])
 
 

@@ -34,7 +34,7 @@ def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | 
     run = TrainedRun(run_dir, checkpoint, device, trust)
     calibration = load_calibration(run.run_dir, run.checkpoint, run.names)  # a broken file stops before inference
     try:
-        probs = run.predict([{"image": str(Path(p).resolve())} for p in images], batch_size=16)
+        probs = run.predict([{"image": str(Path(p).resolve())} for p in images], batch_size=16, stored=False)
     except RuntimeError as e:
         message = wrapped_message(e)  # the file and the cause, from mai_aug.data.images.NameBadImage
         raise MaiAugError(message or f"cannot read one of the images: {first_line(e)}") from None

@@ -27,7 +27,6 @@ from mai_aug.core.files import save_figure_atomic, write_csv_atomic, write_text_
 from mai_aug.core.layout import RunLayout
 from mai_aug.core.logs import RunLog
 from mai_aug.core.preflight import require_writable_folder
-from mai_aug.data.loader import build_dataset
 from mai_aug.data.nih import read_nih
 from mai_aug.data.split import site_shifted_patients
 from mai_aug.stats.auc import auc_table
@@ -88,12 +87,10 @@ def sweep_predictions(run: TrainedRun, items: list[dict], levels: dict[str, list
                       site: list[dict] | None = None, workers: int = 0) -> dict[tuple[str, float], np.ndarray]:
     """Probabilities (n, findings) per (shift, level); identity levels share one prediction (``evaluate``'s).
 
-    The 8-bit images are cached as the run cached them in training (``--cache``: memory, disk under its cache
-    folder, or none: decoded on every level).
+    The 8-bit images are read from the run's image store (``--cache store``), or decoded on every level
+    (``--cache none``).
     """
-    cache_dir = Path(run.config.cache_dir) if run.config.cache_dir else run.run_dir / "cache"  # as train.py has it
-    base = build_dataset(items, run.regime, train=False, cache=run.config.cache, cache_dir=cache_dir, workers=workers,
-                         progress=False, online=False)
+    base = run.dataset(items, online=False)
     transform = run.regime.online_transform(False)
     reference = run.predict_dataset(ShiftedDataset(base, transform, None), workers=workers)
     out, total = {}, sum(map(len, levels.values()))

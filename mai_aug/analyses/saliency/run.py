@@ -119,8 +119,7 @@ def original_size(path: str) -> tuple[int, int]:
 
 def network_inputs(run: TrainedRun, items: Sequence[dict]) -> torch.Tensor:
     """(n, 1, size, size) network-ready images (the regime's load and deterministic part, as ``evaluate`` runs it)."""
-    dataset = build_dataset([{"image": it["image"], "label": it["label"]} for it in items], run.regime,
-                            train=False, cache="none")
+    dataset = run.dataset(items)
     return torch.stack([torch.as_tensor(dataset[i]["image"]).float() for i in range(len(dataset))])
 
 

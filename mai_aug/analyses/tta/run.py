@@ -11,7 +11,6 @@ import pandas as pd
 from monai.data import Dataset
 from monai.transforms import Compose
 
-from mai_aug.data.loader import build_dataset
 from mai_aug.stats.paired import score_regimes, summary_table
 
 logger = logging.getLogger("mai_aug")
@@ -47,7 +46,7 @@ def tta_predictions(run: TrainedRun, items: list[dict], draws: int, workers: int
     if not run.regime.random:
         logger.warning(f"regime {run.regime.name!r} has no random part: its TTA predictions are the plain ones")
         return plain if plain is not None else run.predict(items, workers=workers)
-    base = build_dataset(items, run.regime, train=False, cache="memory", workers=workers, progress=False, online=False)
+    base = run.dataset(items, online=False)  # the run's image store: memory-mapped, not copied
     transform = run.regime.online_transform(True)
     total = np.zeros((len(items), len(run.names)))
     for draw in range(draws):
