@@ -156,3 +156,20 @@ def test_evaluate_applies_threads_before_it_works(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert seen == [1]
+
+
+def test_hand_written_choice_lists_follow_their_registries():
+    """``--dataset``'s choices are the adapter registry's, and every built-in metric is named in each ``--metrics``
+    help (the command line lists them without importing the modules that register them)."""
+    from mai_aug.cli import build_parser
+    from mai_aug.core.choices import DATASETS
+    from mai_aug.data.datasets import DATASETS as REGISTERED
+    from mai_aug.stats.scores import BASE
+
+    assert DATASETS[0] == "auto" and sorted(DATASETS[1:]) == sorted(REGISTERED)
+    helps = [schema.BY_NAME["metrics"].help, schema.BY_NAME["metrics"].compare_help]
+    evaluate = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    helps += [a.help for a in evaluate._actions if "--metrics" in a.option_strings]
+    assert len(helps) == 3
+    for text in helps:
+        assert all(name in text for name in BASE), text
