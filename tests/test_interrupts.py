@@ -172,7 +172,7 @@ def test_robustness_interrupted_between_levels_writes_no_meta(trained):
     argv = ["robustness", "--run", str(trained), "--bootstrap", "200", "--shifts", "rotation", "--levels",
             "rotation=0,10"]
     sig = signal.SIGINT
-    check_interrupted(interrupted("mai_aug.analyses.robustness.run:build_shift", 2, sig, argv), "robustness", sig,
+    check_interrupted(interrupted("mai_aug.analyses.robustness.run:build_batch_shift", 2, sig, argv), "robustness", sig,
                       only=False)  # it logs each level
     out = trained / "robustness"
     assert not (out / "meta.json").exists() and not list(out.glob(".*.tmp"))

@@ -14,7 +14,7 @@ import torch
 from mai_aug.cli import main
 from mai_aug.data.nih import FINDINGS
 from mai_aug.transforms.shift_levels import SHIFT_TYPES, parse_levels
-from mai_aug.transforms.shifts import build_shift, noise_seed
+from mai_aug.transforms.shifts import build_batch_shift, build_shift, noise_seed
 
 TINY = ["--image-size", "32", "--batch-size", "16", "--workers", "0", "--quiet", "--lr", "1e-3"]
 #: one level besides the identity per shift type: cheap, and each changes the image
@@ -120,6 +120,22 @@ def test_shift_transforms():
     assert noise_seed(0.2, 3) != noise_seed(0.4, 3)
     residual = noise(image, 3) - image
     assert 0.15 < float(residual.std() / image.std()) < 0.25  # the level is the noise SD over the image's SD
+
+
+@pytest.mark.parametrize("name", list(SHIFT_TYPES))
+def test_each_batched_shift_equals_the_per_image_monai_shift(name):
+    """The sweep's batched shift (one call for the batch) gives each image what the per-image MONAI shift gives it,
+    within 1e-5 (float32 rounding of the same operations), every level; noise keeps each image's own seeded draw."""
+    images = torch.rand(5, 1, 40, 40, generator=torch.Generator().manual_seed(1)) * torch.linspace(0.5, 1.5, 5)[:, None,
+                                                                                                        None, None]
+    indices = torch.tensor([7, 0, 3, 12, 5])
+    for level in SHIFT_TYPES[name].levels:
+        batched, single = build_batch_shift(name, level), build_shift(name, level)
+        if single is None:
+            assert batched is None
+            continue
+        expected = torch.stack([single(img, int(i)) for img, i in zip(images, indices)])
+        assert torch.allclose(batched(images, indices), expected, atol=1e-5, rtol=0), (name, level)
 
 
 def test_levels_add_the_identity_and_refuse_bad_values():

@@ -24,6 +24,7 @@ from mai_aug.networks.build import build_network
 from mai_aug.networks.spec import stored_network
 from mai_aug.settings.config import TrainConfig, read_config
 from mai_aug.transforms.regimes import Regime, stored_regime
+from mai_aug.transforms.shifts import BatchShiftFn
 
 #: ``--cache`` values of runs trained before the image store: both kept decoded images, which the store now does.
 LEGACY_CACHE = {"memory": "store", "disk": "store"}
@@ -91,11 +92,16 @@ class TrainedRun:
         return self.predict_dataset(self.dataset(items, stored=stored), batch_size, workers)
 
     @torch.no_grad()
-    def predict_dataset(self, dataset: Dataset, batch_size: int | None = None, workers: int = 0) -> np.ndarray:
-        """Sigmoid probabilities (n, findings) for a dataset of network-ready items (``image`` as the network takes it)."""
-        loader = DataLoader(dataset, batch_size=batch_size or self.config.batch_size * 2, num_workers=workers)
+    def predict_dataset(self, dataset: Dataset, batch_size: int | None = None, workers: int = 0,
+                        shift: BatchShiftFn | None = None) -> np.ndarray:
+        """Sigmoid probabilities (n, findings) for a dataset of network-ready items (``image`` as the network takes it).
+
+        ``shift``: a test-time shift of each batch on the run's device (the items then carry their ``index``).
+        """
+        loader = DataLoader(dataset, batch_size=batch_size or self.config.batch_size * 2, num_workers=workers,
+                            pin_memory=self.device.type == "cuda")
         return predict_probabilities(self.network, loader, self.device, self.amp, self.config.in_channels,
-                                     len(self.names), amp_dtype=self.amp_dtype)
+                                     len(self.names), amp_dtype=self.amp_dtype, shift=shift)
 
 
 def checkpoint_identity(path: Path) -> dict[str, str | int]:

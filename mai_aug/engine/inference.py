@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from mai_aug.core.errors import EngineTermination
 from mai_aug.engine.precision import engine_precision
 from mai_aug.transforms.batched import BatchedStage
+from mai_aug.transforms.shifts import BatchShiftFn
 
 
 class PrepareBatch:
@@ -27,11 +28,13 @@ class PrepareBatch:
 
     With a batched ``stage`` (training on the device path), the batch arrives as cached uint8 images (pinned on
     CUDA, copied non-blocking) and the stage turns it into the augmented float input on the device, with draws
-    seeded by the (epoch, iteration) that :meth:`attach` records. The evaluator's PrepareBatch has no stage.
+    seeded by the (epoch, iteration) that :meth:`attach` records. The evaluator's PrepareBatch has no stage; a
+    robustness sweep's has a ``shift`` of the batch (its items carry their ``index`` in the test split).
     """
 
-    def __init__(self, in_channels: int = 1, stage: BatchedStage | None = None) -> None:
-        self.in_channels, self.stage = in_channels, stage
+    def __init__(self, in_channels: int = 1, stage: BatchedStage | None = None,
+                 shift: BatchShiftFn | None = None) -> None:
+        self.in_channels, self.stage, self.shift = in_channels, stage, shift
         self.position = (0, 0)  # (epoch, iteration) of the batch being prepared
 
     def attach(self, engine: Engine) -> None:
@@ -46,6 +49,8 @@ class PrepareBatch:
         label = batch["label"].to(device=device, non_blocking=non_blocking)
         if self.stage is not None:
             image = self.stage(image, *self.position)
+        if self.shift is not None:  # a robustness level: the whole batch shifted on the device
+            image = self.shift(image, batch["index"])
         if self.in_channels == 3 and image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
         return image, label
@@ -53,7 +58,7 @@ class PrepareBatch:
 
 def make_evaluator(network: torch.nn.Module, loader: Iterable, device: torch.device, amp: bool, in_channels: int,
                    key_val_metric: dict | None = None, val_handlers: Sequence | None = None,
-                   amp_dtype: torch.dtype | None = None) -> SupervisedEvaluator:
+                   amp_dtype: torch.dtype | None = None, shift: BatchShiftFn | None = None) -> SupervisedEvaluator:
     """MONAI's SupervisedEvaluator as every mai_aug inference runs it.
 
     Args:
@@ -65,10 +70,11 @@ def make_evaluator(network: torch.nn.Module, loader: Iterable, device: torch.dev
         key_val_metric: the metric validation tracks (its best value picks ``best.pt``).
         val_handlers: handlers attached to the evaluator.
         amp_dtype: the autocast dtype where not the device's default (a run trained in another precision).
+        shift: a test-time shift applied to each batch on the device (``transforms.shifts.build_batch_shift``).
     """
     evaluator = SupervisedEvaluator(
         device=device, val_data_loader=loader, network=network, non_blocking=device.type == "cuda",
-        prepare_batch=PrepareBatch(in_channels),  # evaluation never runs the batched augmentation stage
+        prepare_batch=PrepareBatch(in_channels, shift=shift),  # never the batched augmentation stage
         key_val_metric=key_val_metric, val_handlers=val_handlers, decollate=False,
         **engine_precision(device, amp, amp_dtype),
     )
@@ -88,11 +94,13 @@ class _Collect:
 
 
 def predict_probabilities(network: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool,
-                          in_channels: int, n_outputs: int, amp_dtype: torch.dtype | None = None) -> np.ndarray:
-    """(n, ``n_outputs``) sigmoid probabilities of the network on every batch of ``loader``, in order."""
+                          in_channels: int, n_outputs: int, amp_dtype: torch.dtype | None = None,
+                          shift: BatchShiftFn | None = None) -> np.ndarray:
+    """(n, ``n_outputs``) sigmoid probabilities of the network on every batch of ``loader`` (each shifted on the
+    device by ``shift`` when given), in order."""
     if len(loader) == 0:
         return np.zeros((0, n_outputs))
-    evaluator = make_evaluator(network, loader, device, amp, in_channels, amp_dtype=amp_dtype)
+    evaluator = make_evaluator(network, loader, device, amp, in_channels, amp_dtype=amp_dtype, shift=shift)
     collect = _Collect()
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, collect)
     evaluator.run()

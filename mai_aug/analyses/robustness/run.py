@@ -1,7 +1,7 @@
 """``mai-aug robustness``: a trained run's test AUC under graded test-time shifts (see :mod:`mai_aug.transforms.shifts`).
 
-The test images are decoded once (the regime's 8-bit cache); each shift level then runs the regime's deterministic
-part, the shift and the network. The identity level of every shift is the same set of predictions, made exactly as
+The test images are read from the run's image store; each shift level then runs the regime's deterministic part in
+the loader, and the shift on whole batches on the run's device before the network. The identity level of every shift is the same set of predictions, made exactly as
 ``mai-aug evaluate`` makes them.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from monai.data import Dataset
+from torch.utils.data import Dataset as TorchDataset
 
 from mai_aug.analyses.evaluate.run import SPLIT_KEYS
 from mai_aug.analyses.robustness.section import shift_categories, shift_figure
@@ -31,28 +31,24 @@ from mai_aug.data.nih import read_nih
 from mai_aug.data.split import site_shifted_patients
 from mai_aug.stats.auc import auc_table
 from mai_aug.transforms.shift_levels import SHIFT_TYPES, parse_levels
-from mai_aug.transforms.shifts import ShiftFn, build_shift
+from mai_aug.transforms.shifts import build_batch_shift
 
 logger = logging.getLogger("mai_aug")
 SITE = "site"
 
 
-class ShiftedDataset(Dataset):
-    """Network-ready items of ``data`` (cached 8-bit items) with ``shift(image, index)`` applied after ``transform``.
+class IndexedDataset(TorchDataset):
+    """Items of ``data`` with their ``index``: a batch's shift seeds each image's noise from it, so an image's
+    shifted version does not depend on its batch, its order or the worker it is loaded in."""
 
-    MONAI's ``Dataset._transform`` knows the item's index: the shift seeds its noise from it, so an image's shifted
-    version does not depend on the order or the worker it is loaded in.
-    """
+    def __init__(self, data: Sequence) -> None:
+        self.data = data
 
-    def __init__(self, data: Sequence, transform, shift: ShiftFn | None) -> None:
-        super().__init__(data, transform)
-        self.shift = shift
+    def __len__(self) -> int:
+        return len(self.data)
 
-    def _transform(self, index: int):
-        item = super()._transform(index)
-        if self.shift is not None:
-            item = {**item, "image": self.shift(item["image"], int(index))}
-        return item
+    def __getitem__(self, index: int) -> dict:
+        return {**self.data[index], "index": index}
 
 
 def site_items(items: list[dict], site_dir: Path) -> list[dict]:
@@ -87,19 +83,19 @@ def sweep_predictions(run: TrainedRun, items: list[dict], levels: dict[str, list
                       site: list[dict] | None = None, workers: int = 0) -> dict[tuple[str, float], np.ndarray]:
     """Probabilities (n, findings) per (shift, level); identity levels share one prediction (``evaluate``'s).
 
-    The 8-bit images are read from the run's image store (``--cache store``), or decoded on every level
-    (``--cache none``).
+    The images are read from the run's image store (``--cache store``; decoded each level with ``--cache none``)
+    through the regime's deterministic part; each level's shift then runs on whole batches on the run's device
+    (:func:`~mai_aug.transforms.shifts.build_batch_shift`), before the network.
     """
-    base = run.dataset(items, online=False)
-    transform = run.regime.online_transform(False)
-    reference = run.predict_dataset(ShiftedDataset(base, transform, None), workers=workers)
+    test = IndexedDataset(run.dataset(items))
+    reference = run.predict_dataset(test, workers=workers)
     out, total = {}, sum(map(len, levels.values()))
     for name, values in levels.items():
         for level in values:
-            shift = build_shift(name, level)
+            shift = build_batch_shift(name, level)
             logger.info(f"{name} {level:g} ({len(out) + 1}/{total})")
-            out[(name, level)] = reference if shift is None else run.predict_dataset(
-                ShiftedDataset(base, transform, shift), workers=workers)
+            out[(name, level)] = reference if shift is None else run.predict_dataset(test, workers=workers,
+                                                                                     shift=shift)
     if site is not None:
         out[(SITE, 0.0)] = reference
         out[(SITE, 1.0)] = run.predict(site, workers=workers)
