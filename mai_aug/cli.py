@@ -463,7 +463,7 @@ def _run_robustness(args: argparse.Namespace) -> int:
                            n_boot=args.bootstrap, workers=args.workers, site_data=args.site_data)
     macro = table[table["finding"] == "macro"][["shift", "level", "auc", "ci_low", "ci_high"]]
     print(macro.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {RunLayout(args.run).robustness_dir}/table.csv, <shift>.png, predictions.csv.gz")
+    print(f"wrote {RunLayout(args.run).robustness_dir}/table.csv, <shift>.png, predictions.npz")
     return 0
 
 

@@ -167,8 +167,13 @@ class RunLayout(_Folder):
 
     @property
     def robustness_dir(self) -> Path:
-        """``robustness/``: ``mai-aug robustness`` (table.csv, predictions.csv.gz, <shift>.png, meta.json last)."""
+        """``robustness/``: ``mai-aug robustness`` (table.csv, predictions.npz, <shift>.png, meta.json last)."""
         return self.root / "robustness"
+
+    @property
+    def robustness_predictions(self) -> Path:
+        """``robustness/predictions.npz``: the sweep's probabilities, one array per (shift, level)."""
+        return self.robustness_dir / "predictions.npz"
 
     @property
     def saliency_dir(self) -> Path:

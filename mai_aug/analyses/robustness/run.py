@@ -23,7 +23,7 @@ from mai_aug.analyses.robustness.section import shift_categories, shift_figure
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity, output_current
 from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
-from mai_aug.core.files import save_figure_atomic, write_csv_atomic, write_text_atomic
+from mai_aug.core.files import atomic_write, save_figure_atomic, write_csv_atomic, write_text_atomic
 from mai_aug.core.layout import RunLayout
 from mai_aug.core.logs import RunLog
 from mai_aug.core.preflight import require_writable_folder
@@ -114,18 +114,31 @@ def sweep_table(predictions: dict[tuple[str, float], np.ndarray], labels: np.nda
     return pd.concat(tables, ignore_index=True)
 
 
-def long_predictions(predictions: dict[tuple[str, float], np.ndarray], items: list[dict],
-                     names: list[str]) -> pd.DataFrame:
-    """One row per (shift, level, test image): its probabilities, with its patient and labels (for ``compare``)."""
-    labels = np.asarray([it["label"] for it in items])
-    frames = []
-    for (name, level), probs in predictions.items():
-        frame = pd.DataFrame({"shift": name, "level": level, "image": [it["image"] for it in items],
-                              "patient": [it["patient"] for it in items]})
-        for j, finding in enumerate(names):
-            frame[finding] = probs[:, j]
-            frame[f"true_{finding}"] = labels[:, j]
-        frames.append(frame)
+def sweep_arrays(predictions: dict[tuple[str, float], np.ndarray], items: list[dict],
+                 names: list[str]) -> dict[str, np.ndarray]:
+    """``predictions.npz``'s arrays: the test images, patients and labels once, then one (n, findings) array per
+    (shift, level), named ``level_<k>`` in the order of ``shifts`` / ``levels`` (``compare`` reads a level at a time)."""
+    keys = list(predictions)
+    arrays = {"images": np.asarray([str(it["image"]) for it in items]),
+              "patients": np.asarray([str(it["patient"]) for it in items]),
+              "labels": np.asarray([it["label"] for it in items], dtype=np.float64), "findings": np.asarray(names),
+              "shifts": np.asarray([k[0] for k in keys]), "levels": np.asarray([k[1] for k in keys], np.float64)}
+    arrays.update({f"level_{k}": np.asarray(predictions[key], np.float64) for k, key in enumerate(keys)})
+    return arrays
+
+
+def read_sweep(path: str | Path) -> pd.DataFrame:
+    """A ``predictions.npz`` as one long table: a row per (shift, level, test image) with its patient, probabilities
+    and labels (``true_<finding>``), for reading a sweep outside mai_aug."""
+    with np.load(path, allow_pickle=False) as arrays:
+        names = arrays["findings"].tolist()
+        frames = []
+        for k, (shift, level) in enumerate(zip(arrays["shifts"].tolist(), arrays["levels"].tolist())):
+            frame = pd.DataFrame({"shift": shift, "level": level, "image": arrays["images"],
+                                  "patient": arrays["patients"]})
+            frame[names] = arrays[f"level_{k}"]
+            frame[[f"true_{n}" for n in names]] = arrays["labels"]
+            frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -139,7 +152,7 @@ def swept_with(run_dir: Path, checkpoint: Path, levels: dict[str, list[float]], 
 def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPES), levels: Sequence[str] = (),
                    split: str = "test", checkpoint: str = "best", device: str = "auto", n_boot: int = DEFAULT_BOOTSTRAP,
                    workers: int = 0, site_data: str | Path | None = None, trust: bool | None = None) -> pd.DataFrame:
-    """Write ``RUN/robustness/``: ``table.csv``, ``<shift>.png``, ``predictions.csv.gz``, ``meta.json``; return the table.
+    """Write ``RUN/robustness/``: ``table.csv``, ``<shift>.png``, ``predictions.npz``, ``meta.json``; return the table.
 
     ``levels``: ``SHIFT=V1,V2,...`` entries replacing a shift's default levels. ``site_data``: a phantom made with
     ``--test-shift site`` whose images replace the test images as one more shift (``site``, levels 0 and 1).
@@ -166,8 +179,8 @@ def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPE
     patients = np.asarray([it["patient"] for it in items])
     table = sweep_table(predictions, labels, patients, run.names, n_boot, run.config.seed)
     write_csv_atomic(table, out_dir / "table.csv", index=False, float_format="%.10g")
-    write_csv_atomic(long_predictions(predictions, items, run.names), out_dir / "predictions.csv.gz", index=False,
-                     float_format="%.12g")
+    arrays = sweep_arrays(predictions, items, run.names)
+    atomic_write(RunLayout(run.run_dir).robustness_predictions, lambda f: np.savez_compressed(f, **arrays))
     for name in dict.fromkeys(table["shift"]):
         unit = SHIFT_TYPES[name].unit if name in SHIFT_TYPES else "0: the run's test images, 1: the site phantom's"
         fig = shift_figure({run.config.regime: table[table["shift"] == name]}, name, unit, shift_categories(name))

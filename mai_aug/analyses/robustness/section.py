@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mai_aug.analyses.outputs import read_paired  # noqa: E402
+from mai_aug.core.errors import MaiAugError, first_line  # noqa: E402
+from mai_aug.core.layout import RunLayout, StudyLayout  # noqa: E402
 from mai_aug.reports import compare as report  # noqa: E402
 from mai_aug.reports.compare import interval_text  # noqa: E402
 from mai_aug.reports.intervals import interval_plot  # noqa: E402
@@ -54,27 +57,67 @@ def shift_figure(curves: dict[str, pd.DataFrame], shift: str, unit: str,
 SITE_LEVELS = {0.0: "the study's own site", 1.0: "the shifted site (site phantom)"}
 
 
-def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
-                ) -> tuple[np.ndarray, np.ndarray, dict[tuple[str, float], dict[str, list[np.ndarray]]]]:
-    """Labels, patients and, per (shift, level), each regime's per-seed predictions from ``robustness/predictions.csv.gz``.
+#: The arrays of a run's ``predictions.npz`` that every run of a study must share (the paired images and levels).
+SHARED = ("images", "patients", "shifts", "levels")
 
-    Raises MaiAugError naming the run when its file is missing, or covers other shifts, levels or test images than
-    the first run's (paired statistics need the same shifted images for every regime).
+
+class SweepReader(Mapping):
+    """Per (shift, level), each regime's per-seed predictions, read from the runs' ``predictions.npz`` when asked:
+    the comparison holds one level of every run at a time, so its memory does not grow with the levels."""
+
+    def __init__(self, files: dict[str, list[Path]], keys: list[tuple[str, float]]) -> None:
+        self.files, self.keys = files, keys
+
+    def __getitem__(self, key: tuple[str, float]) -> dict[str, list[np.ndarray]]:
+        name = f"level_{self.keys.index(key)}"
+        return {regime: [_array(path, name) for path in paths] for regime, paths in self.files.items()}
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _array(path: Path, name: str) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as arrays:
+        return arrays[name]
+
+
+def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
+                ) -> tuple[np.ndarray, np.ndarray, SweepReader]:
+    """Labels, patients and, per (shift, level), each regime's per-seed predictions (read a level at a time).
+
+    Raises MaiAugError naming the run when its file is missing or unreadable, or covers other shifts, levels or test
+    images than the first run's (paired statistics need the same shifted images for every regime).
     """
-    keys = ["shift", "level", "image", "patient", *[f"true_{n}" for n in names]]
-    tables, reference = read_paired(
-        out, regimes, seeds, lambda run: run.robustness_dir / "predictions.csv.gz", lambda frame: frame[keys],
-        lambda run, first: (f"{run}: its robustness sweep covers other shifts, levels or images than {first}'s; "
-                            f"re-run it (mai-aug robustness --run {run}) with the same --shifts and --levels"),
-        columns=[*keys, *names])
-    sweeps: dict[tuple[str, float], dict[str, list[np.ndarray]]] = {}
-    for regime, frames in tables.items():
-        for frame in frames:
-            for (shift, level), rows in frame.groupby(["shift", "level"], sort=False):
-                sweeps.setdefault((shift, float(level)), {}).setdefault(regime, []).append(
-                    rows[names].to_numpy(np.float64))
-    level = reference.iloc[: len(reference) // len(sweeps)]  # every (shift, level) lists the same test images
-    return level[[f"true_{n}" for n in names]].to_numpy(np.float64), level["patient"].to_numpy(), sweeps
+    files: dict[str, list[Path]] = {}
+    first, reference = None, None
+    for regime in regimes:
+        for seed in range(seeds):
+            run = StudyLayout(out).run_dir(regime, seed)
+            header = _sweep_header(run, names)
+            if reference is None:
+                first, reference = run, header
+            elif not all(np.array_equal(header[k], reference[k]) for k in SHARED):
+                raise MaiAugError(f"{run}: its robustness sweep covers other shifts, levels or images than {first}'s; "
+                                  f"re-run it (mai-aug robustness --run {run}) with the same --shifts and --levels")
+            files.setdefault(regime, []).append(RunLayout(run).robustness_predictions)
+    keys = list(zip(reference["shifts"].tolist(), (float(v) for v in reference["levels"])))
+    return reference["labels"], reference["patients"], SweepReader(files, keys)
+
+
+def _sweep_header(run: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """A run's sweep without its predictions: images, patients, labels, findings, shifts, levels."""
+    path = RunLayout(run).robustness_predictions
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            header = {k: arrays[k] for k in (*SHARED, "labels", "findings")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise MaiAugError(f"{run}: cannot read {path.relative_to(run)} ({first_line(e)})") from None
+    if header["findings"].tolist() != list(names):
+        raise MaiAugError(f"{run}: {path.relative_to(run)} holds other findings than the study's")
+    return header
 
 
 def sweep_statistics(labels: np.ndarray, patients: np.ndarray, sweeps: dict[tuple[str, float], dict[str, list]],
