@@ -38,9 +38,25 @@ def comparison(phantom_dir, tmp_path_factory) -> Path:
     return out
 
 
+#: The demo preset's training on a small DenseNet (MONAI's class, a fraction of DenseNet121's cost): these tests are
+#: about the study's files and statistics, not the network.
+TINY_PRESET = """description: tiny DenseNet
+data: {split: patient, val_frac: 0.1, test_frac: 0.2, seed: 0}
+train: {batch_size: 16, lr: 1.0e-3, pretrained: none, in_channels: 1, workers: 0, cache: store, network: densenet,
+        network_args: {init_features: 8, growth_rate: 4, block_config: [2, 2]}}
+"""
+
+
+def tiny_preset(folder: Path) -> Path:
+    preset = folder / "tiny.yaml"
+    preset.write_text(TINY_PRESET)
+    return preset
+
+
 def compare_argv(phantom_dir: Path, copy: Path, out: Path) -> list[str]:
-    """The tiny comparison of ``REGIMES`` (``basic-copy`` is ``basic`` under another name)."""
-    return ["compare", "--data", str(phantom_dir), "--regimes", *REGIMES, "--regimes-file", str(copy),
+    """The tiny comparison of ``REGIMES`` (``basic-copy`` is ``basic`` under another name) on a tiny DenseNet."""
+    return ["compare", "--data", str(phantom_dir), "--preset", str(tiny_preset(copy.parent)), "--regimes", *REGIMES,
+            "--regimes-file", str(copy),
             "--image-size", "32", "--epochs", "1", "--steps-per-epoch", "3", "--workers", "0", "--bootstrap", "200",
             "--quiet", "--out", str(out)]
 
@@ -111,7 +127,8 @@ def test_paired_ci_detects_a_real_difference():
 
 
 def test_rerun_skips_finished_runs(comparison, phantom_dir, capsys):
-    argv = ["compare", "--data", str(phantom_dir), "--regimes", "none", "--image-size", "32", "--epochs", "1",
+    argv = ["compare", "--data", str(phantom_dir), "--preset", str(tiny_preset(comparison.parent)), "--regimes", "none",
+            "--image-size", "32", "--epochs", "1",
             "--steps-per-epoch", "3", "--workers", "0", "--bootstrap", "200", "--quiet", "--out", str(comparison)]
     fingerprint = (comparison / "none" / "seed-0" / "fingerprint.json").read_text()
     start = time.monotonic()
@@ -189,7 +206,8 @@ def test_default_data_is_the_cached_phantom_with_a_preset_file(tmp_path, capsys)
         "phantom: {n: 240, size: 48, seed: 4}\n"
         "data: {split: patient, val_frac: 0.15, test_frac: 0.25, seed: 0}\n"
         "regimes: [none]\n"
-        "train: {image_size: 32, batch_size: 8, epochs: 1, steps_per_epoch: 2, lr: 1.0e-3, workers: 0, cache: disk}\n"
+        "train: {image_size: 32, batch_size: 8, epochs: 1, steps_per_epoch: 2, lr: 1.0e-3, workers: 0, cache: store,\n"
+        "        network: densenet, network_args: {init_features: 8, growth_rate: 4, block_config: [2, 2]}}\n"
         "bootstrap: 200\n"
     )
     cache = tmp_path / "cache"

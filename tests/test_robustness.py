@@ -17,7 +17,10 @@ from mai_aug.data.nih import FINDINGS
 from mai_aug.transforms.shift_levels import SHIFT_TYPES, parse_levels
 from mai_aug.transforms.shifts import build_batch_shift, build_shift, noise_seed
 
-TINY = ["--image-size", "32", "--batch-size", "16", "--workers", "0", "--quiet", "--lr", "1e-3"]
+#: 32 px and a small DenseNet (MONAI's class, a fraction of DenseNet121's cost): the sweeps are about the shifts and
+#: the evaluation, not the network
+TINY = ["--image-size", "32", "--batch-size", "16", "--workers", "0", "--quiet", "--lr", "1e-3", "--network", "densenet",
+        "--network-args", "{init_features: 8, growth_rate: 4, block_config: [2, 2]}"]
 #: one level besides the identity per shift type: cheap, and each changes the image
 LEVELS = ["rotation=10", "zoom=1.1", "gamma=1.5", "noise=0.3", "blur=1", "translation=0.05"]
 

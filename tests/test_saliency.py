@@ -194,11 +194,15 @@ def test_compare_saliency_pairs_identical_regimes(phantom_dir, tmp_path, capsys)
     """``basic-copy`` is ``basic`` under another name; ``none`` is the baseline they are compared with."""
     copy = tmp_path / "copy.yaml"
     copy.write_text('regimes:\n  basic-copy: "%regimes#basic"\n')
+    preset = tmp_path / "tiny.yaml"  # the demo's training on a small DenseNet: its map is 8x8 at 64 px, no --saliency-force
+    preset.write_text("data: {split: patient, val_frac: 0.1, test_frac: 0.2, seed: 0}\n"
+                      "train: {batch_size: 16, lr: 1.0e-3, pretrained: none, in_channels: 1, workers: 0, cache: store,\n"
+                      "        network: densenet, network_args: {init_features: 8, growth_rate: 4, block_config: [2, 2]}}\n")
     out = tmp_path / "out"
-    argv = ["compare", "--data", str(phantom_dir), "--regimes", "none", "basic", "basic-copy", "--regimes-file", str(copy),
-            "--image-size", str(SIZE), "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0", "--bootstrap",
-            "200", "--quiet", "--out", str(out), "--saliency", "--saliency-max-images", "24",
-            "--saliency-force"]  # DenseNet121's map is 2x2 at 64 px: refused without it
+    argv = ["compare", "--data", str(phantom_dir), "--preset", str(preset), "--regimes", "none", "basic", "basic-copy",
+            "--regimes-file", str(copy), "--image-size", str(SIZE), "--epochs", "1", "--steps-per-epoch", "2",
+            "--workers", "0", "--bootstrap", "200", "--quiet", "--out", str(out), "--saliency",
+            "--saliency-max-images", "24"]
     assert main(argv) == 0, capsys.readouterr().err[-1500:]
     assert capsys.readouterr().err.count("saliency of") == 3
     summary = pd.read_csv(out / "saliency.csv")

@@ -205,9 +205,13 @@ def test_runs_must_cover_the_same_images_in_the_same_order(tmp_path):
 def null_study(phantom_dir, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("null")
     (tmp / "noise.yaml").write_text(NOISE)
+    (tmp / "tiny.yaml").write_text(  # the demo's training on a small DenseNet (MONAI's class, a fraction of the cost)
+        "data: {split: patient, val_frac: 0.1, test_frac: 0.2, seed: 0}\n"
+        "train: {batch_size: 16, lr: 1.0e-3, pretrained: none, in_channels: 1, workers: 0, cache: store,\n"
+        "        network: densenet, network_args: {init_features: 8, growth_rate: 4, block_config: [2, 2]}}\n")
     out = tmp / "out"
-    assert main(["compare", "--data", str(phantom_dir), "--regimes", "none", "noise", "--regimes-file",
-                 str(tmp / "noise.yaml"), "--seeds", "2", "--image-size", "32", "--epochs", "1", "--steps-per-epoch", "3",
+    assert main(["compare", "--data", str(phantom_dir), "--preset", str(tmp / "tiny.yaml"), "--regimes", "none", "noise",
+                 "--regimes-file", str(tmp / "noise.yaml"), "--seeds", "2", "--image-size", "32", "--epochs", "1", "--steps-per-epoch", "3",
                  "--workers", "0", "--bootstrap", "200", "--quiet", "--out", str(out)]) == 0
     return out
 
