@@ -82,7 +82,7 @@ def _train_with_settings(tmp_path: Path, body: str, *extra: str) -> int:
     ("epoch: 2", "settings.yaml: unknown key 'epoch' (did you mean 'epochs'?)"),
     ("lr: fast", "settings.yaml: lr: expected a number (finite), got 'fast'"),
     ("lr: 0", "settings.yaml: lr: 0 must be above 0"),
-    ("cache: ram", "settings.yaml: cache: 'ram' is not one of memory, disk, none"),
+    ("cache: ram", "settings.yaml: cache: 'ram' is not one of store, none"),
     ("image_size: '64'", "settings.yaml: image_size: expected an integer, got '64'"),
     ("metrics: [auc, aucc]", "settings.yaml: metrics: unknown metric 'aucc'"),
     ("network: resnt18", "did you mean resnet18"),

@@ -271,3 +271,26 @@ def test_readme_quotes_the_benchmarks_power():
     none = " and ".join(f"{power[(k, 'none')]:.0f}% with {k}" for k in (5, 10))
     assert f"{power[(3, 'none')]:.0f}% of the time with 3 seeds, {none} when seeds do not vary" in readme
     assert f"only {power[(10, 'shared')]:.0f}% with 10 when they do" in readme
+
+
+BLANK = """regimes:
+  blank:
+    deterministic:  # none's part is empty: every pixel below 2 becomes 0
+      - {_target_: ThresholdIntensityd, keys: image, threshold: 2.0, above: true, cval: 0.0}
+    random: []
+"""
+
+
+def test_a_regime_that_blanks_the_image_is_found_worse(phantom_dir, tmp_path):
+    """Trained on black images, a network cannot beat chance: its primary difference is starred below 0."""
+    (tmp_path / "blank.yaml").write_text(BLANK)
+    (tmp_path / "tiny.yaml").write_text(
+        "train: {batch_size: 16, lr: 3.0e-3, pretrained: none, in_channels: 1, workers: 0,\n"
+        "        network: densenet, network_args: {init_features: 8, growth_rate: 4, block_config: [2, 2]}}\n")
+    out = tmp_path / "out"
+    assert main(["compare", "--data", str(phantom_dir), "--preset", str(tmp_path / "tiny.yaml"), "--regimes", "none",
+                 "blank", "--regimes-file", str(tmp_path / "blank.yaml"), "--image-size", "64", "--epochs", "1",
+                 "--steps-per-epoch", "60", "--bootstrap", "200", "--quiet", "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    blank = summary[(summary["regime"] == "blank") & (summary["finding"] == "macro")].iloc[0]
+    assert blank["family"] == "primary" and blank["ci_excludes_0"] and blank["diff_ci_high"] < 0, blank.to_dict()

@@ -120,7 +120,8 @@ def sweep_arrays(predictions: dict[tuple[str, float], np.ndarray], items: list[d
     (shift, level), named ``level_<k>`` in the order of ``shifts`` / ``levels`` (``compare`` reads a level at a time)."""
     keys = list(predictions)
     arrays = {"images": np.asarray([str(it["image"]) for it in items]),
-              "patients": np.asarray([str(it["patient"]) for it in items]),
+              # as the datalist has them (integers stay integers: the bootstrap orders patients as compare does)
+              "patients": np.asarray([it["patient"] for it in items]),
               "labels": np.asarray([it["label"] for it in items], dtype=np.float64), "findings": np.asarray(names),
               "shifts": np.asarray([k[0] for k in keys]), "levels": np.asarray([k[1] for k in keys], np.float64)}
     arrays.update({f"level_{k}": np.asarray(predictions[key], np.float64) for k, key in enumerate(keys)})
