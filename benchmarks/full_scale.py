@@ -94,10 +94,10 @@ def measure_store(paths: list[str], size: int, cache: Path, workers: int) -> dic
     """Build, open again, read warm: the store's figures."""
     regime = load_regime("none", size)
     start = time.perf_counter()
-    store = ensure_store(paths, regime, cache, workers=workers, say=print)
+    store = ensure_store(paths, regime, cache / "images", workers=workers, say=print)
     build = time.perf_counter() - start
     start = time.perf_counter()
-    ensure_store(paths, regime, cache, workers=workers, say=print)
+    ensure_store(paths, regime, cache / "images", workers=workers, say=print)
     opened = time.perf_counter() - start
     dataset = StoreDataset([{"image": p, "label": [0] * 14} for p in paths], store)
     order = np.random.default_rng(0).permutation(len(paths))[:20000]
