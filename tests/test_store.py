@@ -176,3 +176,8 @@ def test_train_builds_the_store_once_and_evaluate_reads_it(phantom_dir, tmp_path
     assert builds == [32]
     assert main(["evaluate", "--run", str(run), "--bootstrap", "200"]) == 0
     assert builds == [32] and (run / "eval" / "test_auc.csv").is_file()
+
+
+def test_cache_none_writes_no_store(nih, tmp_path):
+    dataset = build_dataset(items_of(nih), load_regime("none", 32), train=False, cache="none", cache_dir=tmp_path / "c")
+    assert dataset[0]["image"].shape == (1, 32, 32) and not (tmp_path / "c").exists()
