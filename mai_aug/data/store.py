@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.layout import cache_root
@@ -186,8 +185,3 @@ def store_root(cache_dir: str | Path | None) -> Path:
 
 def say_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def as_tensor_row(images: np.ndarray, row: int) -> torch.Tensor:
-    """Row ``row`` of a memory-mapped store as its own uint8 tensor (a copy: the map stays read-only)."""
-    return torch.from_numpy(np.array(images[row]))
