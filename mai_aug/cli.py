@@ -579,7 +579,12 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, help="metadata CSV of --data (default: the adapter's)")
     add_setting_flags(p, (name for name in DATA_OPTIONS if name != "csv"))
     p.add_argument("--regimes", nargs="+", help="regimes to compare (default: the preset's)")
-    p.add_argument("--seeds", type=_capped(_positive_int, "seeds"), help="training seeds per regime (default: the preset's, else 1)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=_seeds, metavar="N|A-B",
+                       help="training seeds per regime: N (seeds 0 to N-1) or a range A-B (default: the preset's, else 1)")
+    seeds.add_argument("--seed-list", dest="seeds", nargs="+", type=_seed, metavar="K",
+                       help="these training seeds (adds seeds to a finished study: only the new ones train, the report "
+                            "covers every finished seed)")
     p.add_argument("--preset", default="demo", help="demo, article, full, robustness, or a preset YAML file")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
     p.add_argument("--device", default=BY_NAME["device"].default, help=BY_NAME["device"].help)
@@ -597,7 +602,58 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     _add_trust_arg(p)
     _add_compare_robustness_args(p)
     _add_compare_curve_args(p)
+    _add_executor_args(p)
     p.set_defaults(handler=_run_compare)
+
+
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    from mai_aug.core.choices import EXECUTORS, SLURM_CLUSTERS  # plain data: no torch before a command runs
+
+    g = p.add_argument_group("where the runs go (each run is one job)")
+    g.add_argument("--executor", choices=EXECUTORS, default=EXECUTORS[0],
+                   help="local: one after another in this process (default); ray: one Ray task per run "
+                        "(pip install -e \".[ray]\"); slurm: a SLURM job array through submitit (\".[slurm]\")")
+    g.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the runs that finished and list the others (the same command's "
+                        "settings; after jobs ran elsewhere)")
+    g.add_argument("--cpus-per-run", type=_capped(_positive_int, "threads"), default=1, metavar="N",
+                   help="ray, slurm: CPUs per run, and its torch threads unless --threads is given (default: 1)")
+    g.add_argument("--gpus-per-run", type=_non_negative_float, metavar="G",
+                   help="ray: GPUs per run, fractions allowed (default: 1 where the cluster has GPUs, else 0)")
+    g.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                   help="ray: join this running cluster (default: start a local instance on this machine's devices)")
+    g.add_argument("--slurm-partition", help="slurm: the partition (default: the cluster's)")
+    g.add_argument("--slurm-time", type=_capped(_positive_int, "slurm_time"), default=240, metavar="MIN",
+                   help="slurm: each job's time limit in minutes (default: 240); a run stopped by it resumes at the "
+                        "next compare")
+    g.add_argument("--slurm-gpus-per-run", type=_capped(_non_negative_int, "threads"), default=1, metavar="N",
+                   help="slurm: GPUs per job (default: 1)")
+    g.add_argument("--slurm-array-parallelism", type=_capped(_positive_int, "workers"), default=64, metavar="N",
+                   help="slurm: at most this many jobs of the array at once (default: 64)")
+    g.add_argument("--slurm-args", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="slurm: more sbatch options, without their -- (qos=high account=lab)")
+    g.add_argument("--slurm-cluster", choices=SLURM_CLUSTERS, default=SLURM_CLUSTERS[0],
+                   help="slurm: submit to SLURM (default), or run the array with submitit's local executor here")
+
+
+def _seeds(text: str) -> list[int]:
+    """``--seeds N`` (0 to N-1) or ``--seeds A-B``."""
+    from mai_aug.study.seed_list import parse_seeds  # plain Python: no torch before a command runs
+
+    try:
+        return parse_seeds(text)
+    except MaiAugError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
+
+
+def _seed(text: str) -> int:
+    """One seed of ``--seed-list``: at least 0 and below 2**32."""
+    from mai_aug.study.seed_list import SEED_END
+
+    value = integer(text)
+    if not 0 <= value < SEED_END:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 0 and below 2**32 (numpy's seed range)")
+    return value
 
 
 def _add_compare_robustness_args(p: argparse.ArgumentParser) -> None:
@@ -662,7 +718,8 @@ def _run_compare(args: argparse.Namespace) -> int:
                           site_data=args.site_data, tta=args.tta, train_fractions=args.train_fractions,
                           saliency=args.saliency, saliency_tolerance=args.saliency_tolerance,
                           saliency_max_images=args.saliency_max_images, detect=args.detect,
-                          saliency_force=args.saliency_force, export_tables=args.export_tables)
+                          saliency_force=args.saliency_force, export_tables=args.export_tables,
+                          executor=_executor_options(args), report_only=args.report_only)
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0
@@ -671,6 +728,17 @@ def _run_compare(args: argparse.Namespace) -> int:
     study = StudyLayout(args.out)
     print(f"\nreport: {study.report}; TensorBoard: tensorboard --logdir {study.tensorboard}")
     return 0
+
+
+def _executor_options(args: argparse.Namespace) -> Any:
+    """``--executor`` and its options, for :class:`mai_aug.study.executors.base.ExecutorOptions`."""
+    from mai_aug.study.executors.base import ExecutorOptions
+
+    return ExecutorOptions(kind=args.executor, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                           ray_address=args.ray_address, slurm_partition=args.slurm_partition,
+                           slurm_time=args.slurm_time, slurm_gpus_per_run=args.slurm_gpus_per_run,
+                           slurm_array_parallelism=args.slurm_array_parallelism, slurm_args=list(args.slurm_args),
+                           slurm_cluster=args.slurm_cluster)
 
 
 def _data_options(args: argparse.Namespace) -> dict[str, Any]:

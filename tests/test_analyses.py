@@ -42,7 +42,7 @@ def test_every_analysis_folder_is_built_by_compare(tmp_path):
 
 
 def test_nothing_is_current_in_an_empty_run(tmp_path):
-    study = StudyRuns(tmp_path, ["none"], 1, ["Cardiomegaly"], 200)
+    study = StudyRuns(tmp_path, ["none"], (0,), ["Cardiomegaly"], 200)
     run_dir = tmp_path / "none" / "seed-0"
     run_dir.mkdir(parents=True)
     for analysis in everything_on(tmp_path):

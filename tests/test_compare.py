@@ -133,7 +133,7 @@ def test_rerun_skips_finished_runs(comparison, phantom_dir, capsys):
     fingerprint = (comparison / "none" / "seed-0" / "fingerprint.json").read_text()
     start = time.monotonic()
     assert main(argv) == 0
-    assert "none seed 0: skipped" in capsys.readouterr().err
+    assert "none/seed-0: skipped" in capsys.readouterr().err
     assert time.monotonic() - start < 60
     assert (comparison / "none" / "seed-0" / "fingerprint.json").read_text() == fingerprint
     assert main([*argv[:-2], "--lr", "0.5", "--out", str(comparison)]) == 2  # another lr: refused, not skipped

@@ -52,7 +52,7 @@ def comparison(phantom_dir, tmp_path_factory, tiny_preset) -> Path:
 def test_same_arguments_skip_the_finished_run(comparison, phantom_dir, capsys):
     before = (comparison / "none" / "seed-0" / "fingerprint.json").read_text()
     assert compare(phantom_dir, comparison) == 0
-    assert "none seed 0: skipped" in capsys.readouterr().err
+    assert "none/seed-0: skipped" in capsys.readouterr().err
     assert (comparison / "none" / "seed-0" / "fingerprint.json").read_text() == before
 
 
@@ -80,7 +80,7 @@ def test_other_data_is_refused_and_the_datalist_kept(comparison, phantom_dir, tm
 def test_adding_a_regime_trains_only_that_one(comparison, phantom_dir, capsys):
     assert compare(phantom_dir, comparison, regimes=("none", "basic")) == 0
     err = capsys.readouterr().err
-    assert "none seed 0: skipped" in err and "basic seed 0: trained" in err
+    assert "none/seed-0: skipped" in err and "basic/seed-0: trained" in err
     summary = (comparison / "summary.md").read_text()
     assert "| none |" in summary and "| basic |" in summary
 
@@ -90,7 +90,7 @@ def test_retrain_replaces_mismatching_runs_and_reports_their_settings(comparison
     other = shutil.copytree(phantom_dir, tmp_path / "other")
     assert compare(other, out, "--retrain", lr="1e-5") == 0
     err = capsys.readouterr().err
-    assert "none seed 0: trained" in err and "moved" in err
+    assert "none/seed-0: trained" in err and "moved" in err
     run = yaml.safe_load((out / "none" / "seed-0" / "config.yaml").read_text())
     assert run["lr"] == pytest.approx(1e-5)
     config = yaml.safe_load((out / "compare_config.yaml").read_text())
@@ -156,13 +156,13 @@ def test_compare_reevaluates_predictions_made_from_another_checkpoint(comparison
     assert meta["checkpoint"] == "last_checkpoint_epoch=1.pt" and len(meta["sha256"]) == 64
     capsys.readouterr()
     assert compare(phantom_dir, out) == 0
-    assert "none seed 0: evaluated" in capsys.readouterr().err
+    assert "none/seed-0: evaluated" in capsys.readouterr().err
     assert json.loads((run / "eval" / "test_meta.json").read_text())["checkpoint"] == "best.pt"
     assert compare(phantom_dir, out) == 0
-    assert "none seed 0: skipped" in capsys.readouterr().err
+    assert "none/seed-0: skipped" in capsys.readouterr().err
     (run / "eval" / "test_meta.json").unlink()  # predictions nothing vouches for (an interrupted evaluate)
     assert compare(phantom_dir, out) == 0
-    assert "none seed 0: evaluated" in capsys.readouterr().err
+    assert "none/seed-0: evaluated" in capsys.readouterr().err
 
 
 def test_fingerprint_holds_resolved_settings_and_the_code(comparison):
@@ -183,9 +183,9 @@ def test_changed_code_is_a_mismatch_that_retrain_replaces(comparison, phantom_di
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "none/seed-0: mai_aug code changed" in err and "--retrain" in err
     assert compare(phantom_dir, out, "--retrain") == 0
-    assert "none seed 0: trained" in capsys.readouterr().err
+    assert "none/seed-0: trained" in capsys.readouterr().err
     assert compare(phantom_dir, out) == 0
-    assert "none seed 0: skipped" in capsys.readouterr().err
+    assert "none/seed-0: skipped" in capsys.readouterr().err
 
 
 def test_code_hash_covers_source_and_configs_wherever_installed(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ class StudyRuns:
 
     out: Path
     regimes: list[str]
-    seeds: int
+    seeds: tuple[int, ...]  # the seeds every regime has a finished run of
     names: list[str]  # the findings, in the datalist's order
     n_boot: int
     device: str = "auto"
@@ -36,7 +36,7 @@ class StudyRuns:
     def run_dirs(self) -> Iterator[tuple[str, int, Path]]:
         """(regime, seed, run folder) in the study's order."""
         for regime in self.regimes:
-            for seed in range(self.seeds):
+            for seed in self.seeds:
                 yield regime, seed, StudyLayout(self.out).run_dir(regime, seed)
 
 
@@ -54,6 +54,9 @@ class StudyAnalysis:
     """One analysis of every run of a study. Subclasses set ``name`` and implement the three steps."""
 
     name: ClassVar[str]
+    #: Whether :meth:`run` is a step of each run (a study's job does it right after the run's evaluation); False
+    #: where the analysis's runs are jobs of their own (the learning curve's trainings).
+    per_run: ClassVar[bool] = True
 
     def is_current(self, run_dir: Path, study: StudyRuns) -> bool:
         """Whether the run's output of this analysis was made from its checkpoint as it is now, with these settings."""

@@ -16,14 +16,14 @@ from mai_aug.core.errors import MaiAugError, first_line
 from mai_aug.core.layout import RunLayout, StudyLayout
 
 
-def read_paired(out: Path, regimes: Sequence[str], seeds: int, path_of: Callable[[RunLayout], Path],
+def read_paired(out: Path, regimes: Sequence[str], seeds: Sequence[int], path_of: Callable[[RunLayout], Path],
                 keys_of: Callable[[pd.DataFrame], pd.DataFrame], mismatch: Callable[[Path, Path], str],
                 columns: Sequence[str] = ()) -> tuple[dict[str, list[pd.DataFrame]], pd.DataFrame]:
     """Every run's table (``path_of`` its layout) per regime, in seed order, and the first run's keys.
 
     Args:
         out: the study folder.
-        regimes: the regimes, each with ``seeds`` runs.
+        regimes: the regimes, each with a run of every seed of ``seeds``.
         path_of: which file of a run's layout.
         keys_of: the columns (and order) that must equal the first run's.
         mismatch: the message for a run (first argument) whose keys differ from the first run's (second).
@@ -35,7 +35,7 @@ def read_paired(out: Path, regimes: Sequence[str], seeds: int, path_of: Callable
     tables: dict[str, list[pd.DataFrame]] = {}
     first = reference = None
     for regime in regimes:
-        for seed in range(seeds):
+        for seed in seeds:
             run = StudyLayout(out).run_dir(regime, seed)
             path = path_of(RunLayout(run))
             try:
@@ -54,7 +54,7 @@ def read_paired(out: Path, regimes: Sequence[str], seeds: int, path_of: Callable
     return tables, reference
 
 
-def load_predictions(out: Path, regimes: list[str], seeds: int, names: list[str],
+def load_predictions(out: Path, regimes: list[str], seeds: Sequence[int], names: list[str],
                      pick: Callable[[RunLayout, str], Path] = RunLayout.predictions
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]:
     """Labels, patients and per-regime, per-seed predictions of every run's test predictions (``pick``: which file of

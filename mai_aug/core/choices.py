@@ -23,3 +23,7 @@ TEST_SHIFTS: tuple[str, ...] = ("none", "site")
 DATASETS: tuple[str, ...] = ("auto", "nih", "chexpert", "csv")
 #: Bootstrap resamples of patients where none is asked for (``--bootstrap``, every ``n_boot`` default).
 DEFAULT_BOOTSTRAP = 1000
+#: Where a study's runs go (``compare --executor``), the default first: this process, Ray tasks, a SLURM job array.
+EXECUTORS = ("local", "ray", "slurm")
+#: submitit's clusters for ``--executor slurm`` (``--slurm-cluster``): SLURM itself, or its local executor.
+SLURM_CLUSTERS = ("slurm", "local")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mai_aug.core.errors import MaiAugError
+from mai_aug.core.locks import LOCK_NAME
 from mai_aug.core.names import check_name
 
 #: The best checkpoint's file name in ``checkpoints/``.
@@ -91,7 +92,12 @@ class RunLayout(_Folder):
 
     @property
     def lock(self) -> Path:
-        return self.root / ".lock"
+        return self.root / LOCK_NAME
+
+    @property
+    def job_failure(self) -> Path:
+        """``job_failure.json``: why this run's last job in a study failed (removed when a job finishes it)."""
+        return self.root / "job_failure.json"
 
     @property
     def done(self) -> Path:
@@ -223,6 +229,16 @@ class StudyLayout(_Folder):
     @property
     def config(self) -> Path:
         return self.root / "compare_config.yaml"
+
+    @property
+    def report_lock(self) -> Path:
+        """``.report.lock``: processes sharing the study write its report one at a time."""
+        return self.root / ".report.lock"
+
+    @property
+    def slurm(self) -> Path:
+        """``slurm/``: the logs and pickled jobs of ``compare --executor slurm``."""
+        return self.root / "slurm"
 
     @property
     def marker(self) -> Path:

@@ -29,6 +29,7 @@ MAX_COUNTS: dict[str, int] = {
     "early_stop": 100_000,
     "checkpoint_every": 1_000_000_000,
     "images_per_patient": 10_000,
+    "slurm_time": 525_600,  # minutes: a year
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -53,6 +54,12 @@ def current() -> DistContext:
     return DistContext(rank=int(os.environ["RANK"]), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
+#: How long a rank waits at a barrier for the others. The other ranks wait there while rank 0 alone evaluates a run
+#: and brings its analyses up to date (a full NIH test split with a shift sweep is an hour or more on one GPU), far
+#: past torch's default of 10 minutes for NCCL.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=6)
+
+
 def init(device_type: str) -> DistContext:
     """Join torchrun's process group (nccl on CUDA, gloo on CPU) if there is one; return the context."""
     ctx = current()
@@ -61,7 +68,7 @@ def init(device_type: str) -> DistContext:
             if torch.cuda.device_count() <= ctx.local_rank:
                 raise MaiAugError(f"LOCAL_RANK {ctx.local_rank}: only {torch.cuda.device_count()} CUDA device(s) here")
             torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
     return ctx
 
 

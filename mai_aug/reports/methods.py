@@ -22,7 +22,7 @@ TRAIN_LABELS = {"network": "network", "network_args": "network arguments", "pret
                 "weight_decay": "weight decay", "weighted_loss": "loss", "early_stop": "early stopping",
                 "amp": "mixed precision", "augment_on": "augmentation runs on"}
 #: Study keys the tables below render themselves (everything else is listed with its key).
-SHOWN = {"preset", "preset_values", "data", "regimes", "seeds", "bootstrap", "metrics", "train",
+SHOWN = {"preset", "preset_values", "data", "regimes", "seeds", "seed_list", "bootstrap", "metrics", "train",
          "regime_specs", "device", "split_sizes", "versions", "primary", "detect"}
 
 
@@ -65,10 +65,16 @@ def split_text(config: dict) -> str:
             f"patients (split seed {data.get('seed', 0)})")
 
 
+def seeds_text(config: dict) -> str:
+    """The number of seeds per regime, and which they are where they are not 0 to k-1 (``--seed-list``)."""
+    k, listed = int(config["seeds"]), list(config.get("seed_list") or range(int(config["seeds"])))
+    return str(k) if listed == list(range(k)) else f"{k} (seeds {', '.join(map(str, listed))})"
+
+
 def config_table(config: dict) -> pd.DataFrame:
     """The trimmed configuration: one row per setting that changes results, the analyses' settings, the software."""
     rows = [("data", config["data"]), ("split", split_text(config)), ("preset", f"`{config['preset']}`"),
-            ("regimes", ", ".join(f"`{r}`" for r in config["regimes"])), ("seeds per regime", config["seeds"])]
+            ("regimes", ", ".join(f"`{r}`" for r in config["regimes"])), ("seeds per regime", seeds_text(config))]
     train = dict(config.get("train") or {})
     rows += [(TRAIN_LABELS[k], _train_value(k, train.pop(k))) for k in TRAIN_LABELS if k in train]
     rows += [(k.replace("_", " "), compact(v)) for k, v in train.items()]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mai_aug.analyses.base import StudyRuns
+from mai_aug.analyses.base import StudyAnalysis, StudyRuns
 from mai_aug.analyses.curves.study import TrainingSize
 from mai_aug.analyses.robustness.run import site_items
 from mai_aug.analyses.saliency.resolution import check_saliency_map
@@ -22,6 +22,7 @@ from mai_aug.core.devices import resolve_device
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import write_text_atomic
 from mai_aug.core.layout import StudyLayout, cache_root
+from mai_aug.core.locks import StudyLock
 from mai_aug.core.preflight import require_writable_folder
 from mai_aug.data.boxes import find_box_file
 from mai_aug.data.datasets import DataSource
@@ -40,11 +41,30 @@ from mai_aug.stats.paired import primary_column
 from mai_aug.stats.planning import DEFAULT_DETECT
 from mai_aug.stats.scores import resolve_metrics
 from mai_aug.study.analyses import enabled_analyses
-from mai_aug.study.execute import curve_runs, run_all
+from mai_aug.study.execute import run_jobs, study_jobs
+from mai_aug.study.executors.base import ExecutorOptions
+from mai_aug.study.executors.select import Executor, make_executor
+from mai_aug.study.jobs import JobOutcome
+from mai_aug.study.missing import (
+    MissingRun,
+    failure_summary,
+    missing_lines,
+    missing_runs,
+    no_report_message,
+    report_seeds,
+)
 from mai_aug.study.phantom_cache import ensure_phantom, phantom_folder
 from mai_aug.study.phantom_cache import phantom_module as phantom_module  # tests replace its __file__
 from mai_aug.study.report import write_report
-from mai_aug.study.run_folders import plan_curves, plan_runs, run_config, runs_configuration, settle_out
+from mai_aug.study.run_folders import (
+    finished_seeds,
+    plan_curves,
+    plan_runs,
+    run_config,
+    runs_configuration,
+    settle_out,
+)
+from mai_aug.study.seed_list import check_seeds
 from mai_aug.transforms.regimes import available_regimes, load_regime
 from mai_aug.transforms.shift_levels import SHIFT_TYPES, parse_levels
 
@@ -57,7 +77,7 @@ class CompareOptions:
     data: Path | None = None
     preset: str = "demo"
     regimes: list[str] | None = None
-    seeds: int | None = None  # None: the preset's, else 1
+    seeds: list[int] | None = None  # --seeds / --seed-list; None: 0 to the preset's seeds - 1, else seed 0
     regimes_file: list[str] = field(default_factory=list)
     device: str = "auto"
     cache_dir: Path | None = None
@@ -79,23 +99,49 @@ class CompareOptions:
     train_fractions: list[float] | None = None  # training sizes of the learning curve (``--train-fraction``); None: none
     detect: float | None = None  # the difference the planning section sizes (``--detect``); None: the preset's, else 0.01
     export_tables: bool = False  # report.md's tables also as OUT/tables/*.csv and *.tex (``--export-tables``)
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)  # where the runs go (``--executor``)
+    report_only: bool = False  # train nothing: report the finished runs, list the others (``--report-only``)
 
 
 def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     """Train and evaluate each regime x seed into ``OUT/<regime>/seed-<k>`` and write the comparison report.
 
     Existing run folders are reused only where their fingerprint matches this command's (see :func:`plan_runs`).
+    Every run is a job for ``opts.executor`` (this process, Ray, SLURM); a failed job does not stop the others, and
+    the report covers the seeds whose runs all finished, listing the rest (then the command fails, naming them).
     Under torchrun every rank trains (DDP); rank 0 alone generates data, evaluates and reports (others get None).
     """
     ctx = distributed.init(resolve_device(opts.device).type)
     preset = load_preset(opts.preset)
     opts = _preset_defaults(opts, preset)
+    executor = _check_executor(opts, ctx)  # a missing optional package stops before anything is made
     study = _plan_study(opts, preset, ctx)
-    run_all(opts, study.runs, study.plan, study.train_opts, study.n_boot, ctx)
-    curve_runs(study.sizes, study.runs, opts, study.n_boot, ctx)
+    analyses = enabled_analyses(opts, study.sizes)
+    outcomes = [] if opts.report_only else run_jobs(
+        executor, study_jobs(opts, study.runs, study.train_opts, study.sizes, analyses,
+                             _study_runs(opts, study, tuple(opts.seeds))), ctx.is_main)
     if not ctx.is_main:
         return None
-    return _write_study_report(opts, preset, study)
+    summary = _write_study_report(opts, preset, study, analyses, outcomes)
+    failed = [o for o in outcomes if not o.done]
+    if failed:
+        raise MaiAugError(failure_summary(failed, len(outcomes), StudyLayout(opts.out).report))
+    return summary
+
+
+def _study_runs(opts: CompareOptions, study: _Study, seeds: tuple[int, ...]) -> StudyRuns:
+    """What the analyses read of the study: its folder, regimes, ``seeds``, findings, resamples and device."""
+    return StudyRuns(Path(opts.out), study.regimes, seeds, list(study.datalist["labels"]), study.n_boot, opts.device)
+
+
+def _check_executor(opts: CompareOptions, ctx: distributed.DistContext) -> Executor:
+    """The executor of ``--executor``; Ray and SLURM start their own processes, so not under torchrun."""
+    if ctx.enabled and opts.executor.remote:
+        raise MaiAugError(f"--executor {opts.executor.kind}: not under torchrun (each run is its own job there; "
+                          f"use --gpus-per-run or --slurm-gpus-per-run for several GPUs)")
+    if opts.report_only and opts.retrain:
+        raise MaiAugError("--report-only trains nothing: it cannot --retrain")
+    return make_executor(opts.executor, StudyLayout(opts.out))
 
 
 @dataclass
@@ -124,10 +170,10 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
     if preset.get("primary", "macro") != "macro":  # a primary finding the data has: refused before anything trains
         primary_column(preset["primary"], datalist["labels"], np.arange(1 + len(datalist["labels"])))
     out, train_opts = Path(opts.out), checked.train_opts
-    runs = [(r, k) for r in checked.regimes for k in range(opts.seeds)]
+    runs = [(r, k) for r in checked.regimes for k in opts.seeds]
     plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
     ctx.barrier()
-    if ctx.is_main:
+    if ctx.is_main and not opts.report_only:
         settle_out(out, plan, datalist)
     ctx.barrier()
     sizes = (plan_curves(out, runs, train_opts, opts, datalist, checked.fractions,
@@ -215,16 +261,32 @@ def _claim_out(out: Path, ctx: distributed.DistContext) -> None:
             write_text_atomic(study.marker, "a mai-aug compare folder: its runs, datalist and reports\n")
 
 
-def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _Study) -> pd.DataFrame:
-    """Each enabled analysis (shift sweeps, saliency, TTA, learning curve) brought up to date and its section, then
-    report.md."""
+def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _Study,
+                        analyses: list[StudyAnalysis], outcomes: list[JobOutcome]) -> pd.DataFrame:
+    """Under the study's report lock: the seeds every regime finished, each enabled analysis (shift sweeps,
+    saliency, TTA, learning curve) brought up to date and its section, the missing runs, then report.md."""
+    out, regimes = Path(opts.out), study.regimes
+    with StudyLock(StudyLayout(out).report_lock):
+        candidates = sorted({*opts.seeds, *finished_seeds(out, regimes, study.train_opts, opts, study.datalist)})
+        seeds = report_seeds(out, regimes, candidates, study.sizes)
+        missing = missing_runs(out, study.runs, study.sizes, seeds, outcomes)
+        if not seeds:
+            raise MaiAugError(no_report_message(missing))
+        return _report(opts, preset, study, analyses, _study_runs(opts, study, tuple(seeds)), missing)
+
+
+def _report(opts: CompareOptions, preset: dict[str, Any], study: _Study, analyses: list[StudyAnalysis],
+            runs: StudyRuns, missing: list[MissingRun]) -> pd.DataFrame:
+    """report.md over the finished seeds of ``runs``: the analyses' sections, the missing runs listed."""
     out, regimes, n_boot = Path(opts.out), study.regimes, study.n_boot
     config = {"preset": opts.preset, "preset_values": {k: v for k, v in preset.items() if k != "train"},
-              "data": study.source, "regimes": regimes, "seeds": opts.seeds, "bootstrap": n_boot,
-              "metrics": study.metrics, **runs_configuration(out, study.runs)}
-    runs = StudyRuns(out, regimes, opts.seeds, list(study.datalist["labels"]), n_boot, opts.device)
-    sections, evidence = [], []
-    for analysis in enabled_analyses(opts, study.sizes):
+              "data": study.source, "regimes": regimes, "seeds": len(runs.seeds), "seed_list": list(runs.seeds),
+              "bootstrap": n_boot, "metrics": study.metrics,
+              **runs_configuration(out, [(r, k) for r in regimes for k in runs.seeds])}
+    if missing:
+        config["missing_runs"] = {m.label: m.reason for m in missing}
+    sections, evidence = missing_lines(missing, runs.seeds), []
+    for analysis in analyses:
         analysis.update(runs)
         part = analysis.section(runs)
         sections, evidence = [*sections, *part.lines], [*evidence, *part.evidence]
@@ -232,13 +294,13 @@ def _write_study_report(opts: CompareOptions, preset: dict[str, Any], study: _St
     primary = str(preset.get("primary", "macro"))
     detect = opts.detect or float(preset.get("detect", DEFAULT_DETECT))
     config.update(primary=primary, detect=detect)
-    return write_report(out, regimes, opts.seeds, study.datalist, n_boot, config, study.metrics, sections, evidence,
+    return write_report(out, regimes, runs.seeds, study.datalist, n_boot, config, study.metrics, sections, evidence,
                         primary, detect, opts.export_tables)
 
 
 def _preset_defaults(opts: CompareOptions, preset: dict[str, Any]) -> CompareOptions:
     """``opts`` with the preset's ``seeds``, and its ``robustness`` sweep where the command line asked for none."""
-    opts = dataclasses.replace(opts, seeds=opts.seeds or int(preset.get("seeds", 1)))
+    opts = dataclasses.replace(opts, seeds=list(opts.seeds or range(int(preset.get("seeds", 1)))))
     sweep = preset.get("robustness")
     if opts.robustness is None and sweep is not None:
         opts = dataclasses.replace(opts, robustness=list(sweep.get("shifts", [])),
@@ -259,8 +321,7 @@ def _check_runs(opts: CompareOptions, preset: dict[str, Any]) -> list[str]:
     if repeated:
         raise MaiAugError(f"--regimes: {', '.join(map(repr, repeated))} given more than once; name each regime once "
                           f"(--seeds N trains N seeds of each)")
-    if opts.seeds < 1:
-        raise MaiAugError("--seeds must be at least 1")
+    check_seeds(opts.seeds)
     return regimes
 
 

@@ -32,10 +32,18 @@ def read_study_config(out: Path) -> dict:
     return config
 
 
+def study_seeds(config: dict) -> list[int]:
+    """The seeds a comparison's report covered: its ``seed_list``, or 0 to ``seeds`` - 1 (reports before it)."""
+    listed = config.get("seed_list")
+    if isinstance(listed, list) and listed and all(isinstance(k, int) for k in listed):
+        return listed
+    return list(range(config["seeds"]))
+
+
 def plan_study(out: Path, detect: float, power: float = DEFAULT_POWER) -> pd.DataFrame:
     """The planning table of the study in ``out`` for a true difference ``detect`` (nothing is trained)."""
     config = read_study_config(Path(out))
-    regimes, seeds = [str(r) for r in config["regimes"]], config["seeds"]
+    regimes, seeds = [str(r) for r in config["regimes"]], study_seeds(config)
     if len(regimes) < 2:
         raise MaiAugError(f"--study {out}: one regime, nothing to compare")
     names = list(load_datalist(StudyLayout(out).datalist)["labels"])

@@ -177,7 +177,7 @@ def metric_sections(out: Path, labels: np.ndarray, patients: np.ndarray, predict
     return lines
 
 
-def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_boot: int, config: dict,
+def write_report(out: Path, regimes: list[str], seeds: Sequence[int], datalist: dict, n_boot: int, config: dict,
                  metrics: list[str] | None = None, sections: Sequence[str] = (),
                  evidence: Sequence[Evidence] = (), primary: str = "macro",
                  detect: float = DEFAULT_DETECT, export_tables: bool = False) -> pd.DataFrame:
@@ -202,12 +202,12 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
     report.auc_by_regime_wide(summary).to_csv(study.auc_by_regime, index=False, float_format="%.6f")
     write_figures(out, summary, labels, patients, predictions, names)
     paired = report.paired_table(summary, baseline)
-    n_patients = len(np.unique(patients))
+    n_patients, k = len(np.unique(patients)), len(seeds)
     md = [
         "# Regime comparison: summary", "",
-        f"Test split: {len(labels)} images of {n_patients} patients; {plural(seeds, 'seed')} per regime, "
-        f"seed variance {'included' if seeds > 1 else 'NOT included'}.", "",
-        "## Statistics", "", *statistics_text(summary, seeds, n_boot, baseline, primary), "",
+        f"Test split: {len(labels)} images of {n_patients} patients; {plural(k, 'seed')} per regime, "
+        f"seed variance {'included' if k > 1 else 'NOT included'}.", "",
+        "## Statistics", "", *statistics_text(summary, k, n_boot, baseline, primary), "",
         "## Macro AUC per regime", "", report.markdown_table(report.headline_table(summary, baseline, primary)), "",
         "## AUC per finding (marginal 95% intervals)", "", report.markdown_table(report.finding_table(summary)), "",
         f"## Secondary: paired difference against `{baseline}`, per finding (simultaneous 95% intervals)", "",
@@ -216,9 +216,9 @@ def write_report(out: Path, regimes: list[str], seeds: int, datalist: dict, n_bo
         *metric_sections(out, labels, patients, predictions, names, extra, n_boot, baseline),
     ]
     study.summary_md.write_text("\n".join(md))
-    shows = findings_section([*in_distribution(summary, baseline, primary), *evidence], baseline, seeds,
+    shows = findings_section([*in_distribution(summary, baseline, primary), *evidence], baseline, k,
                              n_patients, str(config["data"]), regimes)
-    described = {"regimes": regimes, "seeds": seeds, "bootstrap": n_boot, "primary": primary, **config}
+    described = {"regimes": regimes, "seeds": k, "seed_list": list(seeds), "bootstrap": n_boot, "primary": primary, **config}
     full = [
         "# mai_aug regime comparison", "",
         f"Data: {config['data']}. Preset: `{config['preset']}`. Regimes: {', '.join(regimes)}.", "",
@@ -266,11 +266,11 @@ def split_lines(datalist: dict) -> list[str]:
             report.markdown_table(sizes.reset_index().rename(columns={"index": ""}), "{}"), ""]
 
 
-def run_costs(out: Path, regimes: list[str], seeds: int) -> list[dict]:
+def run_costs(out: Path, regimes: list[str], seeds: Sequence[int]) -> list[dict]:
     """Each run's device, epochs and training wall time, from its ``DONE`` (none for runs of older code)."""
     costs = []
     for regime in regimes:
-        for seed in range(seeds):
+        for seed in seeds:
             layout = StudyLayout(out).run(regime, seed)
             done = json.loads(layout.done.read_text()) if layout.done.is_file() else {}
             costs.append({"run": StudyLayout.label(regime, seed), "device": done.get("device"),
@@ -279,7 +279,7 @@ def run_costs(out: Path, regimes: list[str], seeds: int) -> list[dict]:
     return costs
 
 
-def cost_lines(out: Path, regimes: list[str], seeds: int) -> list[str]:
+def cost_lines(out: Path, regimes: list[str], seeds: Sequence[int]) -> list[str]:
     """report.md's compute cost: each run's device and training wall time (training and validation)."""
     return ["## Compute cost", "", "Each run's training wall time (training steps and every validation pass; the test "
             "evaluation and the analyses are not included) and the device it ran on.", "",
@@ -293,9 +293,9 @@ def configuration_lines(config: dict, study: StudyLayout) -> list[str]:
             "### Regimes", "", *regime_lines(config.get("regime_specs") or {})]
 
 
-def run_lines(study: StudyLayout, regimes: list[str], seeds: int) -> list[str]:
+def run_lines(study: StudyLayout, regimes: list[str], seeds: Sequence[int]) -> list[str]:
     """report.md's list of run folders and the TensorBoard command."""
     return ["## Runs", "", *[f"- `{StudyLayout.label(r, k)}/`: run folder (config.yaml, metrics.csv, checkpoints, "
-                             f"eval/)" for r in regimes for k in range(seeds)], "",
+                             f"eval/)" for r in regimes for k in seeds], "",
             f"TensorBoard: `tensorboard --logdir {study.tensorboard.name}` from this folder overlays the runs (HParams "
             f"tab: regime, seed, image size).", ""]

@@ -107,6 +107,21 @@ def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: Co
     Raises:
         MaiAugError: some run folders differ and ``opts.retrain`` is not set; the line says what differs.
     """
+    statuses, problems = run_statuses(out, runs, train_opts, opts, datalist)
+    old_list = StudyLayout(out).datalist
+    new_hash = canonical_sha256(datalist)
+    replaced = old_list.is_file() and canonical_sha256(load_datalist(old_list)) != new_hash
+    write = replaced or not old_list.is_file()
+    if write:  # runs outside this command's plan must not end up beside a datalist they were not made from
+        problems.update({label: ["made from another datalist"] for label in _orphans(out, statuses, new_hash)})
+    if problems and not opts.retrain:
+        raise MaiAugError(_refusal(out, problems, replaced))
+    return {"runs": statuses, "stale": [out / label for label in problems], "write_datalist": write}
+
+
+def run_statuses(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: CompareOptions, datalist: dict
+                 ) -> tuple[dict[tuple[str, int], str], dict[str, list[str]]]:
+    """Each run's :func:`run_status` against this command's settings, and what differs where a folder does not fit."""
     loaded: dict[str, Any] = {}
     statuses, problems = {}, {}
     device = resolve_device(opts.device)
@@ -121,15 +136,16 @@ def plan_runs(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: Co
         statuses[(regime, seed)] = status
         if diffs:
             problems[StudyLayout.label(regime, seed)] = diffs
-    old_list = StudyLayout(out).datalist
-    new_hash = canonical_sha256(datalist)
-    replaced = old_list.is_file() and canonical_sha256(load_datalist(old_list)) != new_hash
-    write = replaced or not old_list.is_file()
-    if write:  # runs outside this command's plan must not end up beside a datalist they were not made from
-        problems.update({label: ["made from another datalist"] for label in _orphans(out, statuses, new_hash)})
-    if problems and not opts.retrain:
-        raise MaiAugError(_refusal(out, problems, replaced))
-    return {"runs": statuses, "stale": [out / label for label in problems], "write_datalist": write}
+    return statuses, problems
+
+
+def finished_seeds(out: Path, regimes: list[str], train_opts: dict, opts: CompareOptions, datalist: dict
+                   ) -> list[int]:
+    """The seeds of ``out`` with a finished run of every regime made with this command's settings (runs of
+    earlier commands: ``--seed-list`` adds seeds to a study, and its report covers these too)."""
+    found = sorted({seed for regime, seed, _ in StudyLayout(out).run_dirs() if regime in regimes})
+    statuses, _ = run_statuses(out, [(r, k) for r in regimes for k in found], train_opts, opts, datalist)
+    return [k for k in found if all(statuses[(r, k)] == "finished" for r in regimes)]
 
 
 def _orphans(out: Path, planned: dict[tuple[str, int], str], datalist_hash: str) -> list[str]:

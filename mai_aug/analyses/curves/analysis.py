@@ -22,6 +22,7 @@ class CurvesAnalysis(StudyAnalysis):
     rank (``study/compare.py`` ``plan_curves``/``curve_runs``); what is per run here is their test evaluation."""
 
     name: ClassVar[str] = "learning curve"
+    per_run: ClassVar[bool] = False
     sizes: list[TrainingSize] = field(default_factory=list)
 
     def is_current(self, run_dir: Path, study: StudyRuns) -> bool:

@@ -3,6 +3,7 @@ training split, scored on the shared test set, with paired differences against t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def training_size(out: Path, fraction: float, subset: dict, full: dict, train_op
                         findings_without_positives(subset, full))
 
 
-def curve_statistics(sizes: list[TrainingSize], regimes: list[str], seeds: int, names: list[str], n_boot: int,
+def curve_statistics(sizes: list[TrainingSize], regimes: list[str], seeds: Sequence[int], names: list[str], n_boot: int,
                      baseline: str) -> pd.DataFrame:
     """``learning_curve.csv``: per size and regime the test macro AUC [marginal CI] and its paired difference against
     ``baseline`` [marginal CI; starred over the regimes' macro comparisons at that size].

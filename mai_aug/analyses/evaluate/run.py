@@ -20,6 +20,7 @@ from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import save_figure_atomic, write_csv_atomic, write_text_atomic
 from mai_aug.core.layout import RunLayout
+from mai_aug.core.locks import holding_run_lock
 from mai_aug.core.logs import RunLog
 from mai_aug.core.preflight import require_free_space, require_writable_folder
 from mai_aug.data.images import check_image_headers
@@ -36,6 +37,7 @@ EVAL_BYTES, EVAL_BYTES_PER_IMAGE = 1 << 20, 1 << 10
 SPLIT_KEYS = {"test": "test", "validation": "validation", "training": "training"}
 
 
+@holding_run_lock
 def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
                  n_boot: int = DEFAULT_BOOTSTRAP, workers: int = 0, trust: bool | None = None,
                  metrics: Sequence[str] | None = None, tta: int = 0) -> pd.DataFrame:

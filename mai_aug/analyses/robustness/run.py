@@ -25,6 +25,7 @@ from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import atomic_write, save_figure_atomic, write_csv_atomic, write_text_atomic
 from mai_aug.core.layout import RunLayout
+from mai_aug.core.locks import holding_run_lock
 from mai_aug.core.logs import RunLog
 from mai_aug.core.preflight import require_writable_folder
 from mai_aug.data.nih import read_nih
@@ -150,6 +151,7 @@ def swept_with(run_dir: Path, checkpoint: Path, levels: dict[str, list[float]], 
                           bootstrap=n_boot, site_data=str(site_data) if site_data is not None else None) is not None
 
 
+@holding_run_lock
 def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPES), levels: Sequence[str] = (),
                    split: str = "test", checkpoint: str = "best", device: str = "auto", n_boot: int = DEFAULT_BOOTSTRAP,
                    workers: int = 0, site_data: str | Path | None = None, trust: bool | None = None) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -84,7 +84,7 @@ def _array(path: Path, name: str) -> np.ndarray:
         return arrays[name]
 
 
-def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
+def load_sweeps(out: Path, regimes: list[str], seeds: Sequence[int], names: list[str]
                 ) -> tuple[np.ndarray, np.ndarray, SweepReader]:
     """Labels, patients and, per (shift, level), each regime's per-seed predictions (read a level at a time).
 
@@ -94,7 +94,7 @@ def load_sweeps(out: Path, regimes: list[str], seeds: int, names: list[str]
     files: dict[str, list[Path]] = {}
     first, reference = None, None
     for regime in regimes:
-        for seed in range(seeds):
+        for seed in seeds:
             run = StudyLayout(out).run_dir(regime, seed)
             header = _sweep_header(run, names)
             if reference is None:

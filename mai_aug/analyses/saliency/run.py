@@ -28,6 +28,7 @@ from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity, output
 from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.layout import RunLayout
+from mai_aug.core.locks import holding_run_lock
 from mai_aug.data.boxes import find_box_file, read_boxes
 from mai_aug.data.loader import build_dataset
 from mai_aug.stats.pointing import chance_of_hit, has_peak, map_box, pointing_hit
@@ -210,6 +211,7 @@ def saliency_meta(run: TrainedRun, split: str, box_file: Path, tolerance: float,
                    "network input by the size ratio); a constant map (no peak) is a miss"}
 
 
+@holding_run_lock
 def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto",
                  max_images: int | None = None, tolerance: float | None = None, layer: str | None = None,
                  boxes: str | Path | None = None, n_boot: int = DEFAULT_BOOTSTRAP, trust: bool | None = None) -> dict:

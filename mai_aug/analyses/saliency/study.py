@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from mai_aug.stats.pointing import hit_matrix, study_scores
 KEYS = ["image", "patient", "finding"]
 
 
-def load_pointing(out: Path, regimes: list[str], seeds: int) -> dict[str, list[pd.DataFrame]]:
+def load_pointing(out: Path, regimes: list[str], seeds: Sequence[int]) -> dict[str, list[pd.DataFrame]]:
     """Every run's ``saliency/pointing.csv``; raises naming the run whose boxes differ from the first run's."""
     frames, _ = read_paired(
         out, regimes, seeds, lambda run: run.saliency_dir / "pointing.csv",
@@ -47,12 +48,12 @@ def saliency_summary(frames: dict[str, list[pd.DataFrame]], names: list[str], n_
     return table.rename(columns={"positive_patients": "boxed_patients"})
 
 
-def saliency_section(out: Path, regimes: list[str], seeds: int, names: list[str], n_boot: int
+def saliency_section(out: Path, regimes: list[str], seeds: Sequence[int], names: list[str], n_boot: int
                      ) -> tuple[list[str], list[Evidence]]:
     """Write ``saliency.csv``; return report.md's lines (hit rates per regime and finding, differences against the
     baseline, where Cardiomegaly's maps sit per regime, and each regime's grid) and the macro hit-rate differences
     (for "What this study shows")."""
-    meta = json.loads((StudyLayout(out).run(regimes[0], 0).saliency_dir / "meta.json").read_text())
+    meta = json.loads((StudyLayout(out).run(regimes[0], seeds[0]).saliency_dir / "meta.json").read_text())
     side, tolerance = int(meta["image_size"]), float(meta["tolerance_px"])
     baseline = baseline_regime(regimes)
     frames = load_pointing(out, regimes, seeds)
@@ -68,7 +69,7 @@ def saliency_section(out: Path, regimes: list[str], seeds: int, names: list[str]
                          diff, row.get("diff_ci_low", np.nan), row.get("diff_ci_high", np.nan),
                          star=bool(row.get("ci_excludes_0", False)))})
     orient = [orientation(pd.concat(runs, ignore_index=True), side) for runs in frames.values()]
-    seed_words = " and seed" if seeds > 1 else ""
+    seed_words = " and seed" if len(seeds) > 1 else ""
     return ["## Saliency: pointing game", "",
             f"Grad-CAM (`mai-aug saliency`) of every boxed finding of the test images; a hit when the map's peak lies "
             f"within {tolerance:g} px of one of the finding's boxes at the {side} px network input. Hit rate "

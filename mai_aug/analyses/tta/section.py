@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ from mai_aug.reports.compare import interval_text
 from mai_aug.stats import paired as pairedstats
 
 
-def tta_summary(out: Path, regimes: list[str], seeds: int, names: list[str], n_boot: int) -> pd.DataFrame:
+def tta_summary(out: Path, regimes: list[str], seeds: Sequence[int], names: list[str], n_boot: int) -> pd.DataFrame:
     """Per regime, the ``summary_table`` rows of its plain and its TTA predictions (``prediction``: plain or tta),
     the difference paired by patient and seed; simultaneous intervals over that regime's scored findings."""
     labels, patients, plain = load_predictions(out, regimes, seeds, names)
@@ -28,7 +29,7 @@ def tta_summary(out: Path, regimes: list[str], seeds: int, names: list[str], n_b
     return frame[["regime", *[c for c in frame if c != "regime"]]]
 
 
-def tta_section(out: Path, regimes: list[str], seeds: int, names: list[str], n_boot: int, draws: int) -> list[str]:
+def tta_section(out: Path, regimes: list[str], seeds: Sequence[int], names: list[str], n_boot: int, draws: int) -> list[str]:
     """Write ``tta.csv``; return report.md's lines: per regime, macro AUC without and with TTA and the difference."""
     summary = tta_summary(out, regimes, seeds, names, n_boot)
     summary.to_csv(StudyLayout(out).tta, index=False, float_format="%.6f")
@@ -43,7 +44,7 @@ def tta_section(out: Path, regimes: list[str], seeds: int, names: list[str], n_b
     return ["## Test-time augmentation", "",
             f"Each run's test predictions averaged over {draws} draws of its regime's random part (`evaluate --tta "
             f"{draws}`; a regime without a random part is unchanged). Macro AUC [marginal 95% interval]; the "
-            f"difference is paired by patient{' and seed' if seeds > 1 else ''} ({n_boot} resamples), its interval "
+            f"difference is paired by patient{' and seed' if len(seeds) > 1 else ''} ({n_boot} resamples), its interval "
             f"marginal for the macro, simultaneous over the regime's scored findings per finding, `*` where it "
             f"excludes 0.", "",
             report.markdown_table(pd.DataFrame(rows)), ""]
