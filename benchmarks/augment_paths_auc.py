@@ -53,8 +53,8 @@ def _args() -> argparse.Namespace:
 def main() -> None:
     args = _args()
     names = json.loads((args.study_b / "datalist.json").read_text())["labels"]
-    labels, patients, b = load_predictions(args.study_b, [args.regime], args.seeds, names)
-    labels_a, patients_a, a = load_predictions(args.study_a, [args.regime], args.seeds, names)
+    labels, patients, b = load_predictions(args.study_b, [args.regime], range(args.seeds), names)
+    labels_a, patients_a, a = load_predictions(args.study_a, [args.regime], range(args.seeds), names)
     if not ((labels == labels_a).all() and (patients == patients_a).all()):
         raise SystemExit("the two studies have different test sets")
     predictions = {args.label_b: b[args.regime], args.label_a: a[args.regime]}

@@ -8,6 +8,7 @@ Cases that need a trained run share one tiny run (32 px, 1 epoch, 2 steps, worke
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -25,7 +26,6 @@ import yaml
 
 from conftest import cut_datalist, write_nih
 from mai_aug.cli import main
-from mai_aug.core.locks import RunLock
 
 TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--workers", "0",
         "--cache", "store"]
@@ -185,8 +185,9 @@ def invalid_datalist_json(env: Env) -> list[str]:
 def held_lock(env: Env) -> list[str]:
     out = env.tmp / "busy"
     out.mkdir()
-    lock = RunLock(out / ".lock").__enter__()  # a second open of the file conflicts, even in this process
-    env.cleanups.append(lock.__exit__)
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT)  # another holder: a second open description conflicts,
+    fcntl.flock(fd, fcntl.LOCK_EX)  # even in this process (RunLock is re-entrant only through itself)
+    env.cleanups.append(lambda: os.close(fd))
     return env.train(out=out)
 
 

@@ -288,7 +288,7 @@ def test_robustness_sweep_and_tta_of_the_study(comparison, phantom_dir, capsys):
     doctored = pd.read_csv(tta_file)
     doctored[names] = doctored[names] * 0.5  # the TTA statistics must read this file, not the plain predictions
     doctored.to_csv(tta_file, index=False)
-    _, _, averaged = load_predictions(comparison, ["basic"], 1, names, pick=RunLayout.tta_predictions)
+    _, _, averaged = load_predictions(comparison, ["basic"], [0], names, pick=RunLayout.tta_predictions)
     assert np.array_equal(averaged["basic"][0], doctored[names].to_numpy(np.float64))
     config = yaml.safe_load((comparison / "compare_config.yaml").read_text())
     assert config["tta"] == 2 and config["robustness"]["levels"] == {"rotation": [0, 10], "noise": [0, 0.3]}

@@ -181,7 +181,7 @@ def test_rerun_reuses_runs_and_a_changed_subset_is_refused(curves, phantom_dir, 
     start = time.monotonic()
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "fraction-0.5/none/seed-0: skipped" in err and err.count(": skipped") == 4 and time.monotonic() - start < 120
+    assert "fraction-0.5/basic/seed-0: skipped" in err and err.count(": skipped") == 4 and time.monotonic() - start < 120
     # runs of another subset in a fraction's folder are never reused: the datalist hash differs
     shutil.copytree(curves / "fraction-0.5", curves / "fraction-0.6")
     assert main(_argv(phantom_dir, tmp_path, curves, "0.6")) == 2

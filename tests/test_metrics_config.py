@@ -146,7 +146,7 @@ def test_report_has_paired_ap_difference_and_reliability_diagrams(tmp_path):
     names = ["A", "B"]
     better = np.clip(probs + 0.3 * (labels - 0.5), 0, 1)
     datalist = fake_study(tmp_path, {"none": probs, "sharp": better}, labels, pid, names)
-    write_report(tmp_path, ["none", "sharp"], 1, datalist, 200, {"data": "fake", "preset": "demo"}, ["ap", "ece"])
+    write_report(tmp_path, ["none", "sharp"], [0], datalist, 200, {"data": "fake", "preset": "demo"}, ["ap", "ece"])
     report = (tmp_path / "report.md").read_text()
     ap = pd.read_csv(tmp_path / "summary_ap.csv")
     row = ap[(ap["regime"] == "sharp") & (ap["finding"] == "macro")].iloc[0]

@@ -91,7 +91,7 @@ def test_report_reads_as_a_supplement(tmp_path):
     datalist = fake_study(tmp_path, {"none": probs, "sharp": probs}, labels, pid, ["A", "B"])
     done = tmp_path / "none" / "seed-0" / "DONE"
     done.write_text(json.dumps({"epochs": 3, "train_seconds": 75.0, "resumed": False, "device": "cpu (2 threads)"}))
-    write_report(tmp_path, ["none", "sharp"], 1, datalist, 200, CONFIG, export_tables=True)
+    write_report(tmp_path, ["none", "sharp"], [0], datalist, 200, CONFIG, export_tables=True)
     report = (tmp_path / "report.md").read_text()
     assert "seed(s)" not in report and "1 seed per regime" in report and " x " not in report
     assert "&id" not in report and "_target_" not in report and "```yaml" not in report

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,6 @@ import yaml
 
 import mai_aug
 from mai_aug.cli import main
-from mai_aug.core.locks import RunLock
 from mai_aug.data.prepare import datalist_from_options
 from mai_aug.settings import fingerprint
 from mai_aug.settings.config import TrainConfig
@@ -260,8 +261,12 @@ def test_train_resume_refuses_fewer_epochs_and_records_a_stretched_schedule(phan
 def test_retrain_does_not_move_a_run_that_is_training(comparison, phantom_dir, tmp_path, capsys):
     out = shutil.copytree(comparison, tmp_path / "out")
     run = out / "none" / "seed-0"
-    with RunLock(run / ".lock"):  # a train in that folder
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)  # a train in that folder (another open description)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         assert compare(phantom_dir, out, "--retrain", lr="1e-5") == 2
+    finally:
+        os.close(fd)
     err = capsys.readouterr().err.strip().splitlines()
     assert "another process (pid" in err[-1] and str(run) in err[-1]
     assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == pytest.approx(1e-3)

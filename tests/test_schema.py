@@ -75,7 +75,9 @@ def test_a_new_compare_routed_field_is_a_compare_flag_defaulting_to_the_preset()
 
 def test_the_train_parser_has_exactly_the_schemas_flags():
     options = {o: a for a in _subparser("train")._actions for o in a.option_strings}
-    expected = {f.option for f in flagged()} | {"--no-amp", "-h", "--help", "--trust-config", "--settings"}
+    negated = {f"--no-{f.option[2:]}" for f in flagged() if f.action == "bool"}  # --amp / --no-amp
+    assert "--no-amp" in negated
+    expected = {f.option for f in flagged()} | negated | {"-h", "--help", "--trust-config", "--settings"}
     assert set(options) == expected
     for f in flagged():
         assert options[f.option].dest == f.name and options[f.option].default is argparse.SUPPRESS

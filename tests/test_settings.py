@@ -18,6 +18,7 @@ from mai_aug.settings.config import TrainConfig
 from mai_aug.settings.layers import FILE_ONLY, build_train_config, read_settings, setting_names
 from mai_aug.settings.schema import COMPARE_TRAIN_FLAGS
 from mai_aug.study.compare import CompareOptions
+from mai_aug.study.executors.base import ExecutorOptions
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
@@ -142,13 +143,19 @@ def test_setting_flags_have_no_argparse_default():
 def test_every_compare_flag_is_routed(tmp_path, monkeypatch):
     names = set(setting_names())
     routed = set(COMPARE_TRAIN_FLAGS) | {f.name for f in dataclasses.fields(CompareOptions)} \
+        | {f.name for f in dataclasses.fields(ExecutorOptions)} \
         | set(_data_options(argparse.Namespace(**dict.fromkeys(_dests("compare"))))) | {"command", "handler", "trust_config"}
     assert _dests("compare") <= routed, f"compare flags going nowhere: {_dests('compare') - routed}"
     assert set(COMPARE_TRAIN_FLAGS) <= names
     seen: list[CompareOptions] = []
     monkeypatch.setattr(mai_aug.study.compare, "run_compare", lambda opts: seen.append(opts))
     assert main(["compare", "--out", str(tmp_path / "cmp"), "--lr", "0.5", "--epochs", "2", "--image-size", "48",
-                 "--network", "resnet18", "--metrics", "ap", "--workers", "0"]) == 0
+                 "--network", "resnet18", "--metrics", "ap", "--workers", "0", "--executor", "ray", "--cpus-per-run",
+                 "3", "--gpus-per-run", "0.5", "--slurm-args", "qos=high", "--seed-list", "4", "2"]) == 0
+    executor = seen[0].executor
+    assert (executor.kind, executor.cpus_per_run, executor.gpus_per_run, executor.slurm_args) == ("ray", 3, 0.5,
+                                                                                                  ["qos=high"])
+    assert seen[0].seeds == [4, 2]
     overrides = seen[0].train_overrides
     assert overrides["lr"] == 0.5 and overrides["epochs"] == 2 and overrides["image_size"] == 48
     assert overrides["network"] == "resnet18" and overrides["metrics"] == ["ap"] and overrides["workers"] == 0

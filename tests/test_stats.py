@@ -194,10 +194,10 @@ def test_runs_must_cover_the_same_images_in_the_same_order(tmp_path):
     _write_run(tmp_path, "none", 0, frame)
     _write_run(tmp_path, "basic", 0, frame.iloc[[1, 0, 2]])
     with pytest.raises(MaiAugError, match=r"basic/seed-0: its test predictions do not cover the same images"):
-        load_predictions(tmp_path, ["none", "basic"], 1, ["A"])
+        load_predictions(tmp_path, ["none", "basic"], [0], ["A"])
     with pytest.raises(MaiAugError, match=r"complex/seed-0: cannot read"):
-        load_predictions(tmp_path, ["none", "complex"], 1, ["A"])
-    labels, patients, preds = load_predictions(tmp_path, ["none"], 1, ["A"])
+        load_predictions(tmp_path, ["none", "complex"], [0], ["A"])
+    labels, patients, preds = load_predictions(tmp_path, ["none"], [0], ["A"])
     assert labels[:, 0].tolist() == [0, 1, 0] and patients.tolist() == [1, 1, 2] and len(preds["none"]) == 1
 
 

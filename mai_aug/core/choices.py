@@ -27,3 +27,5 @@ DEFAULT_BOOTSTRAP = 1000
 EXECUTORS = ("local", "ray", "slurm")
 #: submitit's clusters for ``--executor slurm`` (``--slurm-cluster``): SLURM itself, or its local executor.
 SLURM_CLUSTERS = ("slurm", "local")
+#: ``--compile``: no torch.compile, its default mode, or reduce-overhead (CUDA graphs on CUDA).
+COMPILE_MODES = ("off", "default", "reduce-overhead")

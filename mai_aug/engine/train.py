@@ -19,7 +19,7 @@ from monai.handlers import EarlyStopHandler, StatsHandler, TensorBoardStatsHandl
 from monai.utils import set_determinism
 from torch.utils.tensorboard import SummaryWriter
 
-from mai_aug.core.devices import resolve_amp, resolve_device
+from mai_aug.core.devices import StepOptions, resolve_amp, resolve_device, resolve_step
 from mai_aug.core.errors import EngineTermination, MaiAugError, first_line
 from mai_aug.core.files import write_text_atomic
 from mai_aug.core.layout import RunLayout, checkpoint_epoch, last_checkpoint
@@ -41,6 +41,7 @@ from mai_aug.engine.inference import make_evaluator
 from mai_aug.engine.loss import WeightedBCEWithLogits
 from mai_aug.engine.metrics import MACRO_KEY, PerFindingAUC
 from mai_aug.engine.precision import engine_precision
+from mai_aug.engine.step import make_adam, prepare_network
 from mai_aug.engine.stream import TrainingStream
 from mai_aug.networks.build import LoadReport, build_network
 from mai_aug.networks.spec import NetworkSpec, resolve_network, stored_network
@@ -218,6 +219,7 @@ class _Run:
     network: NetworkSpec
     net: torch.nn.Module  # built and checked on one image before any caching; seeded by config.seed alone
     weights: LoadReport | None
+    step: StepOptions  # memory format, Adam's kernel, torch.compile, as resolved for the device
     started: float = field(default_factory=time.monotonic)  # this session's start, for DONE's train_seconds
 
     @property
@@ -308,6 +310,7 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     extended = (resumed_epochs(read_config(run_dir), config, checkpoint_epoch(resume_from), epochs_begun(run_dir))
                 if resume_from is not None else [])
     amp = resolve_amp(config.amp, device)  # float16 autocast on CUDA, bfloat16 on CPU (engine.precision)
+    step = resolve_step(config.channels_last, config.fused_adam, config.compile, device)
     set_determinism(seed=config.seed)
     datalist = resolve_datalist(config, run_dir, new, write=ctx.is_main)
     ctx.barrier()
@@ -324,7 +327,7 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
         network = stored_network(read_config(run_dir), names, f"--resume {run_dir}")
         net, weights = initial_network(config, names, network)
     return _Run(config, device, ctx, run_dir, resume_from, extended, amp, datalist, regime, freq_pos, stage,
-                network, net, weights)
+                network, net, weights, step)
 
 
 def _record_run(run: _Run, split_on_console: bool = True) -> None:
@@ -340,10 +343,11 @@ def _record_run(run: _Run, split_on_console: bool = True) -> None:
     if not run.main:
         return
     augment_on = "loader" if run.stage is None else "device"
-    resolved = {"amp": run.amp, "augment_on": augment_on}
+    resolved = {"amp": run.amp, "augment_on": augment_on, **run.step.as_settings()}
     write_fingerprint(fingerprint_components(config, run.regime.spec, datalist, resolved, run.extended), run.run_dir)
     write_config(config, {
-        "device": str(run.device), "amp": run.amp, "augment_on": augment_on, "extended_from_epochs": run.extended,
+        "device": str(run.device), "amp": run.amp, "augment_on": augment_on, **run.step.as_settings(),
+        "extended_from_epochs": run.extended,
         "regime": run.regime.spec, "regime_transforms": run.regime.describe(),
         "network": run.network.to_dict(), "pretrained_weights": str(run.weights) if run.weights else None,
         "findings": run.names, "train_positive_frequency": [round(float(f), 6) for f in run.freq_pos],
@@ -384,12 +388,12 @@ def _model(run: _Run) -> _Model:
     """The run's network (DDP-wrapped under torchrun), the BCE loss and Adam."""
     config, device = run.config, run.device
     torch.manual_seed(config.seed)  # the global stream as each regime's run begins it
-    net = run.net.to(device)
+    net = prepare_network(run.net.to(device), run.step)
     model = net  # what the engines run; checkpoints always hold the unwrapped ``net``
     if run.ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = WeightedBCEWithLogits(run.freq_pos if config.weighted_loss else None).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_adam(net.parameters(), config.lr, config.weight_decay, run.step)
     return _Model(net, model, loss_fn, optimizer)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 import mai_aug
-from mai_aug.core.devices import resolve_amp
+from mai_aug.core.devices import resolve_amp, resolve_step
 from mai_aug.core.files import write_text_atomic
 from mai_aug.core.layout import FINGERPRINT_FILE as FINGERPRINT_FILE
 from mai_aug.core.layout import RunLayout, checkpoint_epoch
@@ -55,10 +55,12 @@ def code_sha256() -> str:
 
 
 def resolved_settings(config: TrainConfig, regime: Any, device: torch.device) -> dict[str, Any]:
-    """``amp`` and ``augment_on`` as :func:`mai_aug.engine.train.train` resolves them for ``device``."""
+    """``amp``, ``augment_on`` and the step's options as :func:`mai_aug.engine.train.train` resolves them for
+    ``device``."""
     amp = resolve_amp(config.amp, device)
     batched = config.augment_on != "loader" and not isinstance(compile_regime(regime, config.seed), str)
-    return {"amp": amp, "augment_on": "device" if batched else "loader"}
+    step = resolve_step(config.channels_last, config.fused_adam, config.compile, device)
+    return {"amp": amp, "augment_on": "device" if batched else "loader", **step.as_settings()}
 
 
 def components(config: TrainConfig, regime_spec: dict, datalist: dict, resolved: Mapping[str, Any] | None = None,

@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass
 from typing import Any
 
-from mai_aug.core.choices import AUGMENT_ON, CACHE_MODES, DATASETS, IN_CHANNELS, SPLIT_MODES, UNCERTAIN_POLICIES, VIEWS
+from mai_aug.core.choices import (
+    AUGMENT_ON,
+    CACHE_MODES,
+    COMPILE_MODES,
+    DATASETS,
+    IN_CHANNELS,
+    SPLIT_MODES,
+    UNCERTAIN_POLICIES,
+    VIEWS,
+)
 from mai_aug.core.threads import default_threads
 
 
@@ -184,6 +193,11 @@ FIELDS: tuple[Field, ...] = (
     _run("device", str, "auto", "auto (CUDA when present), cpu or cuda (default: %(default)s)", in_preset=False),
     Field("amp", bool | None, help="mixed precision: float16 autocast on CUDA (default there), bfloat16 autocast on "
           "CPU (opt-in)", action="bool"),
+    Field("channels_last", bool | None, help="the network in channels_last memory format (default: on with CUDA, off "
+          "on CPU)", action="bool"),
+    Field("fused_adam", bool | None, help="Adam's fused kernel (default: on with CUDA, off on CPU)", action="bool"),
+    Field("compile", str, "off", help="torch.compile the network: off, default, or reduce-overhead (CUDA graphs on "
+          "CUDA) (default: %(default)s)", choices=COMPILE_MODES),
     Field("seed", int, 0, help="default: %(default)s", range=SEED_RANGE),
     _run("workers", int, help="data-loader workers (default: up to 4)", factory=lambda: min(4, os.cpu_count() or 1),
          range=Range(0), compare_routes=True),

@@ -39,6 +39,6 @@ class CurvesAnalysis(StudyAnalysis):
 
     def section(self, study: StudyRuns) -> Section:
         curve = curve_statistics(self.sizes, study.regimes, study.seeds, study.names, study.n_boot, study.baseline)
-        lines = write_curve_report(study.out, curve, self.sizes, study.baseline, study.seeds, study.n_boot)
+        lines = write_curve_report(study.out, curve, self.sizes, study.baseline, len(study.seeds), study.n_boot)
         config = {"train_fractions": {fraction_label(s.fraction): s.record() for s in self.sizes}}
         return Section(lines, smallest_size(curve, study.baseline), config)

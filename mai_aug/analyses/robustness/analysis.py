@@ -45,7 +45,7 @@ class RobustnessAnalysis(StudyAnalysis):
         curve, area, loss = sweep_statistics(labels, patients, sweeps, list(study.names), study.n_boot,
                                              study.baseline)
         identity = {**{name: kind.identity for name, kind in SHIFT_TYPES.items()}, "site": 0.0}
-        lines = write_sweep_report(study.out, curve, area, loss, study.baseline, study.seeds, study.n_boot)
+        lines = write_sweep_report(study.out, curve, area, loss, study.baseline, len(study.seeds), study.n_boot)
         evidence = [*strongest_shifts(curve, study.baseline, identity),
                     *strongest_losses(loss, study.baseline, identity)]
         config = {"robustness": {"levels": self.levels,
