@@ -174,6 +174,21 @@ def test_a_job_on_a_locked_run_comes_back_locked_and_touches_nothing(tmp_path):
         holder.wait()
 
 
+def test_evaluate_takes_the_run_lock(local_study, capsys):
+    run = local_study / "none" / "seed-0"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run / ".lock")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+        assert main(["evaluate", "--run", str(run), "--bootstrap", "200"]) == 2
+        assert f"pid {holder.pid}" in capsys.readouterr().err
+        assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["evaluate", "--run", str(run), "--bootstrap", "200"]) == 0  # released: it runs
+
+
 def test_locked_runs_are_retried_after_the_others():
     calls: list[list[str]] = []
     locked_once = {"a"}

@@ -54,9 +54,9 @@ def test_preset_seeds_and_sweep_are_defaults_the_command_line_overrides():
 
     preset = load_preset("robustness")
     opts = _preset_defaults(CompareOptions(out="o"), preset)
-    assert (opts.seeds, opts.robustness, opts.robustness_levels) == (3, ["rotation", "zoom"], [])
-    given = _preset_defaults(CompareOptions(out="o", seeds=1, robustness=["noise"]), preset)
-    assert (given.seeds, given.robustness) == (1, ["noise"])
+    assert (opts.seeds, opts.robustness, opts.robustness_levels) == ([0, 1, 2], ["rotation", "zoom"], [])
+    given = _preset_defaults(CompareOptions(out="o", seeds=[4], robustness=["noise"]), preset)
+    assert (given.seeds, given.robustness) == ([4], ["noise"])
     assert _preset_defaults(CompareOptions(out="o"), load_preset("demo")).robustness is None
 
 

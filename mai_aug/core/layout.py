@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mai_aug.core.errors import MaiAugError
-from mai_aug.core.locks import LOCK_NAME
 from mai_aug.core.names import check_name
+
+#: A run's lock file (core/locks.py).
+LOCK_NAME = ".lock"
 
 #: The best checkpoint's file name in ``checkpoints/``.
 BEST_NAME = "best.pt"

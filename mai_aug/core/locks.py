@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mai_aug.core.errors import MaiAugError
+from mai_aug.core.layout import LOCK_NAME
 
 T = TypeVar("T")
 
 #: The lock file's name in a run folder (``RunLayout.lock``).
-LOCK_NAME = ".lock"
 
 #: Run locks this process holds: resolved path -> (pid, depth). A job holds its run's lock across training,
 #: evaluation and the analyses, each of which takes it too; a forked child (pid differs) holds none of them.
@@ -107,12 +107,16 @@ class StudyLock:
 
 def holding_run_lock(fn: Callable[..., T]) -> Callable[..., T]:
     """Run ``fn(run_dir, ...)`` (evaluate, a sweep, saliency) holding the run's lock, so it never writes a run that
-    a ``train`` or a study's job is writing; re-entrant inside a job. A folder where the lock cannot be made
-    (missing, read-only) runs ``fn`` as it is: ``fn`` refuses such a folder in its own words."""
+    a ``train`` or a study's job is writing; re-entrant inside a job. A folder without a lock file (train makes one
+    before it writes anything, so nothing is training there: a hand-made or imported run) or where the lock cannot
+    be taken (read-only) runs ``fn`` as it is, creating nothing: ``fn`` refuses a bad folder in its own words."""
 
     @functools.wraps(fn)
     def locked(run_dir: str | Path, *args: Any, **kwargs: Any) -> T:
-        lock = RunLock(Path(run_dir) / LOCK_NAME)
+        path = Path(run_dir) / LOCK_NAME
+        if not path.is_file():
+            return fn(run_dir, *args, **kwargs)
+        lock = RunLock(path)
         try:
             lock.__enter__()
         except OSError:

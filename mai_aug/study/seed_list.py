@@ -26,6 +26,9 @@ def parse_seeds(text: str) -> list[int]:
         raise MaiAugError(f"--seeds {text!r}: at least 1 seed")
     if dash and not 0 <= low <= high:
         raise MaiAugError(f"--seeds {text!r}: a range A-B needs 0 <= A <= B")
+    if high - low + 1 > MAX_COUNTS["seeds"]:  # before the list is built: --seeds 10000000000 must not fill memory
+        raise MaiAugError(f"--seeds {text!r}: {high - low + 1} seeds is above {MAX_COUNTS['seeds']}, "
+                          "the largest seeds accepted")
     return check_seeds(list(range(low, high + 1)), "--seeds")
 
 
