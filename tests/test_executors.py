@@ -239,6 +239,9 @@ def test_a_missing_optional_package_is_one_line():
     (["--seeds", "x"], "expected a count (3) or a range of seeds (0-4)"),
     (["--seed-list", "1", "1"], "--seed-list: seed 1 given more than once"),
     (["--report-only", "--retrain"], "--report-only trains nothing"),
+    (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: cannot join the Ray cluster"),
+    (["--executor", "ray", "--ray-address", "nowhere"], "--ray-address nowhere: expected auto or HOST:PORT"),
+    (["--executor", "ray", "--cpus-per-run", "4096"], "--cpus-per-run 4096: this machine has"),
     (["--executor", "slurm", "--slurm-cluster", "local", "--slurm-args", "qos"], "--slurm-args 'qos': expected KEY=VALUE"),
 ])
 def test_bad_executor_and_seed_settings_are_one_line(extra, message, tmp_path, capsys):

@@ -114,10 +114,10 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     ctx = distributed.init(resolve_device(opts.device).type)
     preset = load_preset(opts.preset)
     opts = _preset_defaults(opts, preset)
-    executor = _check_executor(opts, ctx)  # a missing optional package stops before anything is made
+    executor = _check_executor(opts, ctx)  # a missing package or an unreachable cluster stops before work
     study = _plan_study(opts, preset, ctx)
     analyses = enabled_analyses(opts, study.sizes)
-    outcomes = [] if opts.report_only else run_jobs(
+    outcomes = [] if executor is None else run_jobs(
         executor, study_jobs(opts, study.runs, study.train_opts, study.sizes, analyses,
                              _study_runs(opts, study, tuple(opts.seeds))), ctx.is_main)
     if not ctx.is_main:
@@ -134,14 +134,15 @@ def _study_runs(opts: CompareOptions, study: _Study, seeds: tuple[int, ...]) -> 
     return StudyRuns(Path(opts.out), study.regimes, seeds, list(study.datalist["labels"]), study.n_boot, opts.device)
 
 
-def _check_executor(opts: CompareOptions, ctx: distributed.DistContext) -> Executor:
-    """The executor of ``--executor``; Ray and SLURM start their own processes, so not under torchrun."""
+def _check_executor(opts: CompareOptions, ctx: distributed.DistContext) -> Executor | None:
+    """The executor of ``--executor`` (none for ``--report-only``); Ray and SLURM start their own processes, so not
+    under torchrun."""
     if ctx.enabled and opts.executor.remote:
         raise MaiAugError(f"--executor {opts.executor.kind}: not under torchrun (each run is its own job there; "
                           f"use --gpus-per-run or --slurm-gpus-per-run for several GPUs)")
     if opts.report_only and opts.retrain:
         raise MaiAugError("--report-only trains nothing: it cannot --retrain")
-    return make_executor(opts.executor, StudyLayout(opts.out))
+    return None if opts.report_only else make_executor(opts.executor, StudyLayout(opts.out))
 
 
 @dataclass

@@ -7,6 +7,8 @@ run's failure; Ray does not retry it (``max_retries=0``): the next ``compare`` r
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,24 +21,40 @@ class RayExecutor:
     """The runs as Ray tasks, as many at once as the cluster's resources allow."""
 
     def __init__(self, options: ExecutorOptions) -> None:
+        """Joins the cluster (or starts a local instance) now, so that an unreachable ``--ray-address`` or a request
+        for more GPUs or CPUs than the cluster has stops the command before the study is planned."""
         self.options = options
         self.ray = optional_package("ray", "ray", "ray")
+        self.started_here = self._connect()
+        try:
+            self.gpus_per_run = self._gpus_per_run()
+        except MaiAugError:
+            self._disconnect()
+            raise
 
     def run(self, jobs: Sequence[RunJob], announce: Announce) -> list[JobOutcome]:
-        started_here = self._connect()
         try:
-            task = self.ray.remote(num_cpus=self.options.cpus_per_run, num_gpus=self._gpus_per_run(),
+            task = self.ray.remote(num_cpus=self.options.cpus_per_run, num_gpus=self.gpus_per_run,
                                    max_retries=0)(run_job)
             return run_in_rounds(lambda batch, told: self._round(task, batch, told), jobs, announce,
                                  self.options.retry_seconds)
         finally:
-            if started_here:
-                self.ray.shutdown()
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        """Stop the local instance this executor started (a joined cluster goes on)."""
+        if self.started_here:
+            self.ray.shutdown()
+            self.started_here = False
 
     def _connect(self) -> bool:
         """Join ``--ray-address`` or start a local instance (unless this process has one); whether it started one."""
         if self.ray.is_initialized():
             return False
+        _check_reachable(self.options.ray_address)
+        cpus = os.cpu_count() or 1
+        if self.options.ray_address is None and self.options.cpus_per_run > cpus:  # before Ray starts and speaks
+            raise MaiAugError(f"--cpus-per-run {self.options.cpus_per_run}: this machine has {cpus} CPUs")
         try:
             self.ray.init(address=self.options.ray_address, include_dashboard=False, log_to_driver=False,
                           configure_logging=False)
@@ -70,3 +88,18 @@ class RayExecutor:
             announce(outcome)
             outcomes.append(outcome)
         return outcomes
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` (or ``ray://HOST:PORT``) where nothing answers, within seconds: ``ray.init`` itself
+    retries an unreachable address for over ten minutes, printing warnings, before it gives up."""
+    if address in (None, "auto"):
+        return  # a local instance, or the cluster this machine runs: ray.init answers at once
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except ValueError:
+        raise MaiAugError(f"--ray-address {address}: expected auto or HOST:PORT") from None
+    except OSError as e:
+        raise MaiAugError(f"--ray-address {address}: cannot join the Ray cluster (nothing answers at "
+                          f"{host}:{port}: {e.strerror or e})") from None
