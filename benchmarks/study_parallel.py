@@ -1,6 +1,6 @@
 """Wall time of a 4-run tiny study with ``--executor local`` and with Ray at 2 runs at once, on this machine.
 
-    python benchmarks/study_parallel.py [--image-size 64] [--epochs 2] [--steps 20] [--runs-per-regime 2]
+    python benchmarks/study_parallel.py [--image-size 64] [--epochs 2] [--steps 150] [--runs-per-regime 2]
 
 Both studies train the same runs (2 regimes x 2 seeds of a small DenseNet on the embedded phantom, one torch
 thread per run, the same image store, built once before either is timed) into fresh folders; their summary.csv
@@ -43,7 +43,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=150)
     p.add_argument("--runs-per-regime", type=int, default=2)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
