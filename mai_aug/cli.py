@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mai_aug.core.choices import DEFAULT_BOOTSTRAP
+from mai_aug.core.choices import DATASETS, DEFAULT_BOOTSTRAP, EXTERNAL_SPLITS
 from mai_aug.core.errors import MaiAugError, wrapped_message
 from mai_aug.core.interrupts import exit_status, interrupted_message, raise_on_signals
 from mai_aug.settings.flags import add_compare_train_flags, add_setting_flags, add_train_flags, integer, setting_type
@@ -215,7 +215,9 @@ def _with_split_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 @command("phantom")
 def _phantom_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("phantom", help="write the synthetic chest X-ray phantom in NIH's layout")
+    from mai_aug.core.choices import PHANTOM_LAYOUTS  # plain data: no torch before a command runs
+
+    p = sub.add_parser("phantom", help="write the synthetic chest X-ray phantom in NIH's (or CheXpert's) layout")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     p.add_argument("--n", type=_capped(_positive_int, "n"), default=3000, help="number of images")
     p.add_argument("--size", type=_capped(_positive_int, "size"), default=256, help="image size in pixels")
@@ -223,7 +225,11 @@ def _phantom_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images-per-patient", type=_capped(_positive_float, "images_per_patient"), default=3.0, help="mean images per patient")
     p.add_argument("--difficulty", type=_positive_float, default=1.0, help="higher makes findings subtler")
     p.add_argument("--test-shift", default="none", choices=["none", "site"],
-                   help="site: test patients are imaged with wider positioning and exposure ranges")
+                   help="site: test patients are imaged with wider positioning and exposure ranges "
+                        "(--layout chexpert: every image, the whole dataset is another site)")
+    p.add_argument("--layout", default=PHANTOM_LAYOUTS[0], choices=PHANTOM_LAYOUTS,
+                   help="nih: NIH ChestX-ray14's files; chexpert: CheXpert-v1.0's train.csv/valid.csv "
+                        "(valid.csv the test patients, CheXpert's observations mapped from the planted findings)")
     p.add_argument("--workers", type=_capped(_non_negative_int, "workers"), default=0, help="processes (0: one per core)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out (replaces its dataset)")
     p.set_defaults(handler=_run_phantom)
@@ -235,10 +241,10 @@ def _run_phantom(args: argparse.Namespace) -> int:
 
     spec = PhantomSpec(out=args.out, n=args.n, size=args.size, seed=args.seed,
                        images_per_patient=args.images_per_patient, difficulty=args.difficulty,
-                       test_shift=args.test_shift)
+                       test_shift=args.test_shift, layout=args.layout)
     write_phantom(spec, workers=args.workers or default_workers(), progress=Progress("phantom", args.n),
                   overwrite=args.overwrite)
-    print(f"wrote {args.n} phantom images in NIH layout to {args.out}")
+    print(f"wrote {args.n} phantom images in {'CheXpert' if args.layout == 'chexpert' else 'NIH'} layout to {args.out}")
     return 0
 
 
@@ -364,7 +370,70 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                    help="also average predictions over N draws of the regime's random part (test-time augmentation) "
                         "and write <split>_tta.csv: AUC with and without, and the paired difference (default: off)")
     add_setting_flags(p, ("threads",))
+    _add_external_args(p)
     p.set_defaults(handler=_run_evaluate)
+
+
+#: ``evaluate --external``'s data options of the external dataset (the schema's, as ``split`` and ``train`` read them).
+EXTERNAL_SOURCE = ("csv", "image_column", "labels_column", "label_sep", "label_columns", "patient_column")
+
+
+def _add_external_args(p: argparse.ArgumentParser) -> None:
+    """``evaluate --external DIR``: score the run on another dataset, over the findings both share."""
+    group = p.add_argument_group("external test set (--external DIR)")
+    group.add_argument("--external", type=Path, metavar="DIR",
+                       help="score the run on another dataset's images (NIH or CheXpert layout, or a CSV): outputs "
+                            "under RUN/external/<name>/, reused while current")
+    group.add_argument("--external-dataset", default="auto", choices=list(DATASETS),
+                       help="layout of --external (default: %(default)s)")
+    group.add_argument("--external-split", default="all", choices=list(EXTERNAL_SPLITS),
+                       help="all its images, or its official test set (CheXpert's valid.csv, NIH's test_list.txt)")
+    group.add_argument("--external-name", help="the output folder's name (default: the --external folder's name)")
+    group.add_argument("--label-map", type=Path, metavar="FILE.yaml",
+                       help="external finding -> the run's finding(s), as data (default: the built-in NIH <-> "
+                            "CheXpert map)")
+    group.add_argument("--lesion", action="store_true",
+                       help="with the built-in map, also score CheXpert's Lung Lesion by the highest of Mass and Nodule")
+    add_setting_flags(group, ("uncertain", *EXTERNAL_SOURCE))
+
+
+def _external_spec(args: argparse.Namespace) -> Any:
+    """The external set ``args`` ask for, after refusing settings that do not apply to it; None without --external."""
+    from mai_aug.analyses.external.data import ExternalSpec
+
+    given = [flag for flag, on in (("--external-dataset", args.external_dataset != "auto"),
+                                   ("--external-split", args.external_split != "all"),
+                                   ("--external-name", args.external_name is not None),
+                                   ("--label-map", args.label_map is not None), ("--lesion", args.lesion),
+                                   ("--uncertain", args.uncertain is not None),
+                                   *((f"--{n.replace('_', '-')}", bool(getattr(args, n)) and getattr(args, n) != "|")
+                                     for n in EXTERNAL_SOURCE)) if on]
+    if args.external is None:
+        if given:
+            raise MaiAugError(f"{given[0]}: applies to --external DIR only")
+        return None
+    for flag, on in (("--split", args.split != "test"), ("--tta", args.tta), ("--metrics", args.metrics)):
+        if on:
+            raise MaiAugError(f"{flag}: applies to the run's own datalist, not to --external")
+    source = {n: getattr(args, n) for n in EXTERNAL_SOURCE if getattr(args, n) not in (None, [])}
+    return ExternalSpec(args.external, args.external_dataset, args.external_split, args.label_map, args.lesion,
+                        args.uncertain, args.external_name, source)
+
+
+def _run_evaluate_external(args: argparse.Namespace, spec: Any) -> int:
+    from mai_aug.analyses.external.run import evaluate_external
+
+    table = evaluate_external(args.run, spec, args.checkpoint, args.device, n_boot=args.bootstrap)
+    matching, folder = table.attrs["matching"], table.attrs["folder"]
+    print(f"external {spec.data}: {table.attrs['images']} images; findings matched ({matching.source}): "
+          + ", ".join(f"{m.name} <- {' | '.join(matching.run_names[j] for j in m.run)}" for m in matching.matches))
+    for side, names in (("the run's", matching.run_only), ("the external dataset's", matching.external_only)):
+        if names:
+            print(f"left out, no counterpart among {side} findings: {', '.join(names)}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{'reused (current)' if table.attrs['reused'] else 'wrote'} {folder}/auc.csv, roc.png, predictions.csv, "
+          f"meta.json")
+    return 0
 
 
 @_main_rank_only
@@ -374,6 +443,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from mai_aug.core.threads import use_threads
 
     use_threads(args.threads)
+    external = _external_spec(args)
+    if external is not None:
+        return _run_evaluate_external(args, external)
     table = evaluate_run(args.run, args.split, args.checkpoint, args.device, n_boot=args.bootstrap,
                          metrics=args.metrics, tta=args.tta)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -19,6 +19,8 @@ IN_CHANNELS: tuple[int, ...] = (1, 3)
 SPLIT_MODES: tuple[str, ...] = ("patient", "official")
 #: The phantom's test-time acquisition shift (``phantom --test-shift``).
 TEST_SHIFTS: tuple[str, ...] = ("none", "site")
+#: The dataset layout the phantom writes (``phantom --layout``): NIH ChestX-ray14's or CheXpert-v1.0's.
+PHANTOM_LAYOUTS: tuple[str, ...] = ("nih", "chexpert")
 #: ``--dataset``'s choices on the command line: auto and the built-in adapters (mai_aug/data/datasets).
 DATASETS: tuple[str, ...] = ("auto", "nih", "chexpert", "csv")
 #: Bootstrap resamples of patients where none is asked for (``--bootstrap``, every ``n_boot`` default).
@@ -29,3 +31,5 @@ EXECUTORS = ("local", "ray", "slurm")
 SLURM_CLUSTERS = ("slurm", "local")
 #: ``--compile``: no torch.compile, its default mode, or reduce-overhead (CUDA graphs on CUDA).
 COMPILE_MODES = ("off", "default", "reduce-overhead")
+#: ``evaluate --external-split``: every image of the external dataset, or its official test set only.
+EXTERNAL_SPLITS = ("all", "official")

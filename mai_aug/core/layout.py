@@ -10,6 +10,7 @@ Run folder::
         checkpoints/best.pt  checkpoints/last_checkpoint_epoch=N.pt
         eval/<split>_auc.csv  <split>_<metric>.csv  <split>_roc.png  <split>_predictions.csv  <split>_meta.json
         eval/evaluate.log   tensorboard/
+        external/<name>/auc.csv  roc.png  predictions.csv  meta.json   (evaluate --external)
 
 Cache root (``--cache-dir``, else ``$MAI_AUG_CACHE``, else ``~/.cache/mai_aug``), shared by every run and study::
 
@@ -187,6 +188,15 @@ class RunLayout(_Folder):
     def saliency_dir(self) -> Path:
         """``saliency/``: ``mai-aug saliency`` (pointing.csv, hit_rate.csv, grid.png, summary.md, meta.json last)."""
         return self.root / "saliency"
+
+    def external_dir(self, name: str) -> Path:
+        """``external/<name>/``: ``mai-aug evaluate --external`` on another dataset (auc.csv, roc.png,
+        predictions.csv, meta.json last)."""
+        return self.root / "external" / self.part(name, "--external-name")
+
+    def external_file(self, name: str, what: str) -> Path:
+        """``external/<name>/<what>`` (``auc.csv``, ``roc.png``, ``predictions.csv``, ``meta.json``)."""
+        return self.external_dir(name) / what
 
 
 class StudyLayout(_Folder):

@@ -1,4 +1,7 @@
-"""A synthetic chest X-ray phantom written in NIH ChestX-ray14's exact layout (the embedded default dataset).
+"""A synthetic chest X-ray phantom in NIH ChestX-ray14's exact layout (the embedded default dataset) or CheXpert's.
+
+``--layout chexpert`` writes the same images in CheXpert-v1.0's layout (train.csv, valid.csv, patient/study
+folders), labelled with CheXpert's observations mapped from the planted findings (:data:`CHEXPERT_FROM_NIH`).
 
 Every image is rendered from an attenuation map in canonical thorax coordinates (x, y in [-1, 1], x to the image
 right, which is the patient's left, y down), then placed by a per-image acquisition (rotation, shift, scale,
@@ -19,14 +22,19 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from mai_aug.core.choices import TEST_SHIFTS
+from mai_aug.core.choices import PHANTOM_LAYOUTS, TEST_SHIFTS
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.threads import available_cores
+from mai_aug.data.datasets.chexpert import HEADER as CHEXPERT_HEADER
+from mai_aug.data.datasets.chexpert import OBSERVATIONS as CHEXPERT_OBSERVATIONS
+from mai_aug.data.datasets.chexpert import TRAIN_CSV as CHEXPERT_TRAIN_CSV
+from mai_aug.data.datasets.chexpert import VALID_CSV as CHEXPERT_VALID_CSV
 from mai_aug.data.nih import FINDINGS, HEADER, NO_FINDING
 
 # Image-level prevalences, ranked as in NIH ChestX-ray14 (Infiltration commonest, Hernia rarest), with floors so
@@ -61,6 +69,31 @@ TEXTURES: dict[str, tuple[float, float]] = {
 NOISE_BANK_SEED = 20170901
 # NIH's files are 1024 px at about 0.143 mm a pixel; the phantom keeps the field of view.
 NIH_SIZE, NIH_SPACING = 1024, 0.143
+# CheXpert's observation columns from the planted NIH findings: positive when any source finding is planted.
+# Emphysema, Fibrosis and Hernia have no CheXpert column; Enlarged Cardiomediastinum, Fracture and Support Devices
+# are never planted, so their cells stay blank (not mentioned), as does any observation not planted.
+CHEXPERT_FROM_NIH: dict[str, tuple[str, ...]] = {
+    "Cardiomegaly": ("Cardiomegaly",),
+    "Lung Opacity": ("Atelectasis", "Consolidation", "Edema", "Pneumonia", "Infiltration", "Mass", "Nodule"),
+    "Lung Lesion": ("Mass", "Nodule"),
+    "Edema": ("Edema",),
+    "Consolidation": ("Consolidation",),
+    "Pneumonia": ("Pneumonia",),
+    "Atelectasis": ("Atelectasis",),
+    "Pneumothorax": ("Pneumothorax",),
+    "Pleural Effusion": ("Effusion",),
+    "Pleural Other": ("Pleural_Thickening",),
+}
+# A CheXpert observation whose strongest source finding was planted below this severity (the phantom draws
+# severities uniformly in 0.2 to 1.0) is written -1.0, uncertain: the subtle finding a report calls "possible".
+# About one single-source positive in eight.
+CHEXPERT_UNCERTAIN_BELOW = 0.3
+# CheXpert's image folders: train.csv's patients (False) and valid.csv's, the test patients (True).
+CHEXPERT_DIRS: tuple[str, str] = ("train", "valid")
+# What a phantom of either layout writes besides phantom.json (cleared by --overwrite).
+IMAGE_GLOBS: tuple[str, ...] = ("images/*.png", "train/patient*/study*/*.png", "valid/patient*/study*/*.png")
+TABLE_FILES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "BBox_List_2017.csv", "train_val_list.txt",
+                                "test_list.txt", "train.csv", "valid.csv")
 
 
 @dataclass
@@ -521,6 +554,20 @@ class PhantomSpec:
     difficulty: float = 1.0
     test_shift: str = "none"
     test_frac: float = 0.2
+    layout: str = "nih"
+
+
+class RenderedImage(NamedTuple):
+    """What the dataset's tables need of one written image."""
+
+    name: str  # NIH: the file name in images/; CheXpert: the Path column, relative to the dataset folder
+    findings: list[str]
+    follow_up: int
+    age: int
+    sex: str  # M or F
+    view: str
+    boxes: list[tuple[str, float, float, float, float]]
+    severity: dict[str, float]  # planted finding -> severity
 
 
 def _patient_plan(spec: PhantomSpec) -> list[tuple[int, int, bool]]:
@@ -535,7 +582,24 @@ def _patient_plan(spec: PhantomSpec) -> list[tuple[int, int, bool]]:
     return plan
 
 
-def _render_patient(args: tuple[PhantomSpec, int, int, bool]) -> list[tuple[str, list[str], int, int, str, str, list]]:
+def _site_shifted(spec: PhantomSpec, is_test: bool) -> bool:
+    """Whether an image is taken at the shifted site: NIH layout, the test patients'; CheXpert layout, every one."""
+    return spec.test_shift == "site" and (is_test or spec.layout == "chexpert")
+
+
+def image_name(layout: str, pid: int, follow_up: int, is_test: bool) -> tuple[str, str]:
+    """An image's name in the dataset's tables and its file, relative to the dataset folder.
+
+    CheXpert's layout holds one study per image: study K is follow-up K - 1, its frontal view ``view1_frontal``.
+    """
+    if layout == "chexpert":
+        rel = f"{CHEXPERT_DIRS[is_test]}/patient{pid:05d}/study{follow_up + 1}/view1_frontal.png"
+        return rel, rel
+    name = f"{pid:08d}_{follow_up:03d}.png"
+    return name, f"images/{name}"
+
+
+def _render_patient(args: tuple[PhantomSpec, int, int, bool]) -> list[RenderedImage]:
     spec, pid, k, is_test = args
     renderer = _renderer(spec.size, spec.difficulty)
     r = _rng(spec.seed, pid, 2)
@@ -549,11 +613,13 @@ def _render_patient(args: tuple[PhantomSpec, int, int, bool]) -> list[tuple[str,
         if view not in layers:
             layers[view] = renderer.patient_layer(anatomy, view)
         ri = _rng(spec.seed, pid, 3, f)
-        acq = sample_acquisition(ri, shifted=is_test and spec.test_shift == "site")
+        acq = sample_acquisition(ri, shifted=_site_shifted(spec, is_test))
         image = renderer.render(anatomy, layers[view], acute, acq, seed=int(ri.integers(2**31)))
-        name = f"{pid:08d}_{f:03d}.png"
-        (spec.out / "images" / name).write_bytes(encode_png(image.pixels))
-        rows.append((name, image.findings, f, age + f // 4, sex, view, image.boxes))
+        name, file = image_name(spec.layout, pid, f, is_test)
+        path = spec.out / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_png(image.pixels))
+        rows.append(RenderedImage(name, image.findings, f, age + f // 4, sex, view, image.boxes, {**chronic, **acute}))
     return rows
 
 
@@ -600,11 +666,36 @@ def check_spec(spec: PhantomSpec) -> None:
         raise MaiAugError(f"test fraction {spec.test_frac}: must be in [0, 1)")
     if spec.test_shift not in TEST_SHIFTS:
         raise MaiAugError(f"--test-shift {spec.test_shift!r}: expected none or site")
+    if spec.layout not in PHANTOM_LAYOUTS:
+        raise MaiAugError(f"--layout {spec.layout!r}: expected one of {', '.join(PHANTOM_LAYOUTS)}")
+    name = Path(spec.out).resolve().name
+    if spec.layout == "chexpert" and name in CHEXPERT_DIRS:
+        # the CheXpert adapter reads a Path's first folder named as the dataset folder as that folder itself
+        raise MaiAugError(f"--out {spec.out}: a CheXpert-layout folder cannot be named {name!r} (its CSV paths "
+                          f"start with {'/ and '.join(CHEXPERT_DIRS)}/)")
     _renderer(spec.size, spec.difficulty)  # validates the size
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """Create ``out``; refuse a non-empty folder unless ``overwrite``, which clears the previous images first."""
+def _clear_previous(out: Path) -> None:
+    """Delete the files a previous phantom wrote in ``out``, of either layout (nothing else).
+
+    A smaller phantom must not leave stale images behind, nor one of the other layout its tables (they would
+    decide the dataset ``--dataset auto`` detects).
+    """
+    for pattern in IMAGE_GLOBS:
+        for old in out.glob(pattern):
+            old.unlink()
+    for name in TABLE_FILES:
+        if (out / name).is_file():
+            (out / name).unlink()
+    for top in CHEXPERT_DIRS:  # the emptied study and patient folders
+        for folder in sorted(out.glob(f"{top}/patient*/study*"), reverse=True) + sorted(out.glob(f"{top}/patient*")):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def prepare_out(out: Path, overwrite: bool, layout: str = "nih") -> None:
+    """Create ``out``; refuse a non-empty folder unless ``overwrite``, which clears the previous phantom first."""
     if out.exists() and not out.is_dir():
         raise MaiAugError(f"--out {out}: exists and is not a folder")
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -612,20 +703,28 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         raise MaiAugError(f"--out {out}: folder is not empty ({len(entries)} entries, e.g. {entries[0]}); "
                           "pass --overwrite to replace the dataset there")
     try:
-        if overwrite and (out / "images").is_dir():
-            for old in (out / "images").glob("*.png"):  # a smaller phantom must not leave stale images behind
-                old.unlink()
-        (out / "images").mkdir(parents=True, exist_ok=True)
+        if overwrite and out.is_dir():
+            _clear_previous(out)
+        for folder in (CHEXPERT_DIRS if layout == "chexpert" else ("images",)):
+            (out / folder).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
 
 
 def write_record(spec: PhantomSpec, plan: list[tuple[int, int, bool]]) -> Path:
-    """``phantom.json``: the arguments, and which patients were imaged at the shifted site (read by the split)."""
-    shifted = [pid for pid, _, is_test in plan if is_test and spec.test_shift == "site"]
+    """``phantom.json``: the arguments, the layout, and which patients were imaged at the shifted site.
+
+    The split reads ``shifted_patients`` of an NIH-layout phantom; a CheXpert-layout one imaged at the shifted site
+    is that site as a whole (``"shifted": "all"``), its ``shifted_patients`` empty.
+    """
+    nih = spec.layout == "nih"
+    shifted = [pid for pid, _, is_test in plan if nih and is_test and spec.test_shift == "site"]
     record = {"generator": "mai_aug phantom", "n": spec.n, "size": spec.size, "seed": spec.seed,
               "images_per_patient": spec.images_per_patient, "difficulty": spec.difficulty,
-              "test_shift": spec.test_shift, "test_frac": spec.test_frac, "shifted_patients": shifted}
+              "test_shift": spec.test_shift, "test_frac": spec.test_frac, "layout": spec.layout,
+              "shifted_patients": shifted}
+    if not nih and spec.test_shift == "site":
+        record["shifted"] = "all"
     path = spec.out / RECORD_NAME
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
@@ -636,19 +735,9 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, int], None] | None = None,
-                  overwrite: bool = False) -> Path:
-    """Write the phantom dataset in NIH's layout under ``spec.out``; same arguments, byte-identical files.
-
-    Args:
-        spec: what to write.
-        workers: rendering processes.
-        progress: called with (images done, total).
-        overwrite: write into a non-empty ``spec.out`` (else refused).
-    """
-    check_spec(spec)
-    prepare_out(Path(spec.out), overwrite)
-    plan = _patient_plan(spec)
+def _rendered(spec: PhantomSpec, plan: list[tuple[int, int, bool]], workers: int,
+              progress: Callable[[int, int], None] | None) -> list[tuple[bool, list[RenderedImage]]]:
+    """Render every planned patient, in plan order: (is test patient, its images)."""
     jobs = [(spec, pid, k, t) for pid, k, t in plan]
     results: Iterator
     if workers > 1:
@@ -656,20 +745,30 @@ def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, 
         results = pool.map(_render_patient, jobs, chunksize=8)
     else:
         pool, results = None, map(_render_patient, jobs)
-    entries, boxes, test_names, train_names, done = [], [], [], [], 0
+    out, done = [], 0
     try:
-        for (pid, _, is_test), rows in zip(plan, results):
-            for name, findings, follow, age, sex, view, bxs in rows:
-                entries.append([name, "|".join(findings) or NO_FINDING, follow, pid, age, sex, view,
-                                spec.size, spec.size, *([round(NIH_SPACING * NIH_SIZE / spec.size, 6)] * 2)])
-                boxes.extend([name, b[0], *(round(v, 3) for v in b[1:])] for b in bxs)
-                (test_names if is_test else train_names).append(name)
+        for (_, _, is_test), rows in zip(plan, results):
+            out.append((is_test, rows))
             done += len(rows)
             if progress is not None:
                 progress(done, spec.n)
     finally:
         if pool is not None:  # interrupted: the jobs not started are dropped, not rendered first
             pool.shutdown(cancel_futures=True)
+    return out
+
+
+def _write_nih_tables(spec: PhantomSpec, plan: list[tuple[int, int, bool]],
+                      patients: list[tuple[bool, list[RenderedImage]]]) -> None:
+    """NIH's Data_Entry_2017_v2020.csv, BBox_List_2017.csv, train_val_list.txt and test_list.txt."""
+    entries, boxes, test_names, train_names = [], [], [], []
+    spacing = round(NIH_SPACING * NIH_SIZE / spec.size, 6)
+    for (pid, _, _), (is_test, rows) in zip(plan, patients):
+        for im in rows:
+            entries.append([im.name, "|".join(im.findings) or NO_FINDING, im.follow_up, pid, im.age, im.sex, im.view,
+                            spec.size, spec.size, spacing, spacing])
+            boxes.extend([im.name, b[0], *(round(v, 3) for v in b[1:])] for b in im.boxes)
+            (test_names if is_test else train_names).append(im.name)
     with open(spec.out / "Data_Entry_2017_v2020.csv", "w", newline="") as f:
         f.write(",".join(HEADER) + "\n")
         csv.writer(f, lineterminator="\n").writerows(entries)
@@ -678,6 +777,61 @@ def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, 
         csv.writer(f, lineterminator="\n").writerows(boxes)
     (spec.out / "train_val_list.txt").write_text("".join(n + "\n" for n in train_names))
     (spec.out / "test_list.txt").write_text("".join(n + "\n" for n in test_names))
+
+
+def chexpert_labels(severity: dict[str, float]) -> list[str]:
+    """CheXpert's observation cells (in ``OBSERVATIONS`` order) of an image with these planted NIH findings.
+
+    ``1.0`` positive, ``-1.0`` uncertain (the strongest source finding below :data:`CHEXPERT_UNCERTAIN_BELOW`),
+    blank not mentioned; ``No Finding`` is 1.0 when nothing at all is planted.
+    """
+    cells = dict.fromkeys(CHEXPERT_OBSERVATIONS, "")
+    for column, sources in CHEXPERT_FROM_NIH.items():
+        planted = [severity[s] for s in sources if s in severity]
+        if planted:
+            cells[column] = "1.0" if max(planted) >= CHEXPERT_UNCERTAIN_BELOW else "-1.0"
+    if not severity:
+        cells["No Finding"] = "1.0"
+    return list(cells.values())
+
+
+def _write_chexpert_tables(spec: PhantomSpec, patients: list[tuple[bool, list[RenderedImage]]]) -> None:
+    """CheXpert's train.csv (the non-test patients) and valid.csv (the test patients; none when there are none)."""
+    tables: dict[bool, list[list]] = {False: [], True: []}
+    for is_test, rows in patients:
+        tables[is_test].extend([im.name, {"M": "Male", "F": "Female"}[im.sex], im.age, "Frontal", im.view,
+                                *chexpert_labels(im.severity)] for im in rows)
+    for is_test, name in ((False, CHEXPERT_TRAIN_CSV), (True, CHEXPERT_VALID_CSV)):
+        if is_test and not tables[is_test]:  # the adapter refuses a CSV without rows, and reads no valid.csv as none
+            continue
+        with open(spec.out / name, "w", newline="") as f:
+            f.write(",".join(CHEXPERT_HEADER) + "\n")
+            csv.writer(f, lineterminator="\n").writerows(tables[is_test])
+
+
+def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, int], None] | None = None,
+                  overwrite: bool = False) -> Path:
+    """Write the phantom dataset in ``spec.layout`` (NIH's or CheXpert's) under ``spec.out``.
+
+    Same arguments, byte-identical files (whatever ``workers``); the tables are written last, once every image is.
+
+    Args:
+        spec: what to write.
+        workers: rendering processes.
+        progress: called with (images done, total).
+        overwrite: write into a non-empty ``spec.out`` (else refused).
+    """
+    check_spec(spec)
+    plan = _patient_plan(spec)
+    if spec.layout == "chexpert" and all(is_test for _, _, is_test in plan):
+        raise MaiAugError(f"--n {spec.n}: all {len(plan)} patient(s) drew the test split (valid.csv), so CheXpert's "
+                          "train.csv would have no rows; ask for more images")
+    prepare_out(Path(spec.out), overwrite, spec.layout)
+    patients = _rendered(spec, plan, workers, progress)
+    if spec.layout == "chexpert":
+        _write_chexpert_tables(spec, patients)
+    else:
+        _write_nih_tables(spec, plan, patients)
     write_record(spec, plan)
     return spec.out
 

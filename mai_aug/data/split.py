@@ -135,13 +135,17 @@ def as_dataset_table(table: NIHTable | DatasetTable) -> DatasetTable:
 
 
 def site_shifted_patients(data_dir: Path) -> set[int] | None:
-    """The patients a phantom imaged at a shifted site (``phantom.json``), or None for any other dataset."""
+    """The patients a phantom imaged at a shifted site (``phantom.json``), or None for any other dataset.
+
+    None too for a CheXpert-layout phantom: it is imaged at one site as a whole, its test set is valid.csv.
+    """
     path = Path(data_dir) / "phantom.json"
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        shifted = {int(p) for p in record.get("shifted_patients", [])} if record.get("test_shift") == "site" else None
+        nih_site = record.get("test_shift") == "site" and record.get("layout", "nih") == "nih"
+        shifted = {int(p) for p in record.get("shifted_patients", [])} if nih_site else None
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise MaiAugError(f"{path}: not a phantom record ({e})") from None
     return shifted

@@ -1,0 +1,198 @@
+"""``mai-aug evaluate --external``: a run scored on another dataset (CheXpert layout), findings matched by name."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mai_aug.cli import main
+from mai_aug.core.errors import MaiAugError
+from mai_aug.data.datasets.chexpert import HEADER, OBSERVATIONS
+from mai_aug.data.label_map import match_findings
+from mai_aug.data.nih import FINDINGS
+
+#: the tiny network and size of tests/test_robustness.py: this is about scoring another dataset, not the network
+TINY = ["--image-size", "32", "--batch-size", "16", "--workers", "0", "--quiet", "--lr", "1e-3", "--network", "densenet",
+        "--network-args", "{init_features: 8, growth_rate: 4, block_config: [2, 2]}"]
+#: the phantom's NIH findings written as CheXpert observations (the fixture's own translation, for the tests)
+AS_CHEXPERT = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Consolidation": "Consolidation",
+               "Edema": "Edema", "Effusion": "Pleural Effusion", "Pneumonia": "Pneumonia",
+               "Pneumothorax": "Pneumothorax", "Mass": "Lung Lesion", "Nodule": "Lung Lesion"}
+
+
+def write_chexpert(nih: Path, out: Path, drop: tuple[str, ...] = (), uncertain_every: int = 0) -> Path:
+    """A CheXpert-layout copy of an NIH-layout phantom: train.csv / valid.csv (its test list), images hard-linked.
+
+    ``drop``: CheXpert observations written blank for every image (no positives); ``uncertain_every``: every k-th
+    positive cell is written -1.0.
+    """
+    entries = pd.read_csv(nih / "Data_Entry_2017_v2020.csv")
+    test = set((nih / "test_list.txt").read_text().split())
+    rows: dict[str, list[list[str]]] = {"train": [], "valid": []}
+    positives = 0
+    for _, e in entries.iterrows():
+        part = "valid" if e["Image Index"] in test else "train"
+        rel = f"{part}/patient{int(e['Patient ID']):05d}/study{int(e['Follow-up #']) + 1}/view1_frontal.png"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.link(nih / "images" / e["Image Index"], out / rel)
+        found = {AS_CHEXPERT[f] for f in e["Finding Labels"].split("|") if f in AS_CHEXPERT}
+        cells = []
+        for name in OBSERVATIONS:
+            value = "1.0" if name in found and name not in drop else ""
+            if value and uncertain_every:
+                positives += 1
+                value = "-1.0" if positives % uncertain_every == 0 else value
+            cells.append("1.0" if name == "No Finding" and e["Finding Labels"] == "No Finding" else value)
+        rows[part].append([rel, "Male" if e["Patient Gender"] == "M" else "Female", str(e["Patient Age"]),
+                           "Frontal", e["View Position"], *cells])
+    for part, lines in rows.items():
+        (out / f"{part}.csv").write_text("\n".join(",".join(r) for r in [list(HEADER), *lines]) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def hospital(tmp_path_factory) -> Path:
+    """Another hospital: a phantom of other patients (another seed), imaged at the shifted site, in CheXpert layout."""
+    from mai_aug.data.phantom import PhantomSpec, write_phantom
+
+    nih = tmp_path_factory.mktemp("other-nih")
+    write_phantom(PhantomSpec(out=nih, n=300, size=64, seed=11, test_shift="site"), workers=2)
+    return write_chexpert(nih, tmp_path_factory.mktemp("hospital"), uncertain_every=4)
+
+
+@pytest.fixture(scope="module")
+def run(phantom_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ext")
+    assert main(["split", "--data", str(phantom_dir), "--out", str(folder / "full.json")]) == 0
+    datalist = json.loads((folder / "full.json").read_text())
+    datalist.update(training=datalist["training"][:64], validation=datalist["validation"][:16],
+                    test=datalist["test"][:80])
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    out = folder / "run"
+    assert main(["train", "--datalist", str(folder / "datalist.json"), "--regime", "basic", "--out", str(out),
+                 "--epochs", "1", "--steps-per-epoch", "2", *TINY]) == 0
+    return out
+
+
+def test_the_built_in_map_matches_both_ways_and_lists_what_it_leaves_out():
+    nih_on_chexpert = match_findings(FINDINGS, OBSERVATIONS)
+    assert {m.name: [FINDINGS[j] for j in m.run] for m in nih_on_chexpert.matches} == {
+        "Cardiomegaly": ["Cardiomegaly"], "Edema": ["Edema"], "Consolidation": ["Consolidation"],
+        "Pneumonia": ["Pneumonia"], "Atelectasis": ["Atelectasis"], "Pneumothorax": ["Pneumothorax"],
+        "Pleural Effusion": ["Effusion"]}
+    assert "Mass" in nih_on_chexpert.run_only and "Lung Lesion" in nih_on_chexpert.external_only
+    chexpert_on_nih = match_findings(OBSERVATIONS, FINDINGS)
+    assert {m.name: OBSERVATIONS[m.run[0]] for m in chexpert_on_nih.matches}["Effusion"] == "Pleural Effusion"
+    assert len(chexpert_on_nih.matches) == 7 and "Hernia" in chexpert_on_nih.external_only
+    lesion = match_findings(FINDINGS, OBSERVATIONS, lesion=True)
+    scores = lesion.scores(np.arange(28, dtype=float).reshape(2, 14) / 28)
+    j = lesion.names.index("Lung Lesion")
+    assert scores[0, j] == max(FINDINGS.index("Mass"), FINDINGS.index("Nodule")) / 28  # the higher of the two
+    assert match_findings(FINDINGS, FINDINGS).names == sorted(FINDINGS, key=FINDINGS.index)  # same dataset: by name
+
+
+def test_a_user_map_replaces_the_built_in_one_and_is_checked(tmp_path):
+    path = tmp_path / "map.yaml"
+    path.write_text("Lung Opacity: [Infiltration, Consolidation]\nPleural Effusion: Effusion\n")
+    matching = match_findings(FINDINGS, OBSERVATIONS, path)
+    assert matching.names == ["Lung Opacity", "Pleural Effusion"] and "Cardiomegaly" in matching.external_only
+    labels = np.zeros((3, 14))
+    labels[0, FINDINGS.index("Consolidation")] = 1
+    labels[2, FINDINGS.index("Infiltration")] = np.nan
+    assert np.array_equal(matching.run_labels(labels)[:, 0], [1, 0, np.nan], equal_nan=True)
+    for text, fault in [("Lung Opacty: Infiltration\n", "'Lung Opacty' is not a finding of the external"),
+                        ("Lung Opacity: Opacity\n", "'Opacity' is not a finding of the run"),
+                        ("Lung Opacity: {a: 1}\n", "expected a finding of the run or a list"),
+                        ("- Edema\n", "expected a mapping"),
+                        ("Edema: &a Edema\nCardiomegaly: *a\n", "alias")]:
+        path.write_text(text)
+        with pytest.raises(MaiAugError, match=fault):
+            match_findings(FINDINGS, OBSERVATIONS, path)
+
+
+def test_evaluate_external_scores_the_shared_findings_with_patient_intervals(run, hospital, capsys):
+    assert main(["evaluate", "--run", str(run), "--external", str(hospital), "--bootstrap", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert "Pleural Effusion <- Effusion" in printed
+    assert "left out, no counterpart among the run's findings: " in printed and "Hernia" in printed
+    assert "left out, no counterpart among the external dataset's findings: No Finding" in printed
+    folder = run / "external" / hospital.name
+    table = pd.read_csv(folder / "auc.csv")
+    assert list(table["finding"]) == [*sorted(set(AS_CHEXPERT.values()) - {"Lung Lesion"}, key=OBSERVATIONS.index),
+                                      "macro"]
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert len(predictions) == len(pd.read_csv(hospital / "train.csv")) + len(pd.read_csv(hospital / "valid.csv"))
+    assert predictions["patient"].str.match(r"patient\d{5}").all()
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["findings"]["matched"]["Pleural Effusion"] == ["Effusion"] and meta["split"] == "all"
+    assert (folder / "roc.png").is_file() and meta["patients"] == predictions["patient"].nunique()
+    scored = table[(table["finding"] != "macro") & table["ci_low"].notna()]
+    assert len(scored) >= 2 and ((scored["ci_low"] <= scored["auc"]) & (scored["auc"] <= scored["ci_high"])).all()
+
+
+def test_uncertain_labels_follow_the_policy_and_the_output_is_reused_only_while_current(run, hospital, capsys):
+    base = ["evaluate", "--run", str(run), "--external", str(hospital), "--bootstrap", "200"]
+    assert main([*base, "--external-name", "ones"]) == 0
+    stamp = (run / "external" / "ones" / "meta.json").stat().st_mtime_ns
+    assert main([*base, "--external-name", "ones"]) == 0
+    assert "reused (current)" in capsys.readouterr().out
+    assert (run / "external" / "ones" / "meta.json").stat().st_mtime_ns == stamp
+    assert main([*base, "--external-name", "zeros", "--uncertain", "zeros"]) == 0
+    assert main([*base, "--external-name", "ignore", "--uncertain", "ignore"]) == 0
+    truth = {p: pd.read_csv(run / "external" / p / "predictions.csv") for p in ("ones", "zeros", "ignore")}
+    column = "true_Pleural Effusion"
+    uncertain = truth["ignore"][column].isna()
+    assert uncertain.any()
+    assert (truth["ones"][column][uncertain] == 1).all() and (truth["zeros"][column][uncertain] == 0).all()
+    assert truth["ones"][column][~uncertain].equals(truth["zeros"][column][~uncertain])
+    assert main([*base, "--external-name", "ones", "--external-split", "official"]) == 0  # another set: redone
+    assert len(pd.read_csv(run / "external" / "ones" / "predictions.csv")) == len(pd.read_csv(hospital / "valid.csv"))
+
+
+def test_a_mapped_finding_without_positives_gets_no_interval(run, phantom_dir, tmp_path):
+    nih = tmp_path / "nih"
+    shutil.copytree(phantom_dir, nih, copy_function=os.link)
+    external = write_chexpert(nih, tmp_path / "no-edema", drop=("Edema",))
+    assert main(["evaluate", "--run", str(run), "--external", str(external), "--external-split", "official",
+                 "--bootstrap", "200"]) == 0
+    table = pd.read_csv(run / "external" / "no-edema" / "auc.csv").set_index("finding")
+    assert np.isnan(table.loc["Edema", "ci_low"]) and np.isnan(table.loc["Edema", "ci_high"])
+    assert table.loc["Pleural Effusion", "ci_low"] <= table.loc["Pleural Effusion", "ci_high"]
+
+
+def test_identical_runs_give_identical_external_tables(run, hospital, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(run, twin, ignore=shutil.ignore_patterns("external", "eval"))
+    for folder in (run, twin):
+        assert main(["evaluate", "--run", str(folder), "--external", str(hospital), "--external-name", "same",
+                     "--bootstrap", "200"]) == 0
+    for name in ("auc.csv", "predictions.csv"):
+        assert (run / "external" / "same" / name).read_bytes() == (twin / "external" / "same" / name).read_bytes()
+
+
+def test_the_runs_own_training_images_are_refused_as_an_external_set(run, phantom_dir, tmp_path, capsys):
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["evaluate", "--run", str(run), "--external", str(phantom_dir), "--external-name", "own"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "training or validation images of" in err and "must not share" in err
+    assert sorted(p.name for p in run.iterdir()) == before and not (run / "external" / "own").exists()
+
+
+@pytest.mark.parametrize("argv, fault", [
+    (["--lesion"], "--lesion: applies to --external DIR only"),
+    (["--external", "{hospital}", "--tta", "2"], "--tta: applies to the run's own datalist"),
+    (["--external", "{hospital}", "--external-name", "../x"], "not a valid name"),
+    (["--external", "{hospital}", "--external-dataset", "nih"], "Data_Entry"),
+    (["--external", "{hospital}/nowhere"], "not a folder"),
+])
+def test_bad_external_settings_are_one_line(run, hospital, argv, fault, capsys):
+    argv = [a.replace("{hospital}", str(hospital)) for a in argv]
+    assert main(["evaluate", "--run", str(run), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fault in err, err
