@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/demo
 
-.PHONY: install demo readme-results robustness-results test lint bench clean
+.PHONY: install demo readme-results robustness-results external-results test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ robustness-results: $(STAMP)
 	rm -rf $(ROBUSTNESS_OUT)
 	$(BIN)/mai-aug compare --preset robustness --out $(ROBUSTNESS_OUT)
 	$(BIN)/python docs/robustness_results.py $(ROBUSTNESS_OUT)
+
+# The external-site demo (about 10 minutes on an otherwise idle 2-core CPU) and README's block of its findings.
+EXTERNAL_OUT ?= runs/external
+external-results: $(STAMP)
+	rm -rf $(EXTERNAL_OUT)
+	$(BIN)/mai-aug compare --preset external --out $(EXTERNAL_OUT)
+	$(BIN)/python docs/external_results.py $(EXTERNAL_OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mai_aug workflows tests benchmarks docs

@@ -370,7 +370,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                    help="also average predictions over N draws of the regime's random part (test-time augmentation) "
                         "and write <split>_tta.csv: AUC with and without, and the paired difference (default: off)")
     add_setting_flags(p, ("threads",))
-    _add_external_args(p)
+    add_setting_flags(_add_external_args(p), ("uncertain", *EXTERNAL_SOURCE))
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -378,13 +378,16 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 EXTERNAL_SOURCE = ("csv", "image_column", "labels_column", "label_sep", "label_columns", "patient_column")
 
 
-def _add_external_args(p: argparse.ArgumentParser) -> None:
-    """``evaluate --external DIR``: score the run on another dataset, over the findings both share."""
+def _add_external_args(p: argparse.ArgumentParser, study: bool = False) -> argparse._ArgumentGroup:
+    """``--external DIR`` of ``evaluate`` (a run) or ``compare`` (every run): another dataset, scored over the
+    findings both share. A study's external set is in NIH's or CheXpert's layout (a CSV one: ``evaluate``)."""
     group = p.add_argument_group("external test set (--external DIR)")
     group.add_argument("--external", type=Path, metavar="DIR",
-                       help="score the run on another dataset's images (NIH or CheXpert layout, or a CSV): outputs "
-                            "under RUN/external/<name>/, reused while current")
-    group.add_argument("--external-dataset", default="auto", choices=list(DATASETS),
+                       help=("score every run on another dataset's images (NIH or CheXpert layout) and report the "
+                             "external macro AUC and the generalisation gap per regime" if study else
+                             "score the run on another dataset's images (NIH or CheXpert layout, or a CSV): outputs "
+                             "under RUN/external/<name>/, reused while current"))
+    group.add_argument("--external-dataset", default="auto", choices=list(DATASETS[:3] if study else DATASETS),
                        help="layout of --external (default: %(default)s)")
     group.add_argument("--external-split", default="all", choices=list(EXTERNAL_SPLITS),
                        help="all its images, or its official test set (CheXpert's valid.csv, NIH's test_list.txt)")
@@ -394,20 +397,25 @@ def _add_external_args(p: argparse.ArgumentParser) -> None:
                             "CheXpert map)")
     group.add_argument("--lesion", action="store_true",
                        help="with the built-in map, also score CheXpert's Lung Lesion by the highest of Mass and Nodule")
-    add_setting_flags(group, ("uncertain", *EXTERNAL_SOURCE))
+    return group
+
+
+def _external_flags_given(args: argparse.Namespace) -> list[str]:
+    """The ``--external-*`` options given a value other than their default."""
+    return [flag for flag, on in (("--external-dataset", args.external_dataset != "auto"),
+                                  ("--external-split", args.external_split != "all"),
+                                  ("--external-name", args.external_name is not None),
+                                  ("--label-map", args.label_map is not None), ("--lesion", args.lesion)) if on]
 
 
 def _external_spec(args: argparse.Namespace) -> Any:
     """The external set ``args`` ask for, after refusing settings that do not apply to it; None without --external."""
     from mai_aug.analyses.external.data import ExternalSpec
 
-    given = [flag for flag, on in (("--external-dataset", args.external_dataset != "auto"),
-                                   ("--external-split", args.external_split != "all"),
-                                   ("--external-name", args.external_name is not None),
-                                   ("--label-map", args.label_map is not None), ("--lesion", args.lesion),
-                                   ("--uncertain", args.uncertain is not None),
-                                   *((f"--{n.replace('_', '-')}", bool(getattr(args, n)) and getattr(args, n) != "|")
-                                     for n in EXTERNAL_SOURCE)) if on]
+    given = _external_flags_given(args) + [
+        flag for flag, on in (("--uncertain", args.uncertain is not None),
+                              *((f"--{n.replace('_', '-')}", bool(getattr(args, n)) and getattr(args, n) != "|")
+                                for n in EXTERNAL_SOURCE)) if on]
     if args.external is None:
         if given:
             raise MaiAugError(f"{given[0]}: applies to --external DIR only")
@@ -657,7 +665,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     seeds.add_argument("--seed-list", dest="seeds", nargs="+", type=_seed, metavar="K",
                        help="these training seeds (adds seeds to a finished study: only the new ones train, the report "
                             "covers every finished seed)")
-    p.add_argument("--preset", default="demo", help="demo, article, full, robustness, or a preset YAML file")
+    p.add_argument("--preset", default="demo", help="demo, article, full, robustness, external, or a preset YAML file")
     p.add_argument("--regimes-file", action="append", default=[], type=Path, help="YAML adding or overriding regimes")
     p.add_argument("--device", default=BY_NAME["device"].default, help=BY_NAME["device"].help)
     p.add_argument("--cache-dir", type=Path, help="where the phantom is generated once (default: ~/.cache/mai_aug)")
@@ -674,8 +682,23 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     _add_trust_arg(p)
     _add_compare_robustness_args(p)
     _add_compare_curve_args(p)
+    _add_external_args(p, study=True)
     _add_executor_args(p)
     p.set_defaults(handler=_run_compare)
+
+
+def _compare_external(args: argparse.Namespace) -> Any:
+    """A study's external set from ``--external`` and its options (``--uncertain`` too: it applies to both data
+    sets, or to the external set alone when the study trains on the phantom); None without ``--external``."""
+    from mai_aug.analyses.external.data import ExternalSpec
+
+    given = _external_flags_given(args)
+    if args.external is None:
+        if given:
+            raise MaiAugError(f"{given[0]}: applies to --external DIR only")
+        return None
+    return ExternalSpec(args.external, args.external_dataset, args.external_split, args.label_map, args.lesion,
+                        args.uncertain, args.external_name)
 
 
 def _add_executor_args(p: argparse.ArgumentParser) -> None:
@@ -791,7 +814,8 @@ def _run_compare(args: argparse.Namespace) -> int:
                           saliency=args.saliency, saliency_tolerance=args.saliency_tolerance,
                           saliency_max_images=args.saliency_max_images, detect=args.detect,
                           saliency_force=args.saliency_force, export_tables=args.export_tables,
-                          executor=_executor_options(args), report_only=args.report_only)
+                          executor=_executor_options(args), report_only=args.report_only,
+                          external=_compare_external(args))
     summary = run_compare(opts)
     if summary is None:  # a non-zero torchrun rank
         return 0

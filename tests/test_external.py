@@ -57,13 +57,19 @@ def write_chexpert(nih: Path, out: Path, drop: tuple[str, ...] = (), uncertain_e
 
 
 @pytest.fixture(scope="module")
-def hospital(tmp_path_factory) -> Path:
-    """Another hospital: a phantom of other patients (another seed), imaged at the shifted site, in CheXpert layout."""
+def other_nih(tmp_path_factory) -> Path:
+    """A phantom of other patients (another seed, the same patient ids), test patients at the shifted site."""
     from mai_aug.data.phantom import PhantomSpec, write_phantom
 
     nih = tmp_path_factory.mktemp("other-nih")
     write_phantom(PhantomSpec(out=nih, n=300, size=64, seed=11, test_shift="site"), workers=2)
-    return write_chexpert(nih, tmp_path_factory.mktemp("hospital"), uncertain_every=4)
+    return nih
+
+
+@pytest.fixture(scope="module")
+def hospital(other_nih, tmp_path_factory) -> Path:
+    """Another hospital in CheXpert layout: ``other_nih``'s images, some positives uncertain."""
+    return write_chexpert(other_nih, tmp_path_factory.mktemp("hospital"), uncertain_every=4)
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +202,97 @@ def test_bad_external_settings_are_one_line(run, hospital, argv, fault, capsys):
     assert main(["evaluate", "--run", str(run), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fault in err, err
+
+
+def external_preset(folder: Path, seeds: int) -> Path:
+    """A tiny study with an external CheXpert-layout site generated from the preset (as ``--preset external``)."""
+    preset = folder / "external.yaml"
+    preset.write_text(
+        "description: tiny external\n"
+        "phantom: {n: 400, size: 48, seed: 4}\n"
+        "data: {split: patient, val_frac: 0.15, test_frac: 0.3, seed: 0}\n"
+        f"regimes: [none, basic]\nseeds: {seeds}\n"
+        "train: {image_size: 32, batch_size: 8, epochs: 1, steps_per_epoch: 3, lr: 1.0e-3, workers: 0, cache: store,\n"
+        "        network: densenet, network_args: {init_features: 8, growth_rate: 4, block_config: [2, 2]}}\n"
+        "bootstrap: 200\n"
+        "external: {phantom: {n: 400, size: 48, seed: 9, test_shift: site, layout: chexpert}, name: site}\n")
+    return preset
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("external-study")
+    out = tmp / "out"
+    assert main(["compare", "--preset", str(external_preset(tmp, 3)), "--cache-dir", str(tmp / "cache"), "--quiet",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_compare_reports_the_external_auc_and_the_generalisation_gap(study):
+    report = (study / "report.md").read_text()
+    section = report[report.index("## External test set"):]
+    assert "CheXpert" in section and "Pleural Effusion" in section and "gap - none's" in section
+    assert "corrected within each family" in section and "3 seeds (paired by seed)" in section
+    table = pd.read_csv(study / "external.csv")
+    for regime in ("none", "basic"):
+        assert (study / regime / "seed-2" / "external" / "site" / "meta.json").is_file()
+    gap = table[(table["table"] == "gap") & (table["finding"] == "macro")].set_index("regime")
+    inside = table[(table["table"] == "internal") & (table["finding"] == "macro")].set_index("regime")
+    outside = table[(table["table"] == "external") & (table["finding"] == "macro")].set_index("regime")
+    assert np.allclose(gap["gap"], inside["auc"] - outside["auc"], atol=2e-6)  # external.csv has 6 decimals
+    assert np.isclose(gap.loc["basic", "diff_vs_none"], gap.loc["basic", "gap"] - gap.loc["none", "gap"])
+    assert gap.loc["basic", "diff_ci_low"] <= gap.loc["basic", "diff_vs_none"] <= gap.loc["basic", "diff_ci_high"]
+    shows = report[:report.index("## External test set")]
+    assert "generalisation gap (internal minus external macro AUC)" in shows and "shared findings, " in shows
+
+
+def test_a_second_compare_reuses_every_external_output(study, tmp_path, capsys):
+    stamps = {p: p.stat().st_mtime_ns for p in study.glob("*/seed-*/external/site/meta.json")}
+    preset = external_preset(tmp_path, 3)
+    assert main(["compare", "--preset", str(preset), "--cache-dir", str(study.parent / "cache"), "--quiet",
+                 "--out", str(study)]) == 0
+    assert "external test set of" not in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and len(stamps) == 6
+
+
+@pytest.mark.parametrize("argv, fault", [
+    (["--lesion"], "--lesion: applies to --external DIR only"),
+    (["--external", "{tmp}/nowhere"], "--external {tmp}/nowhere: not a folder"),
+    (["--external", "{phantom}"], "must not share patients with training"),
+])
+def test_bad_study_external_settings_are_one_line_before_training(phantom_dir, tmp_path, argv, fault, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{phantom}", str(phantom_dir)) for a in argv]
+    out = tmp_path / "out"
+    assert main(["compare", "--data", str(phantom_dir), "--preset", str(external_preset(tmp_path, 1)), "--quiet",
+                 "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert fault.replace("{tmp}", str(tmp_path)) in err[-1], err
+    assert not list(out.glob("*/seed-*"))  # nothing trained
+
+
+def test_an_nih_layout_set_of_other_patients_with_the_same_ids_is_scored_with_a_warning(run, other_nih, capsys):
+    assert main(["evaluate", "--run", str(run), "--external", str(other_nih), "--external-split", "official",
+                 "--bootstrap", "200"]) == 0
+    captured = capsys.readouterr()
+    assert "external patients have the id of a training or validation patient" in captured.err
+    meta = json.loads((run / "external" / other_nih.name / "meta.json").read_text())
+    assert meta["shared_patient_ids"] > 0 and meta["dataset"] == "nih" and len(meta["findings"]["matched"]) == 14
+    test = set((other_nih / "test_list.txt").read_text().split())
+    images = pd.read_csv(run / "external" / other_nih.name / "predictions.csv")["image"]
+    assert {Path(i).name for i in images} == test
+
+
+def test_a_csv_external_set_is_read_with_the_generic_adapters_options(run, hospital, tmp_path):
+    rows = pd.read_csv(hospital / "valid.csv").fillna("")
+    table = pd.DataFrame({"file": [str(hospital / p) for p in rows["Path"]],
+                          "who": [p.split("/")[1] for p in rows["Path"]],
+                          "Effusion": (rows["Pleural Effusion"].astype(str) == "1.0").astype(int),
+                          "Edema": (rows["Edema"].astype(str) == "1.0").astype(int)})
+    csv = tmp_path / "site.csv"
+    table.to_csv(csv, index=False)
+    assert main(["evaluate", "--run", str(run), "--external", str(tmp_path), "--external-dataset", "csv",
+                 "--csv", str(csv), "--image-column", "file", "--label-columns", "Effusion", "Edema",
+                 "--patient-column", "who", "--external-name", "csv", "--bootstrap", "200"]) == 0
+    auc = pd.read_csv(run / "external" / "csv" / "auc.csv")
+    assert list(auc["finding"]) == ["Effusion", "Edema", "macro"]
+    assert len(pd.read_csv(run / "external" / "csv" / "predictions.csv")) == len(table)

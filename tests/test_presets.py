@@ -39,6 +39,10 @@ def test_shipped_presets_pass(name):
     ("robustness: {shifts: [spin]}", "--shifts 'spin': expected some of rotation"),
     ("robustness: {shifts: [zoom], levels: [zoom=big]}", "robustness: levels 'zoom=big': expected zoom=V1,V2"),
     ("- just\n- a list", "expected a mapping"),
+    ("external: {split: all}", "external: expected a mapping with a phantom: entry"),
+    ("external: {phantom: {layout: dicom}}", "external: phantom.layout: 'dicom' is not one of nih, chexpert"),
+    ("external: {phantom: {}, split: some}", "external.split: 'some' is not one of all, official"),
+    ("external: {phantom: {}, name: ../up}", "external: name '../up': not a valid name"),
 ])
 def test_bad_preset_is_one_line(tmp_path, capsys, body, fragment):
     preset = tmp_path / "p.yaml"

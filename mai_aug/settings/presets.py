@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mai_aug.core.choices import TEST_SHIFTS
+from mai_aug.core.choices import EXTERNAL_SPLITS, PHANTOM_LAYOUTS, TEST_SHIFTS, UNCERTAIN_POLICIES
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.user_yaml import read_user_yaml
 from mai_aug.data.phantom import PhantomSpec
@@ -24,7 +24,8 @@ from mai_aug.settings.schema import BY_NAME, SEED_RANGE, Field, Range, preset_da
 from mai_aug.settings.schema import NOT_IN_PRESET as NOT_IN_PRESET
 from mai_aug.stats.auc import MIN_BOOTSTRAP
 
-SECTIONS = ("description", "phantom", "data", "regimes", "seeds", "train", "bootstrap", "robustness", "primary", "detect")
+SECTIONS = ("description", "phantom", "data", "regimes", "seeds", "train", "bootstrap", "robustness", "external",
+            "primary", "detect")
 ROBUSTNESS_FIELDS = {name: Field(name, list[str]) for name in ("shifts", "levels")}  # as --robustness(-levels)
 #: The top-level counts of a preset.
 COUNT_FIELDS = {"bootstrap": Field("bootstrap", int, range=Range(MIN_BOOTSTRAP)), "seeds": Field("seeds", int)}
@@ -33,7 +34,12 @@ PHANTOM_RULES: dict[str, dict[str, Any]] = {
     "n": {"range": Range(1)}, "size": {"range": Range(32)}, "seed": {"range": SEED_RANGE},
     "images_per_patient": {"range": Range(1)}, "difficulty": {"range": Range(0, low_open=True)},
     "test_frac": {"range": Range(0, 1, high_open=True)}, "test_shift": {"choices": TEST_SHIFTS},
+    "layout": {"choices": PHANTOM_LAYOUTS},
 }
+#: A preset's ``external:`` keys (``compare --external``'s default): a generated phantom (another site) scored by
+#: every run, as ``--external-split``, ``--lesion``, ``--uncertain`` and ``--external-name`` would.
+EXTERNAL_FIELDS = {"split": Field("split", str, choices=EXTERNAL_SPLITS), "lesion": Field("lesion", bool),
+                   "uncertain": Field("uncertain", str, choices=UNCERTAIN_POLICIES), "name": Field("name", str)}
 
 
 def phantom_fields() -> dict[str, Field]:
@@ -62,6 +68,8 @@ def check_preset(preset: Any, name: str) -> dict[str, Any]:
         raise MaiAugError(f"--preset {name}: seeds: {preset['seeds']} is below 1")
     if "robustness" in preset:
         _check_robustness(preset["robustness"], f"--preset {name}: robustness")
+    if "external" in preset:
+        _check_external(preset["external"], f"--preset {name}: external")
     if "description" in preset:
         check_value(Field("description", str), preset["description"], f"--preset {name}: description")
     if "primary" in preset:  # macro or a finding name: checked against the study's findings once the data is read
@@ -84,6 +92,18 @@ def _check_robustness(values: Any, label: str) -> None:
 
     check_mapping(label, values, ROBUSTNESS_FIELDS)
     parse_levels(values.get("levels", []), values.get("shifts") or list(SHIFT_TYPES), f"{label}: levels")
+
+
+def _check_external(values: Any, label: str) -> None:
+    """A preset's ``external: {phantom: {...}, split:, lesion:, uncertain:, name:}``: the phantom is required."""
+    from mai_aug.core.names import check_name
+
+    if not isinstance(values, dict) or "phantom" not in values:
+        raise MaiAugError(f"{label}: expected a mapping with a phantom: entry (the external site to generate)")
+    check_mapping(label, {k: v for k, v in values.items() if k != "phantom"}, EXTERNAL_FIELDS)
+    check_mapping(f"{label}: phantom", values["phantom"], phantom_fields())
+    if "name" in values:
+        check_name(values["name"], f"{label}: name")
 
 
 def check_train_section(values: Any, label: str, fields: dict[str, Field] = BY_NAME, sep: str = ".") -> dict[str, Any]:
@@ -144,7 +164,7 @@ def _dataset_target(value: dict, where: str) -> str:
     return value["_target_"]
 
 
-PRESETS = ("demo", "article", "full", "robustness")
+PRESETS = ("demo", "article", "full", "robustness", "external")
 
 
 def preset_path(name: str) -> Path:

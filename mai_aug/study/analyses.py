@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from mai_aug.analyses.base import StudyAnalysis
 from mai_aug.analyses.curves.analysis import CurvesAnalysis
 from mai_aug.analyses.curves.study import TrainingSize
+from mai_aug.analyses.external.analysis import ExternalAnalysis
 from mai_aug.analyses.robustness.analysis import RobustnessAnalysis
 from mai_aug.analyses.saliency.analysis import SaliencyAnalysis
 from mai_aug.analyses.tta.analysis import TtaAnalysis
@@ -21,6 +22,8 @@ def enabled_analyses(opts: CompareOptions, sizes: list[TrainingSize]) -> list[St
     enabled: list[StudyAnalysis] = []
     if opts.tta:
         enabled.append(TtaAnalysis(draws=opts.tta))
+    if opts.external is not None:
+        enabled.append(ExternalAnalysis(opts.external))
     if opts.robustness is not None:
         enabled.append(RobustnessAnalysis(list(opts.robustness), list(opts.robustness_levels),
                                           Path(opts.site_data) if opts.site_data is not None else None))

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mai_aug.analyses.base import StudyAnalysis, StudyRuns
 from mai_aug.analyses.curves.study import TrainingSize
+from mai_aug.analyses.external.data import ExternalSpec, check_not_training_data, read_external
 from mai_aug.analyses.robustness.run import site_items
 from mai_aug.analyses.saliency.resolution import check_saliency_map
 from mai_aug.core.choices import DEFAULT_BOOTSTRAP
@@ -101,6 +102,7 @@ class CompareOptions:
     export_tables: bool = False  # report.md's tables also as OUT/tables/*.csv and *.tex (``--export-tables``)
     executor: ExecutorOptions = field(default_factory=ExecutorOptions)  # where the runs go (``--executor``)
     report_only: bool = False  # train nothing: report the finished runs, list the others (``--report-only``)
+    external: ExternalSpec | None = None  # every run also scored on another dataset (``--external``, a preset's)
 
 
 def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
@@ -116,6 +118,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     opts = _preset_defaults(opts, preset)
     executor = _check_executor(opts, ctx)  # a missing package or an unreachable cluster stops before work
     study = _plan_study(opts, preset, ctx)
+    opts = dataclasses.replace(opts, external=study.external)
     analyses = enabled_analyses(opts, study.sizes)
     outcomes = [] if executor is None else run_jobs(
         executor, study_jobs(opts, study.runs, study.train_opts, study.sizes, analyses,
@@ -158,6 +161,7 @@ class _Study:
     metrics: list[str]
     n_boot: int
     sizes: list[TrainingSize]
+    external: ExternalSpec | None = None
 
 
 def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> _Study:
@@ -170,6 +174,9 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
         _require_boxes(datalist, opts.data)
     if preset.get("primary", "macro") != "macro":  # a primary finding the data has: refused before anything trains
         primary_column(preset["primary"], datalist["labels"], np.arange(1 + len(datalist["labels"])))
+    external = _study_external(opts, preset, ctx)
+    if external is not None:  # unreadable, nothing matching, or the study's own images: refused before training
+        check_not_training_data(read_external(external, datalist["labels"]), datalist, Path(opts.out))
     out, train_opts = Path(opts.out), checked.train_opts
     runs = [(r, k) for r in checked.regimes for k in opts.seeds]
     plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
@@ -181,7 +188,24 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
                          int(preset.get("data", {}).get("seed", 0)), ctx) if checked.fractions else [])
     _report_split(datalist, ctx.is_main and not opts.quiet, ctx.is_main)
     n_boot = opts.bootstrap or int(preset.get("bootstrap", DEFAULT_BOOTSTRAP))
-    return _Study(checked.regimes, runs, plan, train_opts, datalist, source, checked.metrics, n_boot, sizes)
+    return _Study(checked.regimes, runs, plan, train_opts, datalist, source, checked.metrics, n_boot, sizes, external)
+
+
+def _study_external(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> ExternalSpec | None:
+    """``--external``'s set, else the preset's ``external:`` phantom (generated once into the cache), else None."""
+    entry = preset.get("external")
+    if opts.external is not None or entry is None:
+        return opts.external
+    cache_dir = opts.cache_dir or cache_root()
+    if ctx.is_main:
+        ensure_phantom(entry["phantom"], cache_dir, opts.quiet)
+    ctx.barrier()
+    return ExternalSpec(phantom_folder(entry["phantom"], cache_dir), split=entry.get("split", "all"),
+                        lesion=bool(entry.get("lesion", False)),
+                        uncertain=opts.data_options.get("uncertain") or entry.get("uncertain"),
+                        name=entry.get("name", "external"),
+                        shown=f"a second site, synthetic ({phantom_folder(entry['phantom'], cache_dir).name}, "
+                              f"generated into mai_aug's cache)")
 
 
 @dataclass
@@ -203,7 +227,7 @@ def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     """
     regimes = _check_runs(opts, preset)
     fractions = check_fractions(opts.train_fractions) if opts.train_fractions is not None else None
-    _check_data_options(opts)
+    _check_data_options(opts, preset)
     if not opts.saliency and (opts.saliency_tolerance is not None or opts.saliency_max_images is not None):
         raise MaiAugError("--saliency-tolerance and --saliency-max-images need --saliency")
     if opts.saliency_force and not opts.saliency:
@@ -225,10 +249,15 @@ def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     return _Settings(regimes, fractions, metrics, train_opts, config)
 
 
-def _check_data_options(opts: CompareOptions) -> None:
-    """Dataset options only with ``--data`` (a preset's data keys are checked with the preset)."""
-    if opts.data is None and any(v != BY_NAME[k].default_value() for k, v in opts.data_options.items()):
+def _check_data_options(opts: CompareOptions, preset: dict[str, Any]) -> None:
+    """Dataset options only with ``--data`` (a preset's data keys are checked with the preset); ``--uncertain`` also
+    with an external set (it then applies to that set alone); ``--external`` a folder."""
+    external = opts.external is not None or "external" in preset
+    given = {k for k, v in opts.data_options.items() if v != BY_NAME[k].default_value()} - ({"uncertain"} if external else set())
+    if opts.data is None and given:
         raise MaiAugError("--csv, --dataset and their options need --data (the phantom is in NIH's layout)")
+    if opts.external is not None and not Path(opts.external.data).is_dir():
+        raise MaiAugError(f"--external {opts.external.data}: not a folder")
 
 
 def _check_out(out: Path) -> None:

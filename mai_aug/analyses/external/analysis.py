@@ -37,11 +37,14 @@ class ExternalAnalysis(StudyAnalysis):
         external = self.external_set(study)
         scores = external_statistics(study.out, study.regimes, study.seeds, list(study.names),
                                      self.spec.folder_name, external.matching, study.n_boot, study.baseline)
-        description = (f"{self.spec.folder_name} ({len(external.images)} images, {external.dataset} layout, "
-                       f"{'all images' if self.spec.split == 'all' else 'its official test set'})")
+        shown = self.spec.shown or str(self.spec.data)
+        layout = {"nih": "NIH", "chexpert": "CheXpert", "csv": "CSV"}.get(external.dataset, external.dataset)
+        description = (f"{shown}, in {layout} layout ("
+                       f"{'all images' if self.spec.split == 'all' else 'its official test set'}: "
+                       f"{len(external.images)} images")
         lines, evidence = write_external_section(study.out, scores, external.matching, description, study.baseline,
                                                  len(study.seeds), study.n_boot)
-        config = {"external": {"data": str(self.spec.data), "dataset": external.dataset, "split": self.spec.split,
+        config = {"external": {"data": shown, "dataset": external.dataset, "split": self.spec.split,
                                "name": self.spec.folder_name, "matching": external.matching.record(),
                                "uncertain": self.spec.uncertain, "findings_compared": scores.findings}}
         return Section(lines, evidence, config)

@@ -33,6 +33,7 @@ class ExternalSpec:
         uncertain: CheXpert's uncertain labels (ones, zeros, ignore; None: the adapter's default, ones).
         name: the output folder's name under ``RUN/external/`` (None: the data folder's name).
         source: more data options of its adapter (``csv``, ``image_column``, ``label_columns``, ...).
+        shown: how reports name ``data`` (a phantom generated into the cache: its folder's name, not the path).
     """
 
     data: Path
@@ -43,6 +44,7 @@ class ExternalSpec:
     uncertain: str | None = None
     name: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    shown: str | None = None
 
     @property
     def folder_name(self) -> str:

@@ -100,7 +100,8 @@ def write_external_section(out: Path, scores: ExternalScores, matching: Matching
     if not scores.findings:
         return [*lines, "No finding is scored in both test sets: no external comparison.", ""], []
     lines += [markdown_table(_rows(scores, baseline)), "", *_family_note(scores, baseline), ""]
-    evidence = [*macro_differences(scores.external, baseline, "external test set (macro AUC over the shared findings)",
+    shared = f"{len(scores.findings)} shared findings, {scores.external_patients} patients"
+    evidence = [*macro_differences(scores.external, baseline, f"external test set (macro AUC over {shared})",
                                    macro_family(scores.external)),
                 *macro_differences(scores.gap, baseline,
                                    "generalisation gap (internal minus external macro AUC)", macro_family(scores.gap))]
@@ -112,7 +113,7 @@ def _intro(scores: ExternalScores, matching: Matching, description: str, seeds: 
             f"{', '.join(matching.external_only)} (the external set's)"] if matching.run_only or matching.external_only else []
     unscored = [n for n in matching.names if n not in scores.findings]
     return ["## External test set", "",
-            f"Every run scored on {description} ({scores.external_patients} patients) through its own deterministic "
+            f"Every run scored on {description} of {scores.external_patients} patients) through its own deterministic "
             f"part and network (`evaluate --external`), over the findings matched by name ({matching.source}) that "
             f"both test sets score: {', '.join(scores.findings) or 'none'}"
             + (f"; matched but too few positive patients in one test set: {', '.join(unscored)}" if unscored else "")
