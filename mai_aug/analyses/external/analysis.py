@@ -31,7 +31,8 @@ class ExternalAnalysis(StudyAnalysis):
         return external_current(run_dir, self.spec, self.external_set(study), RunLayout(run_dir).best)
 
     def run(self, run_dir: Path, study: StudyRuns) -> None:
-        evaluate_external(run_dir, self.spec, "best", study.device, n_boot=study.n_boot)
+        evaluate_external(run_dir, self.spec, "best", study.device, n_boot=study.n_boot,
+                          external=self.external_set(study))
 
     def section(self, study: StudyRuns) -> Section:
         external = self.external_set(study)

@@ -46,15 +46,17 @@ def wanted_meta(external: ExternalSet) -> dict:
 @holding_run_lock
 def evaluate_external(run_dir: str | Path, spec: ExternalSpec, checkpoint: str = "best", device: str = "auto",
                       n_boot: int = DEFAULT_BOOTSTRAP, workers: int = 0, trust: bool | None = None,
-                      reuse: bool = True) -> pd.DataFrame:
+                      reuse: bool = True, external: ExternalSet | None = None) -> pd.DataFrame:
     """Score a run on ``spec``'s external dataset; return the AUC table (``attrs``: matching, folder, reused).
 
     Every check (the external table, the matching, images shared with the run's training, image headers, a
     writable run folder with room) comes before inference. With ``reuse``, a current output is read, not redone.
+    ``external``: the set already read for these findings (a study reads it once for all its runs).
     """
     run = TrainedRun(run_dir, checkpoint, device, trust)
     folder = run.layout.external_dir(spec.folder_name)
-    external = read_external(spec, run.names)
+    if external is None or list(external.matching.run_names) != run.names:
+        external = read_external(spec, run.names)
     shared_ids = check_not_training_data(external, run.datalist, run.run_dir)
     wanted = wanted_meta(external)
     if reuse and output_current(folder / META_FILE, run.checkpoint, **wanted) is not None:

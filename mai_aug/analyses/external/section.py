@@ -70,6 +70,8 @@ def external_statistics(out: Path, regimes: list[str], seeds: Sequence[int], run
     tables = [pairedstats.summary_table(s, names, baseline) if s is not None and names else pd.DataFrame()
               for s in (internal, external)]
     gap_table = pairedstats.summary_table(gap, ["gap"], baseline, value_name="gap") if gap else pd.DataFrame()
+    if len(gap_table):  # one row per regime: the gap's "finding" row repeats the macro one (its only column)
+        gap_table = gap_table[gap_table["finding"] == "macro"].reset_index(drop=True)
     return ExternalScores(names, tables[0], tables[1], gap_table, len(np.unique(ext_patients)),
                           len(np.unique(int_patients)))
 
