@@ -13,6 +13,7 @@ import pytest
 import mai_aug.analyses as analyses_package
 from mai_aug.analyses.base import StudyAnalysis, StudyRuns
 from mai_aug.analyses.curves.study import TrainingSize
+from mai_aug.analyses.external.data import ExternalSpec
 from mai_aug.analyses.trained_run import checkpoint_identity, output_current
 from mai_aug.study.analyses import enabled_analyses
 from mai_aug.study.compare import CompareOptions
@@ -30,7 +31,8 @@ def analysis_classes() -> set[type]:
 
 
 def everything_on(tmp_path: Path) -> list[StudyAnalysis]:
-    opts = CompareOptions(out=tmp_path, robustness=["rotation"], tta=2, saliency=True)
+    opts = CompareOptions(out=tmp_path, robustness=["rotation"], tta=2, saliency=True,
+                          external=ExternalSpec(tmp_path / "other-site"))
     size = TrainingSize(fraction=0.5, folder=tmp_path / "fraction-0.5", datalist={"training": []}, train_opts={},
                         steps_per_epoch=1)
     return enabled_analyses(opts, [size])

@@ -134,7 +134,8 @@ def test_two_compares_on_one_folder_train_each_run_once(phantom_dir, tmp_path):
 
 def test_a_killed_compare_is_resumed_by_the_next(phantom_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = study_argv(phantom_dir, out, "--regimes", "none", "--epochs", "3", "--steps-per-epoch", "6")
+    # epochs of a few seconds: the poll below sees epoch 1's checkpoint before epoch 2's replaces it
+    argv = study_argv(phantom_dir, out, "--regimes", "none", "--epochs", "3", "--steps-per-epoch", "40")
     proc = subprocess.Popen([sys.executable, "-m", "mai_aug", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -144,6 +145,7 @@ def test_a_killed_compare_is_resumed_by_the_next(phantom_dir, tmp_path, capsys):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert list(checkpoints.glob("last*epoch=1.pt")), "no checkpoint before the kill"
+    assert not (out / "none" / "seed-0" / "DONE").exists()  # killed mid-run, not after it
     assert main(argv) == 0
     assert "none/seed-0: resumed" in capsys.readouterr().err
     assert json.loads((out / "none" / "seed-0" / "DONE").read_text())["resumed"] is True

@@ -12,6 +12,7 @@ import yaml
 
 import mai_aug.engine.train
 import mai_aug.study.compare
+from mai_aug.analyses.external.data import ExternalSpec
 from mai_aug.cli import _data_options, build_parser, main
 from mai_aug.core.errors import MaiAugError
 from mai_aug.settings.config import TrainConfig
@@ -144,7 +145,9 @@ def test_every_compare_flag_is_routed(tmp_path, monkeypatch):
     names = set(setting_names())
     routed = set(COMPARE_TRAIN_FLAGS) | {f.name for f in dataclasses.fields(CompareOptions)} \
         | {f.name for f in dataclasses.fields(ExecutorOptions)} \
-        | set(_data_options(argparse.Namespace(**dict.fromkeys(_dests("compare"))))) | {"command", "handler", "trust_config"}
+        | set(_data_options(argparse.Namespace(**dict.fromkeys(_dests("compare"))))) | {"command", "handler", "trust_config"} \
+        | {f"external_{f.name}" if f.name in ("dataset", "split", "name") else f.name
+           for f in dataclasses.fields(ExternalSpec)}  # --external DIR and its options make CompareOptions.external
     assert _dests("compare") <= routed, f"compare flags going nowhere: {_dests('compare') - routed}"
     assert set(COMPARE_TRAIN_FLAGS) <= names
     seen: list[CompareOptions] = []
@@ -160,6 +163,10 @@ def test_every_compare_flag_is_routed(tmp_path, monkeypatch):
     assert overrides["lr"] == 0.5 and overrides["epochs"] == 2 and overrides["image_size"] == 48
     assert overrides["network"] == "resnet18" and overrides["metrics"] == ["ap"] and overrides["workers"] == 0
     assert overrides["batch_size"] is None  # not given: the preset's value
+    assert seen[0].external is None
+    assert main(["compare", "--out", str(tmp_path / "cmp"), "--external", str(tmp_path), "--external-dataset", "chexpert",
+                 "--external-split", "official", "--external-name", "site", "--lesion", "--uncertain", "zeros"]) == 0
+    assert seen[1].external == ExternalSpec(tmp_path, "chexpert", "official", None, True, "zeros", "site")
 
 
 def test_unknown_layer_key_is_refused():

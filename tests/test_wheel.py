@@ -74,5 +74,5 @@ def test_every_preset_resolves_from_an_installed_copy(wheel, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert "none" in lines[0] and "complex" in lines[0]
-    assert [line.split()[0] for line in lines[1:5]] == ["demo", "article", "full", "robustness"]
-    assert "contrast" in lines[5] and lines[6].startswith("example preset")  # the example configs, installed
+    assert [line.split()[0] for line in lines[1:6]] == ["demo", "article", "full", "robustness", "external"]
+    assert "contrast" in lines[6] and lines[7].startswith("example preset")  # the example configs, installed

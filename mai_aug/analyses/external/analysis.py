@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from mai_aug.analyses.base import Section, StudyAnalysis, StudyRuns
 from mai_aug.analyses.external.data import ExternalSet, ExternalSpec, read_external
-from mai_aug.analyses.external.run import evaluate_external, external_current
+from mai_aug.analyses.external.run import META_FILE, evaluate_external, external_current
 from mai_aug.analyses.external.section import external_statistics, write_external_section
 from mai_aug.core.layout import RunLayout
 
@@ -28,6 +28,8 @@ class ExternalAnalysis(StudyAnalysis):
         return self._set
 
     def is_current(self, run_dir: Path, study: StudyRuns) -> bool:
+        if not RunLayout(run_dir).external_file(self.spec.folder_name, META_FILE).is_file():
+            return False  # nothing written yet: no need to read the external set
         return external_current(run_dir, self.spec, self.external_set(study), RunLayout(run_dir).best)
 
     def run(self, run_dir: Path, study: StudyRuns) -> None:
