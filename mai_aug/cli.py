@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mai_aug.core.choices import DATASETS, DEFAULT_BOOTSTRAP, EXTERNAL_SPLITS
+from mai_aug.core.choices import DATASETS, DEFAULT_BOOTSTRAP, EXTERNAL_SPLITS, UNCERTAIN_POLICIES
 from mai_aug.core.errors import MaiAugError, wrapped_message
 from mai_aug.core.interrupts import exit_status, interrupted_message, raise_on_signals
 from mai_aug.settings.flags import add_compare_train_flags, add_setting_flags, add_train_flags, integer, setting_type
@@ -396,7 +396,11 @@ def _add_external_args(p: argparse.ArgumentParser, study: bool = False) -> argpa
                        help="external finding -> the run's finding(s), as data (default: the built-in NIH <-> "
                             "CheXpert map)")
     group.add_argument("--lesion", action="store_true",
-                       help="with the built-in map, also score CheXpert's Lung Lesion by the highest of Mass and Nodule")
+                       help="with the built-in map, also score CheXpert's Lung Lesion by an NIH run's higher of Mass "
+                            "and Nodule")
+    if study:  # compare's --uncertain is its --data's
+        group.add_argument("--external-uncertain", choices=list(UNCERTAIN_POLICIES),
+                           help="a CheXpert external set's uncertain (-1) labels (default: ones)")
     return group
 
 
@@ -423,7 +427,8 @@ def _external_spec(args: argparse.Namespace) -> Any:
     for flag, on in (("--split", args.split != "test"), ("--tta", args.tta), ("--metrics", args.metrics)):
         if on:
             raise MaiAugError(f"{flag}: applies to the run's own datalist, not to --external")
-    source = {n: getattr(args, n) for n in EXTERNAL_SOURCE if getattr(args, n) not in (None, [])}
+    source = {n: getattr(args, n) for n in EXTERNAL_SOURCE  # given ones only: evaluate and compare then agree
+              if getattr(args, n) not in (None, []) and getattr(args, n) != BY_NAME[n].default_value()}
     return ExternalSpec(args.external, args.external_dataset, args.external_split, args.label_map, args.lesion,
                         args.uncertain, args.external_name, source)
 
@@ -688,17 +693,16 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _compare_external(args: argparse.Namespace) -> Any:
-    """A study's external set from ``--external`` and its options (``--uncertain`` too: it applies to both data
-    sets, or to the external set alone when the study trains on the phantom); None without ``--external``."""
+    """A study's external set from ``--external`` and its options; None without ``--external``."""
     from mai_aug.analyses.external.data import ExternalSpec
 
-    given = _external_flags_given(args)
+    given = _external_flags_given(args) + (["--external-uncertain"] if args.external_uncertain else [])
     if args.external is None:
         if given:
-            raise MaiAugError(f"{given[0]}: applies to --external DIR only")
+            raise MaiAugError(f"{given[0]}: applies to --external DIR only (a preset's external: entry has its own keys)")
         return None
     return ExternalSpec(args.external, args.external_dataset, args.external_split, args.label_map, args.lesion,
-                        args.uncertain, args.external_name)
+                        args.external_uncertain, args.external_name)
 
 
 def _add_executor_args(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,8 @@ def test_the_built_in_map_matches_both_ways_and_lists_what_it_leaves_out():
     j = lesion.names.index("Lung Lesion")
     assert scores[0, j] == max(FINDINGS.index("Mass"), FINDINGS.index("Nodule")) / 28  # the higher of the two
     assert match_findings(FINDINGS, FINDINGS).names == sorted(FINDINGS, key=FINDINGS.index)  # same dataset: by name
+    with pytest.raises(MaiAugError, match="--lesion: scores CheXpert's Lung Lesion by an NIH run's Mass and Nodule"):
+        match_findings(OBSERVATIONS, FINDINGS, lesion=True)  # one Lung Lesion output cannot tell Mass from Nodule
 
 
 def test_a_user_map_replaces_the_built_in_one_and_is_checked(tmp_path):
@@ -157,6 +160,8 @@ def test_uncertain_labels_follow_the_policy_and_the_output_is_reused_only_while_
     assert uncertain.any()
     assert (truth["ones"][column][uncertain] == 1).all() and (truth["zeros"][column][uncertain] == 0).all()
     assert truth["ones"][column][~uncertain].equals(truth["zeros"][column][~uncertain])
+    assert main([*base, "--external-name", "ones", "--bootstrap", "300"]) == 0  # other resamples: redone
+    assert "reused" not in capsys.readouterr().out
     assert main([*base, "--external-name", "ones", "--external-split", "official"]) == 0  # another set: redone
     assert len(pd.read_csv(run / "external" / "ones" / "predictions.csv")) == len(pd.read_csv(hospital / "valid.csv"))
 
@@ -259,6 +264,8 @@ def test_a_second_compare_reuses_every_external_output(study, tmp_path, capsys):
     (["--lesion"], "--lesion: applies to --external DIR only"),
     (["--external", "{tmp}/nowhere"], "--external {tmp}/nowhere: not a folder"),
     (["--external", "{phantom}"], "must not share patients with training"),
+    (["--external", "{tmp}", "--external-name", "../x"], "--external-name '../x': not a valid name"),
+    (["--external-uncertain", "zeros"], "--external-uncertain: applies to --external DIR only"),
 ])
 def test_bad_study_external_settings_are_one_line_before_training(phantom_dir, tmp_path, argv, fault, capsys):
     argv = [a.replace("{tmp}", str(tmp_path)).replace("{phantom}", str(phantom_dir)) for a in argv]
@@ -296,3 +303,30 @@ def test_a_csv_external_set_is_read_with_the_generic_adapters_options(run, hospi
     auc = pd.read_csv(run / "external" / "csv" / "auc.csv")
     assert list(auc["finding"]) == ["Effusion", "Edema", "macro"]
     assert len(pd.read_csv(run / "external" / "csv" / "predictions.csv")) == len(table)
+
+
+def test_a_study_reuses_what_evaluate_external_wrote(run, hospital):
+    from mai_aug.analyses.base import StudyRuns
+    from mai_aug.analyses.external.analysis import ExternalAnalysis
+    from mai_aug.analyses.external.data import ExternalSpec
+
+    assert main(["evaluate", "--run", str(run), "--external", str(hospital), "--external-name", "shared",
+                 "--bootstrap", "200"]) == 0
+    study = StudyRuns(run.parent, ["basic"], (0,), list(FINDINGS), 200)
+    assert ExternalAnalysis(ExternalSpec(hospital, name="shared")).is_current(run, study)
+    assert not ExternalAnalysis(ExternalSpec(hospital, name="shared", uncertain="zeros")).is_current(run, study)
+    assert not ExternalAnalysis(ExternalSpec(hospital, name="shared")).is_current(
+        run, StudyRuns(run.parent, ["basic"], (0,), list(FINDINGS), 1000))
+
+
+def test_the_readme_block_is_the_reports_own(study):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
+    from external_results import END, START, results_block
+
+    block = results_block(study)
+    report = (study / "report.md").read_text()
+    assert block.startswith(START) and block.endswith(END)
+    assert "- generalisation gap (internal minus external macro AUC)" in block
+    section = report.split("## External test set", 1)[1].splitlines()
+    rows = [line for line in section if line.startswith(("| regime | internal |", "| none |", "| basic |"))][:3]
+    assert len(rows) == 3 and all(row in block.splitlines() for row in rows)  # the section's table, verbatim

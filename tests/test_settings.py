@@ -146,7 +146,7 @@ def test_every_compare_flag_is_routed(tmp_path, monkeypatch):
     routed = set(COMPARE_TRAIN_FLAGS) | {f.name for f in dataclasses.fields(CompareOptions)} \
         | {f.name for f in dataclasses.fields(ExecutorOptions)} \
         | set(_data_options(argparse.Namespace(**dict.fromkeys(_dests("compare"))))) | {"command", "handler", "trust_config"} \
-        | {f"external_{f.name}" if f.name in ("dataset", "split", "name") else f.name
+        | {f"external_{f.name}" if f.name in ("dataset", "split", "name", "uncertain") else f.name
            for f in dataclasses.fields(ExternalSpec)}  # --external DIR and its options make CompareOptions.external
     assert _dests("compare") <= routed, f"compare flags going nowhere: {_dests('compare') - routed}"
     assert set(COMPARE_TRAIN_FLAGS) <= names
@@ -165,7 +165,7 @@ def test_every_compare_flag_is_routed(tmp_path, monkeypatch):
     assert overrides["batch_size"] is None  # not given: the preset's value
     assert seen[0].external is None
     assert main(["compare", "--out", str(tmp_path / "cmp"), "--external", str(tmp_path), "--external-dataset", "chexpert",
-                 "--external-split", "official", "--external-name", "site", "--lesion", "--uncertain", "zeros"]) == 0
+                 "--external-split", "official", "--external-name", "site", "--lesion", "--external-uncertain", "zeros"]) == 0
     assert seen[1].external == ExternalSpec(tmp_path, "chexpert", "official", None, True, "zeros", "site")
 
 

@@ -1,8 +1,9 @@
 """Findings matched by name between a run's outputs and another dataset's labels (``evaluate --external``).
 
 Built in: NIH ChestX-ray14 <-> CheXpert for the findings both define alike (Atelectasis, Cardiomegaly,
-Consolidation, Edema, Effusion = Pleural Effusion, Pneumonia, Pneumothorax), in either direction; Mass and Nodule ->
-Lung Lesion only when asked (``lesion``), since CheXpert's Lung Lesion is wider than either. Findings with the same
+Consolidation, Edema, Effusion = Pleural Effusion, Pneumonia, Pneumothorax), in either direction; an NIH run's Mass
+and Nodule -> CheXpert's Lung Lesion only when asked (``lesion``), since Lung Lesion is wider than either (the
+other way, one Lung Lesion output cannot tell Mass from Nodule, so it is not offered). Findings with the same
 name in both datasets match each other. A user's map (YAML, read as data) replaces the built-in one:
 
     # external finding: the run's finding, or a list of them (scored by the highest of their outputs)
@@ -101,19 +102,18 @@ class Matching:
 
 
 def _any_positive(columns: np.ndarray) -> np.ndarray:
+    """1 where any column is positive, else NaN where one is unknown, else 0."""
     positive = (columns == 1).any(axis=1)
     unknown = np.isnan(columns).any(axis=1)
     return np.where(positive, 1.0, np.where(unknown, np.nan, 0.0))
 
 
 def built_in_pairs(lesion: bool = False) -> list[tuple[str, tuple[str, ...]]]:
-    """(external name, run names) pairs of the built-in map in both directions (NIH run on CheXpert and back)."""
+    """(external name, run names) pairs of the built-in map in both directions (NIH run on CheXpert and back); with
+    ``lesion``, Lung Lesion scored by an NIH run's Mass and Nodule."""
     pairs = [(chexpert, (nih,)) for nih, chexpert in NIH_TO_CHEXPERT.items()]
     pairs += [(nih, (chexpert,)) for nih, chexpert in NIH_TO_CHEXPERT.items()]
-    if lesion:
-        name, covered = LESION
-        pairs += [(name, covered), *((nih, (name,)) for nih in covered)]
-    return pairs
+    return pairs + [LESION] if lesion else pairs
 
 
 def match_findings(run_names: Sequence[str], external_names: Sequence[str], label_map: str | Path | None = None,
@@ -145,6 +145,9 @@ def match_findings(run_names: Sequence[str], external_names: Sequence[str], labe
             matches.append(FindingMatch(external, external_names.index(external),
                                         tuple(run_names.index(r) for r in run)))
     matches.sort(key=lambda m: m.external)
+    if lesion and LESION[0] not in seen:
+        raise MaiAugError(f"--lesion: scores CheXpert's {LESION[0]} by an NIH run's {' and '.join(LESION[1])}; this run "
+                          f"or this external set has no such findings")
     if not matches:
         raise MaiAugError(f"no finding of the run ({', '.join(run_names)}) matches one of the external dataset "
                           f"({', '.join(external_names)}); pass --label-map FILE.yaml")

@@ -22,12 +22,12 @@ from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.devices import resolve_device
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.files import write_text_atomic
-from mai_aug.core.layout import StudyLayout, cache_root
+from mai_aug.core.layout import RunLayout, StudyLayout, cache_root
 from mai_aug.core.locks import StudyLock
 from mai_aug.core.preflight import require_writable_folder
 from mai_aug.data.boxes import find_box_file
 from mai_aug.data.datasets import DataSource
-from mai_aug.data.images import check_images_if_asked
+from mai_aug.data.images import check_image_headers, check_images_if_asked
 from mai_aug.data.phantom import RECORD_NAME as PHANTOM_RECORD
 from mai_aug.data.prepare import split_data
 from mai_aug.data.split import split_table
@@ -175,8 +175,11 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
     if preset.get("primary", "macro") != "macro":  # a primary finding the data has: refused before anything trains
         primary_column(preset["primary"], datalist["labels"], np.arange(1 + len(datalist["labels"])))
     external = _study_external(opts, preset, ctx)
-    if external is not None:  # unreadable, nothing matching, or the study's own images: refused before training
-        check_not_training_data(read_external(external, datalist["labels"]), datalist, Path(opts.out))
+    if external is not None:  # a bad name or image, nothing matching, the study's own images: refused before training
+        RunLayout.part(external.folder_name, "--external-name")
+        external_set = read_external(external, datalist["labels"])
+        check_not_training_data(external_set, datalist, Path(opts.out))
+        check_image_headers(external_set.images)
     out, train_opts = Path(opts.out), checked.train_opts
     runs = [(r, k) for r in checked.regimes for k in opts.seeds]
     plan = plan_runs(out, runs, train_opts, opts, datalist)  # every rank reads the same folders, refuses alike
@@ -202,7 +205,7 @@ def _study_external(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     ctx.barrier()
     return ExternalSpec(phantom_folder(entry["phantom"], cache_dir), split=entry.get("split", "all"),
                         lesion=bool(entry.get("lesion", False)),
-                        uncertain=opts.data_options.get("uncertain") or entry.get("uncertain"),
+                        uncertain=entry.get("uncertain"),
                         name=entry.get("name", "external"),
                         shown=f"a second site, synthetic ({phantom_folder(entry['phantom'], cache_dir).name}, "
                               f"generated into mai_aug's cache)")
@@ -227,7 +230,7 @@ def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     """
     regimes = _check_runs(opts, preset)
     fractions = check_fractions(opts.train_fractions) if opts.train_fractions is not None else None
-    _check_data_options(opts, preset)
+    _check_data_options(opts)
     if not opts.saliency and (opts.saliency_tolerance is not None or opts.saliency_max_images is not None):
         raise MaiAugError("--saliency-tolerance and --saliency-max-images need --saliency")
     if opts.saliency_force and not opts.saliency:
@@ -249,12 +252,10 @@ def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     return _Settings(regimes, fractions, metrics, train_opts, config)
 
 
-def _check_data_options(opts: CompareOptions, preset: dict[str, Any]) -> None:
-    """Dataset options only with ``--data`` (a preset's data keys are checked with the preset); ``--uncertain`` also
-    with an external set (it then applies to that set alone); ``--external`` a folder."""
-    external = opts.external is not None or "external" in preset
-    given = {k for k, v in opts.data_options.items() if v != BY_NAME[k].default_value()} - ({"uncertain"} if external else set())
-    if opts.data is None and given:
+def _check_data_options(opts: CompareOptions) -> None:
+    """Dataset options only with ``--data`` (a preset's data keys are checked with the preset); ``--external`` a
+    folder."""
+    if opts.data is None and any(v != BY_NAME[k].default_value() for k, v in opts.data_options.items()):
         raise MaiAugError("--csv, --dataset and their options need --data (the phantom is in NIH's layout)")
     if opts.external is not None and not Path(opts.external.data).is_dir():
         raise MaiAugError(f"--external {opts.external.data}: not a folder")

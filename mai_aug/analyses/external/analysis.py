@@ -30,7 +30,7 @@ class ExternalAnalysis(StudyAnalysis):
     def is_current(self, run_dir: Path, study: StudyRuns) -> bool:
         if not RunLayout(run_dir).external_file(self.spec.folder_name, META_FILE).is_file():
             return False  # nothing written yet: no need to read the external set
-        return external_current(run_dir, self.spec, self.external_set(study), RunLayout(run_dir).best)
+        return external_current(run_dir, self.spec, self.external_set(study), RunLayout(run_dir).best, study.n_boot)
 
     def run(self, run_dir: Path, study: StudyRuns) -> None:
         evaluate_external(run_dir, self.spec, "best", study.device, n_boot=study.n_boot,

@@ -35,9 +35,9 @@ AUC_FILE, ROC_FILE, PREDICTIONS_FILE, META_FILE = "auc.csv", "roc.png", "predict
 EXTERNAL_BYTES, EXTERNAL_BYTES_PER_IMAGE = 1 << 20, 1 << 10
 
 
-def wanted_meta(external: ExternalSet) -> dict:
+def wanted_meta(external: ExternalSet, n_boot: int) -> dict:
     """The settings an external output must have been written with to be current (besides the checkpoint)."""
-    return {"external": str(Path(external.spec.data).resolve()), "dataset": external.dataset,
+    return {"external": str(Path(external.spec.data).resolve()), "dataset": external.dataset, "bootstrap": n_boot,
             "split": external.spec.split, "uncertain": external.spec.uncertain, "data": external.digest(),
             "source": {k: str(v) for k, v in sorted(external.spec.source.items())},
             "matching": external.matching.digest()}
@@ -58,7 +58,7 @@ def evaluate_external(run_dir: str | Path, spec: ExternalSpec, checkpoint: str =
     if external is None or list(external.matching.run_names) != run.names:
         external = read_external(spec, run.names)
     shared_ids = check_not_training_data(external, run.datalist, run.run_dir)
-    wanted = wanted_meta(external)
+    wanted = wanted_meta(external, n_boot)
     if reuse and output_current(folder / META_FILE, run.checkpoint, **wanted) is not None:
         return _with_attrs(pd.read_csv(folder / AUC_FILE), external, folder, reused=True)
     check_image_headers(external.images)
@@ -96,11 +96,12 @@ def _write_outputs(run: TrainedRun, external: ExternalSet, scores: np.ndarray, f
 
 
 def _with_attrs(table: pd.DataFrame, external: ExternalSet, folder: Path, reused: bool) -> pd.DataFrame:
+    """``table`` with what the command line prints: the matching, the folder, whether reused, the image count."""
     table.attrs.update(matching=external.matching, folder=folder, reused=reused, images=len(external.images))
     return table
 
 
-def external_current(run_dir: Path, spec: ExternalSpec, external: ExternalSet, checkpoint: Path) -> bool:
+def external_current(run_dir: Path, spec: ExternalSpec, external: ExternalSet, checkpoint: Path, n_boot: int) -> bool:
     """Whether ``RUN/external/<name>/`` was written from ``checkpoint`` as it is now, for this external set."""
     meta = RunLayout(run_dir).external_file(spec.folder_name, META_FILE)
-    return output_current(meta, checkpoint, **wanted_meta(external)) is not None
+    return output_current(meta, checkpoint, **wanted_meta(external, n_boot)) is not None
