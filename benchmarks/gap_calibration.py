@@ -14,8 +14,8 @@ it loses less at the other site). Under the null (``gap`` 0) a regime may still 
 ``offset`` on both sets; its gap difference is then still 0.
 
 Each study is scored as ``external_statistics`` scores a study's runs: ``score_regimes`` on each set (``seed=0`` the
-internal, ``seed=1`` the external), ``_gap_scores`` and ``summary_table(gap, ["gap"], baseline, value_name="gap")``;
-the external macro AUC differences by ``summary_table`` of the external scores. Per setting:
+internal, ``seed=1`` the external), the gap's and the external set's ``summary_table``: the study's own
+``mai_aug.analyses.external.section.gap_tables``. Per setting:
 
 - ``gap_any_star``: any of the 2 regimes' gap differences starred (the familywise false-star rate under the null);
 - ``gap_coverage``: the true gap difference inside the macro row's marginal interval (``diff_ci_low``/``high``);
@@ -43,9 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from mai_aug.analyses.external.section import _gap_scores
-from mai_aug.stats.auc import scored_findings
-from mai_aug.stats.paired import score_regimes, summary_table
+from mai_aug.analyses.external.section import gap_tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stats_calibration import IMAGE_SD, PATIENT_SD, SEED_SD, SIGNAL, population_auc  # noqa: E402
@@ -127,17 +125,9 @@ def simulate(rng: np.random.Generator, setting: Setting) -> dict:
 
 
 def score_study(study: dict, n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The gap and external summary tables of one study, built as ``external_statistics`` builds them."""
-    ext_labels, ext_patients, ext_scores = study["external"]
-    int_labels, int_patients, int_scores = study["internal"]
-    both = scored_findings(ext_labels, ext_patients) & scored_findings(int_labels, int_patients)
-    names = [n for n, keep in zip(NAMES, both) if keep]
-    columns = {s: {r: [p[:, both] for p in runs] for r, runs in preds.items()}
-               for s, preds in (("external", ext_scores), ("internal", int_scores))}
-    external = score_regimes(ext_labels[:, both], ext_patients, columns["external"], n_boot, seed=1)
-    internal = score_regimes(int_labels[:, both], int_patients, columns["internal"], n_boot, seed=0)
-    gap = _gap_scores(internal, external)
-    return (summary_table(gap, ["gap"], "none", value_name="gap"), summary_table(external, names, "none"))
+    """The gap and external summary tables of one study, built by ``external_statistics``' own ``gap_tables``."""
+    _, (_, external, gap) = gap_tables(study["internal"], study["external"], NAMES, n_boot, "none")
+    return gap, external
 
 
 def _family_outcomes(table: pd.DataFrame, truth: dict[str, float], prefix: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import cut_datalist
 from mai_aug.cli import main
 from mai_aug.core.errors import MaiAugError
 from mai_aug.data.datasets.chexpert import HEADER, OBSERVATIONS
@@ -76,13 +77,9 @@ def hospital(other_nih, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(phantom_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ext")
-    assert main(["split", "--data", str(phantom_dir), "--out", str(folder / "full.json")]) == 0
-    datalist = json.loads((folder / "full.json").read_text())
-    datalist.update(training=datalist["training"][:64], validation=datalist["validation"][:16],
-                    test=datalist["test"][:80])
-    (folder / "datalist.json").write_text(json.dumps(datalist))
+    datalist = cut_datalist(phantom_dir, folder, training=64, validation=16, test=80)
     out = folder / "run"
-    assert main(["train", "--datalist", str(folder / "datalist.json"), "--regime", "basic", "--out", str(out),
+    assert main(["train", "--datalist", str(datalist), "--regime", "basic", "--out", str(out),
                  "--epochs", "1", "--steps-per-epoch", "2", *TINY]) == 0
     return out
 

@@ -60,23 +60,34 @@ def external_statistics(out: Path, regimes: list[str], seeds: Sequence[int], run
     """Score every regime on the external set and on its own test set over the findings both score, and the gap."""
     ext_labels, ext_patients, ext_scores = load_external(out, regimes, seeds, folder, matching.names)
     int_labels, int_patients, int_probs = load_predictions(out, regimes, seeds, run_names)
-    int_labels = matching.run_labels(int_labels)
-    int_scores = {r: [matching.scores(p) for p in runs] for r, runs in int_probs.items()}
-    both = scored_findings(ext_labels, ext_patients) & scored_findings(int_labels, int_patients)
-    names = [n for n, keep in zip(matching.names, both) if keep]
-    external = pairedstats.score_regimes(ext_labels[:, both], ext_patients, _columns(ext_scores, both), n_boot, seed=1)
-    internal = pairedstats.score_regimes(int_labels[:, both], int_patients, _columns(int_scores, both), n_boot, seed=0)
-    gap = _gap_scores(internal, external) if names else None
-    tables = [pairedstats.summary_table(s, names, baseline) if s is not None and names else pd.DataFrame()
-              for s in (internal, external)]
-    gap_table = pairedstats.summary_table(gap, ["gap"], baseline, value_name="gap") if gap else pd.DataFrame()
-    if len(gap_table):  # one row per regime: the gap's "finding" row repeats the macro one (its only column)
-        gap_table = gap_table[gap_table["finding"] == "macro"].reset_index(drop=True)
-    return ExternalScores(names, tables[0], tables[1], gap_table, len(np.unique(ext_patients)),
-                          len(np.unique(int_patients)))
+    internal = (matching.run_labels(int_labels), int_patients,
+                {r: [matching.scores(p) for p in runs] for r, runs in int_probs.items()})
+    names, tables = gap_tables(internal, (ext_labels, ext_patients, ext_scores), matching.names, n_boot, baseline)
+    return ExternalScores(names, *tables, len(np.unique(ext_patients)), len(np.unique(int_patients)))
+
+
+#: One test set's labels (n, findings), patients (n,) and per-regime, per-seed scores (n, findings).
+TestSet = tuple[np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]
+
+
+def gap_tables(internal: TestSet, external: TestSet, names: Sequence[str], n_boot: int, baseline: str
+               ) -> tuple[list[str], tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
+    """The findings both sets score and the internal, external and gap ``summary_table``s over them (the gap's one
+    row per regime); the internal set's patients resampled with seed 0, the external set's with seed 1."""
+    both = scored_findings(*internal[:2]) & scored_findings(*external[:2])
+    kept = [n for n, keep in zip(names, both) if keep]
+    inside, outside = (pairedstats.score_regimes(labels[:, both], patients, _columns(scores, both), n_boot, seed=seed)
+                       for (labels, patients, scores), seed in ((internal, 0), (external, 1)))
+    if not kept:
+        return kept, (pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    gap = pairedstats.summary_table(_gap_scores(inside, outside), ["gap"], baseline, value_name="gap")
+    gap = gap[gap["finding"] == "macro"].reset_index(drop=True)  # its "gap" row repeats the macro (its only column)
+    return kept, (pairedstats.summary_table(inside, kept, baseline), pairedstats.summary_table(outside, kept, baseline),
+                  gap)
 
 
 def _columns(scores: dict[str, list[np.ndarray]], keep: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Every run's scores of the ``keep`` findings only."""
     return {r: [p[:, keep] for p in runs] for r, runs in scores.items()}
 
 
