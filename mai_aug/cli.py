@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mai_aug.core.choices import DATASETS, DEFAULT_BOOTSTRAP, EXTERNAL_SPLITS, UNCERTAIN_POLICIES
-from mai_aug.core.errors import MaiAugError, wrapped_message
+from mai_aug.core.errors import MaiAugError, show_settings_as, shown, wrapped_message
 from mai_aug.core.interrupts import exit_status, interrupted_message, raise_on_signals
 from mai_aug.settings.flags import add_compare_train_flags, add_setting_flags, add_train_flags, integer, setting_type
 from mai_aug.settings.schema import BY_NAME, COMPARE_TRAIN_FLAGS, DATA_OPTIONS
@@ -147,7 +147,7 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {shown(message, flag_naming(self))} (see --help)\n")
 
 
 _seed = setting_type("seed")
@@ -789,7 +789,7 @@ def _train_fraction(text: str) -> float:
     try:
         return parse_fraction(text)
     except MaiAugError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--train-fraction ")) from None
+        raise argparse.ArgumentTypeError(str(e).removeprefix("`train_fraction` ")) from None
 
 
 def _add_compare_curve_args(p: argparse.ArgumentParser) -> None:
@@ -855,17 +855,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flags_by_setting(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each setting ``parser``'s flags set, by name: the flag of the same name (``image_size``: ``--image-size``),
+    else the first flag storing into it (``weighted_loss``: ``--no-weighted-loss``, ``progress``: ``--quiet``)."""
+    by_option: dict[str, str] = {}
+    by_dest: dict[str, str] = {}
+    for action in parser._actions:  # argparse has no public list of a parser's arguments
+        flags = [o for o in action.option_strings if o.startswith("--")]
+        for flag in flags:
+            by_option.setdefault(flag[2:].replace("-", "_"), flag)
+        if flags:
+            by_dest.setdefault(action.dest, flags[0])
+    return {**by_dest, **by_option}
+
+
+def flag_naming(command: argparse.ArgumentParser,
+                others: Sequence[argparse.ArgumentParser] = ()) -> Callable[[str], str]:
+    """How the command line shows a setting a library message names: the flag of ``command`` (the command that ran)
+    that sets it, else another command's (``test_shift``: ``phantom``'s ``--test-shift``), else its bare name (a
+    settings-file or preset key)."""
+    tables = [_flags_by_setting(parser) for parser in (command, *others)]
+    return lambda name: next((table[name] for table in tables if name in table), name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mai-aug`` with ``argv``; user errors print one line and return 2, SIGINT/SIGTERM 130/143."""
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as e:  # a bad argument (one line, status 2) or --help (status 0)
         return int(e.code or 0)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    show_settings_as(flag_naming(commands[args.command], [p for name, p in commands.items() if name != args.command]))
     try:
         with raise_on_signals(), _trust_context(args):  # SIGTERM too: the ``finally`` blocks run, the lock is freed
             return int(args.handler(args) or 0)
     except MaiAugError as e:
-        print(f"mai-aug {args.command}: error: {e}", file=sys.stderr)
+        print(f"mai-aug {args.command}: error: {shown(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
@@ -877,9 +903,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = wrapped_message(e)
         if message is None:
             raise
-        print(f"mai-aug {args.command}: error: {message}", file=sys.stderr)
+        print(f"mai-aug {args.command}: error: {shown(message)}", file=sys.stderr)
         return 2
     finally:
+        show_settings_as(None)
         _leave_process_group()
 
 

@@ -198,7 +198,7 @@ def test_uncompilable_regime_keeps_the_loader_path(caplog):
     assert "per-sample loader path" in caplog.text and "RandScaleCropd" in caplog.text
     assert isinstance(choose_stage("auto", load_regime("complex", SIZE), torch.device("cpu")), BatchedStage)
     assert choose_stage("loader", load_regime("complex", SIZE), torch.device("cpu")) is None
-    with pytest.raises(MaiAugError, match="--augment-on"):
+    with pytest.raises(MaiAugError, match="`augment_on`"):
         choose_stage("gpu", regime, torch.device("cpu"))
 
 

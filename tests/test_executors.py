@@ -231,7 +231,7 @@ def test_the_run_lock_is_reentrant_in_one_process_only(tmp_path):
 
 
 def test_a_missing_optional_package_is_one_line():
-    with pytest.raises(MaiAugError, match=r'--executor ray needs the package .no_such_module_here.: pip install -e "\.\[ray\]"'):
+    with pytest.raises(MaiAugError, match=r'`executor` ray needs the package .no_such_module_here.: pip install -e "\.\[ray\]"'):
         optional_package("no_such_module_here", "ray", "ray")
 
 

@@ -99,7 +99,7 @@ def test_the_built_in_map_matches_both_ways_and_lists_what_it_leaves_out():
     j = lesion.names.index("Lung Lesion")
     assert scores[0, j] == max(FINDINGS.index("Mass"), FINDINGS.index("Nodule")) / 28  # the higher of the two
     assert match_findings(FINDINGS, FINDINGS).names == sorted(FINDINGS, key=FINDINGS.index)  # same dataset: by name
-    with pytest.raises(MaiAugError, match="--lesion: scores CheXpert's Lung Lesion by an NIH run's Mass and Nodule"):
+    with pytest.raises(MaiAugError, match="`lesion`: scores CheXpert's Lung Lesion by an NIH run's Mass and Nodule"):
         match_findings(OBSERVATIONS, FINDINGS, lesion=True)  # one Lung Lesion output cannot tell Mass from Nodule
 
 

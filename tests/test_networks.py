@@ -149,7 +149,7 @@ def test_bad_networks_are_one_line_errors(small_datalist, tmp_path, capsys, argv
 
 def test_network_too_deep_for_the_image_size_is_one_line():
     # DenseNet121 halves 16 px five times: its last transition pools a 1 px map
-    with pytest.raises(MaiAugError, match=r"--network densenet121 cannot take 1-channel 16 px images \(") as e:
+    with pytest.raises(MaiAugError, match=r"`network` densenet121 cannot take 1-channel 16 px images \(") as e:
         resolve_and_build("densenet121", size=16)
     assert "\n" not in str(e.value)
 

@@ -70,5 +70,5 @@ def test_preset_sweep_takes_command_line_levels_and_levels_alone_are_refused():
 
     opts = _preset_defaults(CompareOptions(out="o", robustness_levels=["rotation=0,5"]), load_preset("robustness"))
     assert opts.robustness == ["rotation", "zoom"] and opts.robustness_levels == ["rotation=0,5"]
-    with pytest.raises(MaiAugError, match="need --robustness"):
+    with pytest.raises(MaiAugError, match="need `robustness`"):
         _preset_defaults(CompareOptions(out="o", robustness_levels=["rotation=0,5"]), load_preset("demo"))

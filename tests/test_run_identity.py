@@ -229,7 +229,7 @@ def test_epochs_grow_only_before_the_second_epoch_begins(tmp_path):
     extended["extended_from_epochs"] = [1]
     write_fingerprint(extended, tmp_path)
     status, diffs = run_status(tmp_path, _parts(tmp_path))
-    assert status == "mismatch" and diffs == ["resumed with --epochs changed from [1] after training began: the "
+    assert status == "mismatch" and diffs == ["resumed with `epochs` changed from [1] after training began: the "
                                               "schedule differs from a fresh run"]
 
 

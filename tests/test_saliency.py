@@ -90,7 +90,7 @@ def test_target_layer_defaults_and_a_bad_name():
     assert target_layer(dense, x) == "class_layers.relu"  # MONAI's Grad-CAM example layer
     assert target_layer(resnet18(spatial_dims=2, n_input_channels=1, num_classes=3).eval(), x) == "layer4"
     assert target_layer(dense, x, "features.denseblock4") == "features.denseblock4"
-    with pytest.raises(MaiAugError, match="--target-layer 'nope'"):
+    with pytest.raises(MaiAugError, match="`target_layer` 'nope'"):
         target_layer(dense, x, "nope")
 
 
@@ -251,7 +251,7 @@ def test_dry_forward_gives_the_map_size(network, side, layer, feature):
     assert needed_side(feature, side) == 256
     check_saliency_map(config, force=True)  # forced: never refused
     if feature == (2, 2):
-        with pytest.raises(MaiAugError, match=f"is 2x2 at --image-size {side}.*--image-size 256 gives 8x8"):
+        with pytest.raises(MaiAugError, match=f"is 2x2 at `image_size` {side}.*`image_size` 256 gives 8x8"):
             check_saliency_map(config)
     else:
         check_saliency_map(config)
@@ -262,5 +262,5 @@ def test_saliency_warns_in_one_line_when_the_map_is_below_8x8(run, caplog):
         assert main(["saliency", "--run", str(run), "--bootstrap", "200", "--max-images", "4"]) == 0
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Grad-CAM's map" in r.getMessage()]
     assert len(warned) == 1 and "\n" not in warned[0]
-    assert "(class_layers.relu of densenet121) is 2x2 at --image-size 64" in warned[0]
-    assert "--image-size 256 gives 8x8" in warned[0]
+    assert "(class_layers.relu of densenet121) is 2x2 at `image_size` 64" in warned[0]
+    assert "`image_size` 256 gives 8x8" in warned[0]

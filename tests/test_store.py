@@ -120,14 +120,14 @@ def test_a_full_disk_stops_before_decoding_with_the_bytes_needed(nih, tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", full)
-    with pytest.raises(MaiAugError, match=r"--cache-dir .*: no space left for the image store \(12\d{3} bytes needed"):
+    with pytest.raises(MaiAugError, match=r"`cache_dir` .*: no space left for the image store \(12\d{3} bytes needed"):
         ensure_store([it["image"] for it in items_of(nih)], load_regime("none", 32), tmp_path, workers=1,
                      say=lambda line: None)
 
 
 def test_an_unusable_cache_root_is_one_line(nih, tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(MaiAugError, match=r"--cache-dir .*file/stores: cannot write there"):
+    with pytest.raises(MaiAugError, match=r"`cache_dir` .*file/stores: cannot write there"):
         ensure_store([items_of(nih)[0]["image"]], load_regime("none", 32), tmp_path / "file" / "stores")
 
 

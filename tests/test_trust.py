@@ -134,7 +134,7 @@ def test_names_of_code_are_refused(case):
     entry, fragment = REFUSED[case]
     with pytest.raises(MaiAugError, match=re.escape(fragment)) as err:
         check_data_only({"random": [entry]}, "my.yaml", trust=False)
-    assert str(err.value).startswith("my.yaml: random[0].") and "--trust-config" in str(err.value)
+    assert str(err.value).startswith("my.yaml: random[0].") and "`trust_config`" in str(err.value)
     check_data_only({"random": [entry]}, "my.yaml", trust=True)
 
 

@@ -67,7 +67,7 @@ def load_predictions(out: Path, regimes: list[str], seeds: Sequence[int], names:
     tables, reference = read_paired(
         out, regimes, seeds, lambda run: pick(run, "test"), lambda frame: frame[["image", "patient", *truth]],
         lambda run, first: (f"{run}: its test predictions do not cover the same images in the same order as {first}; "
-                            f"re-run its evaluation (mai-aug evaluate --run {run})"),
+                            f"re-run its evaluation (`mai-aug evaluate --run {run}`)"),
         columns=["image", "patient", *names, *truth])
     predictions = {regime: [frame[names].to_numpy(dtype=np.float64, copy=True) for frame in frames]
                    for regime, frames in tables.items()}

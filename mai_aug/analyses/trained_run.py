@@ -44,15 +44,15 @@ class TrainedRun:
         self.names = self.names or list(self.datalist["labels"])
         self.device = resolve_device(device)
         # the regime as trained, from the spec stored in the run folder: editing a regimes file changes nothing here
-        self.regime: Regime = stored_regime(raw, f"--run {self.run_dir}", trust)
+        self.regime: Regime = stored_regime(raw, f"`run` {self.run_dir}", trust)
         # autocast as trained: float16 on CUDA, bfloat16 on CPU or CUDA for a CPU-trained run (engine.precision)
         self.amp_dtype = inference_dtype(trained_dtype(raw), self.device)
         self.amp = self.amp_dtype is not None
         self.checkpoint = self.resolve_checkpoint(checkpoint)
         # the network as trained, from the spec stored in the run folder (checked like a user's file unless trusted)
-        spec = stored_network(raw, len(self.names), f"--run {self.run_dir}", trust)
+        spec = stored_network(raw, len(self.names), f"`run` {self.run_dir}", trust)
         self.network, _ = build_network(len(self.names), self.config.in_channels, "none", spec,
-                                        where=f"--run {self.run_dir}: network", trust=trust)
+                                        where=f"`run` {self.run_dir}: network", trust=trust)
         load_model_state(self.network, load_checkpoint(self.checkpoint), self.checkpoint)
         self.network.to(self.device).eval()
 
@@ -64,11 +64,11 @@ class TrainedRun:
         else:
             path = Path(which)
         if path.is_dir():
-            raise MaiAugError(f"--checkpoint {which}: {path} is a folder; give a checkpoint file (or best, last)")
+            raise MaiAugError(f"`checkpoint` {which}: {path} is a folder; give a checkpoint file (or best, last)")
         if path.exists() and not path.is_file():
-            raise MaiAugError(f"--checkpoint {which}: {path} is not a regular file")
+            raise MaiAugError(f"`checkpoint` {which}: {path} is not a regular file")
         if not path.is_file():
-            raise MaiAugError(f"--checkpoint {which}: {path} not found (has the run finished an epoch?)")
+            raise MaiAugError(f"`checkpoint` {which}: {path} not found (has the run finished an epoch?)")
         return path
 
     def dataset(self, items: Sequence[dict], train: bool = False, online: bool = True, stored: bool = True) -> Dataset:

@@ -38,10 +38,10 @@ BUNDLE_ROOT = "."
 def check_out(out: Path, overwrite: bool) -> None:
     """Refuse an ``--out`` that is a file, or a non-empty folder without ``overwrite``; check it takes files."""
     if out.exists() and not out.is_dir():
-        raise MaiAugError(f"--out {out}: is a file, expected a folder")
+        raise MaiAugError(f"`out` {out}: is a file, expected a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise MaiAugError(f"--out {out}: not empty (pass --overwrite to replace its bundle files)")
-    require_writable_folder(out, "--out")
+        raise MaiAugError(f"`out` {out}: not empty (pass `overwrite` to replace its bundle files)")
+    require_writable_folder(out, "`out`")
 
 
 def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False, trust: bool | None = None) -> Path:
@@ -63,7 +63,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False,
     raw = read_config(run_dir)
     best = RunLayout(run_dir).best
     if not best.is_file():
-        raise MaiAugError(f"--run {run_dir}: no {best.relative_to(run_dir)} (has the run finished an epoch?)")
+        raise MaiAugError(f"`run` {run_dir}: no {best.relative_to(run_dir)} (has the run finished an epoch?)")
     check_out(out, overwrite)
     run = TrainedRun(run_dir, "best", "cpu", trust)  # checks the spec and that the checkpoint fits the network
     raw = {**raw, "resolved": {**(raw.get("resolved") or {}), "findings": run.names}}  # or the datalist's labels

@@ -33,9 +33,9 @@ def network_config(run_config: dict[str, Any], trust: bool | None = None) -> dic
         MaiAugError: a network that only runs through a mai_aug wrapper (ViT, whose forward returns a tuple).
     """
     findings = (run_config.get("resolved") or {}).get("findings") or []
-    spec = stored_network(run_config, len(findings), "--run", trust)
+    spec = stored_network(run_config, len(findings), "`run`", trust)
     if spec.family in UNEXPORTABLE:
-        raise MaiAugError(f"--run: network {spec.name!r} ({spec.family}) cannot be exported yet: mai_aug wraps its "
+        raise MaiAugError(f"`run`: network {spec.name!r} ({spec.family}) cannot be exported yet: mai_aug wraps its "
                           f"forward, which a bundle cannot express without mai_aug")
     return {"_target_": spec.target, **spec.args}
 

@@ -15,9 +15,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MaiAugError(f"--device {name}: no CUDA GPU is available here (use --device auto or cpu)")
+        raise MaiAugError(f"`device` {name}: no CUDA GPU is available here (use `device` auto or cpu)")
     if name not in ("cpu",) and not name.startswith("cuda"):
-        raise MaiAugError(f"--device {name}: expected auto, cpu or cuda")
+        raise MaiAugError(f"`device` {name}: expected auto, cpu or cuda")
     return torch.device(name)
 
 

@@ -1,11 +1,52 @@
-"""The one error type the command line turns into a clear message and exit status 2."""
+"""The one error type the command line turns into a clear message and exit status 2, and how messages name settings.
+
+A message of the library names a setting by its name in a settings file, a preset or the Python API, in
+backticks: ```image_size` 12: must be at least 32``. The command line prints the flag of the command that ran
+instead (``--image-size 12: ...``; :func:`show_settings_as`, installed by :mod:`mai_aug.cli`); a library user sees
+the setting's name. Flags appear in messages only inside a quoted command line (``re-run `mai-aug evaluate --run R```).
+"""
 
 import logging
 import re
+import sys
+from collections.abc import Callable
 
 from mai_aug.core.interrupts import interrupted_message
 
 MAX_MESSAGE = 600  # characters of a user error; a library's message embedded in it can run to pages
+
+#: A setting named in a message: its name in backticks (a quoted command line has spaces, so it never matches).
+SETTING_NAME = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+_naming: Callable[[str], str | None] | None = None
+
+
+def show_settings_as(naming: Callable[[str], str | None] | None) -> None:
+    """Show each setting a message names as ``naming(name)`` (the command line: the flag); None there or here: as named."""
+    global _naming
+    _naming = naming
+
+
+def shown(message: object, naming: Callable[[str], str | None] | None = None) -> str:
+    """``message`` with each setting it names as ``naming`` (default: :func:`show_settings_as`'s) shows it.
+
+    Without a naming, and for a setting it does not know, the setting stays as named (`name`).
+    """
+    text = str(message)
+    naming = naming or _naming
+    if naming is None:
+        return text
+    return SETTING_NAME.sub(lambda found: naming(found.group(1)) or found.group(0), text)
+
+
+def say(message: object) -> None:
+    """Print a warning or a note for the user on stderr, with its settings shown as the command line names them."""
+    print(shown(message), file=sys.stderr)
+
+
+def note(message: object) -> None:
+    """Print a line of a command's own output on stdout, with its settings shown as the command line names them."""
+    print(shown(message))
 
 
 def one_line(message: object, limit: int = MAX_MESSAGE) -> str:

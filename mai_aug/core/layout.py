@@ -192,7 +192,7 @@ class RunLayout(_Folder):
     def external_dir(self, name: str) -> Path:
         """``external/<name>/``: ``mai-aug evaluate --external`` on another dataset (auc.csv, roc.png,
         predictions.csv, meta.json last)."""
-        return self.root / "external" / self.part(name, "--external-name")
+        return self.root / "external" / self.part(name, "`external_name`")
 
     def external_file(self, name: str, what: str) -> Path:
         """``external/<name>/<what>`` (``auc.csv``, ``roc.png``, ``predictions.csv``, ``meta.json``)."""

@@ -26,7 +26,7 @@ class RunLocked(MaiAugError):
     """Another live process holds the run folder's lock; ``holder`` is its pid as it wrote it."""
 
     def __init__(self, path: Path, holder: str) -> None:
-        super().__init__(f"--out {path.parent}: another process (pid {holder}) is training in this run folder; wait "
+        super().__init__(f"`out` {path.parent}: another process (pid {holder}) is training in this run folder; wait "
                          f"for it or stop it (lock {path})")
         self.path, self.holder = path, holder
 

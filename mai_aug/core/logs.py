@@ -6,11 +6,19 @@ import logging
 import sys
 from pathlib import Path
 
-from mai_aug.core.errors import ShortUserErrors
+from mai_aug.core.errors import ShortUserErrors, shown
 from mai_aug.core.files import write_reason
 
 LOGGER = "mai_aug"
 FILE_ONLY = {"file_only": True}  # ``extra=`` of a record that goes to the log file, not to the terminal
+TIME_FORMAT = ("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
+class TerminalFormatter(logging.Formatter):
+    """The log line with the settings it names shown as the command line names them (its flags); the file keeps names."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown(super().format(record))
 
 
 class LogFile(logging.FileHandler):
@@ -46,11 +54,10 @@ class RunLog:
         logger = logging.getLogger(LOGGER)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-        fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
         if not self.enabled:  # a non-zero torchrun rank: errors only, on stderr
             logger.setLevel(logging.ERROR)
             self.handlers.append(logging.StreamHandler(sys.stderr))
-            self.handlers[-1].setFormatter(fmt)
+            self.handlers[-1].setFormatter(TerminalFormatter(*TIME_FORMAT))
             self.handlers[-1].addFilter(ShortUserErrors())
             logger.addHandler(self.handlers[-1])
             return logger
@@ -58,7 +65,8 @@ class RunLog:
         if self.echo:
             self.handlers.append(logging.StreamHandler(sys.stderr))
         for h in self.handlers:
-            h.setFormatter(fmt)
+            h.setFormatter(logging.Formatter(*TIME_FORMAT) if isinstance(h, logging.FileHandler)
+                           else TerminalFormatter(*TIME_FORMAT))
             if not isinstance(h, logging.FileHandler):
                 h.addFilter(lambda record: not getattr(record, "file_only", False))
             # MONAI's StatsHandler logs every exception with its traceback; on the terminal, the command line's

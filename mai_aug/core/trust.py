@@ -28,7 +28,7 @@ from monai.transforms import Transform
 
 from mai_aug.core.errors import MaiAugError
 
-TRUST_HINT = "pass --trust-config to run it if you wrote this file yourself"
+TRUST_HINT = "pass `trust_config` to run it if you wrote this file yourself"
 READERS = frozenset({"PILReader", "ITKReader", "NibabelReader", "NumpyReader", "PydicomReader", "NrrdReader"})
 READER_PATHS = frozenset(f"monai.data.{r}" for r in READERS)
 TRANSFORM_PREFIXES = ("monai.transforms.", "mai_aug.transforms.")

@@ -29,7 +29,7 @@ def read_boxes(path: str | Path) -> pd.DataFrame:
     try:
         raw = pd.read_csv(path, header=0, dtype=str, keep_default_na=False)
     except FileNotFoundError:
-        raise MaiAugError(f"{path}: no such box file (NIH's {BBOX_FILE}; pass --boxes FILE)") from None
+        raise MaiAugError(f"{path}: no such box file (NIH's {BBOX_FILE}; pass `boxes` FILE)") from None
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise MaiAugError(f"{path}: cannot read as CSV ({e})") from None
     if raw.shape[1] < len(COLUMNS):

@@ -20,7 +20,7 @@ import torch
 from monai.transforms import Transform
 from PIL import Image
 
-from mai_aug.core.errors import MaiAugError, first_line
+from mai_aug.core.errors import MaiAugError, first_line, note
 from mai_aug.core.progress import Progress
 
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
@@ -29,7 +29,7 @@ MAGIC: tuple[tuple[bytes, str], ...] = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\x
                                        (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 DICOM_MAGIC = (128, b"DICM")  # the preamble, then the marker
 DICOM_HINT = ("a DICOM file, and pydicom is not installed: convert it to PNG, or pip install mai-aug[dicom] and "
-              "give a --regimes-file whose load step uses MONAI's PydicomReader")
+              "give a `regimes_file` whose load step uses MONAI's PydicomReader")
 MIN_SIDE = 8  # px: a smaller "image" (1x1, 2x2) is a placeholder or a thumbnail, not a radiograph
 ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 is "as stored"
 HEADER_BYTES = 132  # enough for every magic number above, DICOM's included
@@ -190,7 +190,7 @@ def find_bad_images(paths: Sequence[str], workers: int | None = None, progress: 
     return bad
 
 
-def check_datalist_images(datalist: dict, skip: bool = False, report: Callable[[str], Any] | None = print,
+def check_datalist_images(datalist: dict, skip: bool = False, report: Callable[[str], Any] | None = note,
                           bad_list: Path | None = None, progress: bool = True) -> dict:
     """Decode every image of ``datalist``; raise on the first bad one, or with ``skip`` drop them all.
 
@@ -213,13 +213,13 @@ def check_datalist_images(datalist: dict, skip: bool = False, report: Callable[[
     first = next(iter(bad))
     if not skip:
         raise MaiAugError(f"{first}: {bad[first]} ({len(bad)} of {len(paths)} listed images cannot be read; "
-                          "--skip-bad-images drops them)")
+                          "`skip_bad_images` drops them)")
     kept = {**datalist, **{key: [it for it in datalist[key] if it["image"] not in bad] for key in SPLITS}}
     if bad_list is not None:
         write_bad_list(datalist, bad, bad_list)
     if report is not None:
         where = f"; list in {bad_list}" if bad_list is not None else ""
-        report(f"--skip-bad-images: dropped {len(bad)} of {len(paths)} images that cannot be read "
+        report(f"`skip_bad_images`: dropped {len(bad)} of {len(paths)} images that cannot be read "
                f"(e.g. {first}: {bad[first]}){where}")
     return kept
 
@@ -269,7 +269,7 @@ def load_problem(path: str | Path) -> str | None:
     problem = image_problem(path)
     if problem is None and file_problem(path) is None and _is_dicom(path):
         return ("a DICOM file that the load step cannot read (the shipped one reads with PILReader): give a "
-                "--regimes-file whose load step uses MONAI's PydicomReader, or convert it to PNG")
+                "`regimes_file` whose load step uses MONAI's PydicomReader, or convert it to PNG")
     return problem
 
 
@@ -288,6 +288,6 @@ def check_images_if_asked(datalist: dict, options: Any, report: Callable[[str], 
     of every listed image, and ``datalist`` unchanged."""
     skip = bool(getattr(options, "skip_bad_images", False))
     if not (skip or getattr(options, "verify_images", False)):
-        check_image_headers([it["image"] for key in SPLITS for it in datalist[key]], "; --skip-bad-images drops them")
+        check_image_headers([it["image"] for key in SPLITS for it in datalist[key]], "; `skip_bad_images` drops them")
         return datalist
     return check_datalist_images(datalist, skip=skip, report=report, bad_list=bad_list, progress=progress)

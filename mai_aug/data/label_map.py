@@ -132,7 +132,7 @@ def match_findings(run_names: Sequence[str], external_names: Sequence[str], labe
     run_names, external_names = list(run_names), list(external_names)
     if label_map is not None:
         if lesion:
-            raise MaiAugError(f"--label-map {label_map} and --lesion: the map says which findings match; "
+            raise MaiAugError(f"`label_map` {label_map} and `lesion`: the map says which findings match; "
                               "write Lung Lesion into it instead")
         pairs, source = read_label_map(label_map, run_names, external_names), str(label_map)
     else:
@@ -146,18 +146,18 @@ def match_findings(run_names: Sequence[str], external_names: Sequence[str], labe
                                         tuple(run_names.index(r) for r in run)))
     matches.sort(key=lambda m: m.external)
     if lesion and LESION[0] not in seen:
-        raise MaiAugError(f"--lesion: scores CheXpert's {LESION[0]} by an NIH run's {' and '.join(LESION[1])}; this run "
+        raise MaiAugError(f"`lesion`: scores CheXpert's {LESION[0]} by an NIH run's {' and '.join(LESION[1])}; this run "
                           f"or this external set has no such findings")
     if not matches:
         raise MaiAugError(f"no finding of the run ({', '.join(run_names)}) matches one of the external dataset "
-                          f"({', '.join(external_names)}); pass --label-map FILE.yaml")
+                          f"({', '.join(external_names)}); pass `label_map` FILE.yaml")
     return Matching(tuple(matches), tuple(run_names), tuple(external_names), source)
 
 
 def read_label_map(path: str | Path, run_names: Sequence[str], external_names: Sequence[str]
                    ) -> list[tuple[str, tuple[str, ...]]]:
     """A user's map as (external name, run names) pairs, each name checked against its dataset's."""
-    label = f"--label-map {path}"
+    label = f"`label_map` {path}"
     data = read_user_yaml(path, label)
     if not isinstance(data, dict) or not data:
         raise MaiAugError(f"{label}: expected a mapping of external findings to the run's findings")

@@ -87,7 +87,7 @@ def build_dataset(
         load = Compose([NameBadImage(regime.cache_transform())])  # a file that does not decode: one named error
         return Dataset(list(items), transform=Compose([load, regime.online_transform(train)]) if online else load)
     if cache != "store":
-        raise MaiAugError(f"--cache {cache!r}: expected one of {', '.join(CACHE_MODES)}")
+        raise MaiAugError(f"`cache` {cache!r}: expected one of {', '.join(CACHE_MODES)}")
     store = ensure_store([item["image"] for item in items], regime, store_root(cache_dir), workers=workers,
                          progress=progress)
     base = StoreDataset(items, store)

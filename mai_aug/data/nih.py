@@ -77,7 +77,7 @@ def find_csv(data_dir: Path) -> Path:
     for name in CSV_NAMES:
         if (data_dir / name).is_file():
             return data_dir / name
-    raise MaiAugError(f"{data_dir}: no {' or '.join(CSV_NAMES)} found (pass --csv FILE)")
+    raise MaiAugError(f"{data_dir}: no {' or '.join(CSV_NAMES)} found (pass `csv` FILE)")
 
 
 def _split_header(line: str) -> list[str]:
@@ -208,11 +208,11 @@ def image_roots(data_dir: Path, images: Path | None) -> list[Path]:
     """The folders to search for images: ``--images`` or ``DIR/images`` and ``DIR/images_*``."""
     if images is not None:
         if not images.is_dir():
-            raise MaiAugError(f"--images {images}: not a folder")
+            raise MaiAugError(f"`images` {images}: not a folder")
         return [images]
     roots = sorted(p for p in data_dir.glob("images*") if p.is_dir())
     if not roots:
-        raise MaiAugError(f"{data_dir}: no images/ folder (or images_001/ ...) found (pass --images DIR)")
+        raise MaiAugError(f"{data_dir}: no images/ folder (or images_001/ ...) found (pass `images` DIR)")
     return roots
 
 
@@ -234,10 +234,10 @@ def read_nih(
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise MaiAugError(f"--data {data_dir}: not a folder")
+        raise MaiAugError(f"`data` {data_dir}: not a folder")
     bad_views = [v for v in views if v not in VIEWS]
     if bad_views:
-        raise MaiAugError(f"--views: unknown view {bad_views[0]!r} (expected {' or '.join(VIEWS)})")
+        raise MaiAugError(f"`views`: unknown view {bad_views[0]!r} (expected {' or '.join(VIEWS)})")
     csv_path = Path(csv) if csv is not None else find_csv(data_dir)
     frame = read_csv(csv_path)
     labels = binarize_labels(frame, csv_path)
@@ -261,5 +261,5 @@ def read_nih(
 def read_name_list(path: Path) -> set[str]:
     """Read one of NIH's ``train_val_list.txt`` / ``test_list.txt``: one image name a line."""
     if not path.is_file():
-        raise MaiAugError(f"{path}: official split list not found (needed by --split official)")
+        raise MaiAugError(f"{path}: official split list not found (needed by `split` official)")
     return {line.strip() for line in path.read_text().splitlines() if line.strip()}

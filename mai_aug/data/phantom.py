@@ -218,9 +218,9 @@ class PhantomRenderer:
 
     def __init__(self, size: int = 256, difficulty: float = 1.0) -> None:
         if size < 32:
-            raise MaiAugError(f"--size {size}: phantom images must be at least 32 px")
+            raise MaiAugError(f"`size` {size}: phantom images must be at least 32 px")
         if difficulty <= 0:
-            raise MaiAugError(f"--difficulty {difficulty}: must be positive")
+            raise MaiAugError(f"`difficulty` {difficulty}: must be positive")
         self.size = size
         self.difficulty = difficulty
         c = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
@@ -657,21 +657,21 @@ RECORD_NAME = "phantom.json"
 def check_spec(spec: PhantomSpec) -> None:
     """Refuse arguments the phantom cannot honour (``nan``/``inf`` included) before anything is written."""
     if spec.n < 1:
-        raise MaiAugError(f"--n {spec.n}: must be at least 1")
+        raise MaiAugError(f"`n` {spec.n}: must be at least 1")
     if not math.isfinite(spec.images_per_patient) or spec.images_per_patient < 1:
-        raise MaiAugError(f"--images-per-patient {spec.images_per_patient}: must be a finite number of at least 1")
+        raise MaiAugError(f"`images_per_patient` {spec.images_per_patient}: must be a finite number of at least 1")
     if not math.isfinite(spec.difficulty) or spec.difficulty <= 0:
-        raise MaiAugError(f"--difficulty {spec.difficulty}: must be a finite positive number")
+        raise MaiAugError(f"`difficulty` {spec.difficulty}: must be a finite positive number")
     if not math.isfinite(spec.test_frac) or not 0 <= spec.test_frac < 1:
         raise MaiAugError(f"test fraction {spec.test_frac}: must be in [0, 1)")
     if spec.test_shift not in TEST_SHIFTS:
-        raise MaiAugError(f"--test-shift {spec.test_shift!r}: expected none or site")
+        raise MaiAugError(f"`test_shift` {spec.test_shift!r}: expected none or site")
     if spec.layout not in PHANTOM_LAYOUTS:
-        raise MaiAugError(f"--layout {spec.layout!r}: expected one of {', '.join(PHANTOM_LAYOUTS)}")
+        raise MaiAugError(f"`layout` {spec.layout!r}: expected one of {', '.join(PHANTOM_LAYOUTS)}")
     name = Path(spec.out).resolve().name
     if spec.layout == "chexpert" and name in CHEXPERT_DIRS:
         # the CheXpert adapter reads a Path's first folder named as the dataset folder as that folder itself
-        raise MaiAugError(f"--out {spec.out}: a CheXpert-layout folder cannot be named {name!r} (its CSV paths "
+        raise MaiAugError(f"`out` {spec.out}: a CheXpert-layout folder cannot be named {name!r} (its CSV paths "
                           f"start with {'/ and '.join(CHEXPERT_DIRS)}/)")
     _renderer(spec.size, spec.difficulty)  # validates the size
 
@@ -697,18 +697,18 @@ def _clear_previous(out: Path) -> None:
 def prepare_out(out: Path, overwrite: bool, layout: str = "nih") -> None:
     """Create ``out``; refuse a non-empty folder unless ``overwrite``, which clears the previous phantom first."""
     if out.exists() and not out.is_dir():
-        raise MaiAugError(f"--out {out}: exists and is not a folder")
+        raise MaiAugError(f"`out` {out}: exists and is not a folder")
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if entries and not overwrite:
-        raise MaiAugError(f"--out {out}: folder is not empty ({len(entries)} entries, e.g. {entries[0]}); "
-                          "pass --overwrite to replace the dataset there")
+        raise MaiAugError(f"`out` {out}: folder is not empty ({len(entries)} entries, e.g. {entries[0]}); "
+                          "pass `overwrite` to replace the dataset there")
     try:
         if overwrite and out.is_dir():
             _clear_previous(out)
         for folder in (CHEXPERT_DIRS if layout == "chexpert" else ("images",)):
             (out / folder).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
+        raise MaiAugError(f"`out` {out}: cannot create ({e.strerror})") from None
 
 
 def write_record(spec: PhantomSpec, plan: list[tuple[int, int, bool]]) -> Path:
@@ -824,7 +824,7 @@ def write_phantom(spec: PhantomSpec, workers: int = 1, progress: Callable[[int, 
     check_spec(spec)
     plan = _patient_plan(spec)
     if spec.layout == "chexpert" and all(is_test for _, _, is_test in plan):
-        raise MaiAugError(f"--n {spec.n}: all {len(plan)} patient(s) drew the test split (valid.csv), so CheXpert's "
+        raise MaiAugError(f"`n` {spec.n}: all {len(plan)} patient(s) drew the test split (valid.csv), so CheXpert's "
                           "train.csv would have no rows; ask for more images")
     prepare_out(Path(spec.out), overwrite, spec.layout)
     patients = _rendered(spec, plan, workers, progress)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mai_aug.core.errors import note
 from mai_aug.core.preflight import require_writable_file
 from mai_aug.data.datasets import DataSource, read_dataset
 from mai_aug.data.images import check_images_if_asked
@@ -23,7 +24,7 @@ def split_data(
     val_frac: float = 0.1,
     test_frac: float = 0.2,
     seed: int = 0,
-    report: Callable[[str], Any] | None = print,
+    report: Callable[[str], Any] | None = note,
     source: DataSource | None = None,
 ) -> dict:
     """Read the dataset under ``data`` and split it by patient; ``report`` hears about dropped rows.
@@ -37,13 +38,13 @@ def split_data(
     table = read_dataset(source, report)
     if table.missing and report is not None:
         report(f"dropped {len(table.missing)} of {len(table.missing) + len(table)} CSV rows whose image "
-               f"file is missing (e.g. {table.missing[0]}); --require-all-images makes this an error")
+               f"file is missing (e.g. {table.missing[0]}); `require_all_images` makes this an error")
     split = resolve_split(split, Path(source.data), report)
     return make_datalist(table, split=split, val_frac=val_frac, test_frac=test_frac, seed=seed,
                          data_dir=Path(source.data))
 
 
-def datalist_from_options(options: Any, report: Callable[[str], Any] | None = print) -> dict:
+def datalist_from_options(options: Any, report: Callable[[str], Any] | None = note) -> dict:
     """``options.datalist`` if set, else :func:`split_data` of ``options.data`` (parsed arguments or a TrainConfig).
 
     The split is seeded by ``options.split_seed`` where it exists (``train``: ``--seed`` seeds training only),
@@ -64,7 +65,7 @@ def every_image(datalist: dict) -> list[str]:
 def datalist_from_args(options: Any, out: Path | None = None) -> dict:
     """``mai-aug split``: the datalist, its per-split table printed, written to ``out``."""
     if out is not None:  # a folder, FIFO or device as --out, or an unwritable one: refused before the data is read
-        require_writable_file(out, "--out")
+        require_writable_file(out, "`out`")
     datalist = datalist_from_options(options)
     if out is not None:
         datalist = check_images_if_asked(datalist, options, print, Path(out).with_name(f"{Path(out).stem}_bad_images.csv"))

@@ -116,7 +116,7 @@ def official_split(table: NIHTable | DatasetTable, data_dir: Path | None, val_fr
     elif data_dir is not None:
         codes = nih_official(table, Path(data_dir))
     else:
-        raise MaiAugError("--split official needs the data folder with train_val_list.txt and test_list.txt")
+        raise MaiAugError("`split` official needs the data folder with train_val_list.txt and test_list.txt")
     split = np.where(codes == TEST, 2, 0)
     idx = np.flatnonzero(codes != TEST)
     sub = stratified_patient_split(table.patients[idx], known_positives(table.labels[idx]), [1 - val_frac, val_frac], seed)
@@ -156,8 +156,8 @@ def resolve_split(split: str, data_dir: Path | None, report: Callable[[str], Any
     if split != "patient" or data_dir is None or site_shifted_patients(data_dir) is None:
         return split
     if report is not None:
-        report(f"{data_dir} is a phantom made with --test-shift site: using its official lists instead of "
-               "--split patient, so that the shifted patients are exactly the test set")
+        report(f"{data_dir} is a phantom made with `test_shift` site: using its official lists instead of "
+               "`split` patient, so that the shifted patients are exactly the test set")
     return "official"
 
 
@@ -185,9 +185,9 @@ def make_datalist(
     """
     table = as_dataset_table(table)
     if not 0 <= val_frac < 1 or not 0 <= test_frac < 1 or val_frac + test_frac >= 1:
-        raise MaiAugError(f"--val-frac {val_frac} and --test-frac {test_frac} must be in [0, 1) and sum below 1")
+        raise MaiAugError(f"`val_frac` {val_frac} and `test_frac` {test_frac} must be in [0, 1) and sum below 1")
     if len(table) == 0:
-        raise MaiAugError(f"{table.source}: no images left to split (check the image folder and --views)")
+        raise MaiAugError(f"{table.source}: no images left to split (check the image folder and `views`)")
     _check_table_duplicates(table)
     patients = table.patients
     if split == "patient":
@@ -196,7 +196,7 @@ def make_datalist(
     elif split == "official":
         assignment = official_split(table, data_dir, val_frac, seed)
     else:
-        raise MaiAugError(f"--split: unknown split {split!r} (expected patient or official)")
+        raise MaiAugError(f"`split`: unknown split {split!r} (expected patient or official)")
     check_no_overlap(patients, assignment)
     items = [
         {"image": table.images[i], "label": table.item_label(i), "patient": _plain(patients[i]),
@@ -225,11 +225,11 @@ def write_datalist(datalist: dict, out: str | Path) -> Path:
     device named as ``out`` is refused rather than replaced.
     """
     out = Path(out)
-    output_file(out, "--out")
+    output_file(out, "`out`")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MaiAugError(f"--out {out}: cannot write ({e.strerror})") from None
+        raise MaiAugError(f"`out` {out}: cannot write ({e.strerror})") from None
     # an unknown label (NaN in memory) is written as JSON's null; load_datalist reads it back as NaN
     write_text_atomic(out, json.dumps(_nan_to_null(datalist), indent=1, allow_nan=False))
     return out
@@ -260,26 +260,26 @@ def load_datalist(path: str | Path, check_files: bool = True) -> dict:
     try:
         datalist = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MaiAugError(f"--datalist {path}: file not found") from None
+        raise MaiAugError(f"`datalist` {path}: file not found") from None
     except UnicodeDecodeError as e:
-        raise MaiAugError(f"--datalist {path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+        raise MaiAugError(f"`datalist` {path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
     except OSError as e:
-        raise MaiAugError(f"--datalist {path}: cannot read ({e.strerror})") from None
+        raise MaiAugError(f"`datalist` {path}: cannot read ({e.strerror})") from None
     except json.JSONDecodeError as e:
-        raise MaiAugError(f"--datalist {path}: not valid JSON ({e})") from None
+        raise MaiAugError(f"`datalist` {path}: not valid JSON ({e})") from None
     if not isinstance(datalist, dict):
-        raise MaiAugError(f"--datalist {path}: expected a JSON object with keys labels, {', '.join(SPLITS)}")
+        raise MaiAugError(f"`datalist` {path}: expected a JSON object with keys labels, {', '.join(SPLITS)}")
     for key in ("labels", *SPLITS):
         if key not in datalist:
-            raise MaiAugError(f"--datalist {path}: missing key {key!r}")
+            raise MaiAugError(f"`datalist` {path}: missing key {key!r}")
     labels = datalist["labels"]
     if not isinstance(labels, list) or not labels or not all(isinstance(n, str) for n in labels):
-        raise MaiAugError(f"--datalist {path}: 'labels' must be a non-empty list of finding names, got {labels!r}")
+        raise MaiAugError(f"`datalist` {path}: 'labels' must be a non-empty list of finding names, got {labels!r}")
     for key in SPLITS:
         if not isinstance(datalist[key], list):
-            raise MaiAugError(f"--datalist {path}: {key!r} must be a list of items")
+            raise MaiAugError(f"`datalist` {path}: {key!r} must be a list of items")
         for i, item in enumerate(datalist[key]):
-            _check_item(item, len(labels), f"--datalist {path}: {key} item {i}")
+            _check_item(item, len(labels), f"`datalist` {path}: {key} item {i}")
             _absolute_image(item, path.parent)
     if check_files:
         _check_files(datalist, path)
@@ -322,8 +322,8 @@ def _check_files(datalist: dict, path: Path) -> None:
         total = sum(len(datalist[key]) for key in SPLITS)
         key, image, problem = bad[0]
         if all(p == "file not found" for *_, p in bad):
-            raise MaiAugError(f"--datalist {path}: {len(bad)} of {total} image files are missing, e.g. {image} ({key})")
-        raise MaiAugError(f"--datalist {path}: {len(bad)} of {total} image files are missing or not files, e.g. "
+            raise MaiAugError(f"`datalist` {path}: {len(bad)} of {total} image files are missing, e.g. {image} ({key})")
+        raise MaiAugError(f"`datalist` {path}: {len(bad)} of {total} image files are missing or not files, e.g. "
                           f"{image} ({key}: {problem})")
 
 
@@ -349,7 +349,7 @@ def _check_duplicates(datalist: dict, path: Path) -> None:
         return
     (key_a, i_a, a), (key_b, i_b, b) = places[repeat[0]], places[repeat[1]]
     conflict = "" if _same_label(a["label"], b["label"]) else " with conflicting labels"
-    raise MaiAugError(f"--datalist {path}: {b['image']} is listed twice{conflict} ({key_a} item {i_a} and "
+    raise MaiAugError(f"`datalist` {path}: {b['image']} is listed twice{conflict} ({key_a} item {i_a} and "
                       f"{key_b} item {i_b}); list each image once")
 
 
@@ -374,7 +374,7 @@ def _check_patient_overlap(datalist: dict, path: Path) -> None:
         for b in SPLITS[i + 1:]:
             shared = sorted(seen[a] & seen[b])
             if shared:
-                raise MaiAugError(f"--datalist {path}: {len(shared)} patient(s) in both {a} and {b} "
+                raise MaiAugError(f"`datalist` {path}: {len(shared)} patient(s) in both {a} and {b} "
                                   f"(patient leakage): {', '.join(shared[:5])}{' ...' if len(shared) > 5 else ''}")
 
 

@@ -49,7 +49,7 @@ STORE_VERSION = 1
 #: The cache root's folder of stores (the phantom cache is its ``phantom`` folder).
 STORES_FOLDER = "images"
 #: The option that names the cache root in messages.
-ROOT_OPTION = "--cache-dir"
+ROOT_OPTION = "`cache_dir`"
 
 
 def identity(path: str) -> list[int]:

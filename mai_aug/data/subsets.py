@@ -23,9 +23,9 @@ def parse_fraction(text: str | float) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise MaiAugError(f"--train-fraction {text!r}: not a number") from None
+        raise MaiAugError(f"`train_fraction` {text!r}: not a number") from None
     if not 0 < value <= 1:  # also refuses nan
-        raise MaiAugError(f"--train-fraction {text}: must be in (0, 1]")
+        raise MaiAugError(f"`train_fraction` {text}: must be in (0, 1]")
     return value
 
 
@@ -34,11 +34,11 @@ def check_fractions(values: Sequence[str | float]) -> list[float]:
     curve's end; a repeated fraction is refused rather than dropped."""
     fractions = [parse_fraction(v) for v in values]
     if not fractions:
-        raise MaiAugError("--train-fraction: give at least one fraction, such as 0.1 0.3 1.0")
+        raise MaiAugError("`train_fraction`: give at least one fraction, such as 0.1 0.3 1.0")
     labels = [fraction_label(f) for f in fractions]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
-        raise MaiAugError(f"--train-fraction: {repeated[0]} is given twice")
+        raise MaiAugError(f"`train_fraction`: {repeated[0]} is given twice")
     return sorted({*fractions, 1.0})
 
 
@@ -87,10 +87,10 @@ def check_same_evaluation(full: dict, subset: dict, label: str) -> None:
     ``full``'s: a learning curve compares sizes on one shared evaluation."""
     for key in ("labels", "validation", "test"):
         if subset[key] != full[key]:
-            raise MaiAugError(f"--train-fraction {label}: its {key} differs from the full datalist's")
+            raise MaiAugError(f"`train_fraction` {label}: its {key} differs from the full datalist's")
     extra = {it["patient"] for it in subset["training"]} - {it["patient"] for it in full["training"]}
     if extra:
-        raise MaiAugError(f"--train-fraction {label}: training patient {sorted(extra, key=str)[0]} is not in the "
+        raise MaiAugError(f"`train_fraction` {label}: training patient {sorted(extra, key=str)[0]} is not in the "
                           f"full training split")
 
 

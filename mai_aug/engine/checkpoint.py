@@ -125,7 +125,7 @@ class CheckpointWriter:
 
     def _resume_note(self) -> str:
         previous = last_checkpoint(self.folder)
-        return f"; --resume continues from {previous.name}" if previous else "; no checkpoint was written yet"
+        return f"; `resume` continues from {previous.name}" if previous else "; no checkpoint was written yet"
 
     def _save(self, obj: Any, path: Path, note: str) -> bool:
         try:

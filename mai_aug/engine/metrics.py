@@ -78,7 +78,7 @@ class PerFindingAUC(Metric):
         if not np.isfinite(scores).all():  # a diverged network: stop like a non-finite loss, before any checkpoint
             bad = int((~np.isfinite(scores)).any(axis=1).sum())
             raise MaiAugError(f"training diverged: {bad} of {len(scores)} validation predictions are not finite "
-                              "(try a lower --lr); the last good checkpoint is intact")
+                              "(try a lower `lr`); the last good checkpoint is intact")
         self.last_scores = (scores, labels)
         aucs = per_finding_auc(labels, scores)
         macro = macro_auc(aucs, self.names)  # warns naming the findings without a defined AUC

@@ -63,8 +63,8 @@ def check_split_settings(config: TrainConfig) -> None:
     """With ``--datalist`` (already read and split), a split setting the user gave would be silently dropped: refuse."""
     ignored = [k for k in SPLIT_SETTINGS if config.datalist and config.sources.get(k) in ("cli", "file")]
     if ignored:
-        raise MaiAugError(f"--datalist {config.datalist} is already split: {BY_NAME[ignored[0]].option} has no "
-                          f"effect on it (drop it, or give --data to read and split the dataset)")
+        raise MaiAugError(f"`datalist` {config.datalist} is already split: {BY_NAME[ignored[0]].option} has no "
+                          f"effect on it (drop it, or give `data` to read and split the dataset)")
 
 
 @dataclass
@@ -93,7 +93,7 @@ def check_new_run(config: TrainConfig) -> NewRun | None:
     if config.resume and RunLayout(config.run_dir).config.is_file():
         return None
     if not config.datalist and not config.data:
-        raise MaiAugError("give --data DIR or --datalist JSON")
+        raise MaiAugError("give `data` DIR or `datalist` JSON")
     report: list[str] = []
     datalist = datalist_from_options(config, report=report.append)
     check_config(config, datalist)
@@ -142,11 +142,11 @@ def resolve_datalist(config: TrainConfig, run_dir: Path, new: NewRun | None, wri
 def check_config(config: TrainConfig, datalist: dict) -> None:
     """Refuse settings the split cannot train: non-positive sizes, no validation, a batch above the training split."""
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
-        raise MaiAugError("--epochs, --batch-size and --lr must be positive")
+        raise MaiAugError("`epochs`, `batch_size` and `lr` must be positive")
     if not datalist["validation"]:
-        raise MaiAugError("the validation split is empty: raise --val-frac or add data")
+        raise MaiAugError("the validation split is empty: raise `val_frac` or add data")
     if config.batch_size > len(datalist["training"]):
-        raise MaiAugError(f"--batch-size {config.batch_size} is larger than the training split "
+        raise MaiAugError(f"`batch_size` {config.batch_size} is larger than the training split "
                           f"({len(datalist['training'])} images)")
 
 
@@ -158,20 +158,20 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
         old = read_config(run_dir)
         diffs = config_differences(old, config)
         if diffs:
-            raise MaiAugError(f"--resume {run_dir}: the config differs from the run's: {'; '.join(diffs)}")
+            raise MaiAugError(f"`resume` {run_dir}: the config differs from the run's: {'; '.join(diffs)}")
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         for folder in (run_dir, ckpt_dir):
             remove_temporaries(folder)  # left by a process killed mid-write (we hold the run's lock)
         last = last_checkpoint(ckpt_dir)
         if last is None:
-            logger.info("--resume: no checkpoint yet; starting from epoch 1")
+            logger.info("`resume`: no checkpoint yet; starting from epoch 1")
         return run_dir, last
     if last_checkpoint(ckpt_dir) is not None:
-        raise MaiAugError(f"--out {run_dir}: already holds a run; pass --resume to continue it or pick another folder")
+        raise MaiAugError(f"`out` {run_dir}: already holds a run; pass `resume` to continue it or pick another folder")
     try:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MaiAugError(f"--out {run_dir}: cannot create ({e.strerror})") from None
+        raise MaiAugError(f"`out` {run_dir}: cannot create ({e.strerror})") from None
     return run_dir, None
 
 
@@ -191,9 +191,9 @@ def train(config: TrainConfig, split_on_console: bool = True) -> dict[str, float
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MaiAugError(f"--out {run_dir}: cannot create ({e.strerror})") from None
+        raise MaiAugError(f"`out` {run_dir}: cannot create ({e.strerror})") from None
     if ctx.is_main:
-        require_writable_folder(run_dir, "--out")  # one line now, not a traceback at the lock file
+        require_writable_folder(run_dir, "`out`")  # one line now, not a traceback at the lock file
     layout = RunLayout(run_dir)
     with RunLock(layout.lock, enabled=ctx.is_main), RunLog(layout.log, echo=config.progress, enabled=ctx.is_main):
         result = _train(config, distributed.rank_device(device, ctx), ctx, new, split_on_console)
@@ -317,14 +317,14 @@ def _setup(config: TrainConfig, device: torch.device, ctx: distributed.DistConte
     check_config(config, datalist)
     # on --resume, the regime as the run stored it (resolved spec in config.yaml), never a regimes file re-read
     regime = (new.regime if new is not None
-              else stored_regime(read_config(run_dir), f"--resume {run_dir}"))
+              else stored_regime(read_config(run_dir), f"`resume` {run_dir}"))
     freq_pos, _ = label_frequencies(datalist["training"], len(datalist["labels"]))
     stage = choose_stage(config.augment_on, regime, device, config.seed, ctx.rank)
     names = len(datalist["labels"])
     if new is not None:
         network, net, weights = new.network, new.net, new.weights
     else:
-        network = stored_network(read_config(run_dir), names, f"--resume {run_dir}")
+        network = stored_network(read_config(run_dir), names, f"`resume` {run_dir}")
         net, weights = initial_network(config, names, network)
     return _Run(config, device, ctx, run_dir, resume_from, extended, amp, datalist, regime, freq_pos, stage,
                 network, net, weights, step)
@@ -515,7 +515,7 @@ def _check_stopped(run: _Run, engines: _Engines) -> None:
         last = run.layout.last
         kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
         raise MaiAugError(f"training stopped: non-finite loss at epoch {losses.nan_at[0]}, iteration "
-                          f"{losses.nan_at[1]} (try a lower --lr); {kept}")
+                          f"{losses.nan_at[1]} (try a lower `lr`); {kept}")
 
 
 def _finish(run: _Run, engines: _Engines) -> None:

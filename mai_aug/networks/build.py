@@ -84,7 +84,7 @@ class FirstOutput(torch.nn.Module):
 
 
 def build_network(n_classes: int, in_channels: int = 1, pretrained: str = "none", spec: NetworkSpec | None = None,
-                  image_size: int | None = None, where: str = "--network",
+                  image_size: int | None = None, where: str = "`network`",
                   trust: bool | None = None) -> tuple[torch.nn.Module, LoadReport | None]:
     """The network of ``spec`` (default: DenseNet121) with ``n_classes`` logits, checked and maybe pretrained.
 
@@ -99,7 +99,7 @@ def build_network(n_classes: int, in_channels: int = 1, pretrained: str = "none"
         trust: build through MONAI's ConfigParser (``$`` expressions, any ``_target_``); None: the command line's.
     """
     if in_channels not in IN_CHANNELS:
-        raise MaiAugError(f"--in-channels {in_channels}: expected {' or '.join(map(str, IN_CHANNELS))}")
+        raise MaiAugError(f"`in_channels` {in_channels}: expected {' or '.join(map(str, IN_CHANNELS))}")
     spec = spec or resolve_network("densenet121", {}, n_classes, in_channels, image_size or 320)
     net = instantiate(spec, in_channels, image_size, where, trust)
     if image_size is not None:
@@ -113,7 +113,7 @@ def build_network(n_classes: int, in_channels: int = 1, pretrained: str = "none"
 
 
 def instantiate(spec: NetworkSpec, in_channels: int = 1, image_size: int | None = None,
-                where: str = "--network", trust: bool | None = None) -> torch.nn.Module:
+                where: str = "`network`", trust: bool | None = None) -> torch.nn.Module:
     """Build ``spec``: a plain call of the ``monai.networks.nets`` class, or MONAI's ConfigParser when trusted."""
     from mai_aug.core.trust import resolve_trust
 
@@ -138,7 +138,7 @@ def instantiate(spec: NetworkSpec, in_channels: int = 1, image_size: int | None 
 
 @torch.no_grad()
 def check_forward(net: torch.nn.Module, spec: NetworkSpec, n_classes: int, in_channels: int, image_size: int,
-                  where: str = "--network") -> None:
+                  where: str = "`network`") -> None:
     """One forward pass of a blank ``(1, C, S, S)`` image in eval mode: the network must take it, give (1, n)."""
     was_training = net.training
     net.eval()  # batch norm's statistics stay untouched and a batch of one is allowed
@@ -158,25 +158,25 @@ def check_forward(net: torch.nn.Module, spec: NetworkSpec, n_classes: int, in_ch
 def read_pretrained(pretrained: str, spec: NetworkSpec) -> tuple[dict, str]:
     """The state dict named by ``--pretrained`` (``imagenet`` or a file) and where it came from."""
     if spec.family not in LAYOUTS:
-        raise MaiAugError(f"--pretrained {pretrained}: weights load only into the DenseNet and ResNet families "
-                          f"(torchvision layouts); {spec.name} is a {spec.family}: use --pretrained none")
+        raise MaiAugError(f"`pretrained` {pretrained}: weights load only into the DenseNet and ResNet families "
+                          f"(torchvision layouts); {spec.name} is a {spec.family}: use `pretrained` none")
     if pretrained == "imagenet":
         url = IMAGENET_URLS.get(spec.name)
         if url is None:
-            raise MaiAugError(f"--pretrained imagenet: no ImageNet weights known for {spec.name} (known: "
-                              f"{', '.join(IMAGENET_URLS)}); pass --pretrained PATH to a torchvision state dict")
+            raise MaiAugError(f"`pretrained` imagenet: no ImageNet weights known for {spec.name} (known: "
+                              f"{', '.join(IMAGENET_URLS)}); pass `pretrained` PATH to a torchvision state dict")
         try:
             return torch.hub.load_state_dict_from_url(url, progress=True, weights_only=True), url
         except Exception as e:  # no network, proxy, certificate...: one clear line
-            raise MaiAugError(f"--pretrained imagenet: cannot download {url} ({e}); "
-                              "download it elsewhere and pass --pretrained PATH") from None
+            raise MaiAugError(f"`pretrained` imagenet: cannot download {url} ({e}); "
+                              "download it elsewhere and pass `pretrained` PATH") from None
     path = Path(pretrained)
     if not path.is_file():
-        raise MaiAugError(f"--pretrained {pretrained}: not 'none', 'imagenet' or an existing file")
+        raise MaiAugError(f"`pretrained` {pretrained}: not 'none', 'imagenet' or an existing file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise MaiAugError(f"--pretrained {path}: cannot read a state dict ({type(e).__name__}: {e})") from None
+        raise MaiAugError(f"`pretrained` {path}: cannot read a state dict ({type(e).__name__}: {e})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return state, str(path)

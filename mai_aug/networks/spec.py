@@ -128,7 +128,7 @@ def network_fields(value: Any, where: str, network_args: Any = None) -> dict[str
 
 
 def resolve_network(network: str, network_args: Mapping[str, Any] | None, n_classes: int, in_channels: int,
-                    image_size: int, trust: bool | None = None, where: str = "--network") -> NetworkSpec:
+                    image_size: int, trust: bool | None = None, where: str = "`network`") -> NetworkSpec:
     """``network`` and its user arguments as a :class:`NetworkSpec` for this run's channels, size and findings.
 
     Raises:
@@ -148,14 +148,14 @@ def resolve_network(network: str, network_args: Mapping[str, Any] | None, n_clas
     if family.sized:
         if args.get("img_size", image_size) != image_size:
             raise MaiAugError(f"{where} {name}: network_args.img_size is {args['img_size']!r} but the run's "
-                              f"--image-size is {image_size}; leave it out")
+                              f"`image_size` is {image_size}; leave it out")
         args["img_size"] = image_size
         _check_patches(args.get("patch_size"), image_size, where, name)
     return NetworkSpec(name=name, family=family_name, target=target, args=args)
 
 
 def lookup_network(network: str, network_args: Mapping[str, Any] | None, trust: bool | None = None,
-                   where: str = "--network") -> tuple[str, str, str, dict[str, Any]]:
+                   where: str = "`network`") -> tuple[str, str, str, dict[str, Any]]:
     """``(name, family, target, fixed extra arguments)`` of ``network``; its args checked to be plain data.
 
     Raises:
@@ -192,7 +192,7 @@ def _check_set_by_mai_aug(args: dict[str, Any], family: Family, extra: Mapping[s
     """Refuse user arguments that contradict what the run sets (outputs, channels, dimensions, weights)."""
     if args.get("pretrained", False) is not False:
         raise MaiAugError(f"{where} {name}: network_args.pretrained {args['pretrained']!r}: weights come from "
-                          f"--pretrained only")
+                          f"`pretrained` only")
     args.pop("pretrained", None)  # false: the constructors' own default (EfficientNetBN's is set below)
     required = {**family.fixed, **extra}
     if family.channels:
@@ -200,7 +200,7 @@ def _check_set_by_mai_aug(args: dict[str, Any], family: Family, extra: Mapping[s
     for key, value in required.items():
         if key in args and args[key] != value:
             why = {family.classes: f"the run has {n_classes} findings",
-                   family.channels: f"--in-channels is {in_channels}"}.get(key, "mai-aug sets it")
+                   family.channels: f"`in_channels` is {in_channels}"}.get(key, "mai-aug sets it")
             raise MaiAugError(f"{where} {name}: network_args.{key} is {args[key]!r} but must be {value!r} ({why}); "
                               f"leave it out")
 
@@ -212,8 +212,8 @@ def _check_patches(patch_size: Any, image_size: int, where: str, name: str) -> N
         raise MaiAugError(f"{where} {name}: patch_size {patch_size!r} is not a positive integer (or two)")
     for p in sizes:
         if image_size % p:
-            raise MaiAugError(f"{where} {name}: --image-size {image_size} is not a multiple of patch_size {p} "
-                              f"(the last {image_size % p} px would be dropped); use --image-size "
+            raise MaiAugError(f"{where} {name}: `image_size` {image_size} is not a multiple of patch_size {p} "
+                              f"(the last {image_size % p} px would be dropped); use `image_size` "
                               f"{image_size - image_size % p} or {image_size - image_size % p + p}, or another "
                               f"patch_size")
 

@@ -38,15 +38,15 @@ def write_preview(
     """
     table = read_dataset(source or DataSource(data=data_dir, csv=csv, images=images))
     if len(table) == 0:
-        raise MaiAugError(f"--data {data_dir}: no images to preview")
+        raise MaiAugError(f"`data` {data_dir}: no images to preview")
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(table), size=min(n, len(table)), replace=False))
     samples_of = _augmented(table, picks, regime, samples, seed)  # every image decoded before anything is written
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
-    require_writable_folder(out, "--out")
+        raise MaiAugError(f"`out` {out}: cannot create ({e.strerror})") from None
+    require_writable_folder(out, "`out`")
     written = []
     for stem, _, row in samples_of:
         for k, pixels in enumerate(row[1:]):

@@ -1,8 +1,7 @@
 """The one check of settings typed by hand or read back: known keys, types, choices, ranges and count limits.
 
 A ``--settings`` file, a preset's sections and a run's ``config.yaml`` are checked here against their
-:class:`~mai_aug.settings.schema.Field`; messages name the setting (``image_size``), the command line maps it to
-its flag where it prints (:func:`mai_aug.settings.schema.flag_names`).
+:class:`~mai_aug.settings.schema.Field`; messages name the setting as the file or preset spells it (``image_size``).
 """
 
 from __future__ import annotations

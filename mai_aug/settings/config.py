@@ -62,7 +62,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     """A run's ``config.yaml``, checked: a mapping whose TrainConfig keys hold values of their field's type."""
     path = RunLayout(run_dir).config
     if not path.is_file():
-        raise MaiAugError(f"--run {run_dir}: no {path.name} (not a mai-aug run folder)")
+        raise MaiAugError(f"`run` {run_dir}: no {path.name} (not a mai-aug run folder)")
     raw = read_user_yaml(path, str(path))
     if raw is None:
         raise MaiAugError(f"{path}: empty (not a mai-aug run config)")
@@ -100,7 +100,7 @@ def resumed_epochs(old: dict[str, Any], new: TrainConfig, trained: int, begun: i
         then mixes two lengths (epoch 1's rate does not depend on the length), so it is not a fresh run's.
     """
     if new.epochs < trained:
-        raise MaiAugError(f"--resume {new.out}: --epochs {new.epochs} is fewer than the {trained} epochs "
+        raise MaiAugError(f"`resume` {new.out}: `epochs` {new.epochs} is fewer than the {trained} epochs "
                           f"already trained")
     history = list((old.get("resolved") or {}).get("extended_from_epochs") or [])
     before = old.get("epochs", new.epochs)

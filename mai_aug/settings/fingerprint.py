@@ -179,6 +179,6 @@ def differences(old: dict[str, Any], new: dict[str, Any], epochs_may_grow: bool 
         diffs.append("mai_aug code changed")
     extended = old.get("extended_from_epochs") or []
     if extended != (new.get("extended_from_epochs") or []):
-        diffs.append(f"resumed with --epochs changed from {extended} after training began: the schedule differs "
+        diffs.append(f"resumed with `epochs` changed from {extended} after training began: the schedule differs "
                      f"from a fresh run")
     return diffs

@@ -39,7 +39,7 @@ def metric_name(text: str) -> str:
     try:
         return get_metric(text).name
     except MaiAugError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--metrics: ")) from None
+        raise argparse.ArgumentTypeError(str(e).removeprefix("`metrics`: ")) from None
 
 
 def integer(text: str) -> int:

@@ -39,7 +39,7 @@ def read_settings(path: str | Path) -> dict[str, Any]:
     from mai_aug.settings.presets import check_train_section  # the preset checks' tables: one set of rules
 
     path = Path(path)
-    raw = read_user_yaml(path, f"--settings {path}")
+    raw = read_user_yaml(path, f"`settings` {path}")
     return check_train_section({} if raw is None else raw, str(path), sep=": ")
 
 
@@ -64,7 +64,7 @@ def build_train_config(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> Train
                 raise MaiAugError(f"{source} setting {key!r} is not a TrainConfig field")
             values[key], sources[key] = _plain(value), source
     if values.get("out") is None:
-        raise MaiAugError("no run folder: give --out DIR (or out: in the --settings file)")
+        raise MaiAugError("no run folder: give `out` DIR (or out: in the `settings` file)")
     config = TrainConfig(**values)
     config.sources = {name: sources.get(name, "default") for name in names}
     return config

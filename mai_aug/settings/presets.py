@@ -52,30 +52,30 @@ def phantom_fields() -> dict[str, Field]:
 def check_preset(preset: Any, name: str) -> dict[str, Any]:
     """Return ``preset`` if every section, key, type and range is valid; else raise one line naming the entry."""
     if not isinstance(preset, dict):
-        raise MaiAugError(f"--preset {name}: expected a mapping of {', '.join(SECTIONS)}")
+        raise MaiAugError(f"`preset` {name}: expected a mapping of {', '.join(SECTIONS)}")
     for key in preset:
         if key not in SECTIONS:
             near = difflib.get_close_matches(str(key), SECTIONS, n=1)
-            raise MaiAugError(f"--preset {name}: unknown key {key!r}"
+            raise MaiAugError(f"`preset` {name}: unknown key {key!r}"
                               + (f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(SECTIONS)})"))
-    check_mapping(f"--preset {name}: phantom", preset.get("phantom", {}), phantom_fields())
-    check_mapping(f"--preset {name}: data", preset.get("data", {}), preset_data_fields())
+    check_mapping(f"`preset` {name}: phantom", preset.get("phantom", {}), phantom_fields())
+    check_mapping(f"`preset` {name}: data", preset.get("data", {}), preset_data_fields())
     if "train" in preset:
-        preset["train"] = check_train_section(preset["train"], f"--preset {name}: train", preset_fields())
-    check_value(Field("regimes", list[str]), preset.get("regimes", []), f"--preset {name}: regimes")
-    check_mapping(f"--preset {name}", {k: preset[k] for k in COUNT_FIELDS if k in preset}, COUNT_FIELDS, sep=": ")
+        preset["train"] = check_train_section(preset["train"], f"`preset` {name}: train", preset_fields())
+    check_value(Field("regimes", list[str]), preset.get("regimes", []), f"`preset` {name}: regimes")
+    check_mapping(f"`preset` {name}", {k: preset[k] for k in COUNT_FIELDS if k in preset}, COUNT_FIELDS, sep=": ")
     if preset.get("seeds", 1) < 1:
-        raise MaiAugError(f"--preset {name}: seeds: {preset['seeds']} is below 1")
+        raise MaiAugError(f"`preset` {name}: seeds: {preset['seeds']} is below 1")
     if "robustness" in preset:
-        _check_robustness(preset["robustness"], f"--preset {name}: robustness")
+        _check_robustness(preset["robustness"], f"`preset` {name}: robustness")
     if "external" in preset:
-        _check_external(preset["external"], f"--preset {name}: external")
+        _check_external(preset["external"], f"`preset` {name}: external")
     if "description" in preset:
-        check_value(Field("description", str), preset["description"], f"--preset {name}: description")
+        check_value(Field("description", str), preset["description"], f"`preset` {name}: description")
     if "primary" in preset:  # macro or a finding name: checked against the study's findings once the data is read
-        check_value(Field("primary", str), preset["primary"], f"--preset {name}: primary")
+        check_value(Field("primary", str), preset["primary"], f"`preset` {name}: primary")
     if "detect" in preset:
-        check_detect(preset["detect"], f"--preset {name}: detect")
+        check_detect(preset["detect"], f"`preset` {name}: detect")
     return preset
 
 
@@ -144,7 +144,7 @@ def _check_metrics(entries: list, where: str) -> None:
         try:
             get_metric(entry)
         except MaiAugError as e:
-            raise MaiAugError(f"{where}: {str(e).removeprefix('--metrics: ')}") from None
+            raise MaiAugError(f"{where}: {str(e).removeprefix('`metrics`: ')}") from None
 
 
 def _dataset_names() -> tuple[str, ...]:
@@ -173,11 +173,11 @@ def preset_path(name: str) -> Path:
         return Path(str(resources.files("mai_aug") / "configs" / "presets" / f"{name}.yaml"))
     path = Path(name)
     if not path.is_file():
-        raise MaiAugError(f"--preset {name!r}: not one of {', '.join(PRESETS)} nor a YAML file")
+        raise MaiAugError(f"`preset` {name!r}: not one of {', '.join(PRESETS)} nor a YAML file")
     return path
 
 
 def load_preset(name: str) -> dict[str, Any]:
     """A preset by name or file, read as data (no aliases) and checked (:func:`mai_aug.settings.presets.check_preset`)."""
-    preset = read_user_yaml(preset_path(name), f"--preset {name}") or {}
+    preset = read_user_yaml(preset_path(name), f"`preset` {name}") or {}
     return check_preset(preset, name)

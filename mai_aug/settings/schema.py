@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass
 from typing import Any
 
@@ -284,8 +284,3 @@ COMPARE_TRAIN_FLAGS = names_where(lambda f: f.compare_routes)
 FILE_ONLY = frozenset(names_where(lambda f: f.file_only))
 #: How ``--data`` is read (``--csv``, ``--dataset`` and its adapters' options).
 DATA_OPTIONS = names_where(lambda f: f.data_option)
-
-
-def flag_names(fields: Mapping[str, Field] = BY_NAME) -> dict[str, str]:
-    """Each setting's flag by name (``image_size``: ``--image-size``), for messages on the command line."""
-    return {name: f.option for name, f in fields.items() if f.option}

@@ -57,7 +57,7 @@ def fit_finding(z: np.ndarray, y: np.ndarray, method: str) -> FindingMap:
     A finding without a labelled positive and a labelled negative keeps the identity map (``fitted`` False).
     """
     if method not in METHODS:
-        raise MaiAugError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        raise MaiAugError(f"`method` {method!r}: expected one of {', '.join(METHODS)}")
     z, y = np.asarray(z, dtype=np.float64), np.asarray(y, dtype=np.float64)
     keep = ~np.isnan(y)
     z, y = z[keep], y[keep]

@@ -208,7 +208,7 @@ def get_metric(name: str) -> Metric:
     if match:
         spec = float(match.group(1)) if match.group(1) else DEFAULT_SPECIFICITY
         if not 0 < spec < 1:
-            raise MaiAugError(f"--metrics {name}: specificity {spec} is not in (0, 1)")
+            raise MaiAugError(f"`metrics` {name}: specificity {spec} is not in (0, 1)")
         full = f"sens@spec{spec:g}"
         return Metric(full, full.replace("@", "_at_"), BASE["sens@spec"][0].format(spec=f"{spec:g}"), True,
                       lambda y, p: _sens_point(y, p, spec),
@@ -217,7 +217,7 @@ def get_metric(name: str) -> Metric:
     if name not in functions:
         near = difflib.get_close_matches(name, list(BASE), n=1, cutoff=0.3)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise MaiAugError(f"--metrics: unknown metric {name!r}{hint}; choose from {', '.join(BASE)} "
+        raise MaiAugError(f"`metrics`: unknown metric {name!r}{hint}; choose from {', '.join(BASE)} "
                           f"(sens@specX, e.g. sens@spec0.95)")
     description, higher = BASE[name]
     return Metric(name, name, description, higher, *functions[name])

@@ -20,7 +20,7 @@ from mai_aug.analyses.robustness.run import site_items
 from mai_aug.analyses.saliency.resolution import check_saliency_map
 from mai_aug.core.choices import DEFAULT_BOOTSTRAP
 from mai_aug.core.devices import resolve_device
-from mai_aug.core.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError, say
 from mai_aug.core.files import write_text_atomic
 from mai_aug.core.layout import RunLayout, StudyLayout, cache_root
 from mai_aug.core.locks import StudyLock
@@ -141,10 +141,10 @@ def _check_executor(opts: CompareOptions, ctx: distributed.DistContext) -> Execu
     """The executor of ``--executor`` (none for ``--report-only``); Ray and SLURM start their own processes, so not
     under torchrun."""
     if ctx.enabled and opts.executor.remote:
-        raise MaiAugError(f"--executor {opts.executor.kind}: not under torchrun (each run is its own job there; "
-                          f"use --gpus-per-run or --slurm-gpus-per-run for several GPUs)")
+        raise MaiAugError(f"`executor` {opts.executor.kind}: not under torchrun (each run is its own job there; "
+                          f"use `gpus_per_run` or `slurm_gpus_per_run` for several GPUs)")
     if opts.report_only and opts.retrain:
-        raise MaiAugError("--report-only trains nothing: it cannot --retrain")
+        raise MaiAugError("`report_only` trains nothing: it cannot `retrain`")
     return None if opts.report_only else make_executor(opts.executor, StudyLayout(opts.out))
 
 
@@ -176,7 +176,7 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
         primary_column(preset["primary"], datalist["labels"], np.arange(1 + len(datalist["labels"])))
     external = _study_external(opts, preset, ctx)
     if external is not None:  # a bad name or image, nothing matching, the study's own images: refused before training
-        RunLayout.part(external.folder_name, "--external-name")
+        RunLayout.part(external.folder_name, "`external_name`")
         external_set = read_external(external, datalist["labels"])
         check_not_training_data(external_set, datalist, Path(opts.out))
         check_image_headers(external_set.images)
@@ -232,16 +232,16 @@ def _check_settings(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     fractions = check_fractions(opts.train_fractions) if opts.train_fractions is not None else None
     _check_data_options(opts)
     if not opts.saliency and (opts.saliency_tolerance is not None or opts.saliency_max_images is not None):
-        raise MaiAugError("--saliency-tolerance and --saliency-max-images need --saliency")
+        raise MaiAugError("`saliency_tolerance` and `saliency_max_images` need `saliency`")
     if opts.saliency_force and not opts.saliency:
-        raise MaiAugError("--saliency-force needs --saliency")
+        raise MaiAugError("`saliency_force` needs `saliency`")
     _check_out(Path(opts.out))
     if ctx.is_main:
-        require_writable_folder(Path(opts.out), "--out")  # before the phantom is generated and the runs train
+        require_writable_folder(Path(opts.out), "`out`")  # before the phantom is generated and the runs train
     metrics = [m.name for m in resolve_metrics(opts.train_overrides.get("metrics")
                                                or preset.get("train", {}).get("metrics"))]
     if opts.robustness is not None:
-        parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES), "--robustness-levels")
+        parse_levels(opts.robustness_levels, opts.robustness or list(SHIFT_TYPES), "`robustness_levels`")
     train_opts = {**preset.get("train", {}), **{k: v for k, v in opts.train_overrides.items() if v is not None}}
     _override_network(train_opts, preset.get("train", {}), opts.train_overrides.get("network"))
     for regime in regimes:  # each regime (and the run settings) loads at the study's size
@@ -256,19 +256,19 @@ def _check_data_options(opts: CompareOptions) -> None:
     """Dataset options only with ``--data`` (a preset's data keys are checked with the preset); ``--external`` a
     folder."""
     if opts.data is None and any(v != BY_NAME[k].default_value() for k, v in opts.data_options.items()):
-        raise MaiAugError("--csv, --dataset and their options need --data (the phantom is in NIH's layout)")
+        raise MaiAugError("`csv`, `dataset` and their options need `data` (the phantom is in NIH's layout)")
     if opts.external is not None and not Path(opts.external.data).is_dir():
-        raise MaiAugError(f"--external {opts.external.data}: not a folder")
+        raise MaiAugError(f"`external` {opts.external.data}: not a folder")
 
 
 def _check_out(out: Path) -> None:
     """Refuse an ``out`` that is a file, or a non-empty folder that is not a comparison (nothing is written)."""
     study = StudyLayout(out)
     if out.exists() and not out.is_dir():
-        raise MaiAugError(f"--out {out}: exists and is not a folder")
+        raise MaiAugError(f"`out` {out}: exists and is not a folder")
     if out.is_dir() and not study.is_study() and any(out.iterdir()):
         shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
-        raise MaiAugError(f"--out {out}: not empty and not a comparison folder (it holds {shown}...; no "
+        raise MaiAugError(f"`out` {out}: not empty and not a comparison folder (it holds {shown}...; no "
                           f"{study.marker.name} or run folders); give a new or empty folder, its files would be "
                           f"overwritten")
 
@@ -285,9 +285,9 @@ def _claim_out(out: Path, ctx: distributed.DistContext) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MaiAugError(f"--out {out}: cannot create ({e.strerror})") from None
+        raise MaiAugError(f"`out` {out}: cannot create ({e.strerror})") from None
     if ctx.is_main:
-        require_writable_folder(out, "--out")  # before the phantom is generated and the runs train
+        require_writable_folder(out, "`out`")  # before the phantom is generated and the runs train
         if not study.marker.is_file():
             write_text_atomic(study.marker, "a mai-aug compare folder: its runs, datalist and reports\n")
 
@@ -337,7 +337,7 @@ def _preset_defaults(opts: CompareOptions, preset: dict[str, Any]) -> CompareOpt
         opts = dataclasses.replace(opts, robustness=list(sweep.get("shifts", [])),
                                    robustness_levels=opts.robustness_levels or list(sweep.get("levels", [])))
     if opts.robustness is None and (opts.robustness_levels or opts.site_data):
-        raise MaiAugError("--robustness-levels and --site-data need --robustness (or a preset with a robustness sweep)")
+        raise MaiAugError("`robustness_levels` and `site_data` need `robustness` (or a preset with a robustness sweep)")
     return opts
 
 
@@ -347,11 +347,11 @@ def _check_runs(opts: CompareOptions, preset: dict[str, Any]) -> list[str]:
     known = available_regimes(opts.regimes_file)
     for r in regimes:
         if r not in known:
-            raise MaiAugError(f"--regimes: unknown regime {r!r} (available: {', '.join(known)})")
+            raise MaiAugError(f"`regimes`: unknown regime {r!r} (available: {', '.join(known)})")
     repeated = sorted({r for r in regimes if regimes.count(r) > 1})
     if repeated:
-        raise MaiAugError(f"--regimes: {', '.join(map(repr, repeated))} given more than once; name each regime once "
-                          f"(--seeds N trains N seeds of each)")
+        raise MaiAugError(f"`regimes`: {', '.join(map(repr, repeated))} given more than once; name each regime once "
+                          f"(`seeds` N trains N seeds of each)")
     check_seeds(opts.seeds)
     return regimes
 
@@ -359,7 +359,7 @@ def _check_runs(opts: CompareOptions, preset: dict[str, Any]) -> list[str]:
 def _require_boxes(datalist: dict, data: Path | None) -> None:
     """``--saliency`` needs the data's ``BBox_List_2017.csv`` (the phantom writes one)."""
     if find_box_file([it["image"] for it in datalist["test"]], data) is None:
-        raise MaiAugError("--saliency: the data has no BBox_List_2017.csv beside its images (NIH's box list)")
+        raise MaiAugError("`saliency`: the data has no BBox_List_2017.csv beside its images (NIH's box list)")
 
 
 def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext,
@@ -382,8 +382,8 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     images = data_opts.pop("images", None)
     reader = DataSource(data=data_dir, images=(data_dir / images) if images else None,
                         **(opts.data_options if opts.data is not None else {}))
-    datalist = split_data(data_dir, report=lambda line: print(line, file=sys.stderr), source=reader, **data_opts)
-    check_images = partial(check_images_if_asked, options=opts, report=lambda line: print(line, file=sys.stderr),
+    datalist = split_data(data_dir, report=lambda line: say(line), source=reader, **data_opts)
+    check_images = partial(check_images_if_asked, options=opts, report=lambda line: say(line),
                            bad_list=StudyLayout(opts.out).bad_images, progress=not opts.quiet)
     if not opts.skip_bad_images:  # headers, or --verify-images' full decode: a refusal creates nothing
         datalist = check_images(datalist)
@@ -405,8 +405,7 @@ def _override_network(train_opts: dict, preset_train: dict, network: str | None)
     """``--network`` over the preset's: checked now; the preset's network_args go with the preset's network only."""
     if network is None:
         return
-    lookup_network(network, None, where="--network")
+    lookup_network(network, None, where="`network`")
     if canonical_name(network) != canonical_name(preset_train.get("network", "densenet121")) \
             and train_opts.pop("network_args", None):
-        print(f"note: --network {network} replaces the preset's network; its network_args are not used",
-              file=sys.stderr)
+        say(f"note: `network` {network} replaces the preset's network; its network_args are not used")

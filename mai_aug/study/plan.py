@@ -23,7 +23,7 @@ def read_study_config(out: Path) -> dict:
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise MaiAugError(f"--study {out}: no finished comparison there ({path}: {e.strerror})") from None
+        raise MaiAugError(f"`study` {out}: no finished comparison there ({path}: {e.strerror})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise MaiAugError(f"{path}: not a comparison's configuration ({type(e).__name__})") from None
     if not isinstance(config, dict) or not isinstance(config.get("regimes"), list) or \
@@ -45,7 +45,7 @@ def plan_study(out: Path, detect: float, power: float = DEFAULT_POWER) -> pd.Dat
     config = read_study_config(Path(out))
     regimes, seeds = [str(r) for r in config["regimes"]], study_seeds(config)
     if len(regimes) < 2:
-        raise MaiAugError(f"--study {out}: one regime, nothing to compare")
+        raise MaiAugError(f"`study` {out}: one regime, nothing to compare")
     names = list(load_datalist(StudyLayout(out).datalist)["labels"])
     labels, patients, predictions = load_predictions(Path(out), regimes, seeds, names)
     scores = score_regimes(labels, patients, predictions, n_boot=int(config.get("bootstrap", DEFAULT_BOOTSTRAP)), seed=0)

@@ -7,14 +7,13 @@ import contextlib
 import copy
 import dataclasses
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mai_aug.analyses.curves.study import TrainingSize, training_size
 from mai_aug.core.devices import resolve_device
-from mai_aug.core.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError, say
 from mai_aug.core.layout import RunLayout, StudyLayout
 from mai_aug.core.locks import RunLock
 from mai_aug.data.split import load_datalist, write_datalist
@@ -52,7 +51,7 @@ def plan_curves(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: 
         subset = datalist if fraction == 1.0 else nested_subset(datalist, fraction, split_seed)
         size = training_size(out, fraction, subset, datalist, train_opts, steps)
         if size.n_images < full.batch_size:
-            raise MaiAugError(f"--train-fraction {fraction_label(fraction)}: {size.n_images} training images, "
+            raise MaiAugError(f"`train_fraction` {fraction_label(fraction)}: {size.n_images} training images, "
                               f"fewer than the batch size {full.batch_size}; use a larger fraction")
         if fraction != 1.0:
             size.plan = plan_runs(size.folder, runs, size.train_opts, dataclasses.replace(opts, out=size.folder),
@@ -64,11 +63,11 @@ def plan_curves(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: 
             if size.plan is not None:
                 settle_out(size.folder, size.plan, size.datalist)
             if not opts.quiet:
-                print(f"--train-fraction {fraction_label(size.fraction)}: {size.n_patients} training patients, "
-                      f"{size.n_images} images, {steps} steps per epoch", file=sys.stderr)
+                say(f"`train_fraction` {fraction_label(size.fraction)}: {size.n_patients} training patients, "
+                      f"{size.n_images} images, {steps} steps per epoch")
             if size.no_positives:
-                print(f"warning: --train-fraction {fraction_label(size.fraction)} has no training positives for "
-                      f"{', '.join(size.no_positives)}", file=sys.stderr)
+                say(f"warning: `train_fraction` {fraction_label(size.fraction)} has no training positives for "
+                      f"{', '.join(size.no_positives)}")
     ctx.barrier()
     return sizes
 
@@ -168,8 +167,8 @@ def _refusal(out: Path, problems: dict[str, list[str]], replaced: bool) -> str:
     for label, diffs in problems.items():
         groups.setdefault("; ".join(diffs), []).append(label)
     listed = " | ".join(f"{', '.join(labels)}: {diffs}" for diffs, labels in groups.items())
-    lead = f"--out {out}: {StudyLayout(out).datalist} holds another split (other --data or split settings); " if replaced else f"--out {out}: "
-    return (f"{lead}existing runs differ from this command's: {listed}; use a new --out, or pass --retrain to "
+    lead = f"`out` {out}: {StudyLayout(out).datalist} holds another split (other `data` or split settings); " if replaced else f"`out` {out}: "
+    return (f"{lead}existing runs differ from this command's: {listed}; use a new `out`, or pass `retrain` to "
             f"retrain the mismatching runs")
 
 
@@ -187,7 +186,7 @@ def settle_out(out: Path, plan: dict, datalist: dict) -> None:
                 if run_dir.is_dir():
                     locks.enter_context(RunLock(RunLayout(run_dir).lock))
             _move_aside(out, plan, aside)
-        print(f"--retrain: moved {len(plan['stale'])} replaced run(s) to {aside}", file=sys.stderr)
+        say(f"`retrain`: moved {len(plan['stale'])} replaced run(s) to {aside}")
     if plan["write_datalist"]:
         write_datalist(datalist, StudyLayout(out).datalist)
 
@@ -230,7 +229,7 @@ def runs_configuration(out: Path, runs: list[tuple[str, int]]) -> dict[str, Any]
                  if first.get(k) != other.get(k)]
         if diffs:
             raise MaiAugError(f"{out}: runs {first_label} and {label} were trained with different settings "
-                              f"({'; '.join(diffs)}); pass --retrain to retrain them alike")
+                              f"({'; '.join(diffs)}); pass `retrain` to retrain them alike")
     resolved = configs[first_label].get("resolved", {})
     return {"train": first, "regime_specs": {c["regime"]: c.get("resolved", {}).get("regime") for c in configs.values()},
             "device": resolved.get("device"), "split_sizes": resolved.get("split_sizes"),

@@ -21,18 +21,18 @@ def parse_seeds(text: str) -> list[int]:
     try:
         low, high = (int(first), int(last)) if dash else (0, int(first) - 1)
     except ValueError:
-        raise MaiAugError(f"--seeds {text!r}: expected a count (3) or a range of seeds (0-4)") from None
+        raise MaiAugError(f"`seeds` {text!r}: expected a count (3) or a range of seeds (0-4)") from None
     if not dash and high < 0:
-        raise MaiAugError(f"--seeds {text!r}: at least 1 seed")
+        raise MaiAugError(f"`seeds` {text!r}: at least 1 seed")
     if dash and not 0 <= low <= high:
-        raise MaiAugError(f"--seeds {text!r}: a range A-B needs 0 <= A <= B")
+        raise MaiAugError(f"`seeds` {text!r}: a range A-B needs 0 <= A <= B")
     if high - low + 1 > MAX_COUNTS["seeds"]:  # before the list is built: --seeds 10000000000 must not fill memory
-        raise MaiAugError(f"--seeds {text!r}: {high - low + 1} seeds is above {MAX_COUNTS['seeds']}, "
+        raise MaiAugError(f"`seeds` {text!r}: {high - low + 1} seeds is above {MAX_COUNTS['seeds']}, "
                           "the largest seeds accepted")
-    return check_seeds(list(range(low, high + 1)), "--seeds")
+    return check_seeds(list(range(low, high + 1)), "`seeds`")
 
 
-def check_seeds(seeds: Sequence[int], where: str = "--seed-list") -> list[int]:
+def check_seeds(seeds: Sequence[int], where: str = "`seed_list`") -> list[int]:
     """``seeds`` as a list, each in numpy's range, none repeated, at most the limit of seeds."""
     seeds = list(seeds)
     if not seeds:

@@ -268,14 +268,14 @@ def choose_stage(setting: str, regime: Any, device: torch.device, seed: int = 0,
         MaiAugError: an unknown setting.
     """
     if setting not in AUGMENT_ON:
-        raise MaiAugError(f"--augment-on {setting!r}: expected one of {', '.join(AUGMENT_ON)}")
+        raise MaiAugError(f"`augment_on` {setting!r}: expected one of {', '.join(AUGMENT_ON)}")
     if setting == "loader":
-        logger.info(f"augmentation: per-sample loader path (--augment-on loader), regime {regime.name!r}")
+        logger.info(f"augmentation: per-sample loader path (`augment_on` loader), regime {regime.name!r}")
         return None
     stage = compile_regime(regime, seed, rank)
     if isinstance(stage, str):
         logger.info(f"augmentation: per-sample loader path; regime {regime.name!r} cannot run batched ({stage})")
         return None
-    logger.info(f"augmentation: batched on {device.type} (--augment-on {setting}): "
+    logger.info(f"augmentation: batched on {device.type} (`augment_on` {setting}): "
                 f"{stage.describe() if stage.steps else 'uint8 to float only'}")
     return stage

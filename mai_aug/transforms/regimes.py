@@ -36,10 +36,10 @@ def default_regimes_file() -> Path:
 
 
 def _read_yaml(path: Path) -> dict:
-    content = read_user_yaml(path, f"--regimes-file {path}")
+    content = read_user_yaml(path, f"`regimes_file` {path}")
     if not isinstance(content, dict) or not isinstance(content.get("regimes"), dict):
         keys = f" (it has {', '.join(map(repr, content))})" if isinstance(content, dict) else ""
-        raise MaiAugError(f"--regimes-file {path}: expected a mapping with a 'regimes' mapping{keys}")
+        raise MaiAugError(f"`regimes_file` {path}: expected a mapping with a 'regimes' mapping{keys}")
     return content
 
 
@@ -52,8 +52,8 @@ def merged_config(regimes_files: Sequence[str | Path] = (), trust: bool | None =
     for path in regimes_files:
         user = _read_yaml(Path(path))
         for name in user["regimes"]:  # names become folders (OUT/<regime>/seed-<k>) and ConfigParser ids
-            check_name(name, f"--regimes-file {path}: regime")
-        check_data_only(user, f"--regimes-file {path}", trust)
+            check_name(name, f"`regimes_file` {path}: regime")
+        check_data_only(user, f"`regimes_file` {path}", trust)
         config["regimes"].update(user.get("regimes", {}))
         if "load" in user:
             config["load"] = user["load"]
@@ -304,10 +304,10 @@ def load_regime(name: str, image_size: int = 320, regimes_files: Sequence[str | 
             transform that mirrors the image, or a random transform in ``deterministic``.
     """
     if image_size < MIN_IMAGE_SIZE:
-        raise MaiAugError(f"--image-size {image_size}: must be at least {MIN_IMAGE_SIZE} (DenseNet121 downsamples 32x)")
+        raise MaiAugError(f"`image_size` {image_size}: must be at least {MIN_IMAGE_SIZE} (DenseNet121 downsamples 32x)")
     config = merged_config(regimes_files, trust)
     if name not in config["regimes"]:
-        raise MaiAugError(f"--regime: unknown regime {name!r} (available: {', '.join(config['regimes'])})")
+        raise MaiAugError(f"`regime`: unknown regime {name!r} (available: {', '.join(config['regimes'])})")
     config["image_size"] = int(image_size)
     return regime_from_spec(name, resolved_spec(name, config), image_size, resolve_trust(trust))
 
@@ -331,4 +331,4 @@ def stored_regime(run_config: dict, source: str, trust: bool | None = None) -> R
     if resolve_trust(trust):
         return load_regime(name, size, run_config.get("regimes_file") or (), trust=True)
     raise MaiAugError(f"{source}: the run predates stored regimes (its config.yaml has no resolved regime spec); "
-                      f"retrain it, or pass --trust-config to rebuild regime {name!r} from its regimes files")
+                      f"retrain it, or pass `trust_config` to rebuild regime {name!r} from its regimes files")

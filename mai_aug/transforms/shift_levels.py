@@ -34,7 +34,7 @@ SHIFT_TYPES = {s.name: s for s in (
 )}
 
 
-def parse_levels(entries: Sequence[str], shifts: Sequence[str], flag: str = "--levels") -> dict[str, list[float]]:
+def parse_levels(entries: Sequence[str], shifts: Sequence[str], flag: str = "`levels`") -> dict[str, list[float]]:
     """The levels of each chosen shift: the defaults, or ``SHIFT=V1,V2,...`` entries; the identity level is added.
 
     Raises:
@@ -42,7 +42,7 @@ def parse_levels(entries: Sequence[str], shifts: Sequence[str], flag: str = "--l
     """
     unknown = [s for s in shifts if s not in SHIFT_TYPES]
     if unknown:
-        raise MaiAugError(f"--shifts {unknown[0]!r}: expected some of {', '.join(SHIFT_TYPES)}")
+        raise MaiAugError(f"`shifts` {unknown[0]!r}: expected some of {', '.join(SHIFT_TYPES)}")
     levels = {s: list(SHIFT_TYPES[s].levels) for s in shifts}
     for entry in entries:
         name, _, values = entry.partition("=")

@@ -48,7 +48,7 @@ def validation_predictions(run: TrainedRun, workers: int = 0) -> tuple[np.ndarra
     current for the checkpoint (``mai-aug evaluate --split validation``), else predicted now."""
     items = run.datalist[SPLIT]
     if not items:
-        raise MaiAugError(f"--run {run.run_dir}: the validation split is empty; nothing to fit a calibration on")
+        raise MaiAugError(f"`run` {run.run_dir}: the validation split is empty; nothing to fit a calibration on")
     labels = np.asarray([it["label"] for it in items], dtype=np.float64)
     path = run.layout.predictions(SPLIT)
     if evaluated_with(run.run_dir, SPLIT, run.checkpoint):
@@ -63,7 +63,7 @@ def calibrate_run(run_dir: str | Path, method: str = "platt", checkpoint: str = 
                   trust: bool | None = None, workers: int = 0) -> dict[str, Any]:
     """Fit one map per finding on the validation split and write ``RUN/calibration.json`` (atomically); return it."""
     if method not in METHODS:
-        raise MaiAugError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        raise MaiAugError(f"`method` {method!r}: expected one of {', '.join(METHODS)}")
     run = TrainedRun(run_dir, checkpoint, device, trust)
     labels, probs = validation_predictions(run, workers)
     maps = fit(probs, labels, method)

@@ -30,7 +30,7 @@ def predict_files(run_dir: str | Path, images: Sequence[str | Path], out: str | 
         raise MaiAugError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     check_image_headers([str(p) for p in images])
     if out is not None:
-        require_writable_file(out, "--out")  # before inference, not after it
+        require_writable_file(out, "`out`")  # before inference, not after it
     run = TrainedRun(run_dir, checkpoint, device, trust)
     calibration = load_calibration(run.run_dir, run.checkpoint, run.names)  # a broken file stops before inference
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from mai_aug.analyses.calibration.run import Calibration, ece_table, load_calibr
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity
 from mai_aug.analyses.tta.run import tta_predictions, tta_table
 from mai_aug.core.choices import DEFAULT_BOOTSTRAP
-from mai_aug.core.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError, say
 from mai_aug.core.files import save_figure_atomic, write_csv_atomic, write_text_atomic
 from mai_aug.core.layout import RunLayout
 from mai_aug.core.locks import holding_run_lock
@@ -60,14 +59,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     chosen = resolve_metrics(run.config.metrics) if chosen is None else chosen
     calibration = load_calibration(run.run_dir, run.checkpoint, run.names)  # a broken file stops before inference
     if split not in SPLIT_KEYS:
-        raise MaiAugError(f"--split {split!r}: expected test or validation")
+        raise MaiAugError(f"`split` {split!r}: expected test or validation")
     items = run.datalist[SPLIT_KEYS[split]]
     if not items:
         raise MaiAugError(f"{run.run_dir}: the {split} split is empty")
     check_image_headers([it["image"] for it in items])
     layout = run.layout
-    require_writable_folder(layout.eval_dir, "--run")  # before inference, not after it
-    require_free_space(layout.eval_dir, EVAL_BYTES + EVAL_BYTES_PER_IMAGE * len(items) * (2 if tta else 1), "--run")
+    require_writable_folder(layout.eval_dir, "`run`")  # before inference, not after it
+    require_free_space(layout.eval_dir, EVAL_BYTES + EVAL_BYTES_PER_IMAGE * len(items) * (2 if tta else 1), "`run`")
     layout.eval_dir.mkdir(exist_ok=True)
     _remove_earlier_outputs(layout, split, chosen)
     with RunLog(layout.eval_log, echo=False):
@@ -104,9 +103,9 @@ def _remove_earlier_outputs(layout: RunLayout, split: str, chosen: Sequence) -> 
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
     if dropped:  # said, not silent
-        print(f"warning: removed {', '.join(p.name for p in dropped)} of the earlier evaluation (stale for the new "
-              f"predictions); pass --metrics {' '.join(m.name for m in chosen)} {' '.join(_names(dropped, split))} "
-              f"to write them again", file=sys.stderr)
+        say(f"warning: removed {', '.join(p.name for p in dropped)} of the earlier evaluation (stale for the new "
+              f"predictions); pass `metrics` {' '.join(m.name for m in chosen)} {' '.join(_names(dropped, split))} "
+              f"to write them again")
 
 
 def _calibration_outputs(run: TrainedRun, split: str, labels: np.ndarray, probs: np.ndarray,

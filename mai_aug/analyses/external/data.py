@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mai_aug.core.choices import EXTERNAL_SPLITS
-from mai_aug.core.errors import MaiAugError
+from mai_aug.core.errors import MaiAugError, say
 from mai_aug.core.names import is_safe_name
 from mai_aug.data.datasets import DataSource, detect, read_dataset
 from mai_aug.data.datasets.table import TEST, DatasetTable
@@ -51,8 +50,8 @@ class ExternalSpec:
         """The output folder's name: ``name``, else the data folder's (refused when it is no safe name)."""
         name = self.name or Path(self.data).resolve().name
         if self.name is None and not is_safe_name(name):
-            raise MaiAugError(f"--external {self.data}: its folder name {name!r} cannot name an output folder; "
-                              "pass --external-name NAME")
+            raise MaiAugError(f"`external` {self.data}: its folder name {name!r} cannot name an output folder; "
+                              "pass `external_name` NAME")
         return name
 
 
@@ -81,14 +80,14 @@ def read_external(spec: ExternalSpec, run_names: list[str]) -> ExternalSet:
     """Read ``spec.data`` with its adapter, keep ``spec.split``'s rows and match its findings to ``run_names``."""
     data = Path(spec.data)
     if not data.is_dir():
-        raise MaiAugError(f"--external {data}: not a folder")
+        raise MaiAugError(f"`external` {data}: not a folder")
     if spec.split not in EXTERNAL_SPLITS:
-        raise MaiAugError(f"--external-split {spec.split!r}: expected one of {', '.join(EXTERNAL_SPLITS)}")
+        raise MaiAugError(f"`external_split` {spec.split!r}: expected one of {', '.join(EXTERNAL_SPLITS)}")
     source = DataSource(data=data, dataset=spec.dataset, uncertain=spec.uncertain, **spec.source)
-    table = read_dataset(source, report=lambda line: print(f"--external: {line}", file=sys.stderr))
+    table = read_dataset(source, report=lambda line: say(f"`external`: {line}"))
     rows = _rows(table, data, spec.split)
     if not len(rows):
-        raise MaiAugError(f"--external {data}: no images to score (--external-split {spec.split})")
+        raise MaiAugError(f"`external` {data}: no images to score (`external_split` {spec.split})")
     matching = match_findings(run_names, table.label_names, spec.label_map, spec.lesion)
     dataset = spec.dataset if spec.dataset != "auto" else detect(source)
     return ExternalSet(spec, dataset, [table.images[i] for i in rows], np.asarray(table.patients)[rows],
@@ -103,8 +102,8 @@ def _rows(table: DatasetTable, data: Path, split: str) -> np.ndarray:
         return np.flatnonzero(table.official == TEST)
     if (data / "test_list.txt").is_file():
         return np.flatnonzero(nih_official(table, data) == TEST)
-    raise MaiAugError(f"--external-split official: {data} has no official test set (no CheXpert valid.csv, no NIH "
-                      "test_list.txt); use --external-split all")
+    raise MaiAugError(f"`external_split` official: {data} has no official test set (no CheXpert valid.csv, no NIH "
+                      "test_list.txt); use `external_split` all")
 
 
 def check_not_training_data(external: ExternalSet, datalist: dict, run_dir: Path) -> int:
@@ -114,7 +113,7 @@ def check_not_training_data(external: ExternalSet, datalist: dict, run_dir: Path
     shared = [(image, patient) for image, patient in zip(external.images, external.patients) if image in seen]
     if shared:
         patients = len({p for _, p in shared})
-        raise MaiAugError(f"--external {external.spec.data}: {len(shared)} of its images ({patients} patients) are "
+        raise MaiAugError(f"`external` {external.spec.data}: {len(shared)} of its images ({patients} patients) are "
                           f"training or validation images of {run_dir}, e.g. {shared[0][0]}: an external test set "
                           "must not share patients with training (score another dataset, or its held-out patients)")
     trained = {str(p) for p in seen.values()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -20,6 +19,7 @@ import pandas as pd
 from mai_aug.analyses.external.data import ExternalSet, ExternalSpec, check_not_training_data, read_external
 from mai_aug.analyses.trained_run import TrainedRun, checkpoint_identity, output_current
 from mai_aug.core.choices import DEFAULT_BOOTSTRAP
+from mai_aug.core.errors import say
 from mai_aug.core.files import save_figure_atomic, write_csv_atomic, write_text_atomic
 from mai_aug.core.layout import RunLayout
 from mai_aug.core.locks import holding_run_lock
@@ -62,11 +62,11 @@ def evaluate_external(run_dir: str | Path, spec: ExternalSpec, checkpoint: str =
     if reuse and output_current(folder / META_FILE, run.checkpoint, **wanted) is not None:
         return _with_attrs(pd.read_csv(folder / AUC_FILE), external, folder, reused=True)
     check_image_headers(external.images)
-    require_writable_folder(run.run_dir, "--run")
-    require_free_space(run.run_dir, EXTERNAL_BYTES + EXTERNAL_BYTES_PER_IMAGE * len(external.images), "--run")
+    require_writable_folder(run.run_dir, "`run`")
+    require_free_space(run.run_dir, EXTERNAL_BYTES + EXTERNAL_BYTES_PER_IMAGE * len(external.images), "`run`")
     if shared_ids:  # said, not silent: the same dataset passed again, or another one numbering patients alike
-        print(f"warning: {shared_ids} external patients have the id of a training or validation patient of "
-              f"{run.run_dir}; if --external is the run's own dataset, these scores are not external", file=sys.stderr)
+        say(f"warning: {shared_ids} external patients have the id of a training or validation patient of "
+              f"{run.run_dir}; if `external` is the run's own dataset, these scores are not external")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / META_FILE).unlink(missing_ok=True)  # until the new outputs are complete, nothing vouches for them
     logger.info(f"scoring {run.checkpoint} on {len(external.images)} external images of {spec.data}")

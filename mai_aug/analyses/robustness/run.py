@@ -61,7 +61,7 @@ def site_items(items: list[dict], site_dir: Path) -> list[dict]:
     """
     shifted = site_shifted_patients(site_dir)
     if shifted is None:
-        raise MaiAugError(f"--site-data {site_dir}: not a phantom made with --test-shift site (no such phantom.json)")
+        raise MaiAugError(f"`site_data` {site_dir}: not a phantom made with `test_shift` site (no such phantom.json)")
     table = read_nih(site_dir)
     rows = {name: k for k, name in enumerate(table.frame["Image Index"])}
     out = []
@@ -70,12 +70,12 @@ def site_items(items: list[dict], site_dir: Path) -> list[dict]:
         k = rows.get(name)
         if k is None or int(it["patient"]) not in shifted:
             why = "is not in it" if k is None else f"belongs to patient {it['patient']}, not imaged at the shifted site"
-            raise MaiAugError(f"--site-data {site_dir}: test image {name} {why}; make it with the run's phantom "
-                              f"--seed, --n and --size, and split that phantom by its official lists (train "
-                              f"--split official; compare: a preset with data: {{split: official}}) so the test "
+            raise MaiAugError(f"`site_data` {site_dir}: test image {name} {why}; make it with the run's phantom "
+                              f"`seed`, `n` and `size`, and split that phantom by its official lists (train "
+                              f"`split` official; compare: a preset with data: {{split: official}}) so the test "
                               f"patients match")
         if [int(v) for v in table.labels[k]] != [int(v) for v in it["label"]]:
-            raise MaiAugError(f"--site-data {site_dir}: test image {name} has other labels there (another phantom)")
+            raise MaiAugError(f"`site_data` {site_dir}: test image {name} has other labels there (another phantom)")
         out.append({**it, "image": str(table.frame["image"].iloc[k])})
     return out
 
@@ -165,13 +165,13 @@ def robustness_run(run_dir: str | Path, shifts: Sequence[str] = tuple(SHIFT_TYPE
     chosen = parse_levels(levels, list(shifts))
     run = TrainedRun(run_dir, checkpoint, device, trust)
     if split not in SPLIT_KEYS:
-        raise MaiAugError(f"--split {split!r}: expected test or validation")
+        raise MaiAugError(f"`split` {split!r}: expected test or validation")
     items = run.datalist[SPLIT_KEYS[split]]
     if not items:
         raise MaiAugError(f"{run.run_dir}: the {split} split is empty")
     site = site_items(items, Path(site_data)) if site_data is not None else None
     out_dir = RunLayout(run.run_dir).robustness_dir
-    require_writable_folder(out_dir, "--run")
+    require_writable_folder(out_dir, "`run`")
     out_dir.mkdir(exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         (out_dir / "meta.json").unlink()  # until the new outputs are complete, none of them vouches for anything

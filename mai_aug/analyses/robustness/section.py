@@ -101,7 +101,7 @@ def load_sweeps(out: Path, regimes: list[str], seeds: Sequence[int], names: list
                 first, reference = run, header
             elif not all(np.array_equal(header[k], reference[k]) for k in SHARED):
                 raise MaiAugError(f"{run}: its robustness sweep covers other shifts, levels or images than {first}'s; "
-                                  f"re-run it (mai-aug robustness --run {run}) with the same --shifts and --levels")
+                                  f"re-run it (`mai-aug robustness --run {run}`) with the same `shifts` and `levels`")
             files.setdefault(regime, []).append(RunLayout(run).robustness_predictions)
     keys = list(zip(reference["shifts"].tolist(), (float(v) for v in reference["levels"])))
     return reference["labels"], reference["patients"], SweepReader(files, keys)

@@ -41,8 +41,8 @@ def coarse_map(layer: str, feature: tuple[int, int], side: int, network: str = "
     if min(feature) >= MIN_MAP_SIDE:
         return None
     h, w = feature
-    return (f"Grad-CAM's map ({layer} of {network}) is {h}x{w} at --image-size {side}: too coarse for the pointing "
-            f"game (peaks fall on a few cells, the image's corners at 2x2); --image-size {needed_side(feature, side)} "
+    return (f"Grad-CAM's map ({layer} of {network}) is {h}x{w} at `image_size` {side}: too coarse for the pointing "
+            f"game (peaks fall on a few cells, the image's corners at 2x2); `image_size` {needed_side(feature, side)} "
             f"gives {MIN_MAP_SIDE}x{MIN_MAP_SIDE}")
 
 
@@ -72,4 +72,4 @@ def check_saliency_map(config: Any, force: bool = False) -> None:
     layer, feature = dry_map_size(config)
     message = coarse_map(layer, feature, int(config.image_size), str(config.network))
     if message is not None:
-        raise MaiAugError(f"--saliency: {message}, or pass --saliency-force")
+        raise MaiAugError(f"`saliency`: {message}, or pass `saliency_force`")

@@ -51,7 +51,7 @@ def target_layer(network: torch.nn.Module, example: torch.Tensor, requested: str
     names = [name for name, _ in network.named_modules() if name]
     if requested is not None:
         if requested not in names:
-            raise MaiAugError(f"--target-layer {requested!r}: no such module in the network "
+            raise MaiAugError(f"`target_layer` {requested!r}: no such module in the network "
                               f"(some are: {', '.join(names[-5:])})")
         return requested
     order: list[str] = []
@@ -65,7 +65,7 @@ def target_layer(network: torch.nn.Module, example: torch.Tensor, requested: str
         for hook in hooks:
             hook.remove()
     if not order:
-        raise MaiAugError("the network has no module with a spatial (N, C, H, W) output; pass --target-layer")
+        raise MaiAugError("the network has no module with a spatial (N, C, H, W) output; pass `target_layer`")
     return order[-1]
 
 
@@ -226,28 +226,28 @@ def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     from mai_aug.stats.pointing import default_tolerance
 
     if split not in SPLIT_KEYS:
-        raise MaiAugError(f"--split {split!r}: expected test or validation")
+        raise MaiAugError(f"`split` {split!r}: expected test or validation")
     if tolerance is not None and not tolerance >= 0:
-        raise MaiAugError(f"--tolerance {tolerance}: expected a distance in pixels, 0 or more")
+        raise MaiAugError(f"`tolerance` {tolerance}: expected a distance in pixels, 0 or more")
     run = TrainedRun(run_dir, checkpoint, device, trust)
     split_items = run.datalist[SPLIT_KEYS[split]]
     box_file = Path(boxes) if boxes is not None else find_box_file([it["image"] for it in split_items],
                                                                     run.config.data)
     if box_file is None:
-        raise MaiAugError(f"--run {run.run_dir}: no BBox_List_2017.csv in its data folder; pass --boxes FILE "
+        raise MaiAugError(f"`run` {run.run_dir}: no BBox_List_2017.csv in its data folder; pass `boxes` FILE "
                           f"(NIH's box list, or a phantom's)")
     items, used, skipped = boxed_items(run, split, read_boxes(box_file), max_images)
     if not items:
         raise MaiAugError(f"{box_file}: no box of the run's findings belongs to a {split} image of {run.run_dir}")
     side = run.config.image_size
-    rule = "given (--tolerance)" if tolerance is not None else f"default: {100 * default_tolerance(1):g}% of the side"
+    rule = "given (`tolerance`)" if tolerance is not None else f"default: {100 * default_tolerance(1):g}% of the side"
     tolerance = default_tolerance(side) if tolerance is None else float(tolerance)
     out_dir = RunLayout(run.run_dir).saliency_dir
-    require_writable_folder(out_dir, "--run")
+    require_writable_folder(out_dir, "`run`")
     out_dir.mkdir(exist_ok=True)
     (out_dir / "meta.json").unlink(missing_ok=True)  # until the new outputs are complete, none of them vouches
     sizes = {Path(it["image"]).name: original_size(it["image"]) for it in items}
-    corr = {f"{w}x{h}": check_geometry(run.regime, side, (w, h), f"--run {run.run_dir}")
+    corr = {f"{w}x{h}": check_geometry(run.regime, side, (w, h), f"`run` {run.run_dir}")
             for w, h in sorted(set(sizes.values()))}
     images = network_inputs(run, items)
     example = images[:1].to(run.device).expand(-1, 3 if run.config.in_channels == 3 else 1, -1, -1)
@@ -256,10 +256,10 @@ def saliency_run(run_dir: str | Path, split: str = "test", checkpoint: str = "be
     feature = feature_size(run, layer, example)
     if feature == (1, 1):
         logger.warning(f"{layer} is 1x1 at {side} px: every map is constant (no peak, all misses); train at a "
-                       f"larger --image-size or pass an earlier --target-layer")
+                       f"larger `image_size` or pass an earlier `target_layer`")
     elif coarse_map(layer, feature, side, run.config.network) is not None:
         logger.warning(f"{coarse_map(layer, feature, side, run.config.network)}, or pass an earlier "
-                       f"--target-layer")
+                       f"`target_layer`")
     cam, rows, panels = gradcam(run, layer), [], []
     for finding in dict.fromkeys(used["finding"]):
         got, shown = score_finding(run, cam, items, images, used, finding, tolerance, sizes, keep=4)

@@ -29,7 +29,7 @@ def load_pointing(out: Path, regimes: list[str], seeds: Sequence[int]) -> dict[s
         out, regimes, seeds, lambda run: run.saliency_dir / "pointing.csv",
         lambda frame: frame[KEYS].sort_values(KEYS).reset_index(drop=True),
         lambda run, first: (f"{run}: its pointing game scored other images or findings than {first}'s; re-run it "
-                            f"(mai-aug saliency --run {run}) with the same --max-images"))
+                            f"(`mai-aug saliency --run {run}`) with the same `max_images`"))
     return frames
 
 

@@ -25,15 +25,15 @@ def detect(source: DataSource) -> str:
         return "csv"
     data = Path(source.data)
     if not data.is_dir():
-        raise MaiAugError(f"--data {data}: not a folder")
+        raise MaiAugError(f"`data` {data}: not a folder")
     if source.csv is not None:  # a CheXpert header decides; any other file is read as NIH's, which names its faults
         return "chexpert" if chexpert.is_chexpert_csv(Path(source.csv)) else "nih"
     if any((data / name).is_file() for name in CSV_NAMES):
         return "nih"
     if chexpert.is_chexpert_csv(data / chexpert.TRAIN_CSV):
         return "chexpert"
-    raise MaiAugError(f"--data {data}: cannot tell the dataset: no {' or '.join(CSV_NAMES)} found, no CheXpert "
-                      f"{chexpert.TRAIN_CSV} (pass --csv FILE or --dataset nih|chexpert|csv)")
+    raise MaiAugError(f"`data` {data}: cannot tell the dataset: no {' or '.join(CSV_NAMES)} found, no CheXpert "
+                      f"{chexpert.TRAIN_CSV} (pass `csv` FILE or `dataset` nih|chexpert|csv)")
 
 
 def read_dataset(source: DataSource, report: Callable[[str], Any] | None = None) -> DatasetTable:
@@ -45,10 +45,10 @@ def read_dataset(source: DataSource, report: Callable[[str], Any] | None = None)
         if given:
             raise MaiAugError(f"{', '.join(given)}: generic-CSV option(s), but the dataset is {name}")
     if name != "chexpert" and source.uncertain is not None:
-        raise MaiAugError(f"--uncertain {source.uncertain}: applies to --dataset chexpert only (the dataset is {name})")
+        raise MaiAugError(f"`uncertain` {source.uncertain}: applies to `dataset` chexpert only (the dataset is {name})")
     table = reader(source, report)
     if not isinstance(table, DatasetTable):
-        raise MaiAugError(f"--dataset {name}: the adapter returned a {type(table).__name__}, not a DatasetTable")
+        raise MaiAugError(f"`dataset` {name}: the adapter returned a {type(table).__name__}, not a DatasetTable")
     return table
 
 
@@ -58,7 +58,7 @@ def _custom_adapter(name: str) -> Reader:
     It is called as the built-ins are, ``read(source, report) -> DatasetTable``.
     """
     if "." not in str(name):
-        raise MaiAugError(f"--dataset {name!r}: expected auto, one of {', '.join(DATASETS)}, or a trusted _target_ "
+        raise MaiAugError(f"`dataset` {name!r}: expected auto, one of {', '.join(DATASETS)}, or a trusted _target_ "
                           f"such as my_adapter.read_mine")
     from mai_aug.core.trust import trusted_callable  # MONAI transforms: only when a dataset names code
 

@@ -130,10 +130,10 @@ def read_chexpert(source: DataSource, report: Callable[[str], Any] | None = None
     """``DIR/train.csv`` (or ``--csv``) and, when present, ``DIR/valid.csv`` as the official test set."""
     root = Path(source.data)
     if not root.is_dir():
-        raise MaiAugError(f"--data {root}: not a folder")
+        raise MaiAugError(f"`data` {root}: not a folder")
     uncertain = source.uncertain or DEFAULT_UNCERTAIN
     if uncertain not in UNCERTAIN_POLICIES:
-        raise MaiAugError(f"--uncertain {uncertain!r}: expected one of {', '.join(UNCERTAIN_POLICIES)}")
+        raise MaiAugError(f"`uncertain` {uncertain!r}: expected one of {', '.join(UNCERTAIN_POLICIES)}")
     image_root = Path(source.images) if source.images is not None else root
     train_csv = Path(source.csv) if source.csv is not None else root / TRAIN_CSV
     train, _ = _read_one(train_csv, image_root, source, uncertain)
@@ -142,7 +142,7 @@ def read_chexpert(source: DataSource, report: Callable[[str], Any] | None = None
     if valid_csv is not None and valid_csv.is_file():
         parts.append(_read_one(valid_csv, image_root, source, uncertain)[0])
     elif report is not None:
-        report(f"{train_csv}: no {VALID_CSV} read beside it, so there is no official test set (--split official)")
+        report(f"{train_csv}: no {VALID_CSV} read beside it, so there is no official test set (`split` official)")
     if report is not None:
         report(f"CheXpert: frontal {'/'.join(source.views)} images only; uncertain labels (-1) -> {uncertain}")
     return _concat(parts)

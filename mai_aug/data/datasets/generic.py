@@ -25,26 +25,26 @@ OTHER_SEPARATORS = ("|", ",", ";", "/")
 
 def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise MaiAugError(f"--csv {path}: file not found")
+        raise MaiAugError(f"`csv` {path}: file not found")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
-        raise MaiAugError(f"--csv {path}: CSV file is empty") from None
+        raise MaiAugError(f"`csv` {path}: CSV file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise MaiAugError(f"--csv {path}: cannot parse CSV: {e}") from None
+        raise MaiAugError(f"`csv` {path}: cannot parse CSV: {e}") from None
     if frame.empty:
-        raise MaiAugError(f"--csv {path}: CSV has a header but no rows")
+        raise MaiAugError(f"`csv` {path}: CSV has a header but no rows")
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.apply(lambda col: col.str.strip())
 
 
 def _need(frame: pd.DataFrame, path: Path, flag: str, column: str) -> None:
     if column not in frame.columns:
-        raise MaiAugError(f"--csv {path}: {flag} {column!r} is not a column (columns: {', '.join(frame.columns)})")
+        raise MaiAugError(f"`csv` {path}: {flag} {column!r} is not a column (columns: {', '.join(frame.columns)})")
 
 
 def _bad(path: Path, frame: pd.DataFrame, image_column: str, row: int, column: str, what: str) -> MaiAugError:
-    return MaiAugError(f"--csv {path}: row {row + 2} (image {frame[image_column].iat[row]!r}): {what} in column "
+    return MaiAugError(f"`csv` {path}: row {row + 2} (image {frame[image_column].iat[row]!r}): {what} in column "
                        f"{column!r}: {frame[column].iat[row]!r}")
 
 
@@ -52,7 +52,7 @@ def one_hot_labels(frame: pd.DataFrame, path: Path, source: DataSource) -> tuple
     """(rows, k) labels from ``--label-columns`` holding 0 or 1."""
     labels = np.zeros((len(frame), len(source.label_columns)), dtype=np.float32)
     for j, name in enumerate(source.label_columns):
-        _need(frame, path, "--label-columns", name)
+        _need(frame, path, "`label_columns`", name)
         values = frame[name].map(ONE_HOT)
         if values.isna().any():
             row = int(np.flatnonzero(values.isna().to_numpy())[0])
@@ -64,7 +64,7 @@ def one_hot_labels(frame: pd.DataFrame, path: Path, source: DataSource) -> tuple
 def joined_labels(frame: pd.DataFrame, path: Path, source: DataSource) -> tuple[np.ndarray, list[str]]:
     """(rows, k) labels from one ``--label-sep``-joined column; names are its distinct values, sorted."""
     column, sep = source.labels_column, source.label_sep
-    _need(frame, path, "--labels-column", column)
+    _need(frame, path, "`labels_column`", column)
     tokens = [[t.strip() for t in v.split(sep)] if v and v != NO_FINDING else [] for v in frame[column]]
     others = [s for s in OTHER_SEPARATORS if s != sep]
     for i, row in enumerate(tokens):
@@ -72,12 +72,12 @@ def joined_labels(frame: pd.DataFrame, path: Path, source: DataSource) -> tuple[
             raise _bad(path, frame, source.image_column, i, column, f"empty label after splitting on {sep!r}")
         if any(o in t for t in row for o in others):
             raise _bad(path, frame, source.image_column, i, column,
-                       f"a label still holds a separator after splitting on {sep!r} (pass the right --label-sep)")
+                       f"a label still holds a separator after splitting on {sep!r} (pass the right `label_sep`)")
         if NO_FINDING in row:
             raise _bad(path, frame, source.image_column, i, column, f"{NO_FINDING!r} joined with other labels")
     names = sorted({t for row in tokens for t in row})
     if not names:
-        raise MaiAugError(f"--csv {path}: --labels-column {column!r} holds no labels (every row is empty)")
+        raise MaiAugError(f"`csv` {path}: `labels_column` {column!r} holds no labels (every row is empty)")
     index = {n: j for j, n in enumerate(names)}
     labels = np.zeros((len(frame), len(names)), dtype=np.float32)
     for i, row in enumerate(tokens):
@@ -87,22 +87,22 @@ def joined_labels(frame: pd.DataFrame, path: Path, source: DataSource) -> tuple[
 
 def _check_options(source: DataSource, path: Path) -> None:
     if not source.image_column:
-        raise MaiAugError("--dataset csv needs --image-column C (and --label-columns or --labels-column)")
+        raise MaiAugError("`dataset` csv needs `image_column` C (and `label_columns` or `labels_column`)")
     if bool(source.label_columns) == bool(source.labels_column):
-        raise MaiAugError("--dataset csv needs exactly one of --label-columns A B ... or --labels-column C")
+        raise MaiAugError("`dataset` csv needs exactly one of `label_columns` A B ... or `labels_column` C")
     if tuple(source.views) != DEFAULT_VIEWS:
-        raise MaiAugError(f"--views {' '.join(source.views)}: --dataset csv has no view column to filter on")
+        raise MaiAugError(f"`views` {' '.join(source.views)}: `dataset` csv has no view column to filter on")
 
 
 @register("csv")
 def read_generic(source: DataSource, report: Callable[[str], Any] | None = None) -> DatasetTable:
     """``--csv FILE``: images relative to ``--images`` or ``--data``; absolute paths kept."""
     if source.csv is None:
-        raise MaiAugError("--dataset csv needs --csv FILE")
+        raise MaiAugError("`dataset` csv needs `csv` FILE")
     path = Path(source.csv)
     _check_options(source, path)
     frame = _read(path)
-    _need(frame, path, "--image-column", source.image_column)
+    _need(frame, path, "`image_column`", source.image_column)
     empty = (frame[source.image_column] == "").to_numpy()
     if empty.any():
         raise _bad(path, frame, source.image_column, int(np.flatnonzero(empty)[0]), source.image_column, "empty path")
@@ -112,7 +112,7 @@ def read_generic(source: DataSource, report: Callable[[str], Any] | None = None)
                    "duplicate image path")
     labels, names = (one_hot_labels if source.label_columns else joined_labels)(frame, path, source)
     if source.patient_column:
-        _need(frame, path, "--patient-column", source.patient_column)
+        _need(frame, path, "`patient_column`", source.patient_column)
         blank = (frame[source.patient_column] == "").to_numpy()
         if blank.any():
             raise _bad(path, frame, source.image_column, int(np.flatnonzero(blank)[0]), source.patient_column,
@@ -121,7 +121,7 @@ def read_generic(source: DataSource, report: Callable[[str], Any] | None = None)
     else:
         patients = frame[source.image_column].to_numpy(dtype=object)
         if report is not None:
-            report(f"--csv {path}: no --patient-column, so each image is its own patient: images of one patient "
+            report(f"`csv` {path}: no `patient_column`, so each image is its own patient: images of one patient "
                    "may land in two splits (leakage risk)")
     root = Path(source.images) if source.images is not None else Path(source.data)
     images = [str((root / p).resolve()) for p in frame[source.image_column]]

@@ -47,7 +47,7 @@ def optional_package(name: str, extra: str, executor: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise MaiAugError(f"--executor {executor} needs the package {name!r}: pip install -e \".[{extra}]\" (or pip "
+        raise MaiAugError(f"`executor` {executor} needs the package {name!r}: pip install -e \".[{extra}]\" (or pip "
                           f"install {name})") from None
 
 

@@ -54,12 +54,12 @@ class RayExecutor:
         _check_reachable(self.options.ray_address)
         cpus = os.cpu_count() or 1
         if self.options.ray_address is None and self.options.cpus_per_run > cpus:  # before Ray starts and speaks
-            raise MaiAugError(f"--cpus-per-run {self.options.cpus_per_run}: this machine has {cpus} CPUs")
+            raise MaiAugError(f"`cpus_per_run` {self.options.cpus_per_run}: this machine has {cpus} CPUs")
         try:
             self.ray.init(address=self.options.ray_address, include_dashboard=False, log_to_driver=False,
                           configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise MaiAugError(f"--ray-address {self.options.ray_address}: cannot join the Ray cluster "
+            raise MaiAugError(f"`ray_address` {self.options.ray_address}: cannot join the Ray cluster "
                               f"({first_line(e)})") from None
         return True
 
@@ -68,10 +68,10 @@ class RayExecutor:
         available = float(self.ray.cluster_resources().get("GPU", 0))
         gpus = self.options.gpus_per_run if self.options.gpus_per_run is not None else (1.0 if available else 0.0)
         if gpus > available:
-            raise MaiAugError(f"--gpus-per-run {gpus:g}: the Ray cluster has {available:g} GPUs")
+            raise MaiAugError(f"`gpus_per_run` {gpus:g}: the Ray cluster has {available:g} GPUs")
         cpus = float(self.ray.cluster_resources().get("CPU", 0))
         if self.options.cpus_per_run > cpus:
-            raise MaiAugError(f"--cpus-per-run {self.options.cpus_per_run}: the Ray cluster has {cpus:g} CPUs")
+            raise MaiAugError(f"`cpus_per_run` {self.options.cpus_per_run}: the Ray cluster has {cpus:g} CPUs")
         return gpus
 
     def _round(self, task: Any, jobs: Sequence[RunJob], announce: Announce) -> list[JobOutcome]:
@@ -99,7 +99,7 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except ValueError:
-        raise MaiAugError(f"--ray-address {address}: expected auto or HOST:PORT") from None
+        raise MaiAugError(f"`ray_address` {address}: expected auto or HOST:PORT") from None
     except OSError as e:
-        raise MaiAugError(f"--ray-address {address}: cannot join the Ray cluster (nothing answers at "
+        raise MaiAugError(f"`ray_address` {address}: cannot join the Ray cluster (nothing answers at "
                           f"{host}:{port}: {e.strerror or e})") from None

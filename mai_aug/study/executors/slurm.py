@@ -31,8 +31,8 @@ class SlurmExecutor:
         self.options, self.folder = options, Path(folder)
         self.submitit = optional_package("submitit", "slurm", "slurm")
         if options.slurm_cluster == "slurm" and shutil.which("sbatch") is None:
-            raise MaiAugError("--executor slurm: no sbatch on this machine (not a SLURM login node); "
-                              "--slurm-cluster local runs the array with submitit's local executor")
+            raise MaiAugError("`executor` slurm: no sbatch on this machine (not a SLURM login node); "
+                              "`slurm_cluster` local runs the array with submitit's local executor")
         self.extra = _sbatch_options(options.slurm_args)
 
     def run(self, jobs: Sequence[RunJob], announce: Announce) -> list[JobOutcome]:
@@ -86,6 +86,6 @@ def _sbatch_options(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise MaiAugError(f"--slurm-args {pair!r}: expected KEY=VALUE (an sbatch option without its --)")
+            raise MaiAugError(f"`slurm_args` {pair!r}: expected KEY=VALUE (an sbatch option without its --)")
         options[key.strip().lstrip("-")] = value
     return options
