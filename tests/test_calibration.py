@@ -57,7 +57,7 @@ def test_fit_on_separated_or_one_class_data():
     assert separated.fitted and np.isfinite([separated.slope, separated.intercept]).all()
     assert (one_class.slope, one_class.intercept, one_class.fitted) == (1.0, 0.0, False) and one_class.reason
     np.testing.assert_allclose(apply(p, [one_class, one_class])[:, 1], p[:, 1], rtol=1e-12)
-    with pytest.raises(MaiAugError, match="--method 'nope'"):
+    with pytest.raises(MaiAugError, match="`method` 'nope'"):
         fit(p, y, "nope")
 
 

@@ -158,9 +158,9 @@ def test_cli_layout(tmp_path, capsys):
 
 
 def test_bad_layout_and_folder_name_are_refused_before_writing(tmp_path):
-    with pytest.raises(MaiAugError, match=r"^--layout 'bogus': expected one of nih, chexpert$"):
+    with pytest.raises(MaiAugError, match=r"^`layout` 'bogus': expected one of nih, chexpert$"):
         write_phantom(PhantomSpec(out=tmp_path / "x", n=10, size=32, layout="bogus"))
-    with pytest.raises(MaiAugError, match="--out .*cannot be named 'train'"):
+    with pytest.raises(MaiAugError, match="`out` .*cannot be named 'train'"):
         write_phantom(PhantomSpec(out=tmp_path / "train", n=10, size=32, layout="chexpert"))
     assert not (tmp_path / "x").exists() and not (tmp_path / "train").exists()
 
@@ -173,6 +173,6 @@ def test_without_test_patients_there_is_no_valid_csv_and_without_others_a_refusa
     assert is_chexpert_csv(folder / "train.csv") and not (folder / "valid.csv").exists()
     assert len(table.images) == 12 and table.official is None
     assert ensure_phantom({**spec, "layout": "nih"}, tmp_path, quiet=True) != folder
-    with pytest.raises(MaiAugError, match="--n 1: all 1 patient.*train.csv would have no rows"):
+    with pytest.raises(MaiAugError, match="`n` 1: all 1 patient.*train.csv would have no rows"):
         write_phantom(PhantomSpec(out=tmp_path / "one", n=1, size=32, seed=0, layout="chexpert"))  # a test patient
     assert not (tmp_path / "one").exists()
