@@ -99,9 +99,17 @@ def test_compare_has_a_flag_for_every_routed_setting():
 
 def test_threads_default_is_the_cores_available_shared_under_torchrun(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert default_threads() == available_cores() == TrainConfig(out="r").threads
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * available_cores()))
     assert default_threads() == 1  # never below one
+
+
+@pytest.mark.parametrize("omp, expected", [("1", 1), ("100000", "cores"), ("0", "cores"), ("two", "cores")])
+def test_threads_default_follows_omp_num_threads_where_it_is_a_positive_count(monkeypatch, omp, expected):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert default_threads() == (available_cores() if expected == "cores" else expected)
 
 
 def test_threads_is_recorded_not_part_of_the_fingerprint_and_resumable(phantom_dir, tmp_path):

@@ -14,7 +14,11 @@ def available_cores() -> int:
 
 
 def default_threads() -> int:
-    """``--threads``'s default: the cores available, shared among torchrun's processes on this node."""
+    """``--threads``'s default: ``OMP_NUM_THREADS`` where it is set (a positive integer, as torch itself honours it),
+    else the cores available, shared among torchrun's processes on this node."""
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:  # a scheduler's or a parallel test runner's share of the cores
+        return min(int(omp), available_cores())
     local_processes = os.environ.get("LOCAL_WORLD_SIZE", "1")
     share = int(local_processes) if local_processes.isdigit() and int(local_processes) > 0 else 1
     return max(1, available_cores() // share)

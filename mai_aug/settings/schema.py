@@ -201,10 +201,10 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", int, 0, help="default: %(default)s", range=SEED_RANGE),
     _run("workers", int, help="data-loader workers (default: up to 4)", factory=lambda: min(4, os.cpu_count() or 1),
          range=Range(0), compare_routes=True),
-    _run("threads", int, help="torch's CPU threads (default: the cores available to this process, shared among "
-         "torchrun's processes on a node)", factory=default_threads, metavar="N", range=Range(1),
-         compare_routes=True, compare_help="torch's CPU threads of every run (overrides the preset; default: the "
-         "cores available)"),
+    _run("threads", int, help="torch's CPU threads (default: OMP_NUM_THREADS where set, else the cores available to this "
+         "process, shared among torchrun's processes on a node)", factory=default_threads, metavar="N", range=Range(1),
+         compare_routes=True, compare_help="torch's CPU threads of every run (overrides the preset; default: "
+         "OMP_NUM_THREADS where set, else the cores available)"),
     _run("cache", str, "store", "store: decode each image once into the image store under --cache-dir, shared by "
          "every run, regime and study; none: decode every time (default: %(default)s)", choices=CACHE_MODES),
     Field("augment_on", str, "auto", help="run the regime per image in the data loader, or batched on the training "
