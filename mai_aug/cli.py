@@ -169,9 +169,10 @@ def _split_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    from mai_aug.data.prepare import datalist_from_args
+    from mai_aug.data.prepare import SplitRequest, write_split
 
-    datalist_from_args(args, out=args.out)
+    write_split(SplitRequest.from_settings(vars(args)), out=args.out, verify=args.verify_images,
+                skip=args.skip_bad_images)
     return 0
 
 
@@ -190,7 +191,7 @@ def _prepare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from mai_aug.data.prepare import datalist_from_options, every_image
+    from mai_aug.data.prepare import SplitRequest, datalist_for, every_image
     from mai_aug.data.store import store_root
     from mai_aug.data.store_build import ensure_store
     from mai_aug.transforms.regimes import load_regime
@@ -199,18 +200,19 @@ def _run_prepare(args: argparse.Namespace) -> int:
         raise MaiAugError("give --data DIR or --datalist JSON (the images to store)")
     with _trust_context(args):
         regime = load_regime(args.regime, args.image_size, args.regimes_file)
-    paths = every_image(datalist_from_options(_with_split_defaults(args)))
+    paths = every_image(datalist_for(SplitRequest.from_settings(_with_split_defaults(args))))
     store = ensure_store(paths, regime, store_root(args.cache_dir), workers=args.workers)
     size = store.images_file.stat().st_size / 2**20
     print(f"image store {store.folder}: {len(store.paths)} images of {store.shape} uint8 ({size:.1f} MiB)")
     return 0
 
 
-def _with_split_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with the split settings ``prepare`` has no flags for: every image is stored, whatever the split."""
+def _with_split_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """``args``' settings with those of the split ``prepare`` has no flags for: every image is stored, whatever the
+    split."""
     defaults = {name: BY_NAME[name].default_value() for name in ("split", "val_frac", "test_frac", "split_seed",
                                                                "require_all_images", "seed")}
-    return argparse.Namespace(**{**defaults, **vars(args)})
+    return {**defaults, **vars(args)}
 
 
 @command("phantom")
@@ -312,7 +314,7 @@ def _run_preview(args: argparse.Namespace) -> int:
 
     regime = load_regime(args.regime, args.size, args.regimes_file)
     written = write_preview(args.data, regime, args.out, n=args.n, samples=args.samples, seed=args.seed,
-                            csv=args.csv, images=args.images, source=DataSource.from_options(args))
+                            csv=args.csv, images=args.images, source=DataSource.from_settings(vars(args)))
     print(f"wrote {len(written)} samples and {args.out / 'grid.png'}")
     return 0
 

@@ -13,7 +13,7 @@ import yaml
 
 import mai_aug
 from mai_aug.cli import main
-from mai_aug.data.prepare import datalist_from_options
+from mai_aug.data.prepare import SplitRequest, datalist_for
 from mai_aug.settings import fingerprint
 from mai_aug.settings.config import TrainConfig
 from mai_aug.settings.fingerprint import canonical_sha256, components, differences, run_status, write_fingerprint
@@ -144,7 +144,8 @@ def test_train_splits_with_its_own_seed(phantom_dir, tmp_path):
     assert [item["name"] for item in json.loads((out / "datalist.json").read_text())["test"]] == splits[0]
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["seed"] == 1 and config["split_seed"] == 0
-    other = datalist_from_options(TrainConfig(out=str(out), data=str(phantom_dir), split_seed=1), report=None)
+    other = datalist_for(SplitRequest.from_settings(vars(TrainConfig(out=str(out), data=str(phantom_dir), split_seed=1))),
+                         report=None)
     assert [item["name"] for item in other["test"]] == splits[1]
 
 

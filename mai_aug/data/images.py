@@ -281,13 +281,12 @@ def warn_if_constant(path: Any, image: Any) -> None:
                       "check the file or drop it from the list", stacklevel=2)
 
 
-def check_images_if_asked(datalist: dict, options: Any, report: Callable[[str], Any] | None,
+def check_images_if_asked(datalist: dict, verify: bool, skip: bool, report: Callable[[str], Any] | None,
                           bad_list: Path, progress: bool = True) -> dict:
-    """:func:`check_datalist_images` (a full decode) when ``options`` (parsed arguments, a TrainConfig or
-    CompareOptions) has ``verify_images`` or ``skip_bad_images`` set; else the cheap :func:`check_image_headers`
-    of every listed image, and ``datalist`` unchanged."""
-    skip = bool(getattr(options, "skip_bad_images", False))
-    if not (skip or getattr(options, "verify_images", False)):
+    """:func:`check_datalist_images` (a full decode) with ``verify`` (``verify_images``) or ``skip``
+    (``skip_bad_images``); else the cheap :func:`check_image_headers` of every listed image, and ``datalist``
+    unchanged."""
+    if not (skip or verify):
         check_image_headers([it["image"] for key in SPLITS for it in datalist[key]], "; `skip_bad_images` drops them")
         return datalist
     return check_datalist_images(datalist, skip=skip, report=report, bad_list=bad_list, progress=progress)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +45,38 @@ def split_data(
                          data_dir=Path(source.data))
 
 
-def datalist_from_options(options: Any, report: Callable[[str], Any] | None = note) -> dict:
-    """``options.datalist`` if set, else :func:`split_data` of ``options.data`` (parsed arguments or a TrainConfig).
+@dataclass(frozen=True)
+class SplitRequest:
+    """Where a datalist comes from: ``datalist`` (a file, already split), else ``source`` split by patient.
 
-    The split is seeded by ``options.split_seed`` where it exists (``train``: ``--seed`` seeds training only),
-    else by ``options.seed`` (``split``, where the seed is the split's).
+    Attributes:
+        source: the dataset and how it is read (``data``, ``dataset`` and its options).
+        datalist: a datalist JSON to load instead, or None.
+        split: ``patient`` or ``official``; val_frac, test_frac: the patient split's shares; seed: its seed.
     """
-    if getattr(options, "datalist", None) is not None:
-        return load_datalist(options.datalist)
-    seed = getattr(options, "split_seed", options.seed)
-    return split_data(options.data, split=options.split, val_frac=options.val_frac, test_frac=options.test_frac,
-                      seed=seed, report=report, source=DataSource.from_options(options))
+
+    source: DataSource
+    datalist: str | Path | None
+    split: str
+    val_frac: float
+    test_frac: float
+    seed: int
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> SplitRequest:
+        """From settings by name; the split is seeded by ``split_seed`` where given (``train``: ``seed`` seeds
+        training only), else by ``seed`` (``split``, where the seed is the split's)."""
+        seed = settings["split_seed"] if "split_seed" in settings else settings["seed"]
+        return cls(DataSource.from_settings(settings), settings.get("datalist"), settings["split"],
+                   settings["val_frac"], settings["test_frac"], seed)
+
+
+def datalist_for(request: SplitRequest, report: Callable[[str], Any] | None = note) -> dict:
+    """``request.datalist`` if set, else :func:`split_data` of ``request.source``."""
+    if request.datalist is not None:
+        return load_datalist(request.datalist)
+    return split_data(request.source.data, split=request.split, val_frac=request.val_frac,
+                      test_frac=request.test_frac, seed=request.seed, report=report, source=request.source)
 
 
 def every_image(datalist: dict) -> list[str]:
@@ -62,13 +84,15 @@ def every_image(datalist: dict) -> list[str]:
     return list(dict.fromkeys(it["image"] for key in ("training", "validation", "test") for it in datalist.get(key, [])))
 
 
-def datalist_from_args(options: Any, out: Path | None = None) -> dict:
-    """``mai-aug split``: the datalist, its per-split table printed, written to ``out``."""
-    if out is not None:  # a folder, FIFO or device as --out, or an unwritable one: refused before the data is read
+def write_split(request: SplitRequest, out: Path | None = None, verify: bool = False, skip: bool = False) -> dict:
+    """``mai-aug split``: the datalist, its per-split table printed, written to ``out`` (its images checked as
+    ``verify_images``/``skip_bad_images`` ask)."""
+    if out is not None:  # a folder, FIFO or device as `out`, or an unwritable one: refused before the data is read
         require_writable_file(out, "`out`")
-    datalist = datalist_from_options(options)
+    datalist = datalist_for(request)
     if out is not None:
-        datalist = check_images_if_asked(datalist, options, print, Path(out).with_name(f"{Path(out).stem}_bad_images.csv"))
+        datalist = check_images_if_asked(datalist, verify, skip, note,
+                                         Path(out).with_name(f"{Path(out).stem}_bad_images.csv"))
     print(split_table(datalist).to_string())
     if out is not None:
         write_datalist(datalist, out)

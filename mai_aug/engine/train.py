@@ -29,7 +29,7 @@ from mai_aug.core.preflight import require_writable_folder
 from mai_aug.core.threads import use_threads
 from mai_aug.data.images import check_images_if_asked
 from mai_aug.data.loader import build_dataset, shutdown_workers
-from mai_aug.data.prepare import datalist_from_options
+from mai_aug.data.prepare import SplitRequest, datalist_for
 from mai_aug.data.split import label_frequencies, load_datalist, split_table, write_datalist
 from mai_aug.data.store import store_root
 from mai_aug.data.store_build import ensure_store
@@ -95,10 +95,10 @@ def check_new_run(config: TrainConfig) -> NewRun | None:
     if not config.datalist and not config.data:
         raise MaiAugError("give `data` DIR or `datalist` JSON")
     report: list[str] = []
-    datalist = datalist_from_options(config, report=report.append)
+    datalist = datalist_for(SplitRequest.from_settings(vars(config)), report=report.append)
     check_config(config, datalist)
     if not config.skip_bad_images:  # header check, or --verify-images' full decode: a refusal creates no folder
-        check_images_if_asked(datalist, config, report.append, RunLayout(config.run_dir).bad_images,
+        check_images_if_asked(datalist, config.verify_images, False, report.append, RunLayout(config.run_dir).bad_images,
                               progress=config.progress)
     regime = load_regime(config.regime, config.image_size, config.regimes_file)
     names = len(datalist["labels"])
@@ -133,7 +133,8 @@ def resolve_datalist(config: TrainConfig, run_dir: Path, new: NewRun | None, wri
         logger.info(line)
     datalist = new.datalist
     if config.skip_bad_images:  # a full decode of every image, the dropped ones listed in the run folder
-        datalist = check_images_if_asked(datalist, config, logger.info, layout.bad_images, progress=config.progress)
+        datalist = check_images_if_asked(datalist, config.verify_images, config.skip_bad_images, logger.info,
+                                         layout.bad_images, progress=config.progress)
     if write:
         write_datalist(datalist, layout.datalist)
     return datalist

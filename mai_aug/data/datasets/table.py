@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,9 @@ class DataSource:
     patient_column: str | None = None
 
     @classmethod
-    def from_options(cls, options: Any) -> DataSource:
-        """From parsed arguments or a TrainConfig; options they lack keep their defaults."""
-        values = {name: getattr(options, name) for name in cls.__dataclass_fields__ if hasattr(options, name)}
+    def from_settings(cls, settings: Mapping[str, Any]) -> DataSource:
+        """From settings by name (a command's parsed flags, a TrainConfig's fields); those absent keep their defaults."""
+        values = {name: settings[name] for name in cls.__dataclass_fields__ if name in settings}
         values["views"] = tuple(values.get("views") or DEFAULT_VIEWS)
         values["label_columns"] = list(values.get("label_columns") or [])
         values["dataset"] = values.get("dataset") or "auto"
