@@ -880,6 +880,11 @@ def flag_naming(command: argparse.ArgumentParser,
     return lambda name: next((table[name] for table in tables if name in table), name)
 
 
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each command's parser of ``mai-aug``'s ``parser``, by name."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mai-aug`` with ``argv``; user errors print one line and return 2, SIGINT/SIGTERM 130/143."""
     parser = build_parser()
@@ -887,7 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # a bad argument (one line, status 2) or --help (status 0)
         return int(e.code or 0)
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    commands = command_parsers(parser)
     show_settings_as(flag_naming(commands[args.command], [p for name, p in commands.items() if name != args.command]))
     try:
         with raise_on_signals(), _trust_context(args):  # SIGTERM too: the ``finally`` blocks run, the lock is freed

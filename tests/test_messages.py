@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mai_aug.cli import build_parser, flag_naming, main
+from mai_aug.cli import build_parser, command_parsers, flag_naming, main
 from mai_aug.core.errors import MaiAugError, shown
 from mai_aug.data.store_build import ensure_store
 from mai_aug.transforms.regimes import load_regime
@@ -20,13 +20,8 @@ FLAG = re.compile(r"(?<![\w`-])--[a-z][a-z0-9-]+")
 QUOTED_COMMAND = re.compile(r"`[^`]*`")
 
 
-def _commands() -> dict:
-    parser = build_parser()
-    return next(a for a in parser._actions if a.option_strings == [] and hasattr(a, "choices")).choices
-
-
 def test_a_setting_is_shown_as_the_flag_of_the_command_that_ran_else_anothers_else_its_name():
-    commands = _commands()
+    commands = command_parsers(build_parser())
     others = [p for name, p in commands.items() if name != "robustness"]
     naming = flag_naming(commands["robustness"], others)
     text = "`site_data` x: not a phantom made with `test_shift` site; `split` y; `weighted_loss`; `no_such_key` 1"

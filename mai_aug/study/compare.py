@@ -382,7 +382,7 @@ def _study_datalist(opts: CompareOptions, preset: dict[str, Any], ctx: distribut
     images = data_opts.pop("images", None)
     reader = DataSource(data=data_dir, images=(data_dir / images) if images else None,
                         **(opts.data_options if opts.data is not None else {}))
-    datalist = split_data(data_dir, report=lambda line: say(line), source=reader, **data_opts)
+    datalist = split_data(data_dir, report=say, source=reader, **data_opts)
     check_images = partial(check_images_if_asked, verify=opts.verify_images, skip=opts.skip_bad_images, report=say,
                            bad_list=StudyLayout(opts.out).bad_images, progress=not opts.quiet)
     if not opts.skip_bad_images:  # headers, or --verify-images' full decode: a refusal creates nothing

@@ -64,10 +64,10 @@ def plan_curves(out: Path, runs: list[tuple[str, int]], train_opts: dict, opts: 
                 settle_out(size.folder, size.plan, size.datalist)
             if not opts.quiet:
                 say(f"`train_fraction` {fraction_label(size.fraction)}: {size.n_patients} training patients, "
-                      f"{size.n_images} images, {steps} steps per epoch")
+                    f"{size.n_images} images, {steps} steps per epoch")
             if size.no_positives:
                 say(f"warning: `train_fraction` {fraction_label(size.fraction)} has no training positives for "
-                      f"{', '.join(size.no_positives)}")
+                    f"{', '.join(size.no_positives)}")
     ctx.barrier()
     return sizes
 

@@ -104,8 +104,8 @@ def _remove_earlier_outputs(layout: RunLayout, split: str, chosen: Sequence) -> 
             stale.unlink()
     if dropped:  # said, not silent
         say(f"warning: removed {', '.join(p.name for p in dropped)} of the earlier evaluation (stale for the new "
-              f"predictions); pass `metrics` {' '.join(m.name for m in chosen)} {' '.join(_names(dropped, split))} "
-              f"to write them again")
+            f"predictions); pass `metrics` {' '.join(m.name for m in chosen)} {' '.join(_names(dropped, split))} "
+            f"to write them again")
 
 
 def _calibration_outputs(run: TrainedRun, split: str, labels: np.ndarray, probs: np.ndarray,

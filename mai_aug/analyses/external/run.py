@@ -66,7 +66,7 @@ def evaluate_external(run_dir: str | Path, spec: ExternalSpec, checkpoint: str =
     require_free_space(run.run_dir, EXTERNAL_BYTES + EXTERNAL_BYTES_PER_IMAGE * len(external.images), "`run`")
     if shared_ids:  # said, not silent: the same dataset passed again, or another one numbering patients alike
         say(f"warning: {shared_ids} external patients have the id of a training or validation patient of "
-              f"{run.run_dir}; if `external` is the run's own dataset, these scores are not external")
+            f"{run.run_dir}; if `external` is the run's own dataset, these scores are not external")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / META_FILE).unlink(missing_ok=True)  # until the new outputs are complete, nothing vouches for them
     logger.info(f"scoring {run.checkpoint} on {len(external.images)} external images of {spec.data}")
