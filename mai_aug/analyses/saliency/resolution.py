@@ -8,11 +8,11 @@ before any training unless ``--saliency-force``.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from mai_aug.core.errors import MaiAugError
+from mai_aug.settings.config import TrainConfig
 
 #: The smallest Grad-CAM map side (cells) at which the pointing game's peaks mean something.
 MIN_MAP_SIDE = 8
@@ -46,9 +46,9 @@ def coarse_map(layer: str, feature: tuple[int, int], side: int, network: str = "
             f"gives {MIN_MAP_SIDE}x{MIN_MAP_SIDE}")
 
 
-def dry_map_size(config: Any) -> tuple[str, tuple[int, int]]:
-    """The default target layer and its map size for a run of ``config`` (a TrainConfig): a dry forward of the
-    untrained network on one zero image at ``config.image_size``."""
+def dry_map_size(config: TrainConfig) -> tuple[str, tuple[int, int]]:
+    """The default target layer and its map size for a run of ``config``: a dry forward of the untrained network
+    on one zero image at ``config.image_size``."""
     from mai_aug.analyses.saliency.run import target_layer
     from mai_aug.networks.build import instantiate
     from mai_aug.networks.spec import resolve_network
@@ -61,7 +61,7 @@ def dry_map_size(config: Any) -> tuple[str, tuple[int, int]]:
     return layer, layer_output_size(network, layer, example)
 
 
-def check_saliency_map(config: Any, force: bool = False) -> None:
+def check_saliency_map(config: TrainConfig, force: bool = False) -> None:
     """``compare --saliency``: refuse a map smaller than ``MIN_MAP_SIDE`` (before anything trains) unless ``force``.
 
     Raises:
