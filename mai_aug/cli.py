@@ -351,6 +351,16 @@ def _add_scored_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=_bootstrap, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples of patients")
 
 
+def _run_parser(sub: argparse._SubParsersAction, name: str, help: str,
+                scored: bool = False) -> argparse.ArgumentParser:
+    """The parser of a command that reads a finished run (``--run``, ``--checkpoint``...), ``scored``: on a split."""
+    p = sub.add_parser(name, help=help)
+    _add_run_args(p)
+    if scored:
+        _add_scored_split_args(p)
+    return p
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     # --run-dir: under torchrun, whose parser takes --run for an abbreviation of its --run-path
     p.add_argument("--run", "--run-dir", dest="run", type=Path, required=True,
@@ -362,9 +372,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate")
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="AUC with patient-bootstrap CIs, ROC figure and predictions of a run")
-    _add_run_args(p)
-    _add_scored_split_args(p)
+    p = _run_parser(sub, "evaluate", "AUC with patient-bootstrap CIs, ROC figure and predictions of a run",
+                    scored=True)
     p.add_argument("--metrics", nargs="+", type=setting_type("metrics"), metavar="METRIC",
                    help="per-finding metrics tabled with intervals, one eval/<split>_<metric>.csv each (default: the "
                         "run's): auc (always on), ap, ece, sens@spec (specificity 0.9) or sens@specX (e.g. sens@spec0.95)")
@@ -492,8 +501,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 @command("calibrate")
 def _calibrate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="fit per-finding calibration on a run's validation split (calibration.json)")
-    _add_run_args(p)
+    p = _run_parser(sub, "calibrate", "fit per-finding calibration on a run's validation split (calibration.json)")
     p.add_argument("--method", default="platt", choices=["platt", "temperature"],
                    help="platt: a slope and an intercept per finding; temperature: one temperature per finding "
                         "(default: platt)")
@@ -525,9 +533,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _robustness_parser(sub: argparse._SubParsersAction) -> None:
     from mai_aug.transforms.shift_levels import SHIFT_TYPES  # plain data: no torch before a command runs
 
-    p = sub.add_parser("robustness", help="test AUC of a run under graded test-time shifts (rotation, zoom, ...)")
-    _add_run_args(p)
-    _add_scored_split_args(p)
+    p = _run_parser(sub, "robustness", "test AUC of a run under graded test-time shifts (rotation, zoom, ...)",
+                    scored=True)
     p.add_argument("--shifts", nargs="+", default=list(SHIFT_TYPES), choices=list(SHIFT_TYPES),
                    help="shift types (default: all)")
     p.add_argument("--levels", nargs="+", default=[], metavar="SHIFT=V1,V2",
@@ -556,9 +563,8 @@ def _run_robustness(args: argparse.Namespace) -> int:
 
 @command("saliency")
 def _saliency_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("saliency", help="Grad-CAM of each boxed finding and the pointing game against the boxes")
-    _add_run_args(p)
-    _add_scored_split_args(p)
+    p = _run_parser(sub, "saliency", "Grad-CAM of each boxed finding and the pointing game against the boxes",
+                    scored=True)
     p.add_argument("--max-images", type=_capped(_positive_int, "max_images"), help="the first N images with a box (default: all)")
     p.add_argument("--tolerance", type=_non_negative_float, metavar="PX",
                    help="a peak this many network-input pixels from a box still hits (default: 2.5%% of the side, "
@@ -595,8 +601,7 @@ def _run_saliency(args: argparse.Namespace) -> int:
 
 @command("predict")
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="per-finding outputs for image files (calibrated after `mai-aug calibrate`)")
-    _add_run_args(p)
+    p = _run_parser(sub, "predict", "per-finding outputs for image files (calibrated after `mai-aug calibrate`)")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write: one row per image")
     p.set_defaults(handler=_run_predict)
