@@ -195,6 +195,29 @@ def test_tta_averages_draws_of_the_random_part(complex_run, capsys):
     assert not (complex_run / "eval" / "test_tta.csv").exists()
 
 
+def test_tta_runs_batched_on_the_device_as_the_run_trained(complex_run):
+    """complex trained on the device path (augment_on auto): TTA draws there, in batches of TTA_BATCH whatever the
+    run's batch size; with the random part's probabilities at 0 the batched pass reproduces evaluate's input (one
+    identity resampling: within 1e-5); a run trained on the loader path draws per image in the loader."""
+    from mai_aug.analyses.trained_run import TrainedRun
+    from mai_aug.analyses.tta import run as tta
+
+    trained = TrainedRun(complex_run, device="cpu")
+    items = trained.datalist["test"]
+    assert trained.config.augment_on == "auto"
+    device = tta.tta_predictions(trained, items, 1)
+    trained.config.batch_size = 3  # the run's own batch size does not change the draws
+    assert np.array_equal(tta.tta_predictions(trained, items, 1), device)
+    trained.config.augment_on = "loader"
+    loader = tta.tta_predictions(trained, items, 1)
+    assert not np.allclose(loader, device)  # the other path: other draws (both are draws of the same transforms)
+    trained.config.augment_on = "auto"
+    for transform in trained.regime.random:
+        transform.prob = 0.0
+    plain = trained.predict(items)
+    assert np.abs(tta.tta_predictions(trained, items, 2) - plain).max() < 1e-5
+
+
 def test_tta_of_a_regime_without_random_part_is_the_plain_prediction(run):
     assert main(["evaluate", "--run", str(run), "--bootstrap", "200", "--tta", "3"]) == 0
     averaged = probabilities(pd.read_csv(run / "eval" / "test_tta_predictions.csv"))

@@ -21,6 +21,21 @@ from mai_aug.data.store_build import ensure_store
 from mai_aug.transforms.regimes import Regime
 
 
+class IndexedDataset(TorchDataset):
+    """Items of ``data`` with their ``index``: a batch's test-time shift seeds each image's noise from it (and TTA
+    each batch's draws from its first index), so an image's shifted version does not depend on the worker it is
+    loaded in."""
+
+    def __init__(self, data: Sequence) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.data[index], "index": index}
+
+
 class StoreDataset(TorchDataset):
     """Datalist items whose ``image`` is read from an image store: the uint8 tensor the regime's load part gives.
 

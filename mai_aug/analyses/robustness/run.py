@@ -16,7 +16,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from torch.utils.data import Dataset as TorchDataset
 
 from mai_aug.analyses.evaluate.run import SPLIT_KEYS
 from mai_aug.analyses.robustness.section import shift_categories, shift_figure
@@ -28,6 +27,7 @@ from mai_aug.core.layout import RunLayout
 from mai_aug.core.locks import holding_run_lock
 from mai_aug.core.logs import RunLog
 from mai_aug.core.preflight import require_writable_folder
+from mai_aug.data.loader import IndexedDataset
 from mai_aug.data.nih import read_nih
 from mai_aug.data.split import site_shifted_patients
 from mai_aug.stats.auc import auc_table
@@ -36,20 +36,6 @@ from mai_aug.transforms.shifts import build_batch_shift
 
 logger = logging.getLogger("mai_aug")
 SITE = "site"
-
-
-class IndexedDataset(TorchDataset):
-    """Items of ``data`` with their ``index``: a batch's shift seeds each image's noise from it, so an image's
-    shifted version does not depend on its batch, its order or the worker it is loaded in."""
-
-    def __init__(self, data: Sequence) -> None:
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> dict:
-        return {**self.data[index], "index": index}
 
 
 def site_items(items: list[dict], site_dir: Path) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -11,7 +12,10 @@ import pandas as pd
 from monai.data import Dataset
 from monai.transforms import Compose
 
+from mai_aug.data.loader import IndexedDataset
 from mai_aug.stats.paired import score_regimes, summary_table
+from mai_aug.transforms.batched import BatchedStage, compile_regime
+from mai_aug.transforms.shifts import BatchShiftFn
 
 logger = logging.getLogger("mai_aug")
 
@@ -36,22 +40,47 @@ class SeededDataset(Dataset):
         return super()._transform(index)
 
 
+#: Images per batch of the device path: each batch's draws are seeded by (draw, its first image's index), so with
+#: a fixed size draw ``k`` of image ``i`` is the same in every run of the split, whatever the run's batch size.
+TTA_BATCH = 32
+
+
 def tta_predictions(run: TrainedRun, items: list[dict], draws: int, workers: int = 0,
                     plain: np.ndarray | None = None) -> np.ndarray:
     """Mean sigmoid probabilities (n, findings) over ``draws`` passes with the regime's random part.
 
-    The random part runs per image in the data loader (as ``--augment-on loader`` trains). A regime without a random
-    part has nothing to draw: its plain predictions (``plain``, or computed) are returned.
+    The random part runs where the run trained it: batched on the run's device (``augment_on`` auto or device,
+    when the regime compiles to :class:`~mai_aug.transforms.batched.BatchedStage`), else per image in the data
+    loader. A regime without a random part has nothing to draw: its plain predictions (``plain``, or computed) are
+    returned.
     """
     if not run.regime.random:
         logger.warning(f"regime {run.regime.name!r} has no random part: its TTA predictions are the plain ones")
         return plain if plain is not None else run.predict(items, workers=workers)
+    stage = None if run.config.augment_on == "loader" else compile_regime(run.regime)
+    if isinstance(stage, str):
+        logger.info(f"TTA: per-image loader path; regime {run.regime.name!r} cannot run batched ({stage})")
     base = run.dataset(items, online=False)  # the run's image store: memory-mapped, not copied
-    transform = run.regime.online_transform(True)
+    if isinstance(stage, BatchedStage):
+        indexed = IndexedDataset(base)
+        passes = (run.predict_dataset(indexed, TTA_BATCH, workers, shift=_draw_of(stage, draw))
+                  for draw in range(draws))
+    else:
+        transform = run.regime.online_transform(True)
+        passes = (run.predict_dataset(SeededDataset(base, transform, draw), workers=workers) for draw in range(draws))
     total = np.zeros((len(items), len(run.names)))
-    for draw in range(draws):
-        total += run.predict_dataset(SeededDataset(base, transform, draw), workers=workers)
+    for predictions in passes:
+        total += predictions
     return total / draws
+
+
+def _draw_of(stage: BatchedStage, draw: int) -> BatchShiftFn:
+    """The stage as a batch shift for TTA draw ``draw``: uint8 store images -> the augmented network input.
+
+    Seeded as ``stage_seed(draw, 0, first index)``: epoch 0, which training (epochs from 1) never draws.
+    """
+    seeded = dataclasses.replace(stage, seed=draw)
+    return lambda images, indices: seeded(images, 0, int(indices[0]))
 
 
 def tta_table(labels: np.ndarray, patients: np.ndarray, plain: np.ndarray, averaged: np.ndarray,
