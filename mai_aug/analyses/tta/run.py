@@ -57,21 +57,27 @@ def tta_predictions(run: TrainedRun, items: list[dict], draws: int, workers: int
     if not run.regime.random:
         logger.warning(f"regime {run.regime.name!r} has no random part: its TTA predictions are the plain ones")
         return plain if plain is not None else run.predict(items, workers=workers)
-    stage = None if run.config.augment_on == "loader" else compile_regime(run.regime)
+    stage = _batched_stage(run)
+    base = run.dataset(items, online=False)  # the run's image store: memory-mapped, not copied
+    indexed, transform = IndexedDataset(base), run.regime.online_transform(True)
+    total = np.zeros((len(items), len(run.names)))
+    for draw in range(draws):
+        if stage is None:
+            total += run.predict_dataset(SeededDataset(base, transform, draw), workers=workers)
+        else:
+            total += run.predict_dataset(indexed, TTA_BATCH, workers, shift=_draw_of(stage, draw))
+    return total / draws
+
+
+def _batched_stage(run: TrainedRun) -> BatchedStage | None:
+    """The run's regime as a batched stage where the run trained on the device path, else None (said why)."""
+    if run.config.augment_on == "loader":
+        return None
+    stage = compile_regime(run.regime)
     if isinstance(stage, str):
         logger.info(f"TTA: per-image loader path; regime {run.regime.name!r} cannot run batched ({stage})")
-    base = run.dataset(items, online=False)  # the run's image store: memory-mapped, not copied
-    if isinstance(stage, BatchedStage):
-        indexed = IndexedDataset(base)
-        passes = (run.predict_dataset(indexed, TTA_BATCH, workers, shift=_draw_of(stage, draw))
-                  for draw in range(draws))
-    else:
-        transform = run.regime.online_transform(True)
-        passes = (run.predict_dataset(SeededDataset(base, transform, draw), workers=workers) for draw in range(draws))
-    total = np.zeros((len(items), len(run.names)))
-    for predictions in passes:
-        total += predictions
-    return total / draws
+        return None
+    return stage
 
 
 def _draw_of(stage: BatchedStage, draw: int) -> BatchShiftFn:
