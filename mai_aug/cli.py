@@ -415,25 +415,25 @@ def _add_external_args(p: argparse.ArgumentParser, study: bool = False) -> argpa
     return group
 
 
-def _external_flags_given(args: argparse.Namespace) -> list[str]:
-    """The ``--external-*`` options given a value other than their default."""
-    return [flag for flag, on in (("--external-dataset", args.external_dataset != "auto"),
-                                  ("--external-split", args.external_split != "all"),
-                                  ("--external-name", args.external_name is not None),
-                                  ("--label-map", args.label_map is not None), ("--lesion", args.lesion)) if on]
+def _external_wanted(args: argparse.Namespace, own: list[tuple[str, bool]], hint: str = "") -> bool:
+    """Whether ``--external`` is given; without it, the first option of the external set given a value other than
+    its default (the shared ones, then the command's ``own`` as (flag, given)) is refused, ending with ``hint``."""
+    given = [flag for flag, on in (("--external-dataset", args.external_dataset != "auto"),
+                                   ("--external-split", args.external_split != "all"),
+                                   ("--external-name", args.external_name is not None),
+                                   ("--label-map", args.label_map is not None), ("--lesion", args.lesion), *own) if on]
+    if args.external is None and given:
+        raise MaiAugError(f"{given[0]}: applies to --external DIR only{hint}")
+    return args.external is not None
 
 
 def _external_spec(args: argparse.Namespace) -> Any:
     """The external set ``args`` ask for, after refusing settings that do not apply to it; None without --external."""
     from mai_aug.analyses.external.data import ExternalSpec
 
-    given = _external_flags_given(args) + [
-        flag for flag, on in (("--uncertain", args.uncertain is not None),
-                              *((f"--{n.replace('_', '-')}", bool(getattr(args, n)) and getattr(args, n) != "|")
-                                for n in EXTERNAL_SOURCE)) if on]
-    if args.external is None:
-        if given:
-            raise MaiAugError(f"{given[0]}: applies to --external DIR only")
+    own = [("--uncertain", args.uncertain is not None),
+           *((f"--{n.replace('_', '-')}", bool(getattr(args, n)) and getattr(args, n) != "|") for n in EXTERNAL_SOURCE)]
+    if not _external_wanted(args, own):
         return None
     for flag, on in (("--split", args.split != "test"), ("--tta", args.tta), ("--metrics", args.metrics)):
         if on:
@@ -703,10 +703,8 @@ def _compare_external(args: argparse.Namespace) -> Any:
     """A study's external set from ``--external`` and its options; None without ``--external``."""
     from mai_aug.analyses.external.data import ExternalSpec
 
-    given = _external_flags_given(args) + (["--external-uncertain"] if args.external_uncertain else [])
-    if args.external is None:
-        if given:
-            raise MaiAugError(f"{given[0]}: applies to --external DIR only (a preset's external: entry has its own keys)")
+    if not _external_wanted(args, [("--external-uncertain", bool(args.external_uncertain))],
+                            " (a preset's external: entry has its own keys)"):
         return None
     return ExternalSpec(args.external, args.external_dataset, args.external_split, args.label_map, args.lesion,
                         args.external_uncertain, args.external_name)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import cut_datalist
+from mai_aug.analyses.external.data import read_external
 from mai_aug.cli import main
 from mai_aug.core.errors import MaiAugError
 from mai_aug.data.datasets.chexpert import HEADER, OBSERVATIONS
@@ -248,13 +249,25 @@ def test_compare_reports_the_external_auc_and_the_generalisation_gap(study):
     assert "generalisation gap (internal minus external macro AUC)" in shows and "shared findings, " in shows
 
 
-def test_a_second_compare_reuses_every_external_output(study, tmp_path, capsys):
+def test_a_second_compare_reuses_every_external_output(study, tmp_path, capsys, monkeypatch):
+    import mai_aug.analyses.external.analysis as analysis
+    import mai_aug.study.compare as compare
+
+    reads = []
+
+    def counted(*args, **kwargs):
+        reads.append(args[0].data)
+        return read_external(*args, **kwargs)
+
+    for module in (compare, analysis):
+        monkeypatch.setattr(module, "read_external", counted)
     stamps = {p: p.stat().st_mtime_ns for p in study.glob("*/seed-*/external/site/meta.json")}
     preset = external_preset(tmp_path, 3)
     assert main(["compare", "--preset", str(preset), "--cache-dir", str(study.parent / "cache"), "--quiet",
                  "--out", str(study)]) == 0
     assert "external test set of" not in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and len(stamps) == 6
+    assert len(reads) == 1  # the external table is read once: by the checks before training, then reused
 
 
 @pytest.mark.parametrize("argv, fault", [

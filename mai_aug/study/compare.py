@@ -15,7 +15,7 @@ import pandas as pd
 
 from mai_aug.analyses.base import StudyAnalysis, StudyRuns
 from mai_aug.analyses.curves.study import TrainingSize
-from mai_aug.analyses.external.data import ExternalSpec, check_not_training_data, read_external
+from mai_aug.analyses.external.data import ExternalSet, ExternalSpec, check_not_training_data, read_external
 from mai_aug.analyses.robustness.run import site_items
 from mai_aug.analyses.saliency.resolution import check_saliency_map
 from mai_aug.core.choices import DEFAULT_BOOTSTRAP
@@ -119,7 +119,7 @@ def run_compare(opts: CompareOptions) -> pd.DataFrame | None:
     executor = _check_executor(opts, ctx)  # a missing package or an unreachable cluster stops before work
     study = _plan_study(opts, preset, ctx)
     opts = dataclasses.replace(opts, external=study.external)
-    analyses = enabled_analyses(opts, study.sizes)
+    analyses = enabled_analyses(opts, study.sizes, study.external_set)
     outcomes = [] if executor is None else run_jobs(
         executor, study_jobs(opts, study.runs, study.train_opts, study.sizes, analyses,
                              _study_runs(opts, study, tuple(opts.seeds))), ctx.is_main)
@@ -162,6 +162,7 @@ class _Study:
     n_boot: int
     sizes: list[TrainingSize]
     external: ExternalSpec | None = None
+    external_set: ExternalSet | None = None  # ``external`` read and checked once, for its analysis
 
 
 def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> _Study:
@@ -174,7 +175,7 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
         _require_boxes(datalist, opts.data)
     if preset.get("primary", "macro") != "macro":  # a primary finding the data has: refused before anything trains
         primary_column(preset["primary"], datalist["labels"], np.arange(1 + len(datalist["labels"])))
-    external = _study_external(opts, preset, ctx)
+    external, external_set = _study_external(opts, preset, ctx), None
     if external is not None:  # a bad name or image, nothing matching, the study's own images: refused before training
         RunLayout.part(external.folder_name, "`external_name`")
         external_set = read_external(external, datalist["labels"])
@@ -191,7 +192,8 @@ def _plan_study(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.D
                          int(preset.get("data", {}).get("seed", 0)), ctx) if checked.fractions else [])
     _report_split(datalist, ctx.is_main and not opts.quiet, ctx.is_main)
     n_boot = opts.bootstrap or int(preset.get("bootstrap", DEFAULT_BOOTSTRAP))
-    return _Study(checked.regimes, runs, plan, train_opts, datalist, source, checked.metrics, n_boot, sizes, external)
+    return _Study(checked.regimes, runs, plan, train_opts, datalist, source, checked.metrics, n_boot, sizes, external,
+                  external_set)
 
 
 def _study_external(opts: CompareOptions, preset: dict[str, Any], ctx: distributed.DistContext) -> ExternalSpec | None:

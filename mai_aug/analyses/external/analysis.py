@@ -19,13 +19,13 @@ class ExternalAnalysis(StudyAnalysis):
 
     name: ClassVar[str] = "external test set"
     spec: ExternalSpec = field(default_factory=lambda: ExternalSpec(Path(".")))
-    _set: ExternalSet | None = field(default=None, init=False, repr=False)
+    preread: ExternalSet | None = field(default=None, repr=False)  # the set compare's checks read; None: read on use
 
     def external_set(self, study: StudyRuns) -> ExternalSet:
-        """The external set matched to the study's findings, read once."""
-        if self._set is None:
-            self._set = read_external(self.spec, list(study.names))
-        return self._set
+        """The external set matched to the study's findings, read once (or given as ``preread``)."""
+        if self.preread is None:
+            self.preread = read_external(self.spec, list(study.names))
+        return self.preread
 
     def is_current(self, run_dir: Path, study: StudyRuns) -> bool:
         if not RunLayout(run_dir).external_file(self.spec.folder_name, META_FILE).is_file():
