@@ -12,10 +12,15 @@ each with the peak RSS of this process and its children so far:
 - test evaluation of DenseNet121 over ``--test-images`` test images at ``--eval-size`` px: images/s and the share of
   the time spent outside the network (the loader: store read + the deterministic part).
 
+- with ``--device cuda`` (or ``auto`` on a GPU machine): the same test images at ``--device-size`` px (320: the
+  ``full`` preset's) evaluated as ``mai-aug evaluate`` does it (``predict_probabilities``: the store, a pinned
+  DataLoader with ``--workers`` processes, autocast on CUDA), its wall time end to end.
+
 It then projects the data side of ``compare --preset full --seeds 3`` (one store build, 12 test evaluations).
 
     python benchmarks/full_scale.py                                # the full size (about 13 min of decoding here)
     python benchmarks/full_scale.py --store-rows 8000 --test-images 2000    # a quicker sample of the same rates
+    python benchmarks/full_scale.py --store-rows 1000 --device cuda          # + the full test split at 320 px on a GPU
 """
 
 from __future__ import annotations
@@ -133,6 +138,32 @@ def measure_evaluation(paths: list[str], size: int, cache: Path, workers: int, b
             "network_s": network_s}
 
 
+def measure_device_evaluation(paths: list[str], size: int, cache: Path, workers: int, device: torch.device,
+                              batch: int = 64) -> dict:
+    """``paths`` evaluated on ``device`` as ``mai-aug evaluate`` does (the store, a pinned loader, autocast on CUDA):
+    wall seconds end to end, after the store is built and one warm-up batch (cuDNN's choice of kernels)."""
+    from monai.networks.nets import DenseNet121
+    from torch.utils.data import DataLoader
+
+    from mai_aug.engine.inference import predict_probabilities
+
+    dataset = build_dataset([{"image": p, "label": [0] * 14} for p in paths], load_regime("none", size), train=False,
+                            cache_dir=cache, workers=workers, progress=False)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    net = DenseNet121(spatial_dims=2, in_channels=1, out_channels=14).to(device).eval()
+    amp = device.type == "cuda"
+
+    def run(items) -> float:
+        loader = DataLoader(items, batch_size=batch, num_workers=workers, pin_memory=amp, persistent_workers=False)
+        start = time.perf_counter()
+        predict_probabilities(net, loader, device, amp, 1, 14)  # returns on the host: the device has finished
+        return time.perf_counter() - start
+
+    run(torch.utils.data.Subset(dataset, range(min(batch, len(dataset)))))
+    seconds = run(dataset)
+    return {"seconds": seconds, "rate": len(paths) / seconds, "rss_mb": peak_rss_mb()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=NIH_ROWS)
@@ -143,6 +174,8 @@ def main() -> None:
     p.add_argument("--eval-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=default_workers())
     p.add_argument("--dir", type=Path)
+    p.add_argument("--device", default="none", help="also evaluate the test split on this device (cuda, auto)")
+    p.add_argument("--device-size", type=int, default=320, help="the image size of the --device evaluation")
     args = p.parse_args()
     root = args.dir or Path(tempfile.mkdtemp(prefix="nih-full-"))
     start = time.perf_counter()
@@ -162,10 +195,23 @@ def main() -> None:
     ev = measure_evaluation(evaluated, args.eval_size, root / "cache", args.workers)
     print(f"test evaluation at {args.eval_size} px: {len(evaluated)} images, {ev['eval_rate']:.0f} images/s, "
           f"{ev['outside_share']:.1%} of the time outside the network; peak RSS {ev['rss_mb']:.0f} MiB")
+    if args.device != "none":
+        report_device_evaluation(evaluated, args, root / "cache")
     full_build = NIH_ROWS / store["build_rate"]
     full_eval = 12 * len(test) / ev["eval_rate"]
     print(f"projected data side of compare --preset full --seeds 3 on this CPU: store build {full_build / 60:.0f} min "
           f"(once), 12 test evaluations at {args.eval_size} px {full_eval / 60:.0f} min (training not included)")
+
+
+def report_device_evaluation(paths: list[str], args: argparse.Namespace, cache: Path) -> None:
+    """Print the ``--device`` evaluation of ``paths`` at ``--device-size`` px."""
+    from mai_aug.core.devices import resolve_device
+
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    ev = measure_device_evaluation(paths, args.device_size, cache, args.workers, device)
+    print(f"test evaluation on {device} ({name}) at {args.device_size} px: {len(paths)} images in {ev['seconds']:.1f} s"
+          f" = {ev['rate']:.0f} images/s (store built beforehand; peak RSS {ev['rss_mb']:.0f} MiB)")
 
 
 if __name__ == "__main__":
