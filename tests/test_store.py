@@ -76,7 +76,7 @@ def test_decoded_once_then_reused_by_subsets_and_rebuilt_when_a_file_changes(nih
 def test_the_dataset_pickles_without_its_pixels(nih, tmp_path):
     dataset = build_dataset(items_of(nih), load_regime("none", 32), train=False, cache_dir=tmp_path, online=False)
     base = dataset.data
-    base[0]  # the memory map is open in this process
+    base[0]  # the file is open in this process
     assert len(pickle.dumps(base)) < 4000 and torch.equal(pickle.loads(pickle.dumps(base))[3]["image"],
                                                           base[3]["image"])
 
@@ -181,3 +181,38 @@ def test_train_builds_the_store_once_and_evaluate_reads_it(phantom_dir, tmp_path
 def test_cache_none_writes_no_store(nih, tmp_path):
     dataset = build_dataset(items_of(nih), load_regime("none", 32), train=False, cache="none", cache_dir=tmp_path / "c")
     assert dataset[0]["image"].shape == (1, 32, 32) and not (tmp_path / "c").exists()
+
+
+def _mapped_stores() -> list[str]:
+    """The image-store files this process has memory-mapped now (Linux: /proc/self/maps)."""
+    return [line for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(IMAGES_FILE)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
+def test_building_and_reading_a_store_maps_no_page_of_it(nih, tmp_path):
+    # a memory map counts every page touched in the process's RSS: 11 GB for one pass over NIH at 320 px
+    dataset = build_dataset(items_of(nih), load_regime("none", 32), train=False, cache_dir=tmp_path, workers=1,
+                            online=False, progress=False)
+    assert _mapped_stores() == []  # the build (in this process, workers=1) wrote with pwrite
+    images = [dataset[i]["image"] for i in range(len(dataset))]
+    assert _mapped_stores() == [] and len({img.numpy().tobytes() for img in images}) == len(images)
+    images[0][...] = 0  # each item owns its pixels: the next read is the store's again
+    assert dataset[0]["image"].any()
+
+
+def test_rows_read_the_same_without_preadv(nih, tmp_path, monkeypatch):
+    dataset = build_dataset(items_of(nih), load_regime("none", 32), train=False, cache_dir=tmp_path, workers=1,
+                            online=False, progress=False)
+    first = [dataset[i]["image"] for i in range(len(dataset))]
+    monkeypatch.delattr(os, "preadv")
+    assert all(torch.equal(dataset[i]["image"], image) for i, image in enumerate(first))
+
+
+def test_a_store_cut_short_after_it_was_opened_is_named(nih, tmp_path):
+    dataset = build_dataset(items_of(nih), load_regime("none", 32), train=False, cache_dir=tmp_path, workers=1,
+                            online=False, progress=False)
+    file = dataset.data.file.path
+    os.truncate(file, file.stat().st_size - 100)
+    with pytest.raises(MaiAugError, match=rf"{file}: row 11 is cut short .*delete its folder"):
+        dataset[11]
+    assert dataset[10]["image"].shape == (1, 32, 32)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from monai.data import Dataset
 from monai.transforms import Compose
@@ -16,7 +14,7 @@ from torch.utils.data import Dataset as TorchDataset
 from mai_aug.core.choices import CACHE_MODES
 from mai_aug.core.errors import MaiAugError
 from mai_aug.data.images import NameBadImage
-from mai_aug.data.store import ImageStore, store_root
+from mai_aug.data.store import ImageStore, RowFile, store_root
 from mai_aug.data.store_build import ensure_store
 from mai_aug.transforms.regimes import Regime
 
@@ -39,30 +37,23 @@ class IndexedDataset(TorchDataset):
 class StoreDataset(TorchDataset):
     """Datalist items whose ``image`` is read from an image store: the uint8 tensor the regime's load part gives.
 
-    The store's array is memory-mapped on first use in each process (a loader worker maps it again; nothing is
-    copied per process), and each item gets its own copy of its row.
+    Each item's row is read from the store's file with one positioned read (:class:`~mai_aug.data.store.RowFile`:
+    the file is opened once per process, a loader worker opens its own; nothing is mapped or copied per process).
     """
 
     def __init__(self, items: Sequence[dict], store: ImageStore) -> None:
         self.items = list(items)
         self.rows = [store.row(item["image"]) for item in self.items]
-        self.file = store.images_file
-        self._images: np.ndarray | None = None
-        self._pid = -1
+        self.file = RowFile(store.images_file, store.shape, store.offset)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
-        if self._images is None or self._pid != os.getpid():
-            self._images, self._pid = np.load(self.file, mmap_mode="r"), os.getpid()
         item = dict(self.items[index])
-        item["image"] = torch.from_numpy(np.array(self._images[self.rows[index]]))
+        item["image"] = torch.from_numpy(self.file.read(self.rows[index]))
         item["label"] = torch.as_tensor(item["label"], dtype=torch.float32)  # as the load part's EnsureTyped
         return item
-
-    def __getstate__(self) -> dict:  # a spawned worker maps the file itself
-        return {**self.__dict__, "_images": None, "_pid": -1}
 
 
 def shutdown_workers(loader: DataLoader) -> None:

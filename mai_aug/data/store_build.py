@@ -1,7 +1,8 @@
 """Build an image store (:mod:`mai_aug.data.store`) once: decode every image in worker processes, then publish it.
 
 Worker processes, not threads: decoding a PNG holds the GIL for part of its time, and a pool of processes that
-each write their rows straight into the preallocated memory map returns nothing but error lines to the parent.
+each write their rows straight into the preallocated file (``os.pwrite``) returns nothing but error lines to the
+parent.
 On an error or an interrupt the pool is shut down with its queued chunks cancelled and its running ones finished,
 so the command exits with its one line (a thread pool left inside torch at exit aborts the process instead).
 """
@@ -30,6 +31,7 @@ from mai_aug.data.store import (
     IMAGES_FILE,
     ROOT_OPTION,
     ImageStore,
+    RowFile,
     build_lock,
     default_root,
     find_store,
@@ -94,11 +96,13 @@ def _build(root: Path, name: str, paths: list[str], identities: list[list[int]],
     load = NameBadImage(regime.cache_transform())
     shape = tuple(_decode(load, paths[0]).shape)
     require_free_space(root, len(paths) * int(np.prod(shape)), ROOT_OPTION)
-    preallocate(building / IMAGES_FILE, (len(paths), *shape), root).flush()
+    rows = RowFile(building / IMAGES_FILE, shape, preallocate(building / IMAGES_FILE, (len(paths), *shape), root),
+                   write=True)
     say(f"image store: decoding {len(paths)} images at {regime.load_size} px into {root / name} with "
         f"{min(workers, len(paths))} processes (once for every run that uses them)")
-    _decode_all(building / IMAGES_FILE, paths, load, shape, workers, Progress("image store", len(paths))
-                if progress else None)
+    _decode_all(rows, paths, load, workers, Progress("image store", len(paths)) if progress else None)
+    rows.sync()  # the pixels are on the disk before the store is published
+    rows.close()
     write_index(building, paths, identities, shape, regime.load_spec, regime.load_size)
     _remove_damaged(root / name)
     os.rename(building, root / name)
@@ -123,26 +127,25 @@ def _decode(load: Callable, path: str) -> torch.Tensor:
     return load({"image": path, "label": [0]})["image"]
 
 
-def _decode_all(file: Path, paths: list[str], load: Callable, shape: tuple[int, ...], workers: int,
-                progress: Progress | None) -> None:
-    """Fill every row of ``file``; raise the first bad image's one line after the pool has stopped."""
+def _decode_all(rows: RowFile, paths: list[str], load: Callable, workers: int, progress: Progress | None) -> None:
+    """Fill every row of ``rows``; raise the first bad image's one line after the pool has stopped."""
     chunks = _chunks(len(paths), workers)
     if workers <= 1 or len(chunks) == 1:
-        _start_worker(file, paths, load, shape, threads=None)
+        _start_worker(rows, paths, load, threads=None)
         for done, chunk in enumerate(chunks, 1):
             _raise_first(_decode_chunk(chunk))
             if progress:
                 progress(min(done * len(chunk), len(paths)))
         return
-    _decode_in_processes(file, paths, load, shape, workers, chunks, progress)
+    _decode_in_processes(rows, paths, load, workers, chunks, progress)
 
 
-def _decode_in_processes(file: Path, paths: list[str], load: Callable, shape: tuple[int, ...], workers: int,
-                         chunks: list[range], progress: Progress | None) -> None:
+def _decode_in_processes(rows: RowFile, paths: list[str], load: Callable, workers: int, chunks: list[range],
+                         progress: Progress | None) -> None:
     """The chunks in ``workers`` forked processes, the first bad image stopping the rest."""
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(file, paths, load, shape, 1))
+                               initargs=(rows, paths, load, 1))
     try:
         pending = {pool.submit(_decode_chunk, chunk): len(chunk) for chunk in chunks}
         done = 0
@@ -163,16 +166,17 @@ def _chunks(count: int, workers: int) -> list[range]:
     return [range(i, min(i + size, count)) for i in range(0, count, size)]
 
 
-def _start_worker(file: Path, paths: list[str], load: Callable, shape: tuple[int, ...], threads: int | None) -> None:
-    """Open the store's array for writing in this process (and keep torch to ``threads`` threads here)."""
+def _start_worker(rows: RowFile, paths: list[str], load: Callable, threads: int | None) -> None:
+    """Keep what decoding needs for this process (and keep torch to ``threads`` threads here)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    _WORKER.update(images=np.load(file, mmap_mode="r+"), paths=paths, load=load, shape=shape)
+    _WORKER.update(rows=rows, paths=paths, load=load)
 
 
 def _decode_chunk(rows: range) -> list[tuple[int, str]]:
     """Decode ``rows`` into the array; the rows whose image failed, each with its one-line message."""
-    images, paths, load, shape = _WORKER["images"], _WORKER["paths"], _WORKER["load"], _WORKER["shape"]
+    rows_file, paths, load = _WORKER["rows"], _WORKER["paths"], _WORKER["load"]
+    shape = rows_file.shape
     bad = []
     for row in rows:
         try:
@@ -183,8 +187,7 @@ def _decode_chunk(rows: range) -> list[tuple[int, str]]:
         if tuple(image.shape) != shape:
             bad.append((row, f"{paths[row]}: decoded to shape {tuple(image.shape)}, the store's images are {shape}"))
             continue
-        images[row] = image.numpy()
-    images.flush()
+        rows_file.put(row, image.numpy())
     return bad
 
 

@@ -58,7 +58,7 @@ def tta_predictions(run: TrainedRun, items: list[dict], draws: int, workers: int
         logger.warning(f"regime {run.regime.name!r} has no random part: its TTA predictions are the plain ones")
         return plain if plain is not None else run.predict(items, workers=workers)
     stage = _batched_stage(run)
-    base = run.dataset(items, online=False)  # the run's image store: memory-mapped, not copied
+    base = run.dataset(items, online=False)  # the run's image store: read a row at a time, not copied
     indexed, transform = IndexedDataset(base), run.regime.online_transform(True)
     total = np.zeros((len(items), len(run.names)))
     for draw in range(draws):
