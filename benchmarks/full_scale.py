@@ -1,22 +1,27 @@
 """The data side at NIH's full size: an NIH-layout folder of 112,120 rows, the image store, test evaluation.
 
 The folder has NIH's row count, image names, ~3.6 images per patient and official split lists (test_list.txt:
-the images of ~23% of the patients, NIH's 25,596 share); its pixel files are hard links to ``--distinct``
+whole patients, NIH's 25,596 images at 112,120 rows); its pixel files are hard links to ``--distinct``
 1024x1024 8-bit PNGs (~380 KB each, like NIH's), so disk use stays small while every decode is real. Measured,
 each with the peak RSS of this process and its children so far:
 
 - the single-core decode rate (the regime's load part on one image, one process);
 - the store build over ``--store-rows`` images (all 112,120 by default) with one process per core: images/s
   against cores x the single-core rate, its size on disk;
-- opening it again (the identity check of every image: a stat each) and warm reads (rows/s from the memory map);
+- opening it again (the identity check of every image: a stat each) and warm reads (rows/s, one positioned read each);
 - test evaluation of DenseNet121 over ``--test-images`` test images at ``--eval-size`` px: images/s and the share of
-  the time spent outside the network (the loader: store read + the deterministic part).
+  the time spent outside the network (the loader: store read + the deterministic part);
+- one robustness level (``--sweep-level``, rotation 10 degrees by default) over the same images, its shift applied
+  to each batch as ``mai-aug robustness`` does: images/s and the share outside the network (store read + shift);
+- the comparison's statistics on the whole test split (4 regimes x 3 seeds of synthetic predictions, 14 findings,
+  1000 patient resamples: ``score_regimes`` + ``summary_table``, as ``compare`` scores a study and each sweep level).
 
 - with ``--device cuda`` (or ``auto`` on a GPU machine): the same test images at ``--device-size`` px (320: the
   ``full`` preset's) evaluated as ``mai-aug evaluate`` does it (``predict_probabilities``: the store, a pinned
   DataLoader with ``--workers`` processes, autocast on CUDA), its wall time end to end.
 
-It then projects the data side of ``compare --preset full --seeds 3`` (one store build, 12 test evaluations).
+It then projects the data side of ``compare --preset full --seeds 3`` (one store build, 12 test evaluations, the
+default sweep of 12 runs and its statistics).
 
     python benchmarks/full_scale.py                                # the full size (about 13 min of decoding here)
     python benchmarks/full_scale.py --store-rows 8000 --test-images 2000    # a quicker sample of the same rates
@@ -34,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bootstrap_speed import NIH_PREVALENCE  # this folder: the scripts run as python benchmarks/NAME.py
 from PIL import Image
 
 from mai_aug.data.images import NameBadImage
@@ -41,6 +47,7 @@ from mai_aug.data.loader import StoreDataset, build_dataset
 from mai_aug.data.nih import FINDINGS, HEADER
 from mai_aug.data.store_build import _decode, default_workers, ensure_store
 from mai_aug.transforms.regimes import load_regime
+from mai_aug.transforms.shift_levels import SHIFT_TYPES
 
 NIH_ROWS, NIH_TEST_SHARE = 112_120, 25_596 / 112_120
 
@@ -71,7 +78,7 @@ def write_nih_full(root: Path, rows: int, distinct: int, seed: int = 0) -> tuple
     counts = rng.geometric(1 / 3.64, size=rows)
     patients = np.repeat(np.arange(1, rows + 1), counts)[:rows]
     follow = np.concatenate([np.arange(c) for c in counts])[:rows]
-    test_patients = set(rng.choice(np.unique(patients), int(NIH_TEST_SHARE * len(np.unique(patients))), False))
+    test_patients = official_test_patients(rng, patients, round(NIH_TEST_SHARE * rows))
     lines, test, train_val = [",".join(HEADER)], [], []
     for i, (pid, f) in enumerate(zip(patients, follow)):
         name = f"{pid:08d}_{f:03d}.png"
@@ -83,6 +90,19 @@ def write_nih_full(root: Path, rows: int, distinct: int, seed: int = 0) -> tuple
     (root / "test_list.txt").write_text("\n".join(test) + "\n")
     (root / "train_val_list.txt").write_text("\n".join(train_val) + "\n")
     return [str(images / line.split(",", 1)[0]) for line in lines[1:]], [str(images / n) for n in test]
+
+
+def official_test_patients(rng: np.random.Generator, patients: np.ndarray, images: int) -> set[int]:
+    """Whole patients, in random order, whose images add up to exactly ``images`` (NIH's 25,596 at full size)."""
+    ids, counts = np.unique(patients, return_counts=True)
+    chosen, total = set(), 0
+    for k in rng.permutation(len(ids)):
+        if total + counts[k] <= images:
+            chosen.add(int(ids[k]))
+            total += int(counts[k])
+        if total == images:
+            break
+    return chosen
 
 
 def single_core_rate(paths: list[str], size: int, count: int = 40) -> float:
@@ -114,28 +134,55 @@ def measure_store(paths: list[str], size: int, cache: Path, workers: int) -> dic
             "open_s": opened, "read_rate": reads, "rss_mb": peak_rss_mb()}
 
 
-def measure_evaluation(paths: list[str], size: int, cache: Path, workers: int, batch: int = 64) -> dict:
-    """DenseNet121 over ``paths`` from the store: images/s, and the share spent in the loader."""
+def measure_evaluation(paths: list[str], size: int, cache: Path, workers: int, batch: int = 64,
+                       shift: str | None = None) -> dict:
+    """DenseNet121 over ``paths`` from the store: images/s, and the share spent outside the network (the loader,
+    and with ``shift`` (``NAME=LEVEL``) that test-time shift applied to each batch, as a robustness level runs)."""
     from monai.networks.nets import DenseNet121
     from torch.utils.data import DataLoader
+
+    from mai_aug.data.loader import IndexedDataset
+    from mai_aug.transforms.shifts import build_batch_shift
 
     torch.set_num_threads(workers)
     regime = load_regime("none", size)
     dataset = build_dataset([{"image": p, "label": [0] * 14} for p in paths], regime, train=False, cache_dir=cache,
                             workers=workers, progress=False)
+    name, _, level = (shift or "=").partition("=")
+    shifted = build_batch_shift(name, float(level)) if shift else None
     net = DenseNet121(spatial_dims=2, in_channels=1, out_channels=14).eval()
-    loader_s = network_s = 0.0
+    outside_s = network_s = 0.0
     start = time.perf_counter()
     with torch.no_grad():
         tick = time.perf_counter()
-        for batch_items in DataLoader(dataset, batch_size=batch, num_workers=0):
+        for batch_items in DataLoader(IndexedDataset(dataset), batch_size=batch, num_workers=0):
+            images = batch_items["image"]
+            if shifted is not None:
+                images = shifted(images, batch_items["index"])
             loaded = time.perf_counter()
-            net(batch_items["image"])
+            net(images)
             done = time.perf_counter()
-            loader_s, network_s, tick = loader_s + loaded - tick, network_s + done - loaded, done
+            outside_s, network_s, tick = outside_s + loaded - tick, network_s + done - loaded, done
     total = time.perf_counter() - start
-    return {"eval_rate": len(paths) / total, "outside_share": loader_s / total, "rss_mb": peak_rss_mb(),
+    return {"eval_rate": len(paths) / total, "outside_share": outside_s / total, "rss_mb": peak_rss_mb(),
             "network_s": network_s}
+
+
+def measure_statistics(test: list[str], regimes: int = 4, seeds: int = 3, n_boot: int = 1000) -> dict:
+    """The comparison's statistics (``score_regimes`` + ``summary_table``, as ``compare`` runs them) over synthetic
+    predictions of ``regimes`` x ``seeds`` runs on these test images (their patients; NIH's prevalences)."""
+    from mai_aug.stats.paired import score_regimes, summary_table
+
+    rng = np.random.default_rng(0)
+    patients = np.asarray([int(Path(p).name[:8]) for p in test])
+    labels = (rng.random((len(test), len(FINDINGS))) < NIH_PREVALENCE).astype(np.int64)
+    predictions = {f"regime{r}": [np.round(1 / (1 + np.exp(-(labels * 1.2 + rng.normal(0, 1, labels.shape)))), 6)
+                                  for _ in range(seeds)] for r in range(regimes)}
+    start = time.perf_counter()
+    scores = score_regimes(labels, patients, predictions, n_boot=n_boot)
+    table = summary_table(scores, list(FINDINGS), baseline="regime0")
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rows": len(table), "patients": len(np.unique(patients)), "rss_mb": peak_rss_mb()}
 
 
 def measure_device_evaluation(paths: list[str], size: int, cache: Path, workers: int, device: torch.device,
@@ -174,6 +221,7 @@ def main() -> None:
     p.add_argument("--eval-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=default_workers())
     p.add_argument("--dir", type=Path)
+    p.add_argument("--sweep-level", default="rotation=10", help="the robustness level timed (SHIFT=LEVEL)")
     p.add_argument("--device", default="none", help="also evaluate the test split on this device (cuda, auto)")
     p.add_argument("--device-size", type=int, default=320, help="the image size of the --device evaluation")
     args = p.parse_args()
@@ -195,12 +243,26 @@ def main() -> None:
     ev = measure_evaluation(evaluated, args.eval_size, root / "cache", args.workers)
     print(f"test evaluation at {args.eval_size} px: {len(evaluated)} images, {ev['eval_rate']:.0f} images/s, "
           f"{ev['outside_share']:.1%} of the time outside the network; peak RSS {ev['rss_mb']:.0f} MiB")
+    sweep = measure_evaluation(evaluated, args.eval_size, root / "cache", args.workers, shift=args.sweep_level)
+    print(f"robustness level {args.sweep_level} at {args.eval_size} px: {len(evaluated)} images, "
+          f"{sweep['eval_rate']:.0f} images/s, {sweep['outside_share']:.1%} of the time outside the network (store "
+          f"read + the shift on each batch); peak RSS {sweep['rss_mb']:.0f} MiB")
+    stats = measure_statistics(test)
+    print(f"comparison statistics (4 regimes x 3 seeds, {len(test)} test images, {stats['patients']} patients, 14 "
+          f"findings, 1000 patient resamples; summary of {stats['rows']} rows): {stats['seconds']:.1f} s; peak RSS "
+          f"{stats['rss_mb']:.0f} MiB")
     if args.device != "none":
         report_device_evaluation(evaluated, args, root / "cache")
-    full_build = NIH_ROWS / store["build_rate"]
-    full_eval = 12 * len(test) / ev["eval_rate"]
-    print(f"projected data side of compare --preset full --seeds 3 on this CPU: store build {full_build / 60:.0f} min "
-          f"(once), 12 test evaluations at {args.eval_size} px {full_eval / 60:.0f} min (training not included)")
+    report_projection(args, store, len(test) / ev["eval_rate"], len(test) / sweep["eval_rate"], stats["seconds"])
+
+
+def report_projection(args: argparse.Namespace, store: dict, eval_s: float, level_s: float, stats_s: float) -> None:
+    """Print the projected data side of ``compare --preset full --seeds 3`` (12 runs) on this CPU."""
+    levels = sum(len(t.levels) - 1 for t in SHIFT_TYPES.values())  # the identity level reuses evaluate's predictions
+    print(f"projected data side of compare --preset full --seeds 3 on this CPU at {args.eval_size} px: store build "
+          f"{NIH_ROWS / store['build_rate'] / 60:.0f} min (once), 12 test evaluations {12 * eval_s / 60:.0f} min, "
+          f"the default sweep ({levels} levels) {12 * levels * level_s / 3600:.1f} h for 12 runs, its statistics "
+          f"{(1 + levels) * stats_s / 60:.0f} min, the summary's {stats_s:.0f} s (training not included)")
 
 
 def report_device_evaluation(paths: list[str], args: argparse.Namespace, cache: Path) -> None:
