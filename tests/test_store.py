@@ -125,6 +125,30 @@ def test_a_full_disk_stops_before_decoding_with_the_bytes_needed(nih, tmp_path, 
                      say=lambda line: None)
 
 
+def test_a_disk_filling_while_rows_are_written_is_one_line_and_frees_the_file(nih, tmp_path, monkeypatch):
+    # a file system without fallocate: the space runs out at the fourth row's write
+    monkeypatch.setattr(os, "posix_fallocate", lambda fd, offset, length: (_ for _ in ()).throw(
+        OSError(errno.EOPNOTSUPP, "Operation not supported")))
+    real_pwrite, writes = os.pwrite, []
+
+    def filling(fd, data, offset):
+        writes.append(offset)
+        if len(writes) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", filling)
+    opened = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else None
+    size = 12 * 32 * 32 + 128  # 12 rows of 32x32 after the .npy header
+    with pytest.raises(MaiAugError, match=rf"images\.npy: cannot write row \d+ of the image store \(no space left "
+                                          rf"on the device; it needs {size} bytes\)$"):
+        ensure_store([it["image"] for it in items_of(nih)], load_regime("none", 32), tmp_path / "stores", workers=1,
+                     progress=False, say=lambda line: None)
+    assert [p.name for p in (tmp_path / "stores").iterdir() if not p.name.startswith(".")] == []  # none published
+    if opened is not None:
+        assert len(os.listdir("/proc/self/fd")) == opened  # the failed build holds no descriptor of its file
+
+
 def test_an_unusable_cache_root_is_one_line(nih, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(MaiAugError, match=r"`cache_dir` .*file/stores: cannot write there"):

@@ -6,9 +6,9 @@ A store is a folder ``ROOT/<size>px-<load hash>-<content hash>/`` under the cach
 - ``images.npy``: a ``(N, C, H, W)`` uint8 array (the regime's ``load`` part and the rounding to 8 bits, exactly
   what the training pipeline caches), a row read with one positioned read (``os.preadv``) and written with one
   ``os.pwrite``: the OS page cache holds the pixels once for every process and loader worker, nothing is copied
-  per process, and no process maps the file (a memory map counts every page it has touched in the process's
-  resident memory: a process reading 40,000 rows of a 320 px store through one reached 4.4 GB of RSS, 521 MB
-  with positioned reads, and a scheduler that polices RSS kills such a job);
+  per process, and no process reads or writes pixels through a memory map (a map counts every page touched in
+  the process's resident memory: a process reading 40,000 rows of a 320 px store through one reached 4.4 GB of
+  RSS, 521 MB with positioned reads, and a scheduler that polices RSS kills such a job);
 - ``index.json``: the images' paths in row order with each file's identity, the array's shape, the load spec.
 
 Why one ``.npy`` and not zarr or LMDB: the images of a store all have one shape, so a flat array is the whole
@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from mai_aug.core.errors import MaiAugError
+from mai_aug.core.files import write_reason
 from mai_aug.core.layout import cache_root
 
 IMAGES_FILE = "images.npy"
@@ -180,11 +181,17 @@ class RowFile:
     def put(self, row: int, image: np.ndarray) -> None:
         """Write ``image`` (the store's shape, uint8) as row ``row``."""
         data = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
-        if os.pwrite(self._file(), data, self.offset + row * self.row_bytes) != len(data):
-            raise MaiAugError(f"{self.path}: row {row} was written short; the disk may be full")
+        try:
+            written = os.pwrite(self._file(), data, self.offset + row * self.row_bytes)
+        except OSError as e:  # a file system without fallocate fills up here
+            raise MaiAugError(f"{self.path}: cannot write row {row} of the image store ({write_reason(e)}; it "
+                              f"needs {os.fstat(self._fd).st_size} bytes)") from None
+        if written != len(data):
+            raise MaiAugError(f"{self.path}: row {row} of the image store was written short ({written} of "
+                              f"{len(data)} bytes); the disk may be full")
 
     def sync(self) -> None:
-        """Flush this process's writes to the disk (before a store is published)."""
+        """Flush every process's writes to the file to the disk (before a store is published)."""
         os.fsync(self._file())
 
     def close(self) -> None:

@@ -100,9 +100,11 @@ def _build(root: Path, name: str, paths: list[str], identities: list[list[int]],
                    write=True)
     say(f"image store: decoding {len(paths)} images at {regime.load_size} px into {root / name} with "
         f"{min(workers, len(paths))} processes (once for every run that uses them)")
-    _decode_all(rows, paths, load, workers, Progress("image store", len(paths)) if progress else None)
-    rows.sync()  # the pixels are on the disk before the store is published
-    rows.close()
+    try:
+        _decode_all(rows, paths, load, workers, Progress("image store", len(paths)) if progress else None)
+        rows.sync()  # the pixels are on the disk before the store is published
+    finally:
+        rows.close()  # a failed build's file is deleted by the next one: no descriptor keeps its blocks
     write_index(building, paths, identities, shape, regime.load_spec, regime.load_size)
     _remove_damaged(root / name)
     os.rename(building, root / name)
@@ -132,10 +134,13 @@ def _decode_all(rows: RowFile, paths: list[str], load: Callable, workers: int, p
     chunks = _chunks(len(paths), workers)
     if workers <= 1 or len(chunks) == 1:
         _start_worker(rows, paths, load, threads=None)
-        for done, chunk in enumerate(chunks, 1):
-            _raise_first(_decode_chunk(chunk))
-            if progress:
-                progress(min(done * len(chunk), len(paths)))
+        try:
+            for done, chunk in enumerate(chunks, 1):
+                _raise_first(_decode_chunk(chunk))
+                if progress:
+                    progress(min(done * len(chunk), len(paths)))
+        finally:
+            _WORKER.clear()
         return
     _decode_in_processes(rows, paths, load, workers, chunks, progress)
 
