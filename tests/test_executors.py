@@ -127,9 +127,9 @@ def test_two_compares_on_one_folder_train_each_run_once(phantom_dir, tmp_path):
     assert errs.count("none/seed-0: trained") == 1 and errs.count("none/seed-1: trained") == 1, errs
     for seed in (0, 1):
         log = (out / "none" / f"seed-{seed}" / "train.log").read_text()
-        assert log.count("finished ") == 1  # one training wrote the run
-    assert (pd.read_csv(out / "summary.csv")["seeds"] == 2).all()
-    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp"))
+        assert log.count("finished ") == 1, (log, errs)  # one training wrote the run
+    assert (pd.read_csv(out / "summary.csv")["seeds"] == 2).all(), errs
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp")), list(out.rglob("*tmp"))
 
 
 def test_a_killed_compare_is_resumed_by_the_next(phantom_dir, tmp_path, capsys):
