@@ -240,3 +240,22 @@ def test_resample_only_is_a_small_blur_that_keeps_orientation(tmp_path):
         assert np.corrcoef(out.ravel(), plain.ravel())[0, 1] > 0.99  # same orientation, same geometry
         assert np.abs(np.diff(out, axis=1)).mean() < np.abs(np.diff(plain, axis=1)).mean()  # a blur: smoother
     assert type(control.online_parts[1][0]).__name__ == "Compose" and control.online_parts[1][0].lazy is True
+
+
+def test_the_guards_verdict_is_kept_only_for_the_same_data_only_spec(tmp_path, monkeypatch):
+    """A data-only spec that passed is not probed again; a changed spec, a new size or a trusted spec is."""
+    import mai_aug.transforms.regimes as regimes
+
+    probed, real = [], regimes.check_no_mirror
+    monkeypatch.setattr(regimes, "check_no_mirror", lambda name, *parts: probed.append(name) or real(name, *parts))
+    rotate = "{_target_: RandRotated, keys: image, range_x: 0.2468, prob: 1.0}"  # a spec no other test loads
+    for _ in range(3):
+        load_regime("mirror", SIZE, [one_regime(tmp_path, "random", rotate)])
+    load_regime("mirror", SIZE + 16, [one_regime(tmp_path, "random", rotate)])
+    assert len(probed) == 2  # once per size
+    flip = "{_target_: RandFlipd, keys: image, spatial_axis: 1, prob: 0.5}"
+    with pytest.raises(MaiAugError, match="RandFlipd mirrors the image"):  # same name, another spec: probed
+        load_regime("mirror", SIZE, [one_regime(tmp_path, "random", flip)])
+    for _ in range(2):
+        load_regime("mirror", SIZE, [one_regime(tmp_path, "random", rotate)], trust=True)
+    assert len(probed) == 5  # a trusted spec may compute its transforms: probed every time

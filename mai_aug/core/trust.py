@@ -42,6 +42,7 @@ REFUSED_TRANSFORMS = {
                      "SaveClassificationd"], "writes files"),
 }
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+_LOCATOR: list[Any] = [None, None]  # (the MONAI modules it scanned, the locator): see monai_locator
 _TRUST: contextvars.ContextVar[bool] = contextvars.ContextVar("mai_aug_trust_config", default=False)
 
 
@@ -73,12 +74,24 @@ def check_data_only(config: Any, source: str, trust: bool | None = None) -> None
     """
     if resolve_trust(trust):
         return
-    locator = ComponentLocator()  # a fresh one sees the modules ConfigParser's own will see
+    locator = monai_locator()
     for where, key, value in walk_config(config, "", None):
         problem = _problem(key, value, locator)
         if problem:
             raise MaiAugError(f"{source}: {where or 'top level'}: {problem}; configs are data by default, "
                               f"{TRUST_HINT}")
+
+
+def monai_locator() -> ComponentLocator:
+    """A ComponentLocator over the MONAI modules imported now: the one ConfigParser's own would build.
+
+    MONAI builds a new one per ConfigParser, and its table scans every MONAI module (10-40 ms); it changes only
+    when another MONAI module is imported, so one is kept per set of imported modules.
+    """
+    loaded = tuple(m for m in sys.modules if m.startswith(ComponentLocator.MOD_START))
+    if _LOCATOR[0] != loaded:
+        _LOCATOR[:] = [loaded, ComponentLocator()]
+    return _LOCATOR[1]
 
 
 def walk_config(node: Any, where: str, parent: str | None) -> Iterator[tuple[str, str | None, Any]]:

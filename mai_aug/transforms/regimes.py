@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,7 +17,7 @@ from monai.transforms import Compose, EnsureTyped, ScaleIntensityRanged
 
 from mai_aug.core.errors import MaiAugError
 from mai_aug.core.names import check_name
-from mai_aug.core.trust import check_data_only, resolve_trust, walk_config
+from mai_aug.core.trust import check_data_only, monai_locator, resolve_trust, walk_config
 from mai_aug.core.user_yaml import read_user_yaml
 from mai_aug.transforms.guard import check_deterministic, check_no_mirror
 from mai_aug.transforms.intensity import ToUint8d
@@ -28,6 +29,7 @@ PARTS = ("load", "deterministic", "random")
 SPEC_KEYS = frozenset({"description", *PARTS, "allow_lateral_flip"})
 MAX_REFERENCE_DEPTH = 20
 MAX_MAGNITUDE = 1e12  # no transform argument (probability, range, size, angle) is anywhere near this
+_GUARDED: set[tuple[str, str, int]] = set()  # (regime, spec, size) whose transforms passed the guards: _guard
 
 
 def default_regimes_file() -> Path:
@@ -225,6 +227,7 @@ def regime_from_spec(name: str, spec: dict, image_size: int, trust: bool = False
         raise MaiAugError(f"regime {name!r}: unknown key(s) {', '.join(sorted(unknown))}")
     _check_numbers(name, spec)
     parser = ConfigParser({"image_size": int(image_size), "spec": copy.deepcopy(spec)})
+    parser.locator = monai_locator()  # its table is the one ConfigParser builds, kept (see monai_locator)
     parts = {part: _instantiate(parser, name, part) for part in PARTS}
     regime = Regime(
         name=name,
@@ -238,10 +241,25 @@ def regime_from_spec(name: str, spec: dict, image_size: int, trust: bool = False
         load_spec=copy.deepcopy(spec["load"]),
         online_parts=(fused(parts["deterministic"]), fused(parts["random"])),
     )
-    if not regime.allow_lateral_flip:
-        check_no_mirror(name, regime.load, regime.deterministic, regime.random)
-    check_deterministic(name, regime.deterministic)
+    _guard(regime, spec, trust)
     return regime
+
+
+def _guard(regime: Regime, spec: dict, trust: bool) -> None:
+    """The mirror and determinism guards, probed once per process for each data-only spec and image size.
+
+    A study builds each regime many times (its plan, each job's training, evaluation and analyses) and probing costs
+    about 80 ms. A data-only spec builds the same transforms each time, so its verdict is kept; a trusted spec may
+    compute its transforms, so it is probed every time.
+    """
+    key = (regime.name, json.dumps(spec, sort_keys=True, default=repr), regime.load_size)
+    if not trust and key in _GUARDED:
+        return
+    if not regime.allow_lateral_flip:
+        check_no_mirror(regime.name, regime.load, regime.deterministic, regime.random)
+    check_deterministic(regime.name, regime.deterministic)
+    if not trust:
+        _GUARDED.add(key)
 
 
 def _check_numbers(name: str, spec: dict) -> None:
