@@ -131,7 +131,7 @@ def test_densenet_learns_planted_findings(tmp_path):
     data = write_phantom(PhantomSpec(out=tmp_path / "ph", n=1200, size=64, seed=11), workers=2)
     run = tmp_path / "run"
     assert main(["train", "--data", str(data), "--regime", "basic", "--out", str(run), "--image-size", "64",
-                 "--batch-size", "16", "--epochs", "1", "--steps-per-epoch", "70", "--lr", "1e-3",
+                 "--batch-size", "16", "--epochs", "1", "--steps-per-epoch", "45", "--lr", "1e-3",
                  "--workers", "0", "--quiet"]) == 0
     assert main(["evaluate", "--run", str(run), "--split", "test", "--bootstrap", "200"]) == 0
     table = pd.read_csv(run / "eval" / "test_auc.csv").set_index("finding")
