@@ -132,6 +132,21 @@ def test_two_compares_on_one_folder_train_each_run_once(phantom_dir, tmp_path):
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp")), list(out.rglob("*tmp"))
 
 
+def test_a_folder_another_compare_is_claiming_is_not_refused(tmp_path):
+    """The moment that failed in CI: one compare has written its marker's temporary file and not yet renamed it."""
+    from mai_aug.core.layout import StudyLayout
+    from mai_aug.study.compare import _check_out
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f".{StudyLayout(out).marker.name}.k3j2h1ab.tmp").write_text("a mai-aug compare folder")
+    _check_out(out)  # the other compare's folder: taken, not refused
+    (out / f".{StudyLayout(out).marker.name}.k3j2h1ab.tmp").unlink()
+    (out / ".notes.k3j2h1ab.tmp").write_text("")  # any other file, hidden or not, still makes it a user's folder
+    with pytest.raises(MaiAugError, match="not empty and not a comparison folder"):
+        _check_out(out)
+
+
 def test_a_killed_compare_is_resumed_by_the_next(phantom_dir, tmp_path, capsys):
     out = tmp_path / "out"
     # epochs of a few seconds: the poll below sees epoch 1's checkpoint before epoch 2's replaces it
