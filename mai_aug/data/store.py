@@ -179,16 +179,31 @@ class RowFile:
         return image
 
     def put(self, row: int, image: np.ndarray) -> None:
-        """Write ``image`` (the store's shape, uint8) as row ``row``."""
-        data = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
-        try:
-            written = os.pwrite(self._file(), data, self.offset + row * self.row_bytes)
-        except OSError as e:  # a file system without fallocate fills up here
-            raise MaiAugError(f"{self.path}: cannot write row {row} of the image store ({write_reason(e)}; it "
-                              f"needs {os.fstat(self._fd).st_size} bytes)") from None
-        if written != len(data):
-            raise MaiAugError(f"{self.path}: row {row} of the image store was written short ({written} of "
-                              f"{len(data)} bytes); the disk may be full")
+        """Write ``image`` (the store's shape, uint8) as row ``row``.
+
+        A write cut short goes on from where it stopped: a file system filling up first writes part of a row, and
+        the next write then fails with the cause.
+        """
+        data = memoryview(np.ascontiguousarray(image, dtype=np.uint8).reshape(-1))
+        at, done = self.offset + row * self.row_bytes, 0
+        while done < len(data):
+            try:
+                written = os.pwrite(self._file(), data[done:], at + done)
+            except OSError as e:  # a file system without fallocate fills up here
+                raise MaiAugError(self._write_failure(row, e)) from None
+            if written <= 0:  # no progress and no error: stop rather than loop
+                raise MaiAugError(f"{self.path}: row {row} of the image store was written short ({done} of "
+                                  f"{len(data)} bytes); the disk may be full")
+            done += written
+
+    def _write_failure(self, row: int, error: OSError) -> str:
+        """The file, the row, the cause, and the bytes the file still lacks (its size less its allocated blocks)."""
+        lacking = ""
+        if self._pid == os.getpid():  # the file is open: its own figures
+            stat = os.fstat(self._fd)
+            missing = max(0, stat.st_size - getattr(stat, "st_blocks", 0) * 512)
+            lacking = f"; it needs {missing} more bytes, {shutil.disk_usage(self.path.parent).free} free"
+        return f"{self.path}: cannot write row {row} of the image store ({write_reason(error)}{lacking})"
 
     def sync(self) -> None:
         """Flush every process's writes to the file to the disk (before a store is published)."""

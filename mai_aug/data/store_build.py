@@ -103,8 +103,11 @@ def _build(root: Path, name: str, paths: list[str], identities: list[list[int]],
     try:
         _decode_all(rows, paths, load, workers, Progress("image store", len(paths)) if progress else None)
         rows.sync()  # the pixels are on the disk before the store is published
-    finally:
-        rows.close()  # a failed build's file is deleted by the next one: no descriptor keeps its blocks
+    except BaseException:  # a full disk, a bad image, an interrupt: the partial file goes, its blocks are freed
+        rows.close()
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    rows.close()
     write_index(building, paths, identities, shape, regime.load_spec, regime.load_size)
     _remove_damaged(root / name)
     os.rename(building, root / name)
