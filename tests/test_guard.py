@@ -259,3 +259,14 @@ def test_the_guards_verdict_is_kept_only_for_the_same_data_only_spec(tmp_path, m
     for _ in range(2):
         load_regime("mirror", SIZE, [one_regime(tmp_path, "random", rotate)], trust=True)
     assert len(probed) == 5  # a trusted spec may compute its transforms: probed every time
+
+
+def test_a_spec_json_cannot_sort_is_probed_not_a_traceback(tmp_path):
+    path = regimes_file(tmp_path, """
+        load: [{_target_: LoadImaged, keys: image, foo: {1: a, b: c}}]
+        regimes:
+          odd: {}
+        """)  # number and string keys in one mapping: no canonical JSON, so no kept verdict
+    for _ in range(2):  # refused by the probe each time, in its one line
+        with pytest.raises(MaiAugError, match=r"regime 'odd', load: LoadImaged fails on a PNG test image"):
+            load_regime("odd", SIZE, [path])

@@ -252,14 +252,23 @@ def _guard(regime: Regime, spec: dict, trust: bool) -> None:
     about 80 ms. A data-only spec builds the same transforms each time, so its verdict is kept; a trusted spec may
     compute its transforms, so it is probed every time.
     """
-    key = (regime.name, json.dumps(spec, sort_keys=True, default=repr), regime.load_size)
-    if not trust and key in _GUARDED:
+    key = None if trust else _guard_key(regime, spec)
+    if key is not None and key in _GUARDED:
         return
     if not regime.allow_lateral_flip:
         check_no_mirror(regime.name, regime.load, regime.deterministic, regime.random)
     check_deterministic(regime.name, regime.deterministic)
-    if not trust:
+    if key is not None:
         _GUARDED.add(key)
+
+
+def _guard_key(regime: Regime, spec: dict) -> tuple[str, str, int] | None:
+    """The spec as canonical JSON with the regime's name and size; None (probe every time) where JSON cannot sort
+    it (a mapping with both number and string keys)."""
+    try:
+        return regime.name, json.dumps(spec, sort_keys=True, default=repr), regime.load_size
+    except TypeError:
+        return None
 
 
 def _check_numbers(name: str, spec: dict) -> None:
