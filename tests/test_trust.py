@@ -260,3 +260,25 @@ def test_autocast_at_evaluation_follows_the_run(user_run):
     assert trained_dtype({"amp": True, "resolved": {"amp": True, "device": "cuda"}}) == torch.float16
     assert trained_dtype({"amp": None}) == torch.float16  # older runs: training's default with CUDA
     # more cases (CPU bfloat16 runs, inference on the other device) in test_amp_cpu.py
+
+
+def test_the_kept_component_locator_follows_newly_imported_monai_modules(monkeypatch):
+    """One locator serves while the imported MONAI modules stay the same; a new module gets a new one that finds it."""
+    import sys
+    import types
+
+    from mai_aug.core.trust import monai_locator
+
+    first = monai_locator()
+    assert monai_locator() is first and first.get_component_module_name("RandRotated") is not None
+    module = types.ModuleType("monai._mai_aug_test_module")
+
+    class MaiAugTestOnlyTransform:
+        pass
+
+    MaiAugTestOnlyTransform.__module__ = module.__name__
+    module.MaiAugTestOnlyTransform = MaiAugTestOnlyTransform
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert first.get_component_module_name("MaiAugTestOnlyTransform") is None  # its table predates the module
+    fresh = monai_locator()
+    assert fresh is not first and fresh.get_component_module_name("MaiAugTestOnlyTransform") == module.__name__
