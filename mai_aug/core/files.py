@@ -18,6 +18,14 @@ if TYPE_CHECKING:  # pandas and matplotlib are imported by the commands that wri
     from matplotlib.figure import Figure
 
 
+TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporary files: ".NAME.<random>.tmp" beside NAME
+
+
+def temporary_files(path: Path) -> list[Path]:
+    """The temporary files :func:`atomic_write` is writing (or a killed process left) for ``path``, not yet renamed."""
+    return sorted(Path(path).parent.glob(f".{Path(path).name}.*{TEMPORARY_SUFFIX}"))
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool = True) -> None:
     """Write ``path`` through ``write(file)`` so that it is either complete or absent, never partial.
 
@@ -30,7 +38,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], durable: bool =
     path = output_file(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             write(f)
             if durable:

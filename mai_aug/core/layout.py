@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mai_aug.core.errors import MaiAugError
+from mai_aug.core.files import temporary_files
 from mai_aug.core.names import check_name
 
 #: A run's lock file (core/locks.py).
@@ -258,8 +259,12 @@ class StudyLayout(_Folder):
         return self.root / STUDY_MARKER
 
     def is_study(self) -> bool:
-        """Whether ``root`` is a comparison folder: its marker, ``compare_config.yaml`` or a run folder of older code."""
-        if self.marker.is_file() or self.config.is_file():
+        """Whether ``root`` is a comparison folder: its marker, ``compare_config.yaml`` or a run folder of older code.
+
+        A marker still being written (another compare claiming the folder now) counts: two compares started together
+        on a new ``out`` would otherwise see each other's temporary marker and refuse the folder.
+        """
+        if self.marker.is_file() or self.config.is_file() or temporary_files(self.marker):
             return True
         return any((RunLayout(path).fingerprint.is_file() or RunLayout(path).config.is_file())
                    for _, _, path in self.run_dirs())

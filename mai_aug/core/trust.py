@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import importlib.util
 import re
@@ -42,7 +43,6 @@ REFUSED_TRANSFORMS = {
                      "SaveClassificationd"], "writes files"),
 }
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
-_LOCATOR: list[Any] = [None, None]  # (the MONAI modules it scanned, the locator): see monai_locator
 _TRUST: contextvars.ContextVar[bool] = contextvars.ContextVar("mai_aug_trust_config", default=False)
 
 
@@ -88,10 +88,13 @@ def monai_locator() -> ComponentLocator:
     MONAI builds a new one per ConfigParser, and its table scans every MONAI module (10-40 ms); it changes only
     when another MONAI module is imported, so one is kept per set of imported modules.
     """
-    loaded = tuple(m for m in sys.modules if m.startswith(ComponentLocator.MOD_START))
-    if _LOCATOR[0] != loaded:
-        _LOCATOR[:] = [loaded, ComponentLocator()]
-    return _LOCATOR[1]
+    return _locator_of(tuple(m for m in sys.modules if m.startswith(ComponentLocator.MOD_START)))
+
+
+@functools.lru_cache(maxsize=1)
+def _locator_of(modules: tuple[str, ...]) -> ComponentLocator:
+    """The locator of one set of imported MONAI ``modules`` (it scans them on its first lookup)."""
+    return ComponentLocator()
 
 
 def walk_config(node: Any, where: str, parent: str | None) -> Iterator[tuple[str, str | None, Any]]:

@@ -268,19 +268,11 @@ def _check_out(out: Path) -> None:
     study = StudyLayout(out)
     if out.exists() and not out.is_dir():
         raise MaiAugError(f"`out` {out}: exists and is not a folder")
-    if out.is_dir() and not study.is_study() and not _marker_being_written(study) and any(out.iterdir()):
+    if out.is_dir() and not study.is_study() and any(out.iterdir()):
         shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
         raise MaiAugError(f"`out` {out}: not empty and not a comparison folder (it holds {shown}...; no "
                           f"{study.marker.name} or run folders); give a new or empty folder, its files would be "
                           f"overwritten")
-
-
-def _marker_being_written(study: StudyLayout) -> bool:
-    """Another compare is claiming the folder: its marker's temporary file (``atomic_write``) is there, not yet renamed.
-
-    Two compares started together on a new ``out`` would otherwise see each other's temporary marker and refuse.
-    """
-    return any(study.root.glob(f".{study.marker.name}.*.tmp"))
 
 
 def _claim_out(out: Path, ctx: distributed.DistContext) -> None:
